@@ -1,0 +1,637 @@
+//! Configuration: built-in defaults, then a YAML or TOML file, then `EARSHOT_…` environment
+//! variables (`EARSHOT_KAFKA__BOOTSTRAP_SERVERS` sets `kafka.bootstrap_servers`).
+//!
+//! The structs do not use `deny_unknown_fields`, which would stop at the first unknown key:
+//! [`Config::from_value`] (the only way a config is loaded) walks them with `serde_ignored`
+//! and rejects every unknown key it reports.
+//!
+//! Loading reports every problem at once, each with its key path: unknown keys anywhere, a
+//! type error per section, and every failed validation rule. Binaries exit with code 64
+//! ([`EXIT_CONFIG`]) when there is any.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Exit code for invalid configuration (`EX_CONFIG` would be 78; sysexits' `EX_USAGE` is 64,
+/// which is what Earshot documents and tests for).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// The whole configuration; each service reads its own section plus `kafka`, `topics` and
+/// `telemetry`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Kafka connection and client tuning.
+    pub kafka: KafkaConfig,
+    /// Topic names.
+    pub topics: TopicsConfig,
+    /// Metrics, health endpoints and logs.
+    pub telemetry: TelemetryConfig,
+    /// The collector: HTTP ingest and NDJSON replay.
+    pub collector: CollectorConfig,
+    /// The enricher: watchlists.
+    pub enricher: EnricherConfig,
+    /// The router: routes, receivers and delivery.
+    pub router: RouterConfig,
+    /// The sink: PostgreSQL and Parquet.
+    pub sink: SinkConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list of brokers.
+    pub bootstrap_servers: String,
+    /// Prefix of consumer group ids; each service appends its name (`earshot-enricher`).
+    pub group_prefix: String,
+    /// Create missing topics at start (for development; production provisions them).
+    pub create_topics: bool,
+    /// Partitions of topics created at start.
+    pub topic_partitions: i32,
+    /// Replication factor of topics created at start.
+    pub topic_replication_factor: i32,
+    /// How long the producer keeps retrying a record before reporting it failed.
+    pub message_timeout_ms: u64,
+    /// Records in flight per service (read but not yet acknowledged downstream).
+    pub max_in_flight: usize,
+    /// Upper bound on draining in-flight records at shutdown.
+    pub drain_timeout_ms: u64,
+    /// Consumer group session timeout.
+    pub session_timeout_ms: u64,
+    /// Cap on librdkafka's producer queue, in KiB (keep it below the memory limit).
+    pub producer_queue_max_kbytes: u64,
+    /// Cap on librdkafka's prefetch queue per partition, in KiB.
+    pub consumer_queue_max_kbytes: u64,
+    /// Largest record accepted or produced, in bytes.
+    pub max_message_bytes: usize,
+    /// URL of a Confluent-compatible Schema Registry; when set, records use the Confluent wire
+    /// format, otherwise Avro single-object encoding.
+    pub schema_registry_url: Option<String>,
+    /// Extra librdkafka properties (`security.protocol`, `sasl.mechanism`, ...). Secrets belong
+    /// in `EARSHOT_KAFKA__PROPERTIES__SASL_PASSWORD`-style variables, not in files.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            group_prefix: "earshot".into(),
+            create_topics: true,
+            topic_partitions: 4,
+            topic_replication_factor: 1,
+            message_timeout_ms: 120_000,
+            max_in_flight: 10_000,
+            drain_timeout_ms: 20_000,
+            session_timeout_ms: 10_000,
+            producer_queue_max_kbytes: 65_536,
+            consumer_queue_max_kbytes: 16_384,
+            max_message_bytes: 1_048_576,
+            schema_registry_url: None,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TopicsConfig {
+    /// Collector → enricher, `Mention` keyed by mention id.
+    pub raw: String,
+    /// Enricher → router and sink, `EnrichedMention` keyed by watchlist.
+    pub enriched: String,
+    /// Router → sink, `Alert` keyed by alert id.
+    pub alerts: String,
+    /// Records that could not be decoded, processed or delivered, with the reason in headers.
+    pub deadletter: String,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            raw: "earshot.mentions.raw".into(),
+            enriched: "earshot.mentions.enriched".into(),
+            alerts: "earshot.alerts".into(),
+            deadletter: "earshot.deadletter".into(),
+        }
+    }
+}
+
+impl TopicsConfig {
+    pub fn all(&self) -> [&str; 4] {
+        [&self.raw, &self.enriched, &self.alerts, &self.deadletter]
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TelemetryConfig {
+    /// Address of the `/metrics`, `/healthz` and `/readyz` server; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// A tracing filter, e.g. `info` or `earshot_router=debug,info`.
+    pub log_level: String,
+    /// `/healthz` fails when the processing loop has not ticked for this long.
+    pub stall_timeout_ms: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            listen: "0.0.0.0:9464".parse().expect("valid address"),
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            stall_timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CollectorConfig {
+    /// The HTTP ingest endpoint `POST /v1/mentions`.
+    pub http: Option<HttpIngestConfig>,
+    /// Replay an NDJSON file of mentions, then stop replaying.
+    pub replay: Option<ReplayConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpIngestConfig {
+    /// Listen address; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Environment variable holding the bearer token clients must send.
+    pub token_env: Option<String>,
+    /// File holding the bearer token (trailing whitespace ignored).
+    pub token_file: Option<PathBuf>,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// How long a request waits for Kafka to acknowledge its mentions before answering 503.
+    pub ack_timeout_ms: u64,
+}
+
+impl Default for HttpIngestConfig {
+    fn default() -> Self {
+        HttpIngestConfig {
+            listen: "0.0.0.0:8080".parse().expect("valid address"),
+            token_env: Some("EARSHOT_INGEST_TOKEN".into()),
+            token_file: None,
+            max_body_bytes: 8 * 1024 * 1024,
+            ack_timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplayConfig {
+    /// NDJSON file, one mention per line (the ingest format).
+    pub path: PathBuf,
+    /// Mentions per second; 0 replays as fast as the pipeline takes them.
+    #[serde(default)]
+    pub rate_per_sec: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EnricherConfig {
+    /// Named watchlists: brands, products, competitors, topics.
+    pub watchlists: Vec<WatchlistConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WatchlistConfig {
+    /// Unique name; the enriched topic is keyed by it.
+    pub name: String,
+    /// Plain terms, matched case-insensitively on word boundaries; any one matches.
+    pub terms: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RouterConfig {
+    /// Routes, tried in order; every matching route raises its own alert.
+    pub routes: Vec<RouteConfig>,
+    /// Receivers the routes name.
+    pub receivers: Vec<ReceiverConfig>,
+    /// Retry policy of deliveries.
+    pub delivery: DeliveryConfig,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig { routes: Vec::new(), receivers: Vec::new(), delivery: DeliveryConfig::default() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouteConfig {
+    /// Unique route name, recorded in each alert.
+    pub name: String,
+    /// The watchlist a mention must match.
+    pub watchlist: String,
+    /// The score tested against `threshold`.
+    pub score: ScoreName,
+    /// The route fires when the score is at least this.
+    pub threshold: f64,
+    /// The receiver to deliver to.
+    pub receiver: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreName {
+    /// Enriched `urgency`, 0..1.
+    Urgency,
+    /// The matched watchlist's relevance, 0..1.
+    Relevance,
+    /// Negative sentiment: `-compound`, -1..1.
+    Negativity,
+    /// Enriched `reach`.
+    Reach,
+    /// Enriched `spam_score`, 0..1.
+    Spam,
+}
+
+impl ScoreName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScoreName::Urgency => "urgency",
+            ScoreName::Relevance => "relevance",
+            ScoreName::Negativity => "negativity",
+            ScoreName::Reach => "reach",
+            ScoreName::Spam => "spam",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReceiverConfig {
+    /// Unique receiver name.
+    pub name: String,
+    /// A generic JSON webhook.
+    pub webhook: WebhookConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WebhookConfig {
+    /// Target URL. Prefer `url_env` when the URL carries a token.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Environment variable holding the target URL.
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// Allow targets on loopback or private addresses (off by default; on for local demos).
+    #[serde(default)]
+    pub allow_private: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeliveryConfig {
+    /// Attempts per delivery before it is dead-lettered.
+    pub max_attempts: u32,
+    /// First retry delay; doubles up to `max_backoff_ms`.
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Timeout of one attempt.
+    pub request_timeout_ms: u64,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            max_attempts: 6,
+            initial_backoff_ms: 200,
+            max_backoff_ms: 10_000,
+            request_timeout_ms: 10_000,
+            concurrency: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SinkConfig {
+    /// Write to PostgreSQL.
+    pub postgres: Option<PostgresConfig>,
+    /// Write Parquet files.
+    pub parquet: Option<ParquetConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PostgresConfig {
+    /// Connection URL; prefer `url_env` when it holds a password.
+    pub url: Option<String>,
+    /// Environment variable holding the connection URL.
+    pub url_env: Option<String>,
+    /// Rows per transaction at most.
+    pub batch_size: usize,
+    /// How long a partial batch waits for more rows.
+    pub batch_linger_ms: u64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig { url: None, url_env: Some("DATABASE_URL".into()), batch_size: 2000, batch_linger_ms: 200 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ParquetConfig {
+    /// Root directory; files go under `<table>/date=YYYY-MM-DD/hour=HH/`.
+    pub dir: PathBuf,
+    /// Roll a file after this many rows.
+    pub roll_rows: usize,
+    /// Roll a file after it has been open this long.
+    pub roll_secs: u64,
+}
+
+impl Default for ParquetConfig {
+    fn default() -> Self {
+        ParquetConfig { dir: "earshot-data".into(), roll_rows: 100_000, roll_secs: 60 }
+    }
+}
+
+/// Every problem found in a configuration, each naming its key path.
+#[derive(Debug, Default)]
+pub struct ConfigErrors {
+    pub problems: Vec<String>,
+}
+
+impl ConfigErrors {
+    fn push(&mut self, path: impl fmt::Display, message: impl fmt::Display) {
+        self.problems.push(format!("{path}: {message}"));
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem{}):", self.problems.len(), if self.problems.len() == 1 { "" } else { "s" })?;
+        for problem in &self.problems {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Where a configuration comes from, lowest precedence first.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSources<'a> {
+    /// Built-in defaults of the mode (for example the embedded mode's demo config), as YAML.
+    pub defaults_yaml: Option<&'a str>,
+    /// A YAML or TOML file, by extension.
+    pub file: Option<&'a Path>,
+    /// Read `EARSHOT_…` variables.
+    pub environment: bool,
+}
+
+impl Config {
+    /// Loads and validates; on failure, returns every problem found.
+    pub fn load(sources: ConfigSources<'_>) -> Result<Config, ConfigErrors> {
+        let mut builder = config::Config::builder();
+        if let Some(yaml) = sources.defaults_yaml {
+            builder = builder.add_source(config::File::from_str(yaml, config::FileFormat::Yaml));
+        }
+        if let Some(path) = sources.file {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        if sources.environment {
+            // Only `EARSHOT_<SECTION>__<KEY>` variables are config; others with the prefix (such
+            // as the ingest token) are secrets read by name.
+            let variables: config::Map<String, String> = std::env::vars()
+                .filter(|(name, _)| name.starts_with("EARSHOT_") && name.contains("__"))
+                .collect();
+            builder = builder.add_source(
+                config::Environment::with_prefix("EARSHOT")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(variables)),
+            );
+        }
+        let mut errors = ConfigErrors::default();
+        let merged = match builder.build() {
+            Ok(merged) => merged,
+            Err(e) => {
+                errors.push(sources.file.map(|p| p.display().to_string()).unwrap_or_else(|| "config".into()), e);
+                return Err(errors);
+            }
+        };
+        let value: serde_json::Value = match merged.try_deserialize() {
+            Ok(value) => value,
+            Err(e) => {
+                errors.push("config", e);
+                return Err(errors);
+            }
+        };
+        Self::from_value(value)
+    }
+
+    /// Builds a config from a merged JSON-like tree, reporting every problem.
+    pub fn from_value(value: serde_json::Value) -> Result<Config, ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        let mut config = Config::default();
+        let serde_json::Value::Object(mut sections) = value else {
+            errors.push("config", "the top level must be a map of sections");
+            return Err(errors);
+        };
+        macro_rules! section {
+            ($name:ident) => {
+                if let Some(raw) = sections.remove(stringify!($name)) {
+                    match deserialize_section(stringify!($name), raw, &mut errors) {
+                        Some(parsed) => config.$name = parsed,
+                        None => {}
+                    }
+                }
+            };
+        }
+        section!(kafka);
+        section!(topics);
+        section!(telemetry);
+        section!(collector);
+        section!(enricher);
+        section!(router);
+        section!(sink);
+        for unknown in sections.keys() {
+            errors.push(unknown, "unknown section (expected kafka, topics, telemetry, collector, enricher, router or sink)");
+        }
+        config.validate(&mut errors);
+        if errors.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn validate(&self, errors: &mut ConfigErrors) {
+        if self.kafka.bootstrap_servers.trim().is_empty() {
+            errors.push("kafka.bootstrap_servers", "must name at least one broker");
+        }
+        if self.kafka.topic_partitions < 1 {
+            errors.push("kafka.topic_partitions", "must be at least 1");
+        }
+        if self.kafka.topic_replication_factor < 1 {
+            errors.push("kafka.topic_replication_factor", "must be at least 1");
+        }
+        if self.kafka.max_in_flight == 0 {
+            errors.push("kafka.max_in_flight", "must be at least 1");
+        }
+        let topics = self.topics.all();
+        for (name, topic) in ["raw", "enriched", "alerts", "deadletter"].iter().zip(topics) {
+            if !valid_topic_name(topic) {
+                errors.push(format!("topics.{name}"), format!("{topic:?} is not a valid Kafka topic name"));
+            }
+        }
+        for (i, a) in topics.iter().enumerate() {
+            if topics[..i].contains(a) {
+                errors.push("topics", format!("topic {a:?} is used for two purposes"));
+            }
+        }
+        if let Some(http) = &self.collector.http {
+            if http.token_env.is_none() && http.token_file.is_none() {
+                errors.push("collector.http", "set token_env or token_file: the ingest endpoint requires a bearer token");
+            }
+            if http.max_body_bytes == 0 {
+                errors.push("collector.http.max_body_bytes", "must be at least 1");
+            }
+        }
+        let mut watchlists = Vec::new();
+        for (i, watchlist) in self.enricher.watchlists.iter().enumerate() {
+            let path = format!("enricher.watchlists[{i}]");
+            if watchlist.name.trim().is_empty() {
+                errors.push(format!("{path}.name"), "must not be empty");
+            }
+            if watchlists.contains(&watchlist.name.as_str()) {
+                errors.push(format!("{path}.name"), format!("duplicate watchlist name {:?}", watchlist.name));
+            }
+            watchlists.push(&watchlist.name);
+            if watchlist.terms.is_empty() {
+                errors.push(format!("{path}.terms"), "must list at least one term");
+            }
+            for (j, term) in watchlist.terms.iter().enumerate() {
+                if term.trim().is_empty() {
+                    errors.push(format!("{path}.terms[{j}]"), "must not be empty");
+                }
+            }
+        }
+        let mut receivers = Vec::new();
+        for (i, receiver) in self.router.receivers.iter().enumerate() {
+            let path = format!("router.receivers[{i}]");
+            if receivers.contains(&receiver.name.as_str()) {
+                errors.push(format!("{path}.name"), format!("duplicate receiver name {:?}", receiver.name));
+            }
+            receivers.push(&receiver.name);
+            match (&receiver.webhook.url, &receiver.webhook.url_env) {
+                (None, None) => errors.push(format!("{path}.webhook"), "set url or url_env"),
+                (Some(_), Some(_)) => errors.push(format!("{path}.webhook"), "set only one of url and url_env"),
+                (Some(url), None) => {
+                    if let Err(e) = reqwest::Url::parse(url) {
+                        errors.push(format!("{path}.webhook.url"), format!("{url:?} is not a URL: {e}"));
+                    }
+                }
+                (None, Some(_)) => {}
+            }
+        }
+        let mut routes = Vec::new();
+        for (i, route) in self.router.routes.iter().enumerate() {
+            let path = format!("router.routes[{i}]");
+            if routes.contains(&route.name.as_str()) {
+                errors.push(format!("{path}.name"), format!("duplicate route name {:?}", route.name));
+            }
+            routes.push(&route.name);
+            if !watchlists.contains(&route.watchlist.as_str()) {
+                errors.push(format!("{path}.watchlist"), format!("no watchlist named {:?} in enricher.watchlists", route.watchlist));
+            }
+            if !receivers.contains(&route.receiver.as_str()) {
+                errors.push(format!("{path}.receiver"), format!("no receiver named {:?} in router.receivers", route.receiver));
+            }
+            if !route.threshold.is_finite() {
+                errors.push(format!("{path}.threshold"), "must be a finite number");
+            }
+        }
+        let delivery = &self.router.delivery;
+        if delivery.max_attempts == 0 {
+            errors.push("router.delivery.max_attempts", "must be at least 1");
+        }
+        if delivery.concurrency == 0 {
+            errors.push("router.delivery.concurrency", "must be at least 1");
+        }
+        if delivery.initial_backoff_ms > delivery.max_backoff_ms {
+            errors.push("router.delivery.initial_backoff_ms", "must not exceed max_backoff_ms");
+        }
+        if let Some(pg) = &self.sink.postgres {
+            if pg.url.is_none() && pg.url_env.is_none() {
+                errors.push("sink.postgres", "set url or url_env");
+            }
+            if pg.batch_size == 0 {
+                errors.push("sink.postgres.batch_size", "must be at least 1");
+            }
+        }
+        if let Some(parquet) = &self.sink.parquet {
+            if parquet.roll_rows == 0 {
+                errors.push("sink.parquet.roll_rows", "must be at least 1");
+            }
+        }
+    }
+}
+
+fn valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Deserializes one section, collecting every unknown key (with `serde_ignored`) and the
+/// first type error (with its path) instead of stopping at the first problem of the file.
+fn deserialize_section<T: serde::de::DeserializeOwned>(
+    name: &str,
+    raw: serde_json::Value,
+    errors: &mut ConfigErrors,
+) -> Option<T> {
+    let mut unknown = Vec::new();
+    let mut track = serde_path_to_error::Track::new();
+    let deserializer = serde_path_to_error::Deserializer::new(&raw, &mut track);
+    let result: Result<T, _> = serde_ignored::deserialize(deserializer, |path| unknown.push(path.to_string()));
+    for key in &unknown {
+        errors.push(format!("{name}.{key}"), "unknown key");
+    }
+    match result {
+        Ok(value) => Some(value),
+        Err(e) => {
+            let path = track.path().to_string();
+            let message = e.to_string();
+            if message.starts_with("unknown field") {
+                // Already reported by the unknown-key pass when it saw it; otherwise report here.
+                let key = format!("{name}.{path}");
+                if !errors.problems.iter().any(|p| p.starts_with(&key)) {
+                    errors.push(key, message);
+                }
+            } else if path == "." || path.is_empty() {
+                errors.push(name, message);
+            } else {
+                errors.push(format!("{name}.{path}"), message);
+            }
+            None
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Kafka wiring: the only module that talks to rdkafka. Producer and consumer builders with
+//! Earshot's delivery settings, the [`Publisher`] and [`Subscription`] implementations the
+//! stage runner uses, topic provisioning, and the client context that commits on rebalance,
+//! tracks readiness and exports consumer lag.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
+
+use crate::bus::{Ack, BusError, InRecord, OutRecord, Publisher, Subscription};
+use crate::config::KafkaConfig;
+use crate::telemetry::{Metrics, ReadyFlag};
+
+fn base_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.bootstrap_servers);
+    client.set("message.max.bytes", (config.max_message_bytes + 64 * 1024).to_string());
+    for (key, value) in &config.properties {
+        client.set(key, value);
+    }
+    client
+}
+
+/// A producer with the delivery settings every stage uses: idempotent, acks=all, ordered.
+pub struct KafkaPublisher {
+    producer: FutureProducer,
+}
+
+impl KafkaPublisher {
+    pub fn new(config: &KafkaConfig, client_id: &str) -> Result<Self, BusError> {
+        let producer = base_config(config)
+            .set("client.id", client_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", config.message_timeout_ms.to_string())
+            .set("queue.buffering.max.kbytes", config.producer_queue_max_kbytes.to_string())
+            .create()
+            .map_err(|e| BusError::Publish { topic: "*".into(), reason: format!("creating the producer failed: {e}") })?;
+        Ok(KafkaPublisher { producer })
+    }
+}
+
+impl Publisher for KafkaPublisher {
+    fn publish(&self, record: OutRecord) -> BoxFuture<'_, Ack> {
+        Box::pin(async move {
+            let mut kafka_headers = OwnedHeaders::new_with_capacity(record.headers.len());
+            for (name, value) in &record.headers {
+                kafka_headers = kafka_headers.insert(Header { key: name, value: Some(value.as_ref()) });
+            }
+            let topic = record.topic.clone();
+            loop {
+                let mut future_record = FutureRecord::to(&record.topic)
+                    .payload(record.payload.as_ref())
+                    .headers(kafka_headers.clone());
+                if let Some(key) = &record.key {
+                    future_record = future_record.key(key.as_ref());
+                }
+                match self.producer.send_result(future_record) {
+                    Ok(delivery) => {
+                        let ack: Ack = Box::pin(delivery.map(move |result| match result {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err((error, _))) => Err(BusError::Publish { topic: topic.to_string(), reason: error.to_string() }),
+                            Err(_) => Err(BusError::Publish { topic: topic.to_string(), reason: "the producer was dropped".into() }),
+                        }));
+                        return ack;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        // Backpressure: wait for deliveries to free the queue.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((error, _)) => {
+                        let reason = error.to_string();
+                        return Box::pin(async move { Err(BusError::Publish { topic: topic.to_string(), reason }) }) as Ack;
+                    }
+                }
+            }
+        })
+    }
+
+    fn flush(&self, timeout: Duration) -> Result<(), BusError> {
+        self.producer
+            .flush(timeout)
+            .map_err(|e| BusError::Publish { topic: "*".into(), reason: format!("flush: {e}") })
+    }
+}
+
+/// Client context of Earshot's consumers.
+pub struct EarshotContext {
+    group: String,
+    metrics: Metrics,
+    joined: ReadyFlag,
+    broker_reachable: ReadyFlag,
+}
+
+impl ClientContext for EarshotContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, topic_stats) in &statistics.topics {
+            for (partition, stats) in &topic_stats.partitions {
+                if *partition >= 0 && stats.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[&self.group, topic, &partition.to_string()])
+                        .set(stats.consumer_lag);
+                }
+            }
+        }
+        let up = statistics.brokers.values().any(|b| b.state == "UP");
+        self.broker_reachable.set(up);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::AllBrokersDown)) {
+            self.broker_reachable.set(false);
+        }
+        tracing::warn!(group = %self.group, %error, reason, "Kafka client error");
+    }
+}
+
+impl ConsumerContext for EarshotContext {
+    fn pre_rebalance(&self, consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            // Commit what is done before the partitions go to another member.
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => tracing::info!(group = %self.group, count = partitions.count(), "committed before revocation"),
+                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(error) => tracing::warn!(group = %self.group, %error, "commit before revocation failed"),
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                self.joined.set(true);
+                tracing::info!(group = %self.group, count = partitions.count(), "partitions assigned");
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(error) => tracing::warn!(group = %self.group, %error, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _offsets: &rdkafka::TopicPartitionList) {
+        if let Err(error) = result {
+            if !matches!(error, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
+                tracing::warn!(group = %self.group, %error, "offset commit failed");
+            }
+        }
+    }
+}
+
+/// A consumer-group member with auto offset store off: offsets are stored by the runner and
+/// committed in the background every second, at rebalance and at shutdown.
+pub struct KafkaSubscription {
+    consumer: StreamConsumer<EarshotContext>,
+}
+
+impl KafkaSubscription {
+    pub fn new(
+        config: &KafkaConfig,
+        group: &str,
+        topics: &[&str],
+        metrics: Metrics,
+        joined: ReadyFlag,
+        broker_reachable: ReadyFlag,
+    ) -> Result<Self, BusError> {
+        broker_reachable.set(true);
+        let context = EarshotContext { group: group.to_owned(), metrics, joined, broker_reachable };
+        let consumer: StreamConsumer<EarshotContext> = base_config(config)
+            .set("group.id", group)
+            .set("client.id", group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", config.session_timeout_ms.to_string())
+            .set("queued.max.messages.kbytes", config.consumer_queue_max_kbytes.to_string())
+            .set("fetch.message.max.bytes", (config.max_message_bytes + 64 * 1024).to_string())
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(context)
+            .map_err(|e| BusError::Consume(format!("creating the consumer failed: {e}")))?;
+        consumer
+            .subscribe(topics)
+            .map_err(|e| BusError::Consume(format!("subscribing to {topics:?} failed: {e}")))?;
+        Ok(KafkaSubscription { consumer })
+    }
+}
+
+impl Subscription for KafkaSubscription {
+    fn recv(&mut self) -> BoxFuture<'_, Option<Result<InRecord, BusError>>> {
+        Box::pin(async move {
+            match self.consumer.recv().await {
+                Ok(message) => {
+                    let headers = message
+                        .headers()
+                        .map(|hs| {
+                            hs.iter()
+                                .map(|h| (h.key.to_owned(), Bytes::copy_from_slice(h.value.unwrap_or_default())))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    Some(Ok(InRecord {
+                        topic: Arc::from(message.topic()),
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        key: message.key().map(Bytes::copy_from_slice),
+                        payload: message.payload().map(Bytes::copy_from_slice),
+                        headers,
+                    }))
+                }
+                Err(error) => Some(Err(BusError::Consume(error.to_string()))),
+            }
+        })
+    }
+
+    fn store_offset(&self, topic: &str, partition: i32, next_offset: i64) -> Result<(), BusError> {
+        // librdkafka's store_offset takes the next offset to consume (the committed position).
+        self.consumer
+            .store_offset(topic, partition, next_offset - 1)
+            .map_err(|e| BusError::Commit(format!("storing offset {next_offset} of {topic}/{partition}: {e}")))
+    }
+
+    fn commit(&self) -> Result<(), BusError> {
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+            Err(error) => Err(BusError::Commit(error.to_string())),
+        }
+    }
+}
+
+/// Creates the topics that do not exist yet (development and tests; production provisions
+/// them with their retention and replication).
+pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str]) -> Result<(), BusError> {
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = base_config(config)
+        .create()
+        .map_err(|e| BusError::Consume(format!("creating the admin client failed: {e}")))?;
+    let max_bytes = (config.max_message_bytes + 64 * 1024).to_string();
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|name| {
+            NewTopic::new(name, config.topic_partitions, TopicReplication::Fixed(config.topic_replication_factor))
+                .set("max.message.bytes", &max_bytes)
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(&new_topics, &options)
+        .await
+        .map_err(|e| BusError::Consume(format!("creating topics failed: {e}")))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(BusError::Consume(format!("creating topic {topic} failed: {code}"))),
+        }
+    }
+    Ok(())
+}
+

@@ -1,0 +1,204 @@
+//! The event model: Rust types for the records on Earshot's topics.
+//!
+//! Each type mirrors one Avro schema in `schemas/` field for field; the codec encodes them
+//! straight through serde against that schema. Timestamps are microseconds since the Unix
+//! epoch (Avro `timestamp-micros`), ids are UUIDs carried as Avro `uuid` strings.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A public post collected from a source, normalized (schema `dev.earshot.v1.Mention`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mention {
+    #[serde(with = "uuid_string")]
+    pub id: Uuid,
+    pub native_id: String,
+    pub source: Source,
+    #[serde(default)]
+    pub url: Option<String>,
+    pub author: Author,
+    pub text: String,
+    #[serde(default)]
+    pub lang_hint: Option<String>,
+    /// Microseconds since the Unix epoch, UTC.
+    pub created_at: i64,
+    /// Microseconds since the Unix epoch, UTC.
+    pub collected_at: i64,
+    #[serde(default)]
+    pub engagement: Engagement,
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    #[serde(default)]
+    pub has_media: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub kind: String,
+    pub instance: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Author {
+    pub handle: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub followers: Option<i64>,
+    #[serde(default)]
+    pub verified: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Engagement {
+    #[serde(default)]
+    pub likes: i64,
+    #[serde(default)]
+    pub reposts: i64,
+    #[serde(default)]
+    pub replies: i64,
+}
+
+/// A mention with what Earshot understood of it (schema `dev.earshot.v1.EnrichedMention`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrichedMention {
+    pub mention: Mention,
+    /// The watchlist this copy is keyed by; empty when the mention matched none.
+    pub watchlist: String,
+    #[serde(default)]
+    pub matches: Vec<WatchlistMatch>,
+    #[serde(default)]
+    pub sentiment: Sentiment,
+    #[serde(default)]
+    pub language: Option<String>,
+    #[serde(default)]
+    pub language_confidence: f64,
+    #[serde(default)]
+    pub spam_score: f64,
+    #[serde(default = "unknown_intent")]
+    pub intent: String,
+    #[serde(default)]
+    pub reach: i64,
+    #[serde(default)]
+    pub urgency: f64,
+    pub enriched_at: i64,
+}
+
+fn unknown_intent() -> String {
+    "unknown".to_owned()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchlistMatch {
+    pub watchlist: String,
+    pub relevance: f64,
+    pub clause: String,
+    #[serde(default)]
+    pub spans: Vec<Span>,
+}
+
+/// A byte range of the mention text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    pub start: i32,
+    pub end: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sentiment {
+    pub neg: f64,
+    pub neu: f64,
+    pub pos: f64,
+    pub compound: f64,
+}
+
+impl Default for Sentiment {
+    fn default() -> Self {
+        Sentiment { neg: 0.0, neu: 1.0, pos: 0.0, compound: 0.0 }
+    }
+}
+
+/// A routed alert and its deliveries (schema `dev.earshot.v1.Alert`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    #[serde(with = "uuid_string")]
+    pub id: Uuid,
+    pub created_at: i64,
+    pub route: String,
+    pub watchlist: String,
+    #[serde(with = "uuid_string")]
+    pub mention_id: Uuid,
+    #[serde(default)]
+    pub mention_url: Option<String>,
+    pub mention_text: String,
+    pub author_handle: String,
+    pub score_name: String,
+    pub score: f64,
+    pub threshold: f64,
+    pub mention_collected_at: i64,
+    #[serde(default)]
+    pub deliveries: Vec<Delivery>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    #[serde(with = "uuid_string")]
+    pub id: Uuid,
+    pub channel: String,
+    pub receiver: String,
+    pub status: DeliveryStatus,
+    pub attempts: i32,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub delivered_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Delivered,
+    Failed,
+}
+
+/// Namespace of the UUIDv5 ids Earshot derives (mention ids, alert ids, delivery ids).
+pub const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6561_7273_686f_7400_8000_0000_0000_0001);
+
+/// The stable id of a post: the same source kind and native id always give the same id.
+pub fn mention_id(source_kind: &str, native_id: &str) -> Uuid {
+    Uuid::new_v5(&ID_NAMESPACE, format!("{source_kind}:{native_id}").as_bytes())
+}
+
+/// The stable id of an alert: one mention routed by one route gives one alert, however often
+/// it is replayed.
+pub fn alert_id(mention_id: Uuid, route: &str) -> Uuid {
+    Uuid::new_v5(&ID_NAMESPACE, format!("alert:{mention_id}:{route}").as_bytes())
+}
+
+/// The stable id of one delivery of an alert to one receiver.
+pub fn delivery_id(alert_id: Uuid, receiver: &str) -> Uuid {
+    Uuid::new_v5(&ID_NAMESPACE, format!("delivery:{alert_id}:{receiver}").as_bytes())
+}
+
+/// Now, in microseconds since the Unix epoch.
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Avro carries UUIDs as strings; serde's `Uuid` would write bytes to a non-human-readable
+/// serializer such as Avro's, so ids go through their string form explicitly.
+pub mod uuid_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use uuid::Uuid;
+
+    pub fn serialize<S: Serializer>(id: &Uuid, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Uuid, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Uuid::parse_str(&text).map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,307 @@
+//! The at-least-once stage loop shared by every consuming service, over Kafka or the
+//! in-memory bus.
+//!
+//! Records are handed to the stage in partition order. The stage returns a future that
+//! resolves once everything the record produced is acknowledged (published and acked, written
+//! and committed, delivered). Up to `max_in_flight` such futures run at once; an input offset
+//! is stored only when it and every earlier offset of its partition are done, so a crash at
+//! any point replays, never skips. A record the stage cannot take goes to the dead-letter
+//! topic, and its offset is stored once the dead letter is acknowledged.
+//!
+//! Shutdown: stop reading, wait for in-flight records (bounded by `drain_timeout`), flush the
+//! producer, commit.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{headers, BusError, InRecord, OutRecord, Publisher, Subscription};
+use crate::telemetry::{Heartbeat, Metrics};
+
+/// Why a stage could not take a record.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StageError {
+    /// The record itself is bad (undecodable, invalid, undeliverable after every retry): it
+    /// goes to the dead-letter topic with this reason and is not retried.
+    #[error("{reason}")]
+    Permanent { error_type: &'static str, reason: String },
+    /// Publishing an output failed after the client's retries: the offset is not stored and
+    /// the service stops, to restart from its last commit.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// Shutdown came before the record was done; it will be read again after restart.
+    #[error("interrupted by shutdown")]
+    Interrupted,
+}
+
+impl StageError {
+    pub fn permanent(error_type: &'static str, reason: impl Into<String>) -> Self {
+        StageError::Permanent { error_type, reason: reason.into() }
+    }
+}
+
+/// The future a stage returns per record.
+pub type Completion = BoxFuture<'static, Result<(), StageError>>;
+
+/// One consuming stage's processing, separate from the loop.
+pub trait Stage: Send + 'static {
+    /// Stage name for metrics, logs and dead-letter headers.
+    fn name(&self) -> &'static str;
+    /// Takes one record, in partition order: decodes, processes and enqueues its outputs, and
+    /// returns a future resolving once they are acknowledged. Awaited before the next record
+    /// is read, so it should only wait for what order requires (the producer queue).
+    fn handle(&mut self, record: InRecord) -> BoxFuture<'_, Completion>;
+    /// Called once after the loop ended and in-flight work drained (flush buffers).
+    fn finish(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// Loop settings.
+#[derive(Debug, Clone)]
+pub struct RunnerOptions {
+    pub max_in_flight: usize,
+    pub drain_timeout: Duration,
+    pub deadletter_topic: Arc<str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("{in_flight} records were still in flight after the {timeout:?} drain timeout; they will be read again")]
+    DrainTimeout { in_flight: usize, timeout: Duration },
+}
+
+type Done = (Arc<str>, i32, i64, Result<(), StageError>, InFlightKind);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum InFlightKind {
+    Stage,
+    DeadLetter,
+}
+
+/// Runs `stage` over `subscription` until `shutdown` is cancelled or the subscription closes.
+pub async fn run_stage<S: Stage, Sub: Subscription>(
+    mut stage: S,
+    mut subscription: Sub,
+    publisher: Arc<dyn Publisher>,
+    options: RunnerOptions,
+    metrics: Metrics,
+    heartbeat: Heartbeat,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let stage_name = stage.name();
+    let mut tracker = OffsetTracker::default();
+    let mut in_flight: FuturesUnordered<BoxFuture<'static, Done>> = FuturesUnordered::new();
+    let mut keep_alive = tokio::time::interval(Duration::from_secs(1));
+    let mut failure: Option<RunError> = None;
+    // Kept so that a dead letter can carry the original key, payload and headers.
+    let mut originals: HashMap<(Arc<str>, i32, i64), InRecord> = HashMap::new();
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                heartbeat.beat();
+                if let Err(error) = settle(done, &mut tracker, &mut subscription, &mut originals, &publisher, &options, &metrics, stage_name, &mut in_flight).await {
+                    failure = Some(error);
+                    break;
+                }
+            }
+            next = subscription.recv(), if in_flight.len() < options.max_in_flight => {
+                heartbeat.beat();
+                let record = match next {
+                    None => break,
+                    Some(Ok(record)) => record,
+                    Some(Err(error)) => {
+                        metrics.errors.with_label_values(&[stage_name, "consume"]).inc();
+                        tracing::warn!(stage = stage_name, %error, "consumer error; continuing");
+                        continue;
+                    }
+                };
+                metrics.received.with_label_values(&[stage_name]).inc();
+                tracker.begin(&record.topic, record.partition, record.offset);
+                let key = (record.topic.clone(), record.partition, record.offset);
+                originals.insert(key.clone(), record.clone());
+                let completion = stage.handle(record).await;
+                in_flight.push(Box::pin(async move {
+                    let result = completion.await;
+                    (key.0, key.1, key.2, result, InFlightKind::Stage)
+                }));
+            }
+            _ = keep_alive.tick() => heartbeat.beat(),
+        }
+    }
+
+    // Drain what is in flight, bounded in time.
+    let drain = async {
+        while let Some(done) = in_flight.next().await {
+            heartbeat.beat();
+            if let Err(error) = settle(done, &mut tracker, &mut subscription, &mut originals, &publisher, &options, &metrics, stage_name, &mut in_flight).await {
+                failure.get_or_insert(error);
+            }
+        }
+    };
+    let drained = tokio::time::timeout(options.drain_timeout, drain).await.is_ok();
+    stage.finish().await;
+    if let Err(error) = publisher.flush(options.drain_timeout) {
+        tracing::warn!(stage = stage_name, %error, "flushing the producer at shutdown failed");
+    }
+    if let Err(error) = subscription.commit() {
+        tracing::warn!(stage = stage_name, %error, "committing offsets at shutdown failed");
+    }
+    if !drained {
+        failure.get_or_insert(RunError::DrainTimeout { in_flight: originals.len(), timeout: options.drain_timeout });
+    }
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn settle<Sub: Subscription>(
+    (topic, partition, offset, result, kind): Done,
+    tracker: &mut OffsetTracker,
+    subscription: &mut Sub,
+    originals: &mut HashMap<(Arc<str>, i32, i64), InRecord>,
+    publisher: &Arc<dyn Publisher>,
+    options: &RunnerOptions,
+    metrics: &Metrics,
+    stage_name: &'static str,
+    in_flight: &mut FuturesUnordered<BoxFuture<'static, Done>>,
+) -> Result<(), RunError> {
+    match result {
+        Ok(()) => {
+            originals.remove(&(topic.clone(), partition, offset));
+            if kind == InFlightKind::DeadLetter {
+                tracing::debug!(stage = stage_name, %topic, partition, offset, "dead letter acknowledged");
+            }
+            if let Some(next) = tracker.complete(&topic, partition, offset) {
+                if let Err(error) = subscription.store_offset(&topic, partition, next) {
+                    // The partition was revoked meanwhile: its new owner reads it again.
+                    tracing::debug!(stage = stage_name, %topic, partition, %error, "offset not stored");
+                }
+            }
+            Ok(())
+        }
+        Err(StageError::Permanent { error_type, reason }) => {
+            let original = originals.get(&(topic.clone(), partition, offset)).cloned();
+            metrics.errors.with_label_values(&[stage_name, error_type]).inc();
+            metrics.dead_lettered.with_label_values(&[stage_name, error_type]).inc();
+            tracing::warn!(stage = stage_name, %topic, partition, offset, error_type, %reason, "dead-lettering record");
+            let dead_letter = dead_letter_record(&options.deadletter_topic, original.as_ref(), &topic, partition, offset, stage_name, error_type, &reason);
+            let ack = publisher.publish(dead_letter).await;
+            in_flight.push(Box::pin(async move {
+                let result = ack.await.map_err(StageError::from);
+                (topic, partition, offset, result, InFlightKind::DeadLetter)
+            }));
+            Ok(())
+        }
+        Err(StageError::Bus(error)) => {
+            metrics.errors.with_label_values(&[stage_name, "publish"]).inc();
+            tracing::error!(stage = stage_name, %topic, partition, offset, %error, "an output was not acknowledged; stopping without storing its offset");
+            Err(RunError::Bus(error))
+        }
+        Err(StageError::Interrupted) => Ok(()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dead_letter_record(
+    deadletter_topic: &Arc<str>,
+    original: Option<&InRecord>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    stage: &str,
+    error_type: &str,
+    reason: &str,
+) -> OutRecord {
+    let mut record_headers: Vec<(String, Bytes)> = original
+        .map(|r| r.headers.iter().filter(|(n, _)| !n.starts_with("earshot.")).cloned().collect())
+        .unwrap_or_default();
+    record_headers.extend([
+        (headers::DLQ_SOURCE_TOPIC.to_owned(), Bytes::from(topic.to_owned())),
+        (headers::DLQ_SOURCE_PARTITION.to_owned(), Bytes::from(partition.to_string())),
+        (headers::DLQ_SOURCE_OFFSET.to_owned(), Bytes::from(offset.to_string())),
+        (headers::DLQ_STAGE.to_owned(), Bytes::from(stage.to_owned())),
+        (headers::DLQ_ERROR_TYPE.to_owned(), Bytes::from(error_type.to_owned())),
+        (headers::DLQ_ERROR.to_owned(), Bytes::from(reason.to_owned())),
+    ]);
+    OutRecord {
+        topic: deadletter_topic.clone(),
+        key: original.and_then(|r| r.key.clone()),
+        payload: original.and_then(|r| r.payload.clone()).unwrap_or_default(),
+        headers: record_headers,
+    }
+}
+
+/// Per partition: offsets begun and not yet done; the committable position is the lowest
+/// pending offset, or one past the highest begun when nothing is pending.
+#[derive(Default)]
+pub struct OffsetTracker {
+    partitions: HashMap<(Arc<str>, i32), PartitionOffsets>,
+}
+
+#[derive(Default)]
+struct PartitionOffsets {
+    pending: BTreeSet<i64>,
+    next: i64,
+    stored: i64,
+}
+
+impl OffsetTracker {
+    pub fn begin(&mut self, topic: &Arc<str>, partition: i32, offset: i64) {
+        let entry = self.partitions.entry((topic.clone(), partition)).or_default();
+        entry.pending.insert(offset);
+        entry.next = entry.next.max(offset + 1);
+    }
+
+    /// Marks `offset` done; returns the new committable position when it moved forward.
+    pub fn complete(&mut self, topic: &Arc<str>, partition: i32, offset: i64) -> Option<i64> {
+        let entry = self.partitions.get_mut(&(topic.clone(), partition))?;
+        entry.pending.remove(&offset);
+        let committable = entry.pending.first().copied().unwrap_or(entry.next);
+        (committable > entry.stored).then(|| {
+            entry.stored = committable;
+            committable
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_are_committable_only_when_all_earlier_are_done() {
+        let topic: Arc<str> = Arc::from("t");
+        let mut tracker = OffsetTracker::default();
+        for offset in 10..15 {
+            tracker.begin(&topic, 0, offset);
+        }
+        assert_eq!(tracker.complete(&topic, 0, 12), None);
+        assert_eq!(tracker.complete(&topic, 0, 11), None);
+        assert_eq!(tracker.complete(&topic, 0, 10), Some(13));
+        assert_eq!(tracker.complete(&topic, 0, 14), None);
+        assert_eq!(tracker.complete(&topic, 0, 13), Some(15));
+    }
+
+    #[test]
+    fn partitions_are_independent() {
+        let topic: Arc<str> = Arc::from("t");
+        let mut tracker = OffsetTracker::default();
+        tracker.begin(&topic, 0, 0);
+        tracker.begin(&topic, 1, 0);
+        assert_eq!(tracker.complete(&topic, 1, 0), Some(1));
+        assert_eq!(tracker.complete(&topic, 0, 0), Some(1));
+    }
+}

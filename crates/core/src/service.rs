@@ -1,0 +1,129 @@
+//! What a running service is given: its config, metrics, health, codecs and bus. Built once
+//! per process: for Kafka by [`Services::kafka`] (one service per process, as Kubernetes runs
+//! them), for the embedded mode by [`Services::memory`] (all stages share one).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{BusError, InRecord, Publisher, Subscription};
+use crate::codec::{CodecError, Codecs};
+use crate::config::Config;
+use crate::kafka::{ensure_topics, KafkaPublisher, KafkaSubscription};
+use crate::memory::MemoryBus;
+use crate::registry::SchemaRegistry;
+use crate::runner::{run_stage, RunError, RunnerOptions, Stage};
+use crate::telemetry::{Health, Metrics};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("telemetry server: {0}")]
+    Telemetry(#[from] std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+#[derive(Clone)]
+pub enum Bus {
+    Kafka,
+    Memory(MemoryBus),
+}
+
+#[derive(Clone)]
+pub struct Services {
+    pub config: Arc<Config>,
+    pub metrics: Metrics,
+    pub health: Health,
+    pub codecs: Arc<Codecs>,
+    pub bus: Bus,
+}
+
+impl Services {
+    /// For one service against Kafka: creates missing topics when configured, registers
+    /// schemas when a registry is configured.
+    pub async fn kafka(config: Config) -> Result<Self, ServiceError> {
+        if config.kafka.create_topics {
+            ensure_topics(&config.kafka, &config.topics.all()).await?;
+        }
+        let registry = config.kafka.schema_registry_url.as_deref().map(|url| Arc::new(SchemaRegistry::new(url)));
+        let codecs = Codecs::new(registry, &config.topics).await?;
+        Ok(Services {
+            health: Health::new(Duration::from_millis(config.telemetry.stall_timeout_ms)),
+            config: Arc::new(config),
+            metrics: Metrics::default(),
+            codecs: Arc::new(codecs),
+            bus: Bus::Kafka,
+        })
+    }
+
+    /// For every stage of the embedded mode over one in-memory bus.
+    pub async fn memory(config: Config, bus: MemoryBus) -> Result<Self, ServiceError> {
+        let codecs = Codecs::new(None, &config.topics).await?;
+        Ok(Services {
+            health: Health::new(Duration::from_millis(config.telemetry.stall_timeout_ms)),
+            config: Arc::new(config),
+            metrics: Metrics::default(),
+            codecs: Arc::new(codecs),
+            bus: Bus::Memory(bus),
+        })
+    }
+
+    /// A publisher for `client_id`.
+    pub fn publisher(&self, client_id: &str) -> Result<Arc<dyn Publisher>, BusError> {
+        match &self.bus {
+            Bus::Kafka => Ok(Arc::new(KafkaPublisher::new(&self.config.kafka, client_id)?)),
+            Bus::Memory(bus) => Ok(bus.publisher()),
+        }
+    }
+
+    /// Runs `stage` as consumer group `<group_prefix>-<group>` over `topics` until shutdown.
+    pub async fn run_consumer<S: Stage>(
+        &self,
+        stage: S,
+        group: &str,
+        topics: &[&str],
+        publisher: Arc<dyn Publisher>,
+        shutdown: CancellationToken,
+    ) -> Result<(), ServiceError> {
+        let group_id = format!("{}-{group}", self.config.kafka.group_prefix);
+        let subscription: Box<dyn Subscription> = match &self.bus {
+            Bus::Kafka => Box::new(KafkaSubscription::new(
+                &self.config.kafka,
+                &group_id,
+                topics,
+                self.metrics.clone(),
+                self.health.ready_flag(&format!("{group}: joined group {group_id}")),
+                self.health.ready_flag(&format!("{group}: broker reachable")),
+            )?),
+            Bus::Memory(bus) => Box::new(bus.subscribe(&group_id, topics, shutdown.clone())),
+        };
+        let options = RunnerOptions {
+            max_in_flight: self.config.kafka.max_in_flight,
+            drain_timeout: Duration::from_millis(self.config.kafka.drain_timeout_ms),
+            deadletter_topic: Arc::from(self.config.topics.deadletter.as_str()),
+        };
+        let heartbeat = self.health.heartbeat(group);
+        run_stage(stage, subscription, publisher, options, self.metrics.clone(), heartbeat, shutdown).await?;
+        Ok(())
+    }
+}
+
+impl Subscription for Box<dyn Subscription> {
+    fn recv(&mut self) -> BoxFuture<'_, Option<Result<InRecord, BusError>>> {
+        (**self).recv()
+    }
+    fn store_offset(&self, topic: &str, partition: i32, next_offset: i64) -> Result<(), BusError> {
+        (**self).store_offset(topic, partition, next_offset)
+    }
+    fn commit(&self) -> Result<(), BusError> {
+        (**self).commit()
+    }
+}

@@ -1,0 +1,286 @@
+//! Telemetry: the Prometheus metrics every stage exports (all names live here), the health
+//! state behind `/healthz` and `/readyz`, the HTTP server for the three endpoints, tracing
+//! setup, and the W3C trace context carried in Kafka headers.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{LogFormat, TelemetryConfig};
+
+/// The counters and histograms of one process. The registry is passed in, not global, so that
+/// each test (and each embedded stage set) has its own.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// `earshot_records_received_total{stage}`
+    pub received: IntCounterVec,
+    /// `earshot_records_sent_total{stage}`
+    pub sent: IntCounterVec,
+    /// `earshot_errors_total{stage, error_type}`
+    pub errors: IntCounterVec,
+    /// `earshot_records_discarded_total{stage, intentional}`
+    pub discarded: IntCounterVec,
+    /// `earshot_records_dead_lettered_total{stage, error_type}`
+    pub dead_lettered: IntCounterVec,
+    /// `earshot_consumer_lag_records{group, topic, partition}`
+    pub consumer_lag: IntGaugeVec,
+    /// `earshot_end_to_end_latency_seconds{stage}`: from `collected_at` to the stage's output.
+    pub latency: HistogramVec,
+    /// `earshot_deliveries_total{receiver, outcome}`
+    pub deliveries: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new(registry: Registry) -> Self {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("metric registered once");
+            c
+        };
+        let received = counter("earshot_records_received_total", "Records a stage received.", &["stage"]);
+        let sent = counter("earshot_records_sent_total", "Records a stage produced and had acknowledged.", &["stage"]);
+        let errors = counter("earshot_errors_total", "Errors, by stage and type.", &["stage", "error_type"]);
+        let discarded = counter(
+            "earshot_records_discarded_total",
+            "Records a stage dropped; intentional=true for filtering.",
+            &["stage", "intentional"],
+        );
+        let dead_lettered = counter(
+            "earshot_records_dead_lettered_total",
+            "Records sent to the dead-letter topic.",
+            &["stage", "error_type"],
+        );
+        let deliveries = counter("earshot_deliveries_total", "Alert deliveries by receiver and outcome.", &["receiver", "outcome"]);
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new("earshot_consumer_lag_records", "Records behind the end of the partition."),
+            &["group", "topic", "partition"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(consumer_lag.clone())).expect("metric registered once");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "earshot_end_to_end_latency_seconds",
+                "Seconds from collection of a mention to a stage's acknowledged output.",
+            )
+            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+            &["stage"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(latency.clone())).expect("metric registered once");
+        Metrics { registry, received, sent, errors, discarded, dead_lettered, consumer_lag, latency, deliveries }
+    }
+
+    /// Records the latency since `collected_at_us` for `stage`.
+    pub fn observe_latency(&self, stage: &str, collected_at_us: i64) {
+        let seconds = (crate::model::now_micros() - collected_at_us) as f64 / 1e6;
+        if seconds >= 0.0 {
+            self.latency.with_label_values(&[stage]).observe(seconds);
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buffer).expect("text encoding is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new(Registry::new())
+    }
+}
+
+/// Liveness and readiness of one process, shared by its loops.
+#[derive(Clone)]
+pub struct Health {
+    inner: Arc<HealthInner>,
+}
+
+struct HealthInner {
+    started: Instant,
+    stall_timeout: Duration,
+    /// Milliseconds since `started` of the last loop tick, per registered loop.
+    loops: std::sync::Mutex<Vec<(String, Arc<AtomicI64>)>>,
+    checks: std::sync::Mutex<Vec<(String, Arc<AtomicBool>)>>,
+}
+
+/// A processing loop's heartbeat.
+#[derive(Clone)]
+pub struct Heartbeat {
+    started: Instant,
+    last_ms: Arc<AtomicI64>,
+}
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        self.last_ms.store(self.started.elapsed().as_millis() as i64, Ordering::Relaxed);
+    }
+}
+
+/// A readiness condition (joined the group, broker reachable, database reachable).
+#[derive(Clone)]
+pub struct ReadyFlag(Arc<AtomicBool>);
+
+impl ReadyFlag {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Health {
+    pub fn new(stall_timeout: Duration) -> Self {
+        Health {
+            inner: Arc::new(HealthInner {
+                started: Instant::now(),
+                stall_timeout,
+                loops: Default::default(),
+                checks: Default::default(),
+            }),
+        }
+    }
+
+    /// Registers a loop that must keep beating for `/healthz` to pass.
+    pub fn heartbeat(&self, name: &str) -> Heartbeat {
+        let beat = Heartbeat { started: self.inner.started, last_ms: Arc::new(AtomicI64::new(0)) };
+        beat.beat();
+        self.inner.loops.lock().expect("poisoned").push((name.to_owned(), beat.last_ms.clone()));
+        beat
+    }
+
+    /// Registers a condition that must hold for `/readyz` to pass; starts false.
+    pub fn ready_flag(&self, name: &str) -> ReadyFlag {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.inner.checks.lock().expect("poisoned").push((name.to_owned(), flag.clone()));
+        ReadyFlag(flag)
+    }
+
+    /// Names of stalled loops; empty when live.
+    pub fn stalled(&self) -> Vec<String> {
+        let now = self.inner.started.elapsed().as_millis() as i64;
+        let limit = self.inner.stall_timeout.as_millis() as i64;
+        self.inner
+            .loops
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .filter(|(_, last)| now - last.load(Ordering::Relaxed) > limit)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Names of readiness conditions that do not hold; empty when ready.
+    pub fn not_ready(&self) -> Vec<String> {
+        self.inner
+            .checks
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .filter(|(_, flag)| !flag.load(Ordering::Relaxed))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+}
+
+#[derive(Clone)]
+struct ServerState {
+    metrics: Metrics,
+    health: Health,
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown`; returns the bound address.
+pub async fn serve(
+    listen: SocketAddr,
+    metrics: Metrics,
+    health: Health,
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(healthz_handler))
+        .route("/readyz", get(readyz_handler))
+        .with_state(ServerState { metrics, health });
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let result = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+        if let Err(error) = result {
+            tracing::error!(%error, "telemetry server failed");
+        }
+    });
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    Ok(addr)
+}
+
+async fn metrics_handler(State(state): State<ServerState>) -> impl IntoResponse {
+    ([("content-type", "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+async fn healthz_handler(State(state): State<ServerState>) -> impl IntoResponse {
+    let stalled = state.health.stalled();
+    if stalled.is_empty() {
+        (StatusCode::OK, "ok\n".to_owned())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("stalled: {}\n", stalled.join(", ")))
+    }
+}
+
+async fn readyz_handler(State(state): State<ServerState>) -> impl IntoResponse {
+    let waiting = state.health.not_ready();
+    if waiting.is_empty() {
+        (StatusCode::OK, "ready\n".to_owned())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", waiting.join(", ")))
+    }
+}
+
+/// Installs the global tracing subscriber (text or JSON to stderr). Safe to call twice.
+pub fn init_tracing(config: &TelemetryConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("EARSHOT_LOG").unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// W3C trace context (`traceparent: 00-<trace id>-<span id>-01`) for following one mention
+/// through all four services in the logs.
+pub mod trace_context {
+    /// A new trace for a mention entering the pipeline.
+    pub fn new_traceparent() -> String {
+        let trace = uuid::Uuid::new_v4().simple().to_string();
+        format!("00-{trace}-{}-01", &uuid::Uuid::new_v4().simple().to_string()[..16])
+    }
+
+    /// The same trace with a new span id, for a stage's output.
+    pub fn child(parent: Option<&[u8]>) -> String {
+        match parent.and_then(|p| std::str::from_utf8(p).ok()).and_then(trace_id) {
+            Some(trace) => format!("00-{trace}-{}-01", &uuid::Uuid::new_v4().simple().to_string()[..16]),
+            None => new_traceparent(),
+        }
+    }
+
+    /// The trace id of a `traceparent` value.
+    pub fn trace_id(traceparent: &str) -> Option<&str> {
+        let mut parts = traceparent.split('-');
+        let (_version, trace) = (parts.next()?, parts.next()?);
+        (trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit())).then_some(trace)
+    }
+}
