@@ -240,7 +240,7 @@ COMPLAINT = {
         "{brand} delivered my package to a house {n} streets away",
         "paid for next-day with {brand}, it's been {days} days",
         "{brand} marked it 'refused by recipient'. I never even saw a driver",
-        "the {brand} tracking hasn't updated since {time} yesterday",
+        "the {brand} tracking hasn't updated since {clock} yesterday",
         "{brand} charged me twice for a redelivery fee",
     ],
 }
@@ -282,6 +282,8 @@ BURST_INFLUENCER = [
     "Multiple {brand} drivers tell me their handheld scanners are offline. Deliveries are effectively paused in some areas.",
     "I've used {brand} for my shop for 2 years and today I have 30 customers asking where their orders are. Not great.",
     "Still no word from {brand} on the outage. Silence during an incident is the worst possible comms strategy.",
+    "PSA for small sellers: {brand} tracking links are erroring for everyone right now, it's not just your store.",
+    "Security folks: there is NO confirmed {brand} breach yet, but phishing texts using the outage are already circulating.",
 ]
 
 NEWS = {
@@ -378,6 +380,36 @@ OFFTOPIC = [
     "the lumen rating on these cheap bulbs is a lie",
     "good morning to everyone except my alarm clock",
     "setting up a home server this weekend, wish me luck",
+    "the courier left a card saying they tried to deliver. I was home all day",
+    "bought a 'smart' kettle and it needs a firmware update before I can boil water",
+    "my cat has claimed the new desk lamp as a heat source",
+    "third coffee and it's not even 11",
+    "is it just me or are subscription boxes everywhere now",
+    "the neighbour's doorbell camera has seen more of my life than I have",
+    "just want to say the barista at my local place is a legend",
+    "WHY is every app asking me to rate it today",
+    "reorganised my whole desk setup instead of working. productive day",
+    "anyone tried those sunrise alarm clocks? worth it?",
+    "the tide was so high today the beach basically disappeared",
+    "switched to a french press and I'm never going back",
+    "delivery driver just waved at my dog, made both our days",
+    "my router needs a reboot more often than I do",
+    "tracking number says 'in transit' for a week, where is it, the moon?",
+    "new blog post is up, finally wrote about my homelab",
+    "cyber monday deals are just friday deals wearing a hat",
+    "can someone explain why LED strips always die at the corners",
+    "accidentally ordered 5kg of rice. meal prep era begins",
+    "the smell of fresh coffee beans should be bottled",
+    "woke up before my alarm for once and I feel unstoppable",
+    "spent the morning untangling christmas lights. it's november",
+]
+OFFTOPIC_HN = [
+    "The real problem with most smart home ecosystems is that they all want to be the hub.",
+    "Every delivery app I've used has the same race condition: 'delivered' fires before the photo uploads.",
+    "Subscription businesses live and die on churn; the cancel flow tells you everything about a company.",
+    "I'd pay extra for any IoT device that works fully offline and documents its protocol.",
+    "Surprised nobody mentioned idempotency keys yet. Double charges are almost always a retry bug.",
+    "Status pages that are updated by hand are basically marketing pages.",
 ]
 
 REPLY = {
@@ -403,54 +435,50 @@ REPLY = {
     ],
 }
 
+L, B, P = "lumora", "brewtide", "parcelly"
+# (brand, template) per language and category; every cell covers every brand.
 NON_ENGLISH = {
     "es": {
-        "praise": ["Me encanta mi {product}, la luz cálida es perfecta ✨",
-                   "El café de {brand} de este mes está buenísimo ☕",
-                   "{brand} me entregó el paquete antes de lo previsto, genial"],
-        "question": ["¿Alguien sabe si la {product} funciona con Alexa?",
-                     "¿{brand} hace envíos a España?",
-                     "¿Cómo cambio la dirección de entrega en {brand}?"],
-        "complaint": ["{brand} me cobró dos veces este mes 😡",
-                      "Mi {product} parpadea desde la actualización y soporte no responde",
-                      "{brand} dice que entregó el paquete pero no hay nada"],
-        "burst": ["¿{brand} está caído? No carga la app",
-                  "Rumores de filtración de datos en {brand}, ¿alguien sabe algo?"],
+        "praise": [(L, "Me encanta mi {product}, la luz cálida es perfecta ✨"),
+                   (B, "El café de {brand} de este mes está buenísimo ☕"),
+                   (P, "{brand} me entregó el paquete antes de lo previsto, genial")],
+        "question": [(L, "¿Alguien sabe si la {product} funciona con Alexa?"),
+                     (B, "¿{brand} hace envíos a España?"),
+                     (P, "¿Cómo cambio la dirección de entrega en {brand}?")],
+        "complaint": [(B, "{brand} me cobró dos veces este mes 😡"),
+                      (L, "Mi {product} parpadea desde la actualización y soporte no responde"),
+                      (P, "{brand} dice que entregó el paquete pero no hay nada")],
+        "burst": [(P, "¿{brand} está caído? No carga la app"),
+                  (P, "Rumores de filtración de datos en {brand}, ¿alguien sabe algo?")],
     },
     "de": {
-        "praise": ["Die {product} sieht im Wohnzimmer einfach mega aus",
-                   "Der Kaffee von {brand} ist echt top, jeden Monat was Neues",
-                   "{brand} Fahrer hat sogar geklingelt und gewartet. Danke!"],
-        "question": ["Kann man den {strip} kürzen?",
-                     "Liefert {brand} auch nach Österreich?",
-                     "Kann ich bei {brand} das Abo für einen Monat pausieren?"],
-        "complaint": ["Meine {product} flackert seit dem Update. Support antwortet nicht.",
-                      "Paket laut {brand} zugestellt, aber nichts da.",
-                      "{brand} hat mir zweimal abgebucht, super."],
-        "burst": ["{brand} App geht nicht, ist das bei euch auch so?",
-                  "{brand} komplett down und mein Paket ist verschwunden"],
+        "praise": [(L, "Die {product} sieht im Wohnzimmer einfach mega aus"),
+                   (B, "Der Kaffee von {brand} ist echt top, jeden Monat was Neues"),
+                   (P, "{brand} Fahrer hat sogar geklingelt und gewartet. Danke!")],
+        "question": [(L, "Kann man den {strip} kürzen?"),
+                     (L, "Liefert {brand} auch nach Österreich?"),
+                     (B, "Kann ich bei {brand} das Abo für einen Monat pausieren?"),
+                     (P, "Liefert {brand} auch sonntags?")],
+        "complaint": [(L, "Meine {product} flackert seit dem Update. Support antwortet nicht."),
+                      (P, "Paket laut {brand} zugestellt, aber nichts da."),
+                      (B, "{brand} hat mir zweimal abgebucht, super.")],
+        "burst": [(P, "{brand} App geht nicht, ist das bei euch auch so?"),
+                  (P, "{brand} komplett down und mein Paket ist verschwunden")],
     },
     "fr": {
-        "praise": ["Ma {product} est superbe dans le salon ✨",
-                   "Le café {brand} de ce mois est incroyable",
-                   "Livraison {brand} nickel, en avance en plus"],
-        "question": ["Est-ce que {brand} livre le dimanche ?",
-                     "La {product} marche avec Google Home ?",
-                     "On peut offrir un abonnement {brand} ?"],
-        "complaint": ["{brand} m'a facturé deux fois, quelqu'un d'autre ?",
-                      "Colis perdu par {brand}, et le service client ne répond jamais",
-                      "Ma {product} ne se connecte plus au wifi depuis la mise à jour"],
-        "burst": ["L'appli {brand} est en panne ?",
-                  "{brand} en panne et mon colis a disparu, génial"],
+        "praise": [(L, "Ma {product} est superbe dans le salon ✨"),
+                   (B, "Le café {brand} de ce mois est incroyable"),
+                   (P, "Livraison {brand} nickel, en avance en plus")],
+        "question": [(P, "Est-ce que {brand} livre le dimanche ?"),
+                     (L, "La {product} marche avec Google Home ?"),
+                     (B, "On peut offrir un abonnement {brand} ?")],
+        "complaint": [(B, "{brand} m'a facturé deux fois, quelqu'un d'autre ?"),
+                      (P, "Colis perdu par {brand}, et le service client ne répond jamais"),
+                      (L, "Ma {product} ne se connecte plus au wifi depuis la mise à jour")],
+        "burst": [(P, "L'appli {brand} est en panne ?"),
+                  (P, "{brand} en panne et mon colis a disparu, génial")],
     },
 }
-# Which brand each non-English template is about (by product / wording).
-def _ne_brand(text):
-    if any(slot in text for slot in ("{product}", "{strip}", "{halo}")):
-        return "lumora"
-    if any(w in text for w in ("café", "Kaffee", "Abo", "abonnement")):
-        return "brewtide"
-    return None  # decided by caller
 
 
 OPENERS = {
@@ -590,6 +618,8 @@ class Gen:
             return "order #%d" % r.randint(4000000, 4999999)
         if key == "time":
             return r.choice(["6am", "7am", "8:30", "yesterday morning", "monday"])
+        if key == "clock":
+            return r.choice(["6am", "7:15", "8:30", "9am", "5pm", "noon"])
         if key == "origin":
             return r.choice(ORIGINS)
         if key == "city":
@@ -607,8 +637,8 @@ class Gen:
         return h
 
     def regular_followers(self):
-        if self.chance(0.04):  # occasional influencer
-            return self.r.randint(12000, 260000)
+        if self.chance(0.015):  # rare mid-size account outside the burst
+            return self.r.randint(8000, 45000)
         f = int(self.r.lognormvariate(5.6, 1.1))
         return max(10, min(5000, f))
 
@@ -661,12 +691,15 @@ class Gen:
         return self.fixed_author(h, n, self.regular_followers)
 
     # -- text ---------------------------------------------------------------
-    def brand_form(self, brand, formal=False):
+    def brand_form(self, brand, formal=False, plain=False):
         if formal:
             return {"lumora": "Lumora", "brewtide": "Brewtide", "parcelly": "Parcelly"}[brand]
-        return self.wchoice(BRAND_FORMS[brand])
+        forms = BRAND_FORMS[brand]
+        if plain:  # no @/# forms (e.g. the post already @-addresses the brand)
+            forms = [f for f in forms if f[0][0] not in "@#"]
+        return self.wchoice(forms)
 
-    def fill(self, template, brand, formal=False, extra=None):
+    def fill(self, template, brand, formal=False, extra=None, plain=False):
         product = self.r.choice(LUMORA_PRODUCTS)
         vals = {}
 
@@ -676,7 +709,7 @@ class Gen:
                 v = extra[key]
                 return v() if callable(v) else v
             if key == "brand":
-                return self.brand_form(brand, formal)
+                return self.brand_form(brand, formal, plain)
             if key == "product":
                 return product
             if key == "prod":
@@ -710,14 +743,13 @@ class Gen:
             words[i] = w
         return " ".join(words)
 
-    def decorate(self, core, cat, brand, kind, author_handle=None):
+    def decorate(self, core, cat, brand, kind, author_handle=None, reply=False):
         """Wrap a core sentence with openers/closers/hashtags/mentions + noise."""
         r = self.r
         text = core
         casual = kind in ("x", "bluesky", "mastodon", "reddit", "forum")
-        if casual and self.chance(0.45):
-            pool = OPENERS["any"] + OPENERS.get(cat, [])
-            op = r.choice(pool)
+        if casual and not reply and self.chance(0.45):
+            op = r.choice(OPENERS["any"] + OPENERS.get(cat, []))
             if op:
                 text = op + text
         if casual and self.chance(0.5):
@@ -729,6 +761,8 @@ class Gen:
         # Capitalise sometimes; leave lowercase other times.
         if self.chance(0.45) and text[:1].isalpha() and text[:1].islower():
             text = text[0].upper() + text[1:]
+        if casual and cat in ("complaint", "burst", "praise") and self.chance(0.1):
+            text = re.sub(r"[.!?]*$", "", text.rstrip()) + r.choice(["!!!", "!!", "!!!!"])
         # @mention a friend.
         if kind in ("x", "bluesky", "mastodon") and self.authors and self.chance(0.12):
             friend = r.choice(self.authors)["handle"]
@@ -753,15 +787,14 @@ class Gen:
         if casual and self.chance(0.15):
             text += " " + r.choice({"praise": ["😊", "🥰", "💯", "☺️", "🔥"],
                                     "complaint": ["😤", "😩", "💀", "😒", "🫠"],
-                                    "question": ["🤔", "👀", "😅"]}.get(cat, ["🙂"]))
-        # Noise.
+                                    "burst": ["😤", "😩", "💀", "🫠", "😬"],
+                                    "question": ["🤔", "👀", "😅"]}.get(cat, ["🙂", "😅", "🙃"]))
+        # Noise: shouting, all-lowercase, typos.
         if casual and cat in ("complaint", "burst") and self.chance(0.08):
             text = text.upper()
         elif casual and cat == "praise" and self.chance(0.04):
             text = text.upper()
-        if casual and cat in ("complaint", "burst", "praise") and self.chance(0.1):
-            text = re.sub(r"[.!?]*$", "", text.rstrip()) + r.choice(["!!!", "!!", "!!!!"])
-        if casual and self.chance(0.12):
+        elif casual and self.chance(0.12):
             text = text.lower()
         if casual and self.chance(0.16):
             text = self.typo(text)
@@ -865,6 +898,8 @@ def build(seed=SEED):
 
     influencers = list(INFLUENCERS)
     r.shuffle(influencers)
+    g.influencer_lines = list(BURST_INFLUENCER)
+    r.shuffle(g.influencer_lines)
 
     records = []
     meta = []  # (category, brand, is_burst, is_reply)
@@ -974,27 +1009,18 @@ def build(seed=SEED):
 def make_text(g, cat, brand, kind, lang, is_inf, is_reply, instance, handle):
     r = g.r
     if lang != "en":
-        pools = NON_ENGLISH[lang]
-        key = "burst" if cat == "burst" else cat
-        cands = pools[key]
-        # Keep the template's brand consistent with the planned brand where possible.
-        fit = [t for t in cands if _ne_brand(t) in (brand, None)] or cands
-        t = r.choice(fit)
-        b = _ne_brand(t) or brand
-        text = g.fill(t, b)
-        if not BRAND_RE.search(text):
-            text += " " + g.wchoice(BRAND_TAGS[b])
-        return text
+        fit = [t for b, t in NON_ENGLISH[lang][cat] if b == brand]
+        return g.fill(r.choice(fit), brand)
 
     if cat == "burst":
         if is_inf:
-            t = r.choice(BURST_INFLUENCER)
+            t = g.influencer_lines.pop()  # each scripted line used once
             return g.fill(t, brand, formal=r.random() < 0.7)
         if is_reply:
             core = g.fill(r.choice(REPLY["burst"]), brand)
         else:
             core = g.fill(r.choice(BURST), brand)
-        text = g.decorate(core, "burst", brand, kind, handle)
+        text = g.decorate(core, "burst", brand, kind, handle, reply=is_reply)
         if kind == "reddit" and r.random() < 0.5:
             text = join_detail(r, text, g.extra_detail("burst", brand))
         if kind in ("x", "bluesky", "mastodon") and "#Parcelly" not in text and r.random() < 0.3:
@@ -1009,10 +1035,12 @@ def make_text(g, cat, brand, kind, lang, is_inf, is_reply, instance, handle):
             core = g.fill(r.choice(pool), brand)
             # Occasionally address the brand's account / support handle directly.
             if kind in ("x", "bluesky", "mastodon") and r.random() < 0.12:
-                handle = {"lumora": "@Lumora", "brewtide": "@Brewtide",
-                          "parcelly": r.choice(["@Parcelly", "@ParcellySupport"])}[brand]
-                core = handle + " " + core
-        text = g.decorate(core, cat, brand, kind, handle)
+                support = cat != "praise" and r.random() < 0.5
+                addr = {"lumora": "@Lumora", "brewtide": "@Brewtide",
+                        "parcelly": "@ParcellySupport" if support else "@Parcelly"}[brand]
+                t = r.choice([t for t in pool if not t.startswith("{brand}")])
+                core = addr + " " + g.fill(t, brand, plain=True)
+        text = g.decorate(core, cat, brand, kind, handle, reply=is_reply)
         if kind in ("reddit", "forum") and r.random() < 0.55:
             text = join_detail(r, text, g.extra_detail(cat, brand))
         return text
@@ -1056,6 +1084,8 @@ def make_text(g, cat, brand, kind, lang, is_inf, is_reply, instance, handle):
         return text.strip()
 
     if cat == "offtopic":
+        if kind == "hackernews":
+            return r.choice(OFFTOPIC_HN)
         text = r.choice(OFFTOPIC)
         return g.decorate(text, "offtopic", None, kind, handle)
 

@@ -281,7 +281,11 @@ pub struct ReceiverConfig {
     /// Unique receiver name.
     pub name: String,
     /// A generic JSON webhook.
-    pub webhook: WebhookConfig,
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
+    /// Print each alert on standard output (the embedded mode's demo receiver).
+    #[serde(default)]
+    pub console: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -539,15 +543,20 @@ impl Config {
                 errors.push(format!("{path}.name"), format!("duplicate receiver name {:?}", receiver.name));
             }
             receivers.push(&receiver.name);
-            match (&receiver.webhook.url, &receiver.webhook.url_env) {
-                (None, None) => errors.push(format!("{path}.webhook"), "set url or url_env"),
-                (Some(_), Some(_)) => errors.push(format!("{path}.webhook"), "set only one of url and url_env"),
-                (Some(url), None) => {
-                    if let Err(e) = reqwest::Url::parse(url) {
-                        errors.push(format!("{path}.webhook.url"), format!("{url:?} is not a URL: {e}"));
-                    }
-                }
-                (None, Some(_)) => {}
+            match (&receiver.webhook, receiver.console) {
+                (None, false) => errors.push(&path, "set a channel: webhook or console"),
+                (Some(_), true) => errors.push(&path, "set only one channel: webhook or console"),
+                (None, true) => {}
+                (Some(webhook), false) => match (&webhook.url, &webhook.url_env) {
+                    (None, None) => errors.push(format!("{path}.webhook"), "set url or url_env"),
+                    (Some(_), Some(_)) => errors.push(format!("{path}.webhook"), "set only one of url and url_env"),
+                    (Some(url), None) => match reqwest::Url::parse(url) {
+                        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+                        Ok(parsed) => errors.push(format!("{path}.webhook.url"), format!("scheme {:?} is not http or https", parsed.scheme())),
+                        Err(e) => errors.push(format!("{path}.webhook.url"), format!("{url:?} is not a URL: {e}")),
+                    },
+                    (None, Some(_)) => {}
+                },
             }
         }
         let mut routes = Vec::new();

@@ -38,6 +38,10 @@ pub struct Metrics {
     pub latency: HistogramVec,
     /// `earshot_deliveries_total{receiver, outcome}`
     pub deliveries: IntCounterVec,
+    /// `earshot_watchlist_matches_total{watchlist}`
+    pub watchlist_matches: IntCounterVec,
+    /// `earshot_alerts_total{route}`
+    pub alerts: IntCounterVec,
 }
 
 impl Metrics {
@@ -61,6 +65,8 @@ impl Metrics {
             &["stage", "error_type"],
         );
         let deliveries = counter("earshot_deliveries_total", "Alert deliveries by receiver and outcome.", &["receiver", "outcome"]);
+        let watchlist_matches = counter("earshot_watchlist_matches_total", "Mentions that matched a watchlist.", &["watchlist"]);
+        let alerts = counter("earshot_alerts_total", "Alerts raised, by route.", &["route"]);
         let consumer_lag = IntGaugeVec::new(
             Opts::new("earshot_consumer_lag_records", "Records behind the end of the partition."),
             &["group", "topic", "partition"],
@@ -77,7 +83,7 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(latency.clone())).expect("metric registered once");
-        Metrics { registry, received, sent, errors, discarded, dead_lettered, consumer_lag, latency, deliveries }
+        Metrics { registry, received, sent, errors, discarded, dead_lettered, consumer_lag, latency, deliveries, watchlist_matches, alerts }
     }
 
     /// Records the latency since `collected_at_us` for `stage`.

@@ -1,1 +1,151 @@
-fn main() {}
+//! `earshot`: real-time social listening with response routing.
+//!
+//! `earshot run` runs the whole pipeline in one process (no Kafka, no PostgreSQL needed);
+//! `earshot collector|enricher|router|sink` run one service against Kafka, as Kubernetes runs
+//! them; `earshot check-config` validates a configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use earshot::embedded::{self, Input};
+use earshot_core::config::{ConfigSources, PostgresConfig, EXIT_CONFIG};
+use earshot_core::Config;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "earshot", version, about = "Real-time social listening with response routing")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run all four stages in one process over an in-memory bus. Without --config, replays the
+    /// bundled sample of three fictional brands and prints the alerts it routes.
+    Run {
+        /// YAML or TOML configuration; defaults to the built-in demo configuration.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Also write to this PostgreSQL database (e.g. postgres://user@host/db).
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
+        /// Replay this NDJSON file instead of the bundled sample.
+        #[arg(long, value_name = "FILE")]
+        replay: Option<PathBuf>,
+    },
+    /// Run the collector against Kafka.
+    Collector(ServiceArgs),
+    /// Run the enricher against Kafka.
+    Enricher(ServiceArgs),
+    /// Run the router against Kafka.
+    Router(ServiceArgs),
+    /// Run the sink against Kafka.
+    Sink(ServiceArgs),
+    /// Validate a configuration: print every problem (exit 64) or the effective configuration.
+    CheckConfig {
+        /// YAML or TOML configuration file.
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServiceArgs {
+    /// YAML or TOML configuration file; EARSHOT_<SECTION>__<KEY> variables override it.
+    #[arg(long, short, env = "EARSHOT_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    runtime.block_on(async_main(cli))
+}
+
+fn load(defaults_yaml: Option<&str>, file: Option<&std::path::Path>) -> Result<Config, ExitCode> {
+    Config::load(ConfigSources { defaults_yaml, file, environment: true }).map_err(|errors| {
+        eprint!("{errors}");
+        ExitCode::from(EXIT_CONFIG as u8)
+    })
+}
+
+async fn async_main(cli: Cli) -> ExitCode {
+    let shutdown = CancellationToken::new();
+    let result = match cli.command {
+        Command::CheckConfig { file } => {
+            return match load(None, Some(&file)) {
+                Ok(config) => {
+                    println!("{}", serde_json::to_string_pretty(&config).expect("config serializes"));
+                    eprintln!("{}: valid", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
+            };
+        }
+        Command::Run { config, postgres, replay } => {
+            let defaults = config.is_none().then_some(embedded::DEMO_CONFIG);
+            let mut config = match load(defaults, config.as_deref()) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            if let Some(url) = postgres {
+                config.sink.postgres = Some(PostgresConfig { url: Some(url), url_env: None, ..PostgresConfig::default() });
+            }
+            if let Some(path) = replay {
+                config.collector.replay = Some(earshot_core::config::ReplayConfig { path, rate_per_sec: 0 });
+            }
+            earshot_core::telemetry::init_tracing(&config.telemetry);
+            earshot_core::shutdown::cancel_on_signals(shutdown.clone());
+            let input = if config.collector.http.is_some() || config.collector.replay.is_some() {
+                Input::Configured
+            } else {
+                Input::Text(embedded::SAMPLE)
+            };
+            let parquet_dir = config.sink.parquet.as_ref().map(|p| p.dir.clone());
+            let outcome = embedded::run(config, input, shutdown, |addr| {
+                if let Some(addr) = addr {
+                    eprintln!("earshot: ingest endpoint http://{addr}/v1/mentions (Ctrl-C to stop)");
+                }
+            })
+            .await;
+            outcome.map(|summary| {
+                println!("{summary}");
+                if let Some(dir) = parquet_dir {
+                    println!("Parquet files under {}", dir.display());
+                }
+            })
+        }
+        Command::Collector(args) => service(args, shutdown, |c, s| Box::pin(async move { Ok(earshot_collector::run(c, s).await?) })).await,
+        Command::Enricher(args) => service(args, shutdown, |c, s| Box::pin(async move { Ok(earshot_enricher::run(c, s).await?) })).await,
+        Command::Router(args) => service(args, shutdown, |c, s| Box::pin(async move { Ok(earshot_router::run(c, s).await?) })).await,
+        Command::Sink(args) => service(args, shutdown, |c, s| Box::pin(async move { Ok(earshot_sink::run(c, s).await?) })).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            if let Some(code) = error.downcast_ref::<ExitCodeError>() {
+                return ExitCode::from(code.0);
+            }
+            eprintln!("earshot: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("exit {0}")]
+struct ExitCodeError(u8);
+
+type ServiceFuture = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>;
+
+async fn service(
+    args: ServiceArgs,
+    shutdown: CancellationToken,
+    run: impl FnOnce(Config, CancellationToken) -> ServiceFuture,
+) -> anyhow::Result<()> {
+    let config = load(None, args.config.as_deref()).map_err(|_| ExitCodeError(EXIT_CONFIG as u8))?;
+    earshot_core::telemetry::init_tracing(&config.telemetry);
+    earshot_core::shutdown::cancel_on_signals(shutdown.clone());
+    run(config, shutdown).await
+}
