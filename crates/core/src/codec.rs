@@ -86,7 +86,7 @@ impl CodecError {
 #[derive(Clone)]
 pub struct ParsedSchema {
     pub fast: Arc<serde_avro_fast::Schema>,
-    /// CRC-64-AVRO (Rabin) fingerprint of the canonical form, as apache-avro computes it.
+    /// CRC-64-AVRO (Rabin) fingerprint of the Parsing Canonical Form.
     pub fingerprint: u64,
     pub canonical_form: String,
 }
@@ -95,14 +95,12 @@ impl ParsedSchema {
     pub fn parse(json: &str) -> Result<Self, CodecError> {
         let schema_error = |reason: String| CodecError::Schema { name: schema_name(json), reason };
         let avro = apache_avro::Schema::parse_str(json).map_err(|e| schema_error(e.to_string()))?;
-        let fingerprint_bytes = avro.fingerprint::<apache_avro::rabin::Rabin>().bytes;
-        let fingerprint = u64::from_le_bytes(
-            fingerprint_bytes
-                .as_slice()
-                .try_into()
-                .map_err(|_| schema_error("fingerprint is not 8 bytes".into()))?,
-        );
         let fast: serde_avro_fast::Schema = json.parse().map_err(|e: serde_avro_fast::schema::SchemaError| schema_error(e.to_string()))?;
+        // apache-avro's canonical form keeps `{"type":"long"}` where a logical type was, so its
+        // fingerprint of any schema with logical types differs from the specification's (and
+        // Java's and Python's); serde_avro_fast follows the specification. Tests check that
+        // the two agree on schemas without logical types.
+        let fingerprint = u64::from_le_bytes(*fast.rabin_fingerprint());
         Ok(ParsedSchema { fast: Arc::new(fast), fingerprint, canonical_form: avro.canonical_form() })
     }
 }
@@ -279,5 +277,249 @@ impl Codecs {
         codecs.enriched.register().await?;
         codecs.alert.register().await?;
         Ok(codecs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::*;
+
+    pub(crate) fn sample_mention() -> Mention {
+        Mention {
+            id: mention_id("x", "1"),
+            native_id: "1".into(),
+            source: Source { kind: "x".into(), instance: "search".into() },
+            url: Some("https://x.example/status/1".into()),
+            author: Author { handle: "@maria".into(), name: Some("María".into()), followers: Some(1200), verified: true },
+            text: "Mi lámpara Lumora llegó rota 😡 #lumora".into(),
+            lang_hint: Some("es".into()),
+            created_at: 1_763_888_400_000_000,
+            collected_at: 1_763_888_401_000_000,
+            engagement: Engagement { likes: 3, reposts: 1, replies: 0 },
+            parent_id: None,
+            conversation_id: Some("0".into()),
+            has_media: true,
+        }
+    }
+
+    fn sample_alert() -> Alert {
+        let mention = sample_mention();
+        let id = alert_id(mention.id, "route");
+        Alert {
+            id,
+            created_at: 1,
+            route: "route".into(),
+            watchlist: "lumora".into(),
+            mention_id: mention.id,
+            mention_url: None,
+            mention_text: mention.text,
+            author_handle: mention.author.handle,
+            score_name: "reach".into(),
+            score: 1204.0,
+            threshold: 1000.0,
+            mention_collected_at: mention.collected_at,
+            deliveries: vec![Delivery {
+                id: delivery_id(id, "hook"),
+                channel: "webhook".into(),
+                receiver: "hook".into(),
+                status: DeliveryStatus::Failed,
+                attempts: 6,
+                last_error: Some("HTTP 500".into()),
+                delivered_at: None,
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn records_round_trip_in_single_object_encoding() {
+        let codec = Codec::<Mention>::single_object().unwrap();
+        let mention = sample_mention();
+        let bytes = codec.encode(&mention).unwrap();
+        assert_eq!(&bytes[..2], &[0xC3, 0x01]);
+        assert_eq!(&bytes[2..10], &codec.writer_schema().fingerprint.to_le_bytes());
+        assert_eq!(codec.decode(&bytes).await.unwrap(), mention);
+
+        let enriched = EnrichedMention {
+            mention,
+            watchlist: "lumora".into(),
+            matches: vec![WatchlistMatch { watchlist: "lumora".into(), relevance: 0.75, clause: "\"Lumora\"".into(), spans: vec![Span { start: 12, end: 18 }] }],
+            sentiment: Sentiment { neg: 0.4, neu: 0.6, pos: 0.0, compound: -0.6 },
+            language: Some("es".into()),
+            language_confidence: 0.9,
+            spam_score: 0.1,
+            intent: "complaint".into(),
+            reach: 1204,
+            urgency: 0.7,
+            enriched_at: 5,
+        };
+        let codec = Codec::<EnrichedMention>::single_object().unwrap();
+        assert_eq!(codec.decode(&codec.encode(&enriched).unwrap()).await.unwrap(), enriched);
+
+        let codec = Codec::<Alert>::single_object().unwrap();
+        let alert = sample_alert();
+        assert_eq!(codec.decode(&codec.encode(&alert).unwrap()).await.unwrap(), alert);
+    }
+
+    /// Replaces `{"type": "long", "logicalType": ...}` by `"long"`, as the specification's
+    /// Parsing Canonical Form does.
+    fn strip_logical_types(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if map.contains_key("logicalType") && map["type"].is_string() {
+                    *value = map["type"].clone();
+                    return;
+                }
+                map.values_mut().for_each(strip_logical_types);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip_logical_types),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn fingerprints_follow_the_specification() {
+        for json in [MENTION_SCHEMA, ENRICHED_MENTION_SCHEMA, ALERT_SCHEMA] {
+            let parsed = ParsedSchema::parse(json).unwrap();
+            let mut plain: serde_json::Value = serde_json::from_str(json).unwrap();
+            strip_logical_types(&mut plain);
+            let apache = apache_avro::Schema::parse_str(&plain.to_string()).unwrap();
+            let expected = apache.fingerprint::<apache_avro::rabin::Rabin>().bytes;
+            assert_eq!(parsed.fingerprint.to_le_bytes().to_vec(), expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_payloads_get_errors_that_name_the_problem() {
+        let codec = Codec::<Mention>::single_object().unwrap();
+        let good = codec.encode(&sample_mention()).unwrap();
+        let check = |payload: Vec<u8>, expected: &str| {
+            let error = codec.decode_single_object(&payload).unwrap_err().to_string();
+            assert!(error.contains(expected), "{error} should contain {expected}");
+        };
+        check(vec![0xC3], "unknown framing");
+        check(vec![0x7b, 0x22], "unknown framing");
+        check(good[..6].to_vec(), "shorter than the 10-byte single-object header");
+        let mut unknown = good.clone();
+        unknown[2] ^= 0xff;
+        check(unknown, "unknown writer schema");
+        check(good[..good.len() - 5].to_vec(), "Avro decoding failed");
+        assert!(matches!(codec.decode(&[]).await, Err(CodecError::Empty)));
+        let confluent = codec.decode(&[0, 0, 0, 0, 7, 1]).await.unwrap_err();
+        assert_eq!(confluent.kind(), "unknown_schema", "{confluent}");
+    }
+
+    /// The Mention schema before `has_media` and `conversation_id` existed.
+    fn old_mention_schema() -> String {
+        let mut schema: serde_json::Value = serde_json::from_str(MENTION_SCHEMA).unwrap();
+        let fields = schema["fields"].as_array_mut().unwrap();
+        fields.retain(|f| f["name"] != "has_media" && f["name"] != "conversation_id");
+        schema.to_string()
+    }
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct OldMention {
+        #[serde(with = "uuid_string")]
+        id: uuid::Uuid,
+        native_id: String,
+        source: Source,
+        url: Option<String>,
+        author: Author,
+        text: String,
+        lang_hint: Option<String>,
+        created_at: i64,
+        collected_at: i64,
+        engagement: Engagement,
+        parent_id: Option<String>,
+    }
+
+    impl AvroRecord for OldMention {
+        const SCHEMA: &'static str = "";
+    }
+
+    #[tokio::test]
+    async fn old_writer_new_reader_fills_defaults() {
+        let old_json = old_mention_schema();
+        let old = ParsedSchema::parse(&old_json).unwrap();
+        let m = sample_mention();
+        let old_value = OldMention {
+            id: m.id,
+            native_id: m.native_id.clone(),
+            source: m.source.clone(),
+            url: m.url.clone(),
+            author: m.author.clone(),
+            text: m.text.clone(),
+            lang_hint: m.lang_hint.clone(),
+            created_at: m.created_at,
+            collected_at: m.collected_at,
+            engagement: m.engagement.clone(),
+            parent_id: None,
+        };
+        let mut payload = SINGLE_OBJECT_MARKER.to_vec();
+        payload.extend_from_slice(&old.fingerprint.to_le_bytes());
+        let payload = serde_avro_fast::to_datum(&old_value, payload, &mut serde_avro_fast::ser::SerializerConfig::new(&old.fast)).unwrap();
+
+        let mut reader = Codec::<Mention>::single_object().unwrap();
+        assert!(matches!(reader.decode(&payload).await, Err(CodecError::UnknownFingerprint { .. })));
+        reader.accept_writer_schema(&old_json).unwrap();
+        let decoded = reader.decode(&payload).await.unwrap();
+        assert_eq!(decoded, Mention { has_media: false, conversation_id: None, ..m });
+    }
+
+    #[tokio::test]
+    async fn new_writer_old_reader_skips_new_fields() {
+        let writer = Codec::<Mention>::single_object().unwrap();
+        let m = sample_mention();
+        let payload = writer.encode(&m).unwrap();
+        // An old reader knows the new schema (from the registry or a schema file) and maps it
+        // onto its own type, dropping the fields it does not have.
+        let decoded: OldMention = decode_datum(&payload[SINGLE_OBJECT_HEADER_LEN..], writer.writer_schema()).unwrap();
+        assert_eq!(decoded.text, m.text);
+        assert_eq!(decoded.engagement, m.engagement);
+    }
+
+    #[test]
+    fn schema_changes_stay_compatible_both_ways() {
+        use apache_avro::schema_compatibility::SchemaCompatibility;
+        let old = apache_avro::Schema::parse_str(&old_mention_schema()).unwrap();
+        let new = apache_avro::Schema::parse_str(MENTION_SCHEMA).unwrap();
+        SchemaCompatibility::can_read(&old, &new).expect("new reader reads old data");
+        SchemaCompatibility::can_read(&new, &old).expect("old reader reads new data");
+    }
+
+    #[test]
+    fn every_schema_field_has_a_doc() {
+        fn walk(value: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
+            if let Some(fields) = value.get("fields").and_then(|f| f.as_array()) {
+                for field in fields {
+                    let name = field["name"].as_str().unwrap_or("?");
+                    if field.get("doc").and_then(|d| d.as_str()).is_none_or(str::is_empty) {
+                        missing.push(format!("{path}.{name}"));
+                    }
+                    walk(&field["type"], &format!("{path}.{name}"), missing);
+                }
+            }
+            if let Some(items) = value.get("items") {
+                walk(items, path, missing);
+            }
+            if let Some(union) = value.as_array() {
+                union.iter().for_each(|v| walk(v, path, missing));
+            }
+        }
+        for json in [MENTION_SCHEMA, ENRICHED_MENTION_SCHEMA, ALERT_SCHEMA] {
+            let value: serde_json::Value = serde_json::from_str(json).unwrap();
+            let mut missing = Vec::new();
+            walk(&value, value["name"].as_str().unwrap(), &mut missing);
+            assert!(missing.is_empty(), "fields without doc: {missing:?}");
+        }
+    }
+
+    #[test]
+    fn the_enriched_schema_embeds_the_mention_schema_unchanged() {
+        let enriched: serde_json::Value = serde_json::from_str(ENRICHED_MENTION_SCHEMA).unwrap();
+        let embedded = enriched["fields"][0]["type"].to_string();
+        let a = apache_avro::Schema::parse_str(&embedded).unwrap();
+        let b = apache_avro::Schema::parse_str(MENTION_SCHEMA).unwrap();
+        assert_eq!(a.canonical_form(), b.canonical_form());
     }
 }

@@ -644,3 +644,96 @@ fn deserialize_section<T: serde::de::DeserializeOwned>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        let value: serde_json::Value = config::Config::builder()
+            .add_source(config::File::from_str(yaml, config::FileFormat::Yaml))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap();
+        match Config::from_value(value) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.problems,
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(problems("{}"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_key_path() {
+        let found = problems(
+            r#"
+kafka:
+  bootstrap_servers: ""
+  max_in_flight: 0
+  colour: blue
+topics:
+  raw: "bad topic!"
+  enriched: earshot.alerts
+telemetry:
+  listen: "not an address"
+enricher:
+  watchlists:
+    - name: acme
+      terms: []
+    - name: acme
+      terms: ["x"]
+      extra: 1
+router:
+  receivers:
+    - name: hook
+      webhook: { url: "ftp://example.com" }
+  routes:
+    - name: r
+      watchlist: nope
+      score: reach
+      threshold: 1
+      receiver: missing
+surprise: true
+"#,
+        );
+        let expected = [
+            "kafka.colour: unknown key",
+            "kafka.bootstrap_servers: must name at least one broker",
+            "kafka.max_in_flight: must be at least 1",
+            "topics.raw: \"bad topic!\" is not a valid Kafka topic name",
+            "topics: topic \"earshot.alerts\" is used for two purposes",
+            "telemetry.listen: invalid socket address",
+            "enricher.watchlists.1.extra: unknown key",
+            "enricher.watchlists[0].terms: must list at least one term",
+            "enricher.watchlists[1].name: duplicate watchlist name \"acme\"",
+            "router.receivers[0].webhook.url: scheme \"ftp\" is not http or https",
+            "router.routes[0].watchlist: no watchlist named \"nope\"",
+            "router.routes[0].receiver: no receiver named \"missing\"",
+            "surprise: unknown section",
+        ];
+        for want in expected {
+            assert!(found.iter().any(|p| p.starts_with(want)), "missing {want:?} in {found:#?}");
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn environment_variables_override_the_file() {
+        // Only this test sets these variables.
+        std::env::set_var("EARSHOT_KAFKA__BOOTSTRAP_SERVERS", "broker-7:9092");
+        std::env::set_var("EARSHOT_UNRELATED_SECRET", "not config");
+        let dir = std::env::temp_dir().join(format!("earshot-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("earshot.toml");
+        std::fs::write(&file, "[kafka]\nbootstrap_servers = \"file:9092\"\ntopic_partitions = 12\n").unwrap();
+        let config = Config::load(ConfigSources { defaults_yaml: None, file: Some(&file), environment: true }).unwrap();
+        std::env::remove_var("EARSHOT_KAFKA__BOOTSTRAP_SERVERS");
+        std::env::remove_var("EARSHOT_UNRELATED_SECRET");
+        assert_eq!(config.kafka.bootstrap_servers, "broker-7:9092");
+        assert_eq!(config.kafka.topic_partitions, 12);
+    }
+}

@@ -251,7 +251,6 @@ pub struct OffsetTracker {
     partitions: HashMap<(Arc<str>, i32), PartitionOffsets>,
 }
 
-#[derive(Default)]
 struct PartitionOffsets {
     pending: BTreeSet<i64>,
     next: i64,
@@ -260,7 +259,10 @@ struct PartitionOffsets {
 
 impl OffsetTracker {
     pub fn begin(&mut self, topic: &Arc<str>, partition: i32, offset: i64) {
-        let entry = self.partitions.entry((topic.clone(), partition)).or_default();
+        let entry = self
+            .partitions
+            .entry((topic.clone(), partition))
+            .or_insert_with(|| PartitionOffsets { pending: BTreeSet::new(), next: offset, stored: offset });
         entry.pending.insert(offset);
         entry.next = entry.next.max(offset + 1);
     }
