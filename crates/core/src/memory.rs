@@ -58,6 +58,17 @@ impl MemoryBus {
         Arc::new(self.clone())
     }
 
+    /// Declares that `group` will read `topics`, so that nothing is trimmed before it joins.
+    /// The embedded mode declares every stage's group before the first record is published.
+    pub fn declare_group(&self, group: &str, topics: &[&str]) {
+        let mut state = self.inner.lock().expect("poisoned");
+        for topic in topics {
+            let log = state.topics.entry(Arc::from(*topic)).or_default();
+            let base = log.base;
+            log.groups.entry(group.to_owned()).or_insert(base);
+        }
+    }
+
     /// Joins `group` on `topics`; reading starts at the group's stored offset (0 when new).
     pub fn subscribe(&self, group: &str, topics: &[&str], shutdown: CancellationToken) -> MemorySubscription {
         let mut state = self.inner.lock().expect("poisoned");

@@ -82,6 +82,14 @@ pub async fn run(
     .context("starting the telemetry server")?;
     tracing::info!(%telemetry_addr, "metrics at /metrics");
 
+    // Every group must exist before the first record is published, or the log could be
+    // trimmed below a stage that has not joined yet.
+    let topics = &services.config.topics;
+    let prefix = &services.config.kafka.group_prefix;
+    bus.declare_group(&format!("{prefix}-enricher"), &[&topics.raw]);
+    bus.declare_group(&format!("{prefix}-router"), &[&topics.enriched]);
+    bus.declare_group(&format!("{prefix}-{}", earshot_sink::GROUP), &[&topics.enriched, &topics.alerts]);
+
     // The stages stop only after the input is done and drained, or on shutdown.
     let stages = shutdown.child_token();
     let mut tasks = tokio::task::JoinSet::new();
@@ -154,7 +162,7 @@ pub async fn run(
             m.get_label().iter().find(|l| l.name() == name).map(|l| l.value().to_owned()).unwrap_or_default()
         };
         for m in family.get_metric() {
-            let value = m.get_counter().value() as u64;
+            let value = m.get_counter().get_value() as u64;
             match family.name() {
                 "earshot_watchlist_matches_total" => {
                     summary.matched_by_watchlist.insert(label(m, "watchlist"), value);
