@@ -156,8 +156,17 @@ async fn embedded_mode_runs_the_same_scenario() {
     assert_eq!(unauthorized.status(), 401);
     let wrong = client.post(&url).bearer_auth("wrong-token-wrong-token").body("{}").send().await.unwrap();
     assert_eq!(wrong.status(), 401);
-    let too_big = client.post(&url).bearer_auth(TOKEN).body(vec![b' '; 9 * 1024 * 1024]).send().await.unwrap();
-    assert_eq!(too_big.status(), 413);
+    // Announce a body over the 8 MiB limit: the answer must come before the body is read.
+    let mut stream = tokio::net::TcpStream::connect(ingest).await.unwrap();
+    let request = format!(
+        "POST /v1/mentions HTTP/1.1\r\nHost: {ingest}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
+        9 * 1024 * 1024
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await.unwrap();
+    let mut response = vec![0u8; 64];
+    let read = tokio::io::AsyncReadExt::read(&mut stream, &mut response).await.unwrap();
+    let status_line = String::from_utf8_lossy(&response[..read]).to_string();
+    assert!(status_line.starts_with("HTTP/1.1 413"), "{status_line}");
     let all_bad = client.post(&url).bearer_auth(TOKEN).body("{\"text\": \"x\"}\nnot json\n").send().await.unwrap();
     assert_eq!(all_bad.status(), 400);
     let body: serde_json::Value = all_bad.json().await.unwrap();

@@ -1,0 +1,722 @@
+//! The sink against the real PostgreSQL started by `scripts/postgres` (`scripts/test` sets
+//! DATABASE_URL), driven in-process over the in-memory bus through `run_with`. Each test
+//! works in a schema of its own.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use earshot_core::bus::{headers, OutRecord};
+use earshot_core::config::{ParquetConfig, PostgresConfig};
+use earshot_core::memory::MemoryBus;
+use earshot_core::model::{
+    Alert, Author, Delivery, DeliveryStatus, Engagement, EnrichedMention, Mention, Sentiment,
+    Source, WatchlistMatch,
+};
+use earshot_core::{Config, Publisher, Services};
+use earshot_sink::SinkError;
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, NoTls};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const HOUR_MICROS: i64 = 3_600_000_000;
+/// 2024-05-01T10:00:00Z.
+const BASE_MICROS: i64 = 1_714_557_600_000_000;
+
+fn database_url() -> String {
+    std::env::var("DATABASE_URL").expect(
+        "DATABASE_URL is not set: run these tests with scripts/test, which starts PostgreSQL (scripts/postgres start) and sets it",
+    )
+}
+
+/// A schema of this test's own, and a URL whose connections use it.
+struct TestDb {
+    client: Client,
+    schema: String,
+    url: String,
+}
+
+impl TestDb {
+    async fn new() -> TestDb {
+        let base = database_url();
+        let schema = format!("test_{}", Uuid::new_v4().simple());
+        let client = connect(&base).await;
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA {schema}; SET search_path TO {schema}"
+            ))
+            .await
+            .unwrap();
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url =
+            format!("{base}{separator}options=-csearch_path%3D{schema}&application_name={schema}");
+        TestDb {
+            client,
+            schema,
+            url,
+        }
+    }
+
+    async fn count(&self, table: &str) -> i64 {
+        self.client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// Every row of `table` as JSON text, in a stable order.
+    async fn snapshot(&self, table: &str) -> Vec<String> {
+        let rows = self
+            .client
+            .query(
+                &format!("SELECT to_jsonb(t)::text AS row FROM {table} t ORDER BY row"),
+                &[],
+            )
+            .await
+            .unwrap();
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+
+    async fn drop(self) {
+        self.client
+            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema))
+            .await
+            .unwrap();
+    }
+}
+
+async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .expect("connecting to DATABASE_URL");
+    tokio::spawn(connection);
+    client
+}
+
+fn config(url: &str, parquet_dir: Option<&Path>) -> Config {
+    let mut config = Config::default();
+    config.sink.postgres = Some(PostgresConfig {
+        url: Some(url.to_owned()),
+        url_env: None,
+        batch_size: 100,
+        batch_linger_ms: 20,
+    });
+    config.sink.parquet = parquet_dir.map(|dir| ParquetConfig {
+        dir: dir.to_owned(),
+        roll_rows: 4,
+        roll_secs: 3600,
+    });
+    config
+}
+
+/// The sink running in-process over its own in-memory bus.
+struct RunningSink {
+    bus: MemoryBus,
+    services: Services,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), SinkError>>,
+}
+
+impl RunningSink {
+    async fn start(config: Config) -> RunningSink {
+        let bus = MemoryBus::new();
+        let services = Services::memory(config, bus.clone()).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(earshot_sink::run_with(services.clone(), shutdown.clone()));
+        RunningSink {
+            bus,
+            services,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn publish(&self, topic: &str, payload: Vec<u8>) {
+        let record = OutRecord {
+            topic: Arc::from(topic),
+            key: None,
+            payload: Bytes::from(payload),
+            headers: vec![],
+        };
+        self.bus.publish(record).await.await.unwrap();
+    }
+
+    async fn publish_enriched(&self, enriched: &EnrichedMention) {
+        let payload = self.services.codecs.enriched.encode(enriched).unwrap();
+        self.publish(&self.services.config.topics.enriched, payload)
+            .await;
+    }
+
+    async fn publish_alert(&self, alert: &Alert) {
+        let payload = self.services.codecs.alert.encode(alert).unwrap();
+        self.publish(&self.services.config.topics.alerts, payload)
+            .await;
+    }
+
+    fn received(&self) -> u64 {
+        self.services
+            .metrics
+            .received
+            .with_label_values(&["sink"])
+            .get()
+    }
+
+    /// Waits until the sink has read `records` records.
+    async fn wait_received(&self, records: u64) {
+        let what = format!("the sink to read {records} records");
+        wait_for(&what, || {
+            self.received() >= records || self.task.is_finished()
+        })
+        .await;
+        assert!(
+            !self.task.is_finished(),
+            "the sink stopped while waiting for {what}"
+        );
+    }
+
+    /// Waits until the sink has read `records` records and stored every offset.
+    async fn wait_done(&self, records: u64) {
+        let what = format!("the sink to complete {records} records");
+        wait_for(&what, || {
+            (self.received() >= records && self.bus.is_idle()) || self.task.is_finished()
+        })
+        .await;
+        assert!(
+            !self.task.is_finished(),
+            "the sink stopped while waiting for {what}"
+        );
+    }
+
+    async fn stop(self) -> Result<(), SinkError> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the sink stops")
+            .unwrap()
+    }
+}
+
+async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn enriched(
+    native_id: &str,
+    text: &str,
+    collected_at: i64,
+    watchlists: &[&str],
+) -> EnrichedMention {
+    EnrichedMention {
+        mention: Mention {
+            id: earshot_core::model::mention_id("mastodon", native_id),
+            native_id: native_id.into(),
+            source: Source {
+                kind: "mastodon".into(),
+                instance: "example.social".into(),
+            },
+            url: Some(format!("https://example.social/@a/{native_id}")),
+            author: Author {
+                handle: "a".into(),
+                name: Some("A".into()),
+                followers: Some(42),
+                verified: true,
+            },
+            text: text.into(),
+            lang_hint: None,
+            created_at: collected_at - 1_000_000,
+            collected_at,
+            engagement: Engagement {
+                likes: 1,
+                reposts: 2,
+                replies: 3,
+            },
+            parent_id: None,
+            conversation_id: Some("c1".into()),
+            has_media: false,
+        },
+        watchlist: watchlists.first().copied().unwrap_or_default().into(),
+        matches: watchlists
+            .iter()
+            .map(|w| WatchlistMatch {
+                watchlist: (*w).into(),
+                relevance: 0.75,
+                clause: (*w).into(),
+                spans: vec![],
+            })
+            .collect(),
+        sentiment: Sentiment {
+            neg: 0.1,
+            neu: 0.6,
+            pos: 0.3,
+            compound: 0.4,
+        },
+        language: Some("en".into()),
+        language_confidence: 0.99,
+        spam_score: 0.01,
+        intent: "question".into(),
+        reach: 420,
+        urgency: 0.3,
+        enriched_at: collected_at + 5_000,
+    }
+}
+
+fn alert(mention: &EnrichedMention, route: &str) -> Alert {
+    let id = earshot_core::model::alert_id(mention.mention.id, route);
+    Alert {
+        id,
+        created_at: mention.mention.collected_at + 10_000,
+        route: route.into(),
+        watchlist: mention.watchlist.clone(),
+        mention_id: mention.mention.id,
+        mention_url: mention.mention.url.clone(),
+        mention_text: mention.mention.text.clone(),
+        author_handle: mention.mention.author.handle.clone(),
+        score_name: "urgency".into(),
+        score: 0.9,
+        threshold: 0.5,
+        mention_collected_at: mention.mention.collected_at,
+        deliveries: ["ops", "support"]
+            .iter()
+            .map(|receiver| Delivery {
+                id: earshot_core::model::delivery_id(id, receiver),
+                channel: "webhook".into(),
+                receiver: (*receiver).into(),
+                status: DeliveryStatus::Delivered,
+                attempts: 1,
+                last_error: None,
+                delivered_at: Some(mention.mention.collected_at + 20_000),
+            })
+            .collect(),
+    }
+}
+
+const TABLES: [&str; 4] = ["mentions", "mention_matches", "alerts", "deliveries"];
+
+#[tokio::test]
+async fn a_replayed_batch_writes_each_row_once_and_changes_nothing() {
+    let db = TestDb::new().await;
+    let mentions: Vec<EnrichedMention> = (0..5)
+        .map(|n| {
+            enriched(
+                &format!("replay-{n}"),
+                &format!("post {n}"),
+                BASE_MICROS + n,
+                &["brand"],
+            )
+        })
+        .collect();
+    let alerts = [alert(&mentions[0], "urgent"), alert(&mentions[1], "urgent")];
+
+    let mut snapshots = Vec::new();
+    for _run in 0..2 {
+        let sink = RunningSink::start(config(&db.url, None)).await;
+        for mention in &mentions {
+            sink.publish_enriched(mention).await;
+        }
+        for alert in &alerts {
+            sink.publish_alert(alert).await;
+        }
+        sink.wait_done(7).await;
+        assert_eq!(
+            sink.services
+                .metrics
+                .sent
+                .with_label_values(&["sink"])
+                .get(),
+            7
+        );
+        sink.stop().await.unwrap();
+        let mut snapshot = Vec::new();
+        for table in TABLES {
+            snapshot.push(db.snapshot(table).await);
+        }
+        snapshots.push(snapshot);
+    }
+
+    assert_eq!(db.count("mentions").await, 5);
+    assert_eq!(db.count("mention_matches").await, 5);
+    assert_eq!(db.count("alerts").await, 2);
+    assert_eq!(db.count("deliveries").await, 4);
+    assert_eq!(snapshots[0], snapshots[1], "the replay changed the tables");
+    let row = db
+        .client
+        .query_one(
+            "SELECT text, author_followers, created_at, collected_at, sentiment_compound FROM mentions WHERE native_id = 'replay-3'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "post 3");
+    assert_eq!(row.get::<_, Option<i64>>(1), Some(42));
+    assert_eq!(
+        row.get::<_, chrono::DateTime<chrono::Utc>>(2)
+            .timestamp_micros(),
+        BASE_MICROS + 3 - 1_000_000
+    );
+    assert_eq!(
+        row.get::<_, chrono::DateTime<chrono::Utc>>(3)
+            .timestamp_micros(),
+        BASE_MICROS + 3
+    );
+    assert_eq!(row.get::<_, f64>(4), 0.4);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_mention_matching_two_watchlists_is_one_mention_with_two_matches() {
+    let db = TestDb::new().await;
+    let sink = RunningSink::start(config(&db.url, None)).await;
+    let first = enriched(
+        "two-watchlists",
+        "brand vs rival",
+        BASE_MICROS,
+        &["brand", "rival"],
+    );
+    let mut second = first.clone();
+    second.watchlist = "rival".into();
+    sink.publish_enriched(&first).await;
+    sink.publish_enriched(&second).await;
+    sink.wait_done(2).await;
+    // And once more in a later batch.
+    sink.publish_enriched(&second).await;
+    sink.wait_done(3).await;
+    sink.stop().await.unwrap();
+
+    assert_eq!(db.count("mentions").await, 1);
+    let matches: Vec<String> = db
+        .client
+        .query(
+            "SELECT watchlist FROM mention_matches WHERE mention_id = $1 ORDER BY watchlist",
+            &[&first.mention.id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(matches, ["brand", "rival"]);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_row_postgres_rejects_is_dead_lettered_and_the_others_are_written() {
+    let db = TestDb::new().await;
+    let sink = RunningSink::start(config(&db.url, None)).await;
+    let good_before = enriched("nul-0", "fine", BASE_MICROS, &["brand"]);
+    let bad = enriched("nul-1", "has a \0 byte", BASE_MICROS, &["brand"]);
+    let good_after = enriched("nul-2", "fine too", BASE_MICROS, &["brand"]);
+    for mention in [&good_before, &bad, &good_after] {
+        sink.publish_enriched(mention).await;
+    }
+    sink.wait_done(3).await;
+
+    let dead_letters = sink.bus.records(&sink.services.config.topics.deadletter);
+    assert_eq!(
+        dead_letters.len(),
+        1,
+        "exactly the bad record is dead-lettered"
+    );
+    let header = |name: &str| {
+        let (_, value) = dead_letters[0]
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("header present");
+        String::from_utf8(value.to_vec()).unwrap()
+    };
+    assert_eq!(header(headers::DLQ_ERROR_TYPE), "rejected");
+    let reason = header(headers::DLQ_ERROR);
+    assert!(
+        reason.starts_with("mentions.text: "),
+        "reason names table and column: {reason}"
+    );
+    assert_eq!(
+        sink.services
+            .metrics
+            .sent
+            .with_label_values(&["sink"])
+            .get(),
+        2
+    );
+    sink.stop().await.unwrap();
+
+    let written: Vec<String> = db
+        .client
+        .query("SELECT native_id FROM mentions ORDER BY native_id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(written, ["nul-0", "nul-2"]);
+    assert_eq!(db.count("mention_matches").await, 2);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn parquet_files_appear_only_when_rolled_and_hold_every_row() {
+    let db = TestDb::new().await;
+    let dir = std::env::temp_dir().join(format!("earshot-sink-{}", db.schema));
+    // A leftover of an earlier run: deleted at start.
+    let leftover = dir.join("mentions/date=2024-05-01/hour=09/part-1-x.parquet.tmp");
+    std::fs::create_dir_all(leftover.parent().unwrap()).unwrap();
+    std::fs::write(&leftover, b"unfinished").unwrap();
+
+    let sink = RunningSink::start(config(&db.url, Some(&dir))).await;
+    let hour_10: Vec<EnrichedMention> = (0..5)
+        .map(|n| enriched(&format!("pq-{n}"), "text", BASE_MICROS + n, &["brand"]))
+        .collect();
+    for mention in &hour_10[..3] {
+        sink.publish_enriched(mention).await;
+    }
+    sink.wait_received(3).await;
+    wait_for("an open Parquet file", || {
+        !files(&dir, ".parquet.tmp").is_empty()
+    })
+    .await;
+    assert!(!leftover.exists(), "the leftover .tmp was deleted at start");
+    assert!(
+        files(&dir, ".parquet").is_empty(),
+        "no file is finished before it rolls"
+    );
+    assert!(
+        !sink.bus.is_idle(),
+        "records whose rows are only in a .tmp file are not acknowledged"
+    );
+    assert_eq!(
+        db.count("mentions").await,
+        3,
+        "PostgreSQL committed them meanwhile"
+    );
+
+    // Two more reach roll_rows (4): the file rolls and every record completes.
+    for mention in &hour_10[3..] {
+        sink.publish_enriched(mention).await;
+    }
+    sink.wait_done(5).await;
+    let finished = files(&dir, ".parquet");
+    assert_eq!(finished.len(), 1, "{finished:?}");
+    assert!(
+        finished[0].starts_with(dir.join("mentions/date=2024-05-01/hour=10")),
+        "{finished:?}"
+    );
+    let name = finished[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(name.starts_with(&format!("part-{BASE_MICROS}-")), "{name}");
+    assert_eq!(parquet_rows(&finished[0]), 5);
+    assert!(files(&dir, ".parquet.tmp").is_empty());
+
+    // Rows of another hour and an alert stay in open files until shutdown.
+    let hour_11 = enriched("pq-later", "text", BASE_MICROS + HOUR_MICROS, &["brand"]);
+    sink.publish_enriched(&hour_11).await;
+    sink.publish_alert(&alert(&hour_10[0], "urgent")).await;
+    sink.wait_received(7).await;
+    wait_for("two open Parquet files", || {
+        files(&dir, ".parquet.tmp").len() == 2
+    })
+    .await;
+    assert!(!sink.bus.is_idle());
+    let bus = sink.bus.clone();
+    sink.stop().await.unwrap();
+
+    assert!(
+        files(&dir, ".parquet.tmp").is_empty(),
+        "no .tmp remains after shutdown"
+    );
+    assert!(
+        bus.is_idle(),
+        "closing the files at shutdown completed their records"
+    );
+    let mentions: usize = files(&dir.join("mentions"), ".parquet")
+        .iter()
+        .map(|f| parquet_rows(f))
+        .sum();
+    let alerts: usize = files(&dir.join("alerts"), ".parquet")
+        .iter()
+        .map(|f| parquet_rows(f))
+        .sum();
+    assert_eq!((mentions, alerts), (6, 1));
+    assert_eq!(
+        files(&dir.join("mentions/date=2024-05-01/hour=11"), ".parquet").len(),
+        1
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_lost_connection_is_retried_and_the_batch_still_commits() {
+    let db = TestDb::new().await;
+    let sink = RunningSink::start(config(&db.url, None)).await;
+    sink.publish_enriched(&enriched("conn-0", "before", BASE_MICROS, &["brand"]))
+        .await;
+    sink.wait_done(1).await;
+    // Kill the sink's connection (it carries the schema name as application_name).
+    let killed: i64 = db
+        .client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()",
+            &[&db.schema],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1);
+    sink.publish_enriched(&enriched("conn-1", "after", BASE_MICROS, &["brand"]))
+        .await;
+    sink.wait_done(2).await;
+    let readiness = sink.services.health.not_ready();
+    sink.stop().await.unwrap();
+    assert_eq!(db.count("mentions").await, 2);
+    assert!(
+        readiness.is_empty(),
+        "ready again after reconnecting: {readiness:?}"
+    );
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_postgres_is_not_ready_and_shutdown_still_ends_the_sink() {
+    // Port 1 on loopback: nothing listens there.
+    let sink = RunningSink::start(config("postgres://earshot@127.0.0.1:1/earshot", None)).await;
+    wait_for("the readiness check to fail", || {
+        sink.services
+            .health
+            .not_ready()
+            .iter()
+            .any(|name| name == "sink: postgres reachable")
+    })
+    .await;
+    sink.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_column_fails_the_start_naming_table_and_column() {
+    let db = TestDb::new().await;
+    let mut client = connect(&db.url).await;
+    earshot_sink::postgres::migrate(&mut client).await.unwrap();
+    db.client
+        .batch_execute("ALTER TABLE mentions DROP COLUMN urgency")
+        .await
+        .unwrap();
+    let sink = RunningSink::start(config(&db.url, None)).await;
+    let error = tokio::time::timeout(Duration::from_secs(20), sink.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("mentions.urgency: column is missing"),
+        "{error}"
+    );
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn replicas_starting_together_apply_each_migration_once() {
+    let db = TestDb::new().await;
+    let (mut a, mut b) = (connect(&db.url).await, connect(&db.url).await);
+    let (applied_a, applied_b) = tokio::join!(
+        earshot_sink::postgres::migrate(&mut a),
+        earshot_sink::postgres::migrate(&mut b)
+    );
+    let mut applied = [applied_a.unwrap(), applied_b.unwrap()];
+    applied.sort();
+    assert_eq!(applied, [vec![], vec![1]]);
+    assert_eq!(db.count("earshot_schema_migrations").await, 1);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn with_parquet_only_records_complete_when_their_file_rolls() {
+    let dir = std::env::temp_dir().join(format!(
+        "earshot-sink-parquet-only-{}",
+        Uuid::new_v4().simple()
+    ));
+    let mut config = Config::default();
+    config.sink.parquet = Some(ParquetConfig {
+        dir: dir.clone(),
+        roll_rows: 2,
+        roll_secs: 3600,
+    });
+    let sink = RunningSink::start(config).await;
+    sink.publish_enriched(&enriched("only-0", "text", BASE_MICROS, &["brand"]))
+        .await;
+    sink.wait_received(1).await;
+    wait_for("an open Parquet file", || {
+        !files(&dir, ".parquet.tmp").is_empty()
+    })
+    .await;
+    assert!(!sink.bus.is_idle());
+    sink.publish_enriched(&enriched("only-1", "text", BASE_MICROS, &["brand"]))
+        .await;
+    sink.wait_done(2).await;
+    sink.stop().await.unwrap();
+    let finished = files(&dir, ".parquet");
+    assert_eq!(finished.len(), 1, "{finished:?}");
+    assert_eq!(parquet_rows(&finished[0]), 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Files under `dir` whose names end with `suffix` (".parquet" excludes ".parquet.tmp").
+fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files(&path, suffix));
+        } else if path.to_string_lossy().ends_with(suffix) {
+            found.push(path);
+        }
+    }
+    found.sort();
+    found
+}
+
+fn parquet_rows(path: &Path) -> usize {
+    let file = std::fs::File::open(path).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut rows = 0;
+    for batch in reader {
+        let batch = batch.unwrap();
+        let collected_at = batch
+            .schema()
+            .field_with_name("collected_at")
+            .or(batch.schema().field_with_name("created_at"))
+            .unwrap()
+            .data_type()
+            .clone();
+        assert_eq!(
+            collected_at,
+            arrow_schema::DataType::Timestamp(
+                arrow_schema::TimeUnit::Microsecond,
+                Some("UTC".into())
+            ),
+            "{}",
+            path.display()
+        );
+        rows += batch.num_rows();
+    }
+    rows
+}
