@@ -14,40 +14,57 @@ use axum::{Json, Router};
 
 /// Logs of the services under test, at `EARSHOT_LOG` (default `warn`).
 pub fn init_logs() {
-    let mut telemetry = earshot_core::config::TelemetryConfig::default();
-    telemetry.log_level = "warn".into();
+    let telemetry = earshot_core::config::TelemetryConfig {
+        log_level: "warn".into(),
+        ..Default::default()
+    };
     earshot_core::telemetry::init_tracing(&telemetry);
 }
 
 /// Kafka started by `scripts/kafka start` (or any, through `KAFKA_BOOTSTRAP_SERVERS`).
 pub fn kafka_bootstrap() -> String {
-    std::env::var("KAFKA_BOOTSTRAP_SERVERS")
-        .expect("KAFKA_BOOTSTRAP_SERVERS is not set: run the tests with scripts/test, which starts Kafka")
+    std::env::var("KAFKA_BOOTSTRAP_SERVERS").expect(
+        "KAFKA_BOOTSTRAP_SERVERS is not set: run the tests with scripts/test, which starts Kafka",
+    )
 }
 
 /// PostgreSQL started by `scripts/postgres start` (or any, through `DATABASE_URL`).
 pub fn database_url() -> String {
-    std::env::var("DATABASE_URL").expect("DATABASE_URL is not set: run the tests with scripts/test, which starts PostgreSQL")
+    std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL is not set: run the tests with scripts/test, which starts PostgreSQL")
 }
 
 /// A short unique suffix for topic, group and schema names.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 /// Creates a fresh schema and returns a connection URL whose search path is that schema.
 pub async fn fresh_schema(prefix: &str) -> (String, String) {
     let url = database_url();
     let schema = unique(prefix);
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect to PostgreSQL");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to PostgreSQL");
     tokio::spawn(connection);
-    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.expect("create schema");
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("create schema");
     let separator = if url.contains('?') { '&' } else { '?' };
-    (format!("{url}{separator}options=-c%20search_path%3D{schema}"), schema)
+    (
+        format!("{url}{separator}options=-c%20search_path%3D{schema}"),
+        schema,
+    )
 }
 
 pub async fn query_count(url: &str, sql: &str) -> i64 {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect to PostgreSQL");
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to PostgreSQL");
     tokio::spawn(connection);
     match client.query_one(sql, &[]).await {
         Ok(row) => row.get(0),
@@ -67,15 +84,25 @@ pub struct Received {
 /// A customer's webhook endpoint on loopback, answering 200 to well-formed alert deliveries.
 pub async fn webhook_receiver() -> (SocketAddr, Arc<Mutex<Received>>) {
     let received = Arc::new(Mutex::new(Received::default()));
-    async fn handle(State(state): State<Arc<Mutex<Received>>>, headers: HeaderMap, Json(body): Json<serde_json::Value>) -> StatusCode {
-        let Some(alert) = body["alert"]["id"].as_str() else { return StatusCode::BAD_REQUEST };
-        let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) else { return StatusCode::BAD_REQUEST };
+    async fn handle(
+        State(state): State<Arc<Mutex<Received>>>,
+        headers: HeaderMap,
+        Json(body): Json<serde_json::Value>,
+    ) -> StatusCode {
+        let Some(alert) = body["alert"]["id"].as_str() else {
+            return StatusCode::BAD_REQUEST;
+        };
+        let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) else {
+            return StatusCode::BAD_REQUEST;
+        };
         let mut state = state.lock().unwrap();
         *state.by_alert.entry(alert.to_owned()).or_default() += 1;
         state.idempotency_keys.push(key.to_owned());
         StatusCode::OK
     }
-    let app = Router::new().route("/hook", post(handle)).with_state(received.clone());
+    let app = Router::new()
+        .route("/hook", post(handle))
+        .with_state(received.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -120,7 +147,10 @@ where
 {
     let started = Instant::now();
     while !check().await {
-        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

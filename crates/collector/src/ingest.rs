@@ -62,17 +62,23 @@ impl IngestMention {
             return Err("text must not be empty".into());
         }
         if self.text.len() > MAX_TEXT_BYTES {
-            return Err(format!("text is {} bytes, more than the {MAX_TEXT_BYTES}-byte limit", self.text.len()));
+            return Err(format!(
+                "text is {} bytes, more than the {MAX_TEXT_BYTES}-byte limit",
+                self.text.len()
+            ));
         }
         if self.author.handle.trim().is_empty() {
             return Err("author.handle must not be empty".into());
         }
         let (id, native_id) = match (self.id, self.native_id) {
             (Some(id), native) => {
-                let id = uuid::Uuid::parse_str(&id).map_err(|e| format!("id {id:?} is not a UUID: {e}"))?;
+                let id = uuid::Uuid::parse_str(&id)
+                    .map_err(|e| format!("id {id:?} is not a UUID: {e}"))?;
                 (id, native.unwrap_or_else(|| id.to_string()))
             }
-            (None, Some(native)) if !native.trim().is_empty() => (mention_id(&source.kind, &native), native),
+            (None, Some(native)) if !native.trim().is_empty() => {
+                (mention_id(&source.kind, &native), native)
+            }
             _ => return Err("either id or native_id is required".into()),
         };
         let collected_at = now_micros();
@@ -114,7 +120,11 @@ pub fn split_body(body: &[u8]) -> Result<Vec<BodyItem>, String> {
     if trimmed.starts_with('[') {
         let values: Vec<serde_json::Value> =
             serde_json::from_str(text).map_err(|e| format!("body is not a JSON array: {e}"))?;
-        return Ok(values.into_iter().enumerate().map(|(i, v)| (i + 1, Ok(v))).collect());
+        return Ok(values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (i + 1, Ok(v)))
+            .collect());
     }
     // One (possibly pretty-printed) object, else NDJSON.
     if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
@@ -124,7 +134,12 @@ pub fn split_body(body: &[u8]) -> Result<Vec<BodyItem>, String> {
         .lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| (i + 1, serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))))
+        .map(|(i, line)| {
+            (
+                i + 1,
+                serde_json::from_str(line).map_err(|e| format!("not JSON: {e}")),
+            )
+        })
         .collect())
 }
 
@@ -133,14 +148,21 @@ mod tests {
     use super::*;
 
     fn source() -> Source {
-        Source { kind: "ingest".into(), instance: "http".into() }
+        Source {
+            kind: "ingest".into(),
+            instance: "http".into(),
+        }
     }
 
     #[test]
     fn the_same_post_gets_the_same_id() {
         let line = r#"{"native_id":"42","source":{"kind":"x","instance":"a"},"author":{"handle":"@a"},"text":"hi"}"#;
         let a = to_mention(serde_json::from_str(line).unwrap(), &source()).unwrap();
-        let b = to_mention(serde_json::from_str(&line.replace("\"a\"}", "\"b\"}")).unwrap(), &source()).unwrap();
+        let b = to_mention(
+            serde_json::from_str(&line.replace("\"a\"}", "\"b\"}")).unwrap(),
+            &source(),
+        )
+        .unwrap();
         assert_eq!(a.id, b.id);
         assert_eq!(a.id, mention_id("x", "42"));
     }
@@ -148,12 +170,27 @@ mod tests {
     #[test]
     fn bad_items_name_what_is_wrong() {
         for (json, expected) in [
-            (r#"{"author":{"handle":"@a"},"text":"hi"}"#, "either id or native_id is required"),
-            (r#"{"native_id":"1","author":{"handle":"@a"},"text":"  "}"#, "text must not be empty"),
-            (r#"{"native_id":"1","author":{"handle":"@a"},"text":"x","created_at":"yesterday"}"#, "created_at \"yesterday\" is not an RFC 3339"),
-            (r#"{"native_id":"1","author":{"handle":"@a"},"text":"x","colour":"red"}"#, "unknown field `colour`"),
+            (
+                r#"{"author":{"handle":"@a"},"text":"hi"}"#,
+                "either id or native_id is required",
+            ),
+            (
+                r#"{"native_id":"1","author":{"handle":"@a"},"text":"  "}"#,
+                "text must not be empty",
+            ),
+            (
+                r#"{"native_id":"1","author":{"handle":"@a"},"text":"x","created_at":"yesterday"}"#,
+                "created_at \"yesterday\" is not an RFC 3339",
+            ),
+            (
+                r#"{"native_id":"1","author":{"handle":"@a"},"text":"x","colour":"red"}"#,
+                "unknown field `colour`",
+            ),
             (r#"{"native_id":"1","text":"x"}"#, "missing field `author`"),
-            (r#"{"id":"nope","author":{"handle":"@a"},"text":"x"}"#, "id \"nope\" is not a UUID"),
+            (
+                r#"{"id":"nope","author":{"handle":"@a"},"text":"x"}"#,
+                "id \"nope\" is not a UUID",
+            ),
         ] {
             let error = to_mention(serde_json::from_str(json).unwrap(), &source()).unwrap_err();
             assert!(error.contains(expected), "{json}: {error}");
@@ -165,7 +202,13 @@ mod tests {
         assert_eq!(split_body(b"{\n \"a\": 1\n}").unwrap().len(), 1);
         assert_eq!(split_body(b"[{}, {}, {}]").unwrap().len(), 3);
         let items = split_body(b"{}\n\nnot json\n{}\n").unwrap();
-        assert_eq!(items.iter().map(|(n, r)| (*n, r.is_ok())).collect::<Vec<_>>(), vec![(1, true), (3, false), (4, true)]);
+        assert_eq!(
+            items
+                .iter()
+                .map(|(n, r)| (*n, r.is_ok()))
+                .collect::<Vec<_>>(),
+            vec![(1, true), (3, false), (4, true)]
+        );
         assert!(split_body(b"   ").is_err());
         assert!(split_body(&[0xff, 0xfe]).is_err());
     }

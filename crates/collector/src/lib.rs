@@ -38,13 +38,19 @@ pub enum CollectorError {
     #[error(transparent)]
     Bus(#[from] BusError),
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     #[error("collector.http: {0}")]
     Token(String),
 }
 
 /// Runs the collector against Kafka until `shutdown` (or until a replay-only run finishes).
-pub async fn run(config: earshot_core::Config, shutdown: CancellationToken) -> Result<(), CollectorError> {
+pub async fn run(
+    config: earshot_core::Config,
+    shutdown: CancellationToken,
+) -> Result<(), CollectorError> {
     let services = Services::kafka(config).await?;
     earshot_core::telemetry::serve(
         services.config.telemetry.listen,
@@ -53,26 +59,36 @@ pub async fn run(config: earshot_core::Config, shutdown: CancellationToken) -> R
         shutdown.clone(),
     )
     .await
-    .map_err(|source| CollectorError::Io { context: "telemetry server".into(), source })?;
+    .map_err(|source| CollectorError::Io {
+        context: "telemetry server".into(),
+        source,
+    })?;
     run_with(services, shutdown).await
 }
 
 /// Runs the configured sources on the given services. Returns when the replay is done and no
 /// HTTP endpoint is configured, or at shutdown.
-pub async fn run_with(services: Services, shutdown: CancellationToken) -> Result<(), CollectorError> {
+pub async fn run_with(
+    services: Services,
+    shutdown: CancellationToken,
+) -> Result<(), CollectorError> {
     let collector = Collector::new(&services)?;
     let mut http = None;
     if let Some(config) = &services.config.collector.http {
         http = Some(collector.serve_http(config, shutdown.clone()).await?);
     }
     if let Some(replay) = &services.config.collector.replay {
-        let summary = collector.replay(&replay.path, replay.rate_per_sec, shutdown.clone()).await?;
+        let summary = collector
+            .replay(&replay.path, replay.rate_per_sec, shutdown.clone())
+            .await?;
         tracing::info!(sent = summary.sent, rejected = summary.rejected, path = %replay.path.display(), "replay finished");
     }
     if http.is_some() {
         shutdown.cancelled().await;
     }
-    collector.publisher.flush(Duration::from_millis(services.config.kafka.drain_timeout_ms))?;
+    collector.publisher.flush(Duration::from_millis(
+        services.config.kafka.drain_timeout_ms,
+    ))?;
     Ok(())
 }
 
@@ -101,24 +117,51 @@ impl Collector {
 
     /// Encodes and enqueues one mention; the returned ack resolves once it is durable.
     pub async fn publish(&self, mention: &Mention) -> Result<Ack, String> {
-        let payload = self.services.codecs.mention.encode(mention).map_err(|e| e.to_string())?;
+        let payload = self
+            .services
+            .codecs
+            .mention
+            .encode(mention)
+            .map_err(|e| e.to_string())?;
         let record = OutRecord {
             topic: self.raw_topic.clone(),
             key: Some(Bytes::from(mention.id.to_string())),
             payload: Bytes::from(payload),
-            headers: vec![(headers::TRACEPARENT.to_owned(), Bytes::from(trace_context::new_traceparent()))],
+            headers: vec![(
+                headers::TRACEPARENT.to_owned(),
+                Bytes::from(trace_context::new_traceparent()),
+            )],
         };
-        self.services.metrics.received.with_label_values(&[STAGE]).inc();
+        self.services
+            .metrics
+            .received
+            .with_label_values(&[STAGE])
+            .inc();
         Ok(self.publisher.publish(record).await)
     }
 
     /// Replays an NDJSON file; bad lines go to the dead-letter topic with their line number.
     /// Shows a progress bar when standard error is a terminal.
-    pub async fn replay(&self, path: &Path, rate_per_sec: u32, shutdown: CancellationToken) -> Result<ReplaySummary, CollectorError> {
-        let io_error = |source| CollectorError::Io { context: format!("replay {}", path.display()), source };
+    pub async fn replay(
+        &self,
+        path: &Path,
+        rate_per_sec: u32,
+        shutdown: CancellationToken,
+    ) -> Result<ReplaySummary, CollectorError> {
+        let io_error = |source| CollectorError::Io {
+            context: format!("replay {}", path.display()),
+            source,
+        };
         let file = tokio::fs::File::open(path).await.map_err(io_error)?;
         let size = file.metadata().await.map_err(io_error)?.len();
-        self.replay_from(tokio::io::BufReader::new(file), path, size, rate_per_sec, shutdown).await
+        self.replay_from(
+            tokio::io::BufReader::new(file),
+            path,
+            size,
+            rate_per_sec,
+            shutdown,
+        )
+        .await
     }
 
     /// Replays NDJSON from any reader; `path` names it in errors and dead letters.
@@ -130,18 +173,26 @@ impl Collector {
         rate_per_sec: u32,
         shutdown: CancellationToken,
     ) -> Result<ReplaySummary, CollectorError> {
-        let io_error = |source| CollectorError::Io { context: format!("replay {}", path.display()), source };
+        let io_error = |source| CollectorError::Io {
+            context: format!("replay {}", path.display()),
+            source,
+        };
         let progress = if std::io::stderr().is_terminal() {
             let bar = indicatif::ProgressBar::new(size);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("replay {bar:40} {bytes}/{total_bytes} {per_sec} eta {eta}")
-                    .expect("valid template"),
+                indicatif::ProgressStyle::with_template(
+                    "replay {bar:40} {bytes}/{total_bytes} {per_sec} eta {eta}",
+                )
+                .expect("valid template"),
             );
             bar
         } else {
             indicatif::ProgressBar::hidden()
         };
-        let source = Source { kind: "replay".into(), instance: path.display().to_string() };
+        let source = Source {
+            kind: "replay".into(),
+            instance: path.display().to_string(),
+        };
         let mut lines = reader.lines();
         let mut in_flight = FuturesUnordered::new();
         let max_in_flight = self.services.config.kafka.max_in_flight;
@@ -173,7 +224,10 @@ impl Collector {
                 Ok(ack) => (ack, false),
                 Err((error, _)) => {
                     tracing::warn!(path = %path.display(), line = line_number, %error, "bad replay line; dead-lettered");
-                    (self.dead_letter(&line, line_number, path, &error).await, true)
+                    (
+                        self.dead_letter(&line, line_number, path, &error).await,
+                        true,
+                    )
                 }
             };
             in_flight.push(ack.map(move |result| (result, rejected)));
@@ -189,42 +243,86 @@ impl Collector {
     }
 
     async fn dead_letter(&self, line: &str, line_number: usize, path: &Path, error: &str) -> Ack {
-        self.services.metrics.errors.with_label_values(&[STAGE, "invalid"]).inc();
-        self.services.metrics.dead_lettered.with_label_values(&[STAGE, "invalid"]).inc();
+        self.services
+            .metrics
+            .errors
+            .with_label_values(&[STAGE, "invalid"])
+            .inc();
+        self.services
+            .metrics
+            .dead_lettered
+            .with_label_values(&[STAGE, "invalid"])
+            .inc();
         let record = OutRecord {
             topic: Arc::from(self.services.config.topics.deadletter.as_str()),
             key: None,
             payload: Bytes::from(line.to_owned()),
             headers: vec![
-                (headers::DLQ_SOURCE_TOPIC.to_owned(), Bytes::from(format!("file:{}", path.display()))),
-                (headers::DLQ_SOURCE_OFFSET.to_owned(), Bytes::from(line_number.to_string())),
-                (headers::DLQ_STAGE.to_owned(), Bytes::from_static(STAGE.as_bytes())),
-                (headers::DLQ_ERROR_TYPE.to_owned(), Bytes::from_static(b"invalid")),
-                (headers::DLQ_ERROR.to_owned(), Bytes::from(format!("line {line_number}: {error}"))),
+                (
+                    headers::DLQ_SOURCE_TOPIC.to_owned(),
+                    Bytes::from(format!("file:{}", path.display())),
+                ),
+                (
+                    headers::DLQ_SOURCE_OFFSET.to_owned(),
+                    Bytes::from(line_number.to_string()),
+                ),
+                (
+                    headers::DLQ_STAGE.to_owned(),
+                    Bytes::from_static(STAGE.as_bytes()),
+                ),
+                (
+                    headers::DLQ_ERROR_TYPE.to_owned(),
+                    Bytes::from_static(b"invalid"),
+                ),
+                (
+                    headers::DLQ_ERROR.to_owned(),
+                    Bytes::from(format!("line {line_number}: {error}")),
+                ),
             ],
         };
         self.publisher.publish(record).await
     }
 
     /// Serves `POST /v1/mentions` until `shutdown`; returns the bound address.
-    pub async fn serve_http(&self, config: &HttpIngestConfig, shutdown: CancellationToken) -> Result<SocketAddr, CollectorError> {
+    pub async fn serve_http(
+        &self,
+        config: &HttpIngestConfig,
+        shutdown: CancellationToken,
+    ) -> Result<SocketAddr, CollectorError> {
         let token = load_token(config)?;
         let state = IngestState {
             collector: self.clone(),
             token: Arc::from(token.as_str()),
             ack_timeout: Duration::from_millis(config.ack_timeout_ms),
-            source: Source { kind: "ingest".into(), instance: "http".into() },
+            source: Source {
+                kind: "ingest".into(),
+                instance: "http".into(),
+            },
         };
         let app = Router::new()
             .route("/v1/mentions", post(ingest_handler))
+            // Refuses an announced oversized body with 413 before reading it; the extractor's
+            // limit covers chunked bodies.
             .layer(DefaultBodyLimit::max(config.max_body_bytes))
+            .layer(tower_http::limit::RequestBodyLimitLayer::new(
+                config.max_body_bytes,
+            ))
             .with_state(state);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|source| CollectorError::Io { context: format!("binding {}", config.listen), source })?;
-        let addr = listener.local_addr().map_err(|source| CollectorError::Io { context: "local address".into(), source })?;
+            .map_err(|source| CollectorError::Io {
+                context: format!("binding {}", config.listen),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| CollectorError::Io {
+            context: "local address".into(),
+            source,
+        })?;
         tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+            if let Err(error) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+            {
                 tracing::error!(%error, "ingest server failed");
             }
         });
@@ -250,14 +348,19 @@ fn count_ack(
 
 fn load_token(config: &HttpIngestConfig) -> Result<String, CollectorError> {
     let token = match (&config.token_file, &config.token_env) {
-        (Some(path), _) => std::fs::read_to_string(path)
-            .map_err(|e| CollectorError::Token(format!("reading token_file {}: {e}", path.display())))?,
-        (None, Some(var)) => std::env::var(var).map_err(|_| CollectorError::Token(format!("environment variable {var} (token_env) is not set")))?,
+        (Some(path), _) => std::fs::read_to_string(path).map_err(|e| {
+            CollectorError::Token(format!("reading token_file {}: {e}", path.display()))
+        })?,
+        (None, Some(var)) => std::env::var(var).map_err(|_| {
+            CollectorError::Token(format!("environment variable {var} (token_env) is not set"))
+        })?,
         (None, None) => return Err(CollectorError::Token("set token_env or token_file".into())),
     };
     let token = token.trim().to_owned();
     if token.len() < 16 {
-        return Err(CollectorError::Token("the bearer token must be at least 16 characters".into()));
+        return Err(CollectorError::Token(
+            "the bearer token must be at least 16 characters".into(),
+        ));
     }
     Ok(token)
 }
@@ -287,7 +390,11 @@ fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-async fn ingest_handler(State(state): State<IngestState>, request_headers: HeaderMap, body: Bytes) -> Response {
+async fn ingest_handler(
+    State(state): State<IngestState>,
+    request_headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let presented = request_headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -324,17 +431,30 @@ async fn ingest_handler(State(state): State<IngestState>, request_headers: Heade
     };
     match tokio::time::timeout(state.ack_timeout, all_acked).await {
         Ok(Ok(())) => {
-            metrics.sent.with_label_values(&[STAGE]).inc_by(accepted as u64);
-            let status = if accepted == 0 && !rejected.is_empty() { StatusCode::BAD_REQUEST } else { StatusCode::ACCEPTED };
+            metrics
+                .sent
+                .with_label_values(&[STAGE])
+                .inc_by(accepted as u64);
+            let status = if accepted == 0 && !rejected.is_empty() {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::ACCEPTED
+            };
             (status, Json(IngestResponse { accepted, rejected })).into_response()
         }
         Ok(Err(error)) => {
             metrics.errors.with_label_values(&[STAGE, "publish"]).inc();
-            error_response(StatusCode::SERVICE_UNAVAILABLE, format!("not acknowledged, retry the request: {error}"))
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not acknowledged, retry the request: {error}"),
+            )
         }
         Err(_) => {
             metrics.errors.with_label_values(&[STAGE, "publish"]).inc();
-            error_response(StatusCode::SERVICE_UNAVAILABLE, "not acknowledged in time, retry the request")
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not acknowledged in time, retry the request",
+            )
         }
     }
 }

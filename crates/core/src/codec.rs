@@ -53,7 +53,11 @@ pub enum CodecError {
     #[error("payload is empty")]
     Empty,
     #[error("payload of {len} bytes is shorter than the {expected}-byte {framing} header")]
-    Truncated { len: usize, expected: usize, framing: &'static str },
+    Truncated {
+        len: usize,
+        expected: usize,
+        framing: &'static str,
+    },
     #[error("unknown framing: first bytes {found:02x?} are neither single-object (c3 01) nor Confluent (00)")]
     BadMagic { found: Vec<u8> },
     #[error("unknown writer schema: fingerprint {fingerprint:016x} is not a known schema")]
@@ -74,7 +78,9 @@ impl CodecError {
         match self {
             CodecError::Empty | CodecError::Truncated { .. } => "truncated",
             CodecError::BadMagic { .. } => "bad_magic",
-            CodecError::UnknownFingerprint { .. } | CodecError::UnknownSchemaId { .. } => "unknown_schema",
+            CodecError::UnknownFingerprint { .. } | CodecError::UnknownSchemaId { .. } => {
+                "unknown_schema"
+            }
             CodecError::Decode(_) => "decode",
             CodecError::Encode(_) => "encode",
             CodecError::Schema { .. } => "schema",
@@ -93,15 +99,24 @@ pub struct ParsedSchema {
 
 impl ParsedSchema {
     pub fn parse(json: &str) -> Result<Self, CodecError> {
-        let schema_error = |reason: String| CodecError::Schema { name: schema_name(json), reason };
+        let schema_error = |reason: String| CodecError::Schema {
+            name: schema_name(json),
+            reason,
+        };
         let avro = apache_avro::Schema::parse_str(json).map_err(|e| schema_error(e.to_string()))?;
-        let fast: serde_avro_fast::Schema = json.parse().map_err(|e: serde_avro_fast::schema::SchemaError| schema_error(e.to_string()))?;
+        let fast: serde_avro_fast::Schema = json
+            .parse()
+            .map_err(|e: serde_avro_fast::schema::SchemaError| schema_error(e.to_string()))?;
         // apache-avro's canonical form keeps `{"type":"long"}` where a logical type was, so its
         // fingerprint of any schema with logical types differs from the specification's (and
         // Java's and Python's); serde_avro_fast follows the specification. Tests check that
         // the two agree on schemas without logical types.
         let fingerprint = u64::from_le_bytes(*fast.rabin_fingerprint());
-        Ok(ParsedSchema { fast: Arc::new(fast), fingerprint, canonical_form: avro.canonical_form() })
+        Ok(ParsedSchema {
+            fast: Arc::new(fast),
+            fingerprint,
+            canonical_form: avro.canonical_form(),
+        })
     }
 }
 
@@ -118,7 +133,10 @@ pub enum Framing {
     /// Avro single-object encoding: `c3 01`, 8-byte little-endian fingerprint, datum.
     SingleObject,
     /// Confluent wire format: `00`, 4-byte big-endian schema id, datum.
-    Confluent { registry: Arc<SchemaRegistry>, subject: String },
+    Confluent {
+        registry: Arc<SchemaRegistry>,
+        subject: String,
+    },
 }
 
 /// Encodes and decodes one record type.
@@ -143,7 +161,14 @@ impl<T: AvroRecord> Codec<T> {
     pub fn with_framing(framing: Framing) -> Result<Self, CodecError> {
         let writer = ParsedSchema::parse(T::SCHEMA)?;
         let known = HashMap::from([(writer.fingerprint, writer.clone())]);
-        Ok(Codec { writer, framing, known, by_registry_id: RwLock::default(), writer_id: None, _type: PhantomData })
+        Ok(Codec {
+            writer,
+            framing,
+            known,
+            by_registry_id: RwLock::default(),
+            writer_id: None,
+            _type: PhantomData,
+        })
     }
 
     /// Also accept records written with an older (or newer) version of the schema.
@@ -157,12 +182,19 @@ impl<T: AvroRecord> Codec<T> {
     /// For the Confluent framing: register the writer schema and remember its id.
     pub async fn register(&mut self) -> Result<(), CodecError> {
         if let Framing::Confluent { registry, subject } = &self.framing {
-            let id = registry.register(subject, T::SCHEMA).await.map_err(|e| CodecError::Schema {
-                name: subject.clone(),
-                reason: format!("registering with the schema registry failed: {e}"),
-            })?;
+            let id =
+                registry
+                    .register(subject, T::SCHEMA)
+                    .await
+                    .map_err(|e| CodecError::Schema {
+                        name: subject.clone(),
+                        reason: format!("registering with the schema registry failed: {e}"),
+                    })?;
             self.writer_id = Some(id);
-            self.by_registry_id.write().expect("poisoned").insert(id, self.writer.clone());
+            self.by_registry_id
+                .write()
+                .expect("poisoned")
+                .insert(id, self.writer.clone());
         }
         Ok(())
     }
@@ -188,7 +220,8 @@ impl<T: AvroRecord> Codec<T> {
             }
         }
         let mut config = serde_avro_fast::ser::SerializerConfig::new(&self.writer.fast);
-        serde_avro_fast::to_datum(value, out, &mut config).map_err(|e| CodecError::Encode(e.to_string()))
+        serde_avro_fast::to_datum(value, out, &mut config)
+            .map_err(|e| CodecError::Encode(e.to_string()))
     }
 
     /// Decodes a payload in either framing (both may be on a topic during a migration).
@@ -207,7 +240,9 @@ impl<T: AvroRecord> Codec<T> {
     /// Decodes a single-object payload; no I/O.
     pub fn decode_single_object(&self, payload: &[u8]) -> Result<T, CodecError> {
         if payload.len() < 2 || payload[..2] != SINGLE_OBJECT_MARKER {
-            return Err(CodecError::BadMagic { found: payload.iter().take(2).copied().collect() });
+            return Err(CodecError::BadMagic {
+                found: payload.iter().take(2).copied().collect(),
+            });
         }
         if payload.len() < SINGLE_OBJECT_HEADER_LEN {
             return Err(CodecError::Truncated {
@@ -217,7 +252,10 @@ impl<T: AvroRecord> Codec<T> {
             });
         }
         let fingerprint = u64::from_le_bytes(payload[2..10].try_into().expect("8 bytes"));
-        let schema = self.known.get(&fingerprint).ok_or(CodecError::UnknownFingerprint { fingerprint })?;
+        let schema = self
+            .known
+            .get(&fingerprint)
+            .ok_or(CodecError::UnknownFingerprint { fingerprint })?;
         decode_datum(&payload[SINGLE_OBJECT_HEADER_LEN..], schema)
     }
 
@@ -226,28 +264,42 @@ impl<T: AvroRecord> Codec<T> {
             return Ok(found.clone());
         }
         let Framing::Confluent { registry, .. } = &self.framing else {
-            return Err(CodecError::UnknownSchemaId { id, reason: "no schema registry is configured".into() });
+            return Err(CodecError::UnknownSchemaId {
+                id,
+                reason: "no schema registry is configured".into(),
+            });
         };
         let json = registry
             .schema_by_id(id)
             .await
-            .map_err(|e| CodecError::UnknownSchemaId { id, reason: e.to_string() })?;
+            .map_err(|e| CodecError::UnknownSchemaId {
+                id,
+                reason: e.to_string(),
+            })?;
         let parsed = ParsedSchema::parse(&json)?;
-        self.by_registry_id.write().expect("poisoned").insert(id, parsed.clone());
+        self.by_registry_id
+            .write()
+            .expect("poisoned")
+            .insert(id, parsed.clone());
         Ok(parsed)
     }
 }
 
 fn split_confluent(payload: &[u8]) -> Result<(u32, &[u8]), CodecError> {
     if payload.len() < CONFLUENT_HEADER_LEN {
-        return Err(CodecError::Truncated { len: payload.len(), expected: CONFLUENT_HEADER_LEN, framing: "Confluent" });
+        return Err(CodecError::Truncated {
+            len: payload.len(),
+            expected: CONFLUENT_HEADER_LEN,
+            framing: "Confluent",
+        });
     }
     let id = u32::from_be_bytes(payload[1..5].try_into().expect("4 bytes"));
     Ok((id, &payload[CONFLUENT_HEADER_LEN..]))
 }
 
 fn decode_datum<T: DeserializeOwned>(datum: &[u8], schema: &ParsedSchema) -> Result<T, CodecError> {
-    serde_avro_fast::from_datum_slice::<T>(datum, &schema.fast).map_err(|e| CodecError::Decode(e.to_string()))
+    serde_avro_fast::from_datum_slice::<T>(datum, &schema.fast)
+        .map_err(|e| CodecError::Decode(e.to_string()))
 }
 
 /// The codecs of the three record types, built once per service.
@@ -259,7 +311,10 @@ pub struct Codecs {
 
 impl Codecs {
     /// Single-object codecs, or Confluent codecs registered under `<topic>-value` subjects.
-    pub async fn new(registry: Option<Arc<SchemaRegistry>>, topics: &crate::config::TopicsConfig) -> Result<Self, CodecError> {
+    pub async fn new(
+        registry: Option<Arc<SchemaRegistry>>,
+        topics: &crate::config::TopicsConfig,
+    ) -> Result<Self, CodecError> {
         let Some(registry) = registry else {
             return Ok(Codecs {
                 mention: Codec::single_object()?,
@@ -267,7 +322,10 @@ impl Codecs {
                 alert: Codec::single_object()?,
             });
         };
-        let framing = |topic: &str| Framing::Confluent { registry: registry.clone(), subject: format!("{topic}-value") };
+        let framing = |topic: &str| Framing::Confluent {
+            registry: registry.clone(),
+            subject: format!("{topic}-value"),
+        };
         let mut codecs = Codecs {
             mention: Codec::with_framing(framing(&topics.raw))?,
             enriched: Codec::with_framing(framing(&topics.enriched))?,
@@ -289,14 +347,26 @@ mod tests {
         Mention {
             id: mention_id("x", "1"),
             native_id: "1".into(),
-            source: Source { kind: "x".into(), instance: "search".into() },
+            source: Source {
+                kind: "x".into(),
+                instance: "search".into(),
+            },
             url: Some("https://x.example/status/1".into()),
-            author: Author { handle: "@maria".into(), name: Some("María".into()), followers: Some(1200), verified: true },
+            author: Author {
+                handle: "@maria".into(),
+                name: Some("María".into()),
+                followers: Some(1200),
+                verified: true,
+            },
             text: "Mi lámpara Lumora llegó rota 😡 #lumora".into(),
             lang_hint: Some("es".into()),
             created_at: 1_763_888_400_000_000,
             collected_at: 1_763_888_401_000_000,
-            engagement: Engagement { likes: 3, reposts: 1, replies: 0 },
+            engagement: Engagement {
+                likes: 3,
+                reposts: 1,
+                replies: 0,
+            },
             parent_id: None,
             conversation_id: Some("0".into()),
             has_media: true,
@@ -337,14 +407,27 @@ mod tests {
         let mention = sample_mention();
         let bytes = codec.encode(&mention).unwrap();
         assert_eq!(&bytes[..2], &[0xC3, 0x01]);
-        assert_eq!(&bytes[2..10], &codec.writer_schema().fingerprint.to_le_bytes());
+        assert_eq!(
+            &bytes[2..10],
+            &codec.writer_schema().fingerprint.to_le_bytes()
+        );
         assert_eq!(codec.decode(&bytes).await.unwrap(), mention);
 
         let enriched = EnrichedMention {
             mention,
             watchlist: "lumora".into(),
-            matches: vec![WatchlistMatch { watchlist: "lumora".into(), relevance: 0.75, clause: "\"Lumora\"".into(), spans: vec![Span { start: 12, end: 18 }] }],
-            sentiment: Sentiment { neg: 0.4, neu: 0.6, pos: 0.0, compound: -0.6 },
+            matches: vec![WatchlistMatch {
+                watchlist: "lumora".into(),
+                relevance: 0.75,
+                clause: "\"Lumora\"".into(),
+                spans: vec![Span { start: 12, end: 18 }],
+            }],
+            sentiment: Sentiment {
+                neg: 0.4,
+                neu: 0.6,
+                pos: 0.0,
+                compound: -0.6,
+            },
             language: Some("es".into()),
             language_confidence: 0.9,
             spam_score: 0.1,
@@ -354,11 +437,20 @@ mod tests {
             enriched_at: 5,
         };
         let codec = Codec::<EnrichedMention>::single_object().unwrap();
-        assert_eq!(codec.decode(&codec.encode(&enriched).unwrap()).await.unwrap(), enriched);
+        assert_eq!(
+            codec
+                .decode(&codec.encode(&enriched).unwrap())
+                .await
+                .unwrap(),
+            enriched
+        );
 
         let codec = Codec::<Alert>::single_object().unwrap();
         let alert = sample_alert();
-        assert_eq!(codec.decode(&codec.encode(&alert).unwrap()).await.unwrap(), alert);
+        assert_eq!(
+            codec.decode(&codec.encode(&alert).unwrap()).await.unwrap(),
+            alert
+        );
     }
 
     /// Replaces `{"type": "long", "logicalType": ...}` by `"long"`, as the specification's
@@ -394,12 +486,21 @@ mod tests {
         let codec = Codec::<Mention>::single_object().unwrap();
         let good = codec.encode(&sample_mention()).unwrap();
         let check = |payload: Vec<u8>, expected: &str| {
-            let error = codec.decode_single_object(&payload).unwrap_err().to_string();
-            assert!(error.contains(expected), "{error} should contain {expected}");
+            let error = codec
+                .decode_single_object(&payload)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(expected),
+                "{error} should contain {expected}"
+            );
         };
         check(vec![0xC3], "unknown framing");
         check(vec![0x7b, 0x22], "unknown framing");
-        check(good[..6].to_vec(), "shorter than the 10-byte single-object header");
+        check(
+            good[..6].to_vec(),
+            "shorter than the 10-byte single-object header",
+        );
         let mut unknown = good.clone();
         unknown[2] ^= 0xff;
         check(unknown, "unknown writer schema");
@@ -457,13 +558,28 @@ mod tests {
         };
         let mut payload = SINGLE_OBJECT_MARKER.to_vec();
         payload.extend_from_slice(&old.fingerprint.to_le_bytes());
-        let payload = serde_avro_fast::to_datum(&old_value, payload, &mut serde_avro_fast::ser::SerializerConfig::new(&old.fast)).unwrap();
+        let payload = serde_avro_fast::to_datum(
+            &old_value,
+            payload,
+            &mut serde_avro_fast::ser::SerializerConfig::new(&old.fast),
+        )
+        .unwrap();
 
         let mut reader = Codec::<Mention>::single_object().unwrap();
-        assert!(matches!(reader.decode(&payload).await, Err(CodecError::UnknownFingerprint { .. })));
+        assert!(matches!(
+            reader.decode(&payload).await,
+            Err(CodecError::UnknownFingerprint { .. })
+        ));
         reader.accept_writer_schema(&old_json).unwrap();
         let decoded = reader.decode(&payload).await.unwrap();
-        assert_eq!(decoded, Mention { has_media: false, conversation_id: None, ..m });
+        assert_eq!(
+            decoded,
+            Mention {
+                has_media: false,
+                conversation_id: None,
+                ..m
+            }
+        );
     }
 
     #[tokio::test]
@@ -473,7 +589,8 @@ mod tests {
         let payload = writer.encode(&m).unwrap();
         // An old reader knows the new schema (from the registry or a schema file) and maps it
         // onto its own type, dropping the fields it does not have.
-        let decoded: OldMention = decode_datum(&payload[SINGLE_OBJECT_HEADER_LEN..], writer.writer_schema()).unwrap();
+        let decoded: OldMention =
+            decode_datum(&payload[SINGLE_OBJECT_HEADER_LEN..], writer.writer_schema()).unwrap();
         assert_eq!(decoded.text, m.text);
         assert_eq!(decoded.engagement, m.engagement);
     }
@@ -493,7 +610,11 @@ mod tests {
             if let Some(fields) = value.get("fields").and_then(|f| f.as_array()) {
                 for field in fields {
                     let name = field["name"].as_str().unwrap_or("?");
-                    if field.get("doc").and_then(|d| d.as_str()).is_none_or(str::is_empty) {
+                    if field
+                        .get("doc")
+                        .and_then(|d| d.as_str())
+                        .is_none_or(str::is_empty)
+                    {
                         missing.push(format!("{path}.{name}"));
                     }
                     walk(&field["type"], &format!("{path}.{name}"), missing);

@@ -218,7 +218,7 @@ pub struct WatchlistConfig {
     pub terms: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RouterConfig {
     /// Routes, tried in order; every matching route raises its own alert.
@@ -227,12 +227,6 @@ pub struct RouterConfig {
     pub receivers: Vec<ReceiverConfig>,
     /// Retry policy of deliveries.
     pub delivery: DeliveryConfig,
-}
-
-impl Default for RouterConfig {
-    fn default() -> Self {
-        RouterConfig { routes: Vec::new(), receivers: Vec::new(), delivery: DeliveryConfig::default() }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -351,7 +345,12 @@ pub struct PostgresConfig {
 
 impl Default for PostgresConfig {
     fn default() -> Self {
-        PostgresConfig { url: None, url_env: Some("DATABASE_URL".into()), batch_size: 2000, batch_linger_ms: 200 }
+        PostgresConfig {
+            url: None,
+            url_env: Some("DATABASE_URL".into()),
+            batch_size: 2000,
+            batch_linger_ms: 200,
+        }
     }
 }
 
@@ -368,7 +367,11 @@ pub struct ParquetConfig {
 
 impl Default for ParquetConfig {
     fn default() -> Self {
-        ParquetConfig { dir: "earshot-data".into(), roll_rows: 100_000, roll_secs: 60 }
+        ParquetConfig {
+            dir: "earshot-data".into(),
+            roll_rows: 100_000,
+            roll_secs: 60,
+        }
     }
 }
 
@@ -386,7 +389,12 @@ impl ConfigErrors {
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration ({} problem{}):", self.problems.len(), if self.problems.len() == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "invalid configuration ({} problem{}):",
+            self.problems.len(),
+            if self.problems.len() == 1 { "" } else { "s" }
+        )?;
         for problem in &self.problems {
             writeln!(f, "  - {problem}")?;
         }
@@ -435,7 +443,13 @@ impl Config {
         let merged = match builder.build() {
             Ok(merged) => merged,
             Err(e) => {
-                errors.push(sources.file.map(|p| p.display().to_string()).unwrap_or_else(|| "config".into()), e);
+                errors.push(
+                    sources
+                        .file
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "config".into()),
+                    e,
+                );
                 return Err(errors);
             }
         };
@@ -499,9 +513,15 @@ impl Config {
             errors.push("kafka.max_in_flight", "must be at least 1");
         }
         let topics = self.topics.all();
-        for (name, topic) in ["raw", "enriched", "alerts", "deadletter"].iter().zip(topics) {
+        for (name, topic) in ["raw", "enriched", "alerts", "deadletter"]
+            .iter()
+            .zip(topics)
+        {
             if !valid_topic_name(topic) {
-                errors.push(format!("topics.{name}"), format!("{topic:?} is not a valid Kafka topic name"));
+                errors.push(
+                    format!("topics.{name}"),
+                    format!("{topic:?} is not a valid Kafka topic name"),
+                );
             }
         }
         for (i, a) in topics.iter().enumerate() {
@@ -511,7 +531,10 @@ impl Config {
         }
         if let Some(http) = &self.collector.http {
             if http.token_env.is_none() && http.token_file.is_none() {
-                errors.push("collector.http", "set token_env or token_file: the ingest endpoint requires a bearer token");
+                errors.push(
+                    "collector.http",
+                    "set token_env or token_file: the ingest endpoint requires a bearer token",
+                );
             }
             if http.max_body_bytes == 0 {
                 errors.push("collector.http.max_body_bytes", "must be at least 1");
@@ -524,7 +547,10 @@ impl Config {
                 errors.push(format!("{path}.name"), "must not be empty");
             }
             if watchlists.contains(&watchlist.name.as_str()) {
-                errors.push(format!("{path}.name"), format!("duplicate watchlist name {:?}", watchlist.name));
+                errors.push(
+                    format!("{path}.name"),
+                    format!("duplicate watchlist name {:?}", watchlist.name),
+                );
             }
             watchlists.push(&watchlist.name);
             if watchlist.terms.is_empty() {
@@ -540,7 +566,10 @@ impl Config {
         for (i, receiver) in self.router.receivers.iter().enumerate() {
             let path = format!("router.receivers[{i}]");
             if receivers.contains(&receiver.name.as_str()) {
-                errors.push(format!("{path}.name"), format!("duplicate receiver name {:?}", receiver.name));
+                errors.push(
+                    format!("{path}.name"),
+                    format!("duplicate receiver name {:?}", receiver.name),
+                );
             }
             receivers.push(&receiver.name);
             match (&receiver.webhook, receiver.console) {
@@ -549,11 +578,19 @@ impl Config {
                 (None, true) => {}
                 (Some(webhook), false) => match (&webhook.url, &webhook.url_env) {
                     (None, None) => errors.push(format!("{path}.webhook"), "set url or url_env"),
-                    (Some(_), Some(_)) => errors.push(format!("{path}.webhook"), "set only one of url and url_env"),
+                    (Some(_), Some(_)) => {
+                        errors.push(format!("{path}.webhook"), "set only one of url and url_env")
+                    }
                     (Some(url), None) => match reqwest::Url::parse(url) {
                         Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
-                        Ok(parsed) => errors.push(format!("{path}.webhook.url"), format!("scheme {:?} is not http or https", parsed.scheme())),
-                        Err(e) => errors.push(format!("{path}.webhook.url"), format!("{url:?} is not a URL: {e}")),
+                        Ok(parsed) => errors.push(
+                            format!("{path}.webhook.url"),
+                            format!("scheme {:?} is not http or https", parsed.scheme()),
+                        ),
+                        Err(e) => errors.push(
+                            format!("{path}.webhook.url"),
+                            format!("{url:?} is not a URL: {e}"),
+                        ),
                     },
                     (None, Some(_)) => {}
                 },
@@ -563,14 +600,26 @@ impl Config {
         for (i, route) in self.router.routes.iter().enumerate() {
             let path = format!("router.routes[{i}]");
             if routes.contains(&route.name.as_str()) {
-                errors.push(format!("{path}.name"), format!("duplicate route name {:?}", route.name));
+                errors.push(
+                    format!("{path}.name"),
+                    format!("duplicate route name {:?}", route.name),
+                );
             }
             routes.push(&route.name);
             if !watchlists.contains(&route.watchlist.as_str()) {
-                errors.push(format!("{path}.watchlist"), format!("no watchlist named {:?} in enricher.watchlists", route.watchlist));
+                errors.push(
+                    format!("{path}.watchlist"),
+                    format!(
+                        "no watchlist named {:?} in enricher.watchlists",
+                        route.watchlist
+                    ),
+                );
             }
             if !receivers.contains(&route.receiver.as_str()) {
-                errors.push(format!("{path}.receiver"), format!("no receiver named {:?} in router.receivers", route.receiver));
+                errors.push(
+                    format!("{path}.receiver"),
+                    format!("no receiver named {:?} in router.receivers", route.receiver),
+                );
             }
             if !route.threshold.is_finite() {
                 errors.push(format!("{path}.threshold"), "must be a finite number");
@@ -584,7 +633,10 @@ impl Config {
             errors.push("router.delivery.concurrency", "must be at least 1");
         }
         if delivery.initial_backoff_ms > delivery.max_backoff_ms {
-            errors.push("router.delivery.initial_backoff_ms", "must not exceed max_backoff_ms");
+            errors.push(
+                "router.delivery.initial_backoff_ms",
+                "must not exceed max_backoff_ms",
+            );
         }
         if let Some(pg) = &self.sink.postgres {
             if pg.url.is_none() && pg.url_env.is_none() {
@@ -607,7 +659,9 @@ fn valid_topic_name(name: &str) -> bool {
         && name.len() <= 249
         && name != "."
         && name != ".."
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// Deserializes one section, collecting every unknown key (with `serde_ignored`) and the
@@ -620,7 +674,8 @@ fn deserialize_section<T: serde::de::DeserializeOwned>(
     let mut unknown = Vec::new();
     let mut track = serde_path_to_error::Track::new();
     let deserializer = serde_path_to_error::Deserializer::new(&raw, &mut track);
-    let result: Result<T, _> = serde_ignored::deserialize(deserializer, |path| unknown.push(path.to_string()));
+    let result: Result<T, _> =
+        serde_ignored::deserialize(deserializer, |path| unknown.push(path.to_string()));
     for key in &unknown {
         errors.push(format!("{name}.{key}"), "unknown key");
     }
@@ -716,7 +771,10 @@ surprise: true
             "surprise: unknown section",
         ];
         for want in expected {
-            assert!(found.iter().any(|p| p.starts_with(want)), "missing {want:?} in {found:#?}");
+            assert!(
+                found.iter().any(|p| p.starts_with(want)),
+                "missing {want:?} in {found:#?}"
+            );
         }
         assert_eq!(found.len(), expected.len(), "{found:#?}");
     }
@@ -729,8 +787,17 @@ surprise: true
         let dir = std::env::temp_dir().join(format!("earshot-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("earshot.toml");
-        std::fs::write(&file, "[kafka]\nbootstrap_servers = \"file:9092\"\ntopic_partitions = 12\n").unwrap();
-        let config = Config::load(ConfigSources { defaults_yaml: None, file: Some(&file), environment: true }).unwrap();
+        std::fs::write(
+            &file,
+            "[kafka]\nbootstrap_servers = \"file:9092\"\ntopic_partitions = 12\n",
+        )
+        .unwrap();
+        let config = Config::load(ConfigSources {
+            defaults_yaml: None,
+            file: Some(&file),
+            environment: true,
+        })
+        .unwrap();
         std::env::remove_var("EARSHOT_KAFKA__BOOTSTRAP_SERVERS");
         std::env::remove_var("EARSHOT_UNRELATED_SECRET");
         assert_eq!(config.kafka.bootstrap_servers, "broker-7:9092");

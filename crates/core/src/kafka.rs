@@ -25,7 +25,10 @@ use crate::telemetry::{Metrics, ReadyFlag};
 fn base_config(config: &KafkaConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.bootstrap_servers);
-    client.set("message.max.bytes", (config.max_message_bytes + 64 * 1024).to_string());
+    client.set(
+        "message.max.bytes",
+        (config.max_message_bytes + 64 * 1024).to_string(),
+    );
     for (key, value) in &config.properties {
         client.set(key, value);
     }
@@ -46,9 +49,15 @@ impl KafkaPublisher {
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
             .set("message.timeout.ms", config.message_timeout_ms.to_string())
-            .set("queue.buffering.max.kbytes", config.producer_queue_max_kbytes.to_string())
+            .set(
+                "queue.buffering.max.kbytes",
+                config.producer_queue_max_kbytes.to_string(),
+            )
             .create()
-            .map_err(|e| BusError::Publish { topic: "*".into(), reason: format!("creating the producer failed: {e}") })?;
+            .map_err(|e| BusError::Publish {
+                topic: "*".into(),
+                reason: format!("creating the producer failed: {e}"),
+            })?;
         Ok(KafkaPublisher { producer })
     }
 }
@@ -58,7 +67,10 @@ impl Publisher for KafkaPublisher {
         Box::pin(async move {
             let mut kafka_headers = OwnedHeaders::new_with_capacity(record.headers.len());
             for (name, value) in &record.headers {
-                kafka_headers = kafka_headers.insert(Header { key: name, value: Some(value.as_ref()) });
+                kafka_headers = kafka_headers.insert(Header {
+                    key: name,
+                    value: Some(value.as_ref()),
+                });
             }
             let topic = record.topic.clone();
             loop {
@@ -72,8 +84,14 @@ impl Publisher for KafkaPublisher {
                     Ok(delivery) => {
                         let ack: Ack = Box::pin(delivery.map(move |result| match result {
                             Ok(Ok(_)) => Ok(()),
-                            Ok(Err((error, _))) => Err(BusError::Publish { topic: topic.to_string(), reason: error.to_string() }),
-                            Err(_) => Err(BusError::Publish { topic: topic.to_string(), reason: "the producer was dropped".into() }),
+                            Ok(Err((error, _))) => Err(BusError::Publish {
+                                topic: topic.to_string(),
+                                reason: error.to_string(),
+                            }),
+                            Err(_) => Err(BusError::Publish {
+                                topic: topic.to_string(),
+                                reason: "the producer was dropped".into(),
+                            }),
                         }));
                         return ack;
                     }
@@ -83,7 +101,12 @@ impl Publisher for KafkaPublisher {
                     }
                     Err((error, _)) => {
                         let reason = error.to_string();
-                        return Box::pin(async move { Err(BusError::Publish { topic: topic.to_string(), reason }) }) as Ack;
+                        return Box::pin(async move {
+                            Err(BusError::Publish {
+                                topic: topic.to_string(),
+                                reason,
+                            })
+                        }) as Ack;
                     }
                 }
             }
@@ -91,9 +114,10 @@ impl Publisher for KafkaPublisher {
     }
 
     fn flush(&self, timeout: Duration) -> Result<(), BusError> {
-        self.producer
-            .flush(timeout)
-            .map_err(|e| BusError::Publish { topic: "*".into(), reason: format!("flush: {e}") })
+        self.producer.flush(timeout).map_err(|e| BusError::Publish {
+            topic: "*".into(),
+            reason: format!("flush: {e}"),
+        })
     }
 }
 
@@ -122,7 +146,10 @@ impl ClientContext for EarshotContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::AllBrokersDown)) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown)
+        ) {
             self.broker_reachable.set(false);
         }
         tracing::warn!(group = %self.group, %error, reason, "Kafka client error");
@@ -130,31 +157,52 @@ impl ClientContext for EarshotContext {
 }
 
 impl ConsumerContext for EarshotContext {
-    fn pre_rebalance(&self, consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
         if let Rebalance::Revoke(partitions) = rebalance {
             // Commit what is done before the partitions go to another member.
             match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) => tracing::info!(group = %self.group, count = partitions.count(), "committed before revocation"),
+                Ok(()) => {
+                    tracing::info!(group = %self.group, count = partitions.count(), "committed before revocation")
+                }
                 Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-                Err(error) => tracing::warn!(group = %self.group, %error, "commit before revocation failed"),
+                Err(error) => {
+                    tracing::warn!(group = %self.group, %error, "commit before revocation failed")
+                }
             }
         }
     }
 
-    fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
         match rebalance {
             Rebalance::Assign(partitions) => {
                 self.joined.set(true);
                 tracing::info!(group = %self.group, count = partitions.count(), "partitions assigned");
             }
             Rebalance::Revoke(_) => {}
-            Rebalance::Error(error) => tracing::warn!(group = %self.group, %error, "rebalance error"),
+            Rebalance::Error(error) => {
+                tracing::warn!(group = %self.group, %error, "rebalance error")
+            }
         }
     }
 
-    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _offsets: &rdkafka::TopicPartitionList) {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _offsets: &rdkafka::TopicPartitionList,
+    ) {
         if let Err(error) = result {
-            if !matches!(error, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
+            if !matches!(
+                error,
+                KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)
+            ) {
                 tracing::warn!(group = %self.group, %error, "offset commit failed");
             }
         }
@@ -177,7 +225,12 @@ impl KafkaSubscription {
         broker_reachable: ReadyFlag,
     ) -> Result<Self, BusError> {
         broker_reachable.set(true);
-        let context = EarshotContext { group: group.to_owned(), metrics, joined, broker_reachable };
+        let context = EarshotContext {
+            group: group.to_owned(),
+            metrics,
+            joined,
+            broker_reachable,
+        };
         let consumer: StreamConsumer<EarshotContext> = base_config(config)
             .set("group.id", group)
             .set("client.id", group)
@@ -187,8 +240,14 @@ impl KafkaSubscription {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("session.timeout.ms", config.session_timeout_ms.to_string())
-            .set("queued.max.messages.kbytes", config.consumer_queue_max_kbytes.to_string())
-            .set("fetch.message.max.bytes", (config.max_message_bytes + 64 * 1024).to_string())
+            .set(
+                "queued.max.messages.kbytes",
+                config.consumer_queue_max_kbytes.to_string(),
+            )
+            .set(
+                "fetch.message.max.bytes",
+                (config.max_message_bytes + 64 * 1024).to_string(),
+            )
             .set("statistics.interval.ms", "5000")
             .create_with_context(context)
             .map_err(|e| BusError::Consume(format!("creating the consumer failed: {e}")))?;
@@ -208,7 +267,12 @@ impl Subscription for KafkaSubscription {
                         .headers()
                         .map(|hs| {
                             hs.iter()
-                                .map(|h| (h.key.to_owned(), Bytes::copy_from_slice(h.value.unwrap_or_default())))
+                                .map(|h| {
+                                    (
+                                        h.key.to_owned(),
+                                        Bytes::copy_from_slice(h.value.unwrap_or_default()),
+                                    )
+                                })
                                 .collect()
                         })
                         .unwrap_or_default();
@@ -230,7 +294,11 @@ impl Subscription for KafkaSubscription {
         // librdkafka's store_offset takes the next offset to consume (the committed position).
         self.consumer
             .store_offset(topic, partition, next_offset - 1)
-            .map_err(|e| BusError::Commit(format!("storing offset {next_offset} of {topic}/{partition}: {e}")))
+            .map_err(|e| {
+                BusError::Commit(format!(
+                    "storing offset {next_offset} of {topic}/{partition}: {e}"
+                ))
+            })
     }
 
     fn commit(&self) -> Result<(), BusError> {
@@ -251,8 +319,12 @@ pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str]) -> Result<(), 
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|name| {
-            NewTopic::new(name, config.topic_partitions, TopicReplication::Fixed(config.topic_replication_factor))
-                .set("max.message.bytes", &max_bytes)
+            NewTopic::new(
+                name,
+                config.topic_partitions,
+                TopicReplication::Fixed(config.topic_replication_factor),
+            )
+            .set("max.message.bytes", &max_bytes)
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
@@ -263,9 +335,12 @@ pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str]) -> Result<(), 
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(BusError::Consume(format!("creating topic {topic} failed: {code}"))),
+            Err((topic, code)) => {
+                return Err(BusError::Consume(format!(
+                    "creating topic {topic} failed: {code}"
+                )))
+            }
         }
     }
     Ok(())
 }
-

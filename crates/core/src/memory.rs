@@ -70,7 +70,12 @@ impl MemoryBus {
     }
 
     /// Joins `group` on `topics`; reading starts at the group's stored offset (0 when new).
-    pub fn subscribe(&self, group: &str, topics: &[&str], shutdown: CancellationToken) -> MemorySubscription {
+    pub fn subscribe(
+        &self,
+        group: &str,
+        topics: &[&str],
+        shutdown: CancellationToken,
+    ) -> MemorySubscription {
         let mut state = self.inner.lock().expect("poisoned");
         let mut positions = Vec::new();
         for topic in topics {
@@ -78,24 +83,42 @@ impl MemoryBus {
             let start = *log.groups.entry(group.to_owned()).or_insert(log.base);
             positions.push((Arc::from(*topic), start));
         }
-        MemorySubscription { bus: self.clone(), group: group.to_owned(), positions, next_topic: 0, shutdown }
+        MemorySubscription {
+            bus: self.clone(),
+            group: group.to_owned(),
+            positions,
+            next_topic: 0,
+            shutdown,
+        }
     }
 
     /// True when every group has stored offsets up to the end of every topic it reads.
     pub fn is_idle(&self) -> bool {
         let state = self.inner.lock().expect("poisoned");
-        state.topics.values().all(|log| log.groups.values().all(|stored| *stored >= log.end()))
+        state
+            .topics
+            .values()
+            .all(|log| log.groups.values().all(|stored| *stored >= log.end()))
     }
 
     /// Records published to `topic` so far.
     pub fn end_offset(&self, topic: &str) -> i64 {
-        self.inner.lock().expect("poisoned").topics.get(topic).map_or(0, TopicLog::end)
+        self.inner
+            .lock()
+            .expect("poisoned")
+            .topics
+            .get(topic)
+            .map_or(0, TopicLog::end)
     }
 
     /// A copy of the records still held for `topic` (tests and the embedded summary).
     pub fn records(&self, topic: &str) -> Vec<OutRecord> {
         let state = self.inner.lock().expect("poisoned");
-        state.topics.get(topic).map(|log| log.records.iter().cloned().collect()).unwrap_or_default()
+        state
+            .topics
+            .get(topic)
+            .map(|log| log.records.iter().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -132,7 +155,9 @@ impl MemorySubscription {
         for step in 0..self.positions.len() {
             let index = (self.next_topic + step) % self.positions.len();
             let (topic, position) = &mut self.positions[index];
-            let Some(log) = state.topics.get(topic) else { continue };
+            let Some(log) = state.topics.get(topic) else {
+                continue;
+            };
             // Records below `base` were read by every group already (trimmed after store).
             let at = (*position).max(log.base);
             if at < log.end() {
@@ -195,7 +220,12 @@ mod tests {
     use bytes::Bytes;
 
     fn record(topic: &str, n: u8) -> OutRecord {
-        OutRecord { topic: Arc::from(topic), key: None, payload: Bytes::from(vec![n]), headers: vec![] }
+        OutRecord {
+            topic: Arc::from(topic),
+            key: None,
+            payload: Bytes::from(vec![n]),
+            headers: vec![],
+        }
     }
 
     #[tokio::test]

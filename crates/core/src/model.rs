@@ -116,7 +116,12 @@ pub struct Sentiment {
 
 impl Default for Sentiment {
     fn default() -> Self {
-        Sentiment { neg: 0.0, neu: 1.0, pos: 0.0, compound: 0.0 }
+        Sentiment {
+            neg: 0.0,
+            neu: 1.0,
+            pos: 0.0,
+            compound: 0.0,
+        }
     }
 }
 
@@ -168,18 +173,27 @@ pub const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6561_7273_686f_7400_8000_0000_0
 
 /// The stable id of a post: the same source kind and native id always give the same id.
 pub fn mention_id(source_kind: &str, native_id: &str) -> Uuid {
-    Uuid::new_v5(&ID_NAMESPACE, format!("{source_kind}:{native_id}").as_bytes())
+    Uuid::new_v5(
+        &ID_NAMESPACE,
+        format!("{source_kind}:{native_id}").as_bytes(),
+    )
 }
 
 /// The stable id of an alert: one mention routed by one route gives one alert, however often
 /// it is replayed.
 pub fn alert_id(mention_id: Uuid, route: &str) -> Uuid {
-    Uuid::new_v5(&ID_NAMESPACE, format!("alert:{mention_id}:{route}").as_bytes())
+    Uuid::new_v5(
+        &ID_NAMESPACE,
+        format!("alert:{mention_id}:{route}").as_bytes(),
+    )
 }
 
 /// The stable id of one delivery of an alert to one receiver.
 pub fn delivery_id(alert_id: Uuid, receiver: &str) -> Uuid {
-    Uuid::new_v5(&ID_NAMESPACE, format!("delivery:{alert_id}:{receiver}").as_bytes())
+    Uuid::new_v5(
+        &ID_NAMESPACE,
+        format!("delivery:{alert_id}:{receiver}").as_bytes(),
+    )
 }
 
 /// Now, in microseconds since the Unix epoch.

@@ -10,7 +10,11 @@ pub enum RegistryError {
     #[error("schema registry request to {url} failed: {source}")]
     Http { url: String, source: reqwest::Error },
     #[error("schema registry answered {status} for {url}: {body}")]
-    Status { url: String, status: u16, body: String },
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
 }
 
 pub struct SchemaRegistry {
@@ -34,7 +38,10 @@ impl SchemaRegistry {
             .timeout(Duration::from_secs(10))
             .build()
             .expect("a TLS backend is compiled in");
-        SchemaRegistry { base_url: base_url.trim_end_matches('/').to_owned(), http }
+        SchemaRegistry {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            http,
+        }
     }
 
     /// Registers `schema` under `subject` (idempotent: the registry returns the existing id).
@@ -52,8 +59,15 @@ impl SchemaRegistry {
         Ok(response.schema)
     }
 
-    async fn send<R: serde::de::DeserializeOwned>(&self, request: reqwest::RequestBuilder, url: &str) -> Result<R, RegistryError> {
-        let http_error = |source| RegistryError::Http { url: url.to_owned(), source };
+    async fn send<R: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<R, RegistryError> {
+        let http_error = |source| RegistryError::Http {
+            url: url.to_owned(),
+            source,
+        };
         let response = request
             .header("Content-Type", "application/vnd.schemaregistry.v1+json")
             .send()
@@ -62,7 +76,11 @@ impl SchemaRegistry {
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
-            return Err(RegistryError::Status { url: url.to_owned(), status: status.as_u16(), body });
+            return Err(RegistryError::Status {
+                url: url.to_owned(),
+                status: status.as_u16(),
+                body,
+            });
         }
         response.json().await.map_err(http_error)
     }

@@ -29,7 +29,10 @@ pub enum StageError {
     /// The record itself is bad (undecodable, invalid, undeliverable after every retry): it
     /// goes to the dead-letter topic with this reason and is not retried.
     #[error("{reason}")]
-    Permanent { error_type: &'static str, reason: String },
+    Permanent {
+        error_type: &'static str,
+        reason: String,
+    },
     /// Publishing an output failed after the client's retries: the offset is not stored and
     /// the service stops, to restart from its last commit.
     #[error(transparent)]
@@ -41,7 +44,10 @@ pub enum StageError {
 
 impl StageError {
     pub fn permanent(error_type: &'static str, reason: impl Into<String>) -> Self {
-        StageError::Permanent { error_type, reason: reason.into() }
+        StageError::Permanent {
+            error_type,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -144,12 +150,26 @@ pub async fn run_stage<S: Stage, Sub: Subscription>(
     let drain = async {
         while let Some(done) = in_flight.next().await {
             heartbeat.beat();
-            if let Err(error) = settle(done, &mut tracker, &mut subscription, &mut originals, &publisher, &options, &metrics, stage_name, &mut in_flight).await {
+            if let Err(error) = settle(
+                done,
+                &mut tracker,
+                &mut subscription,
+                &mut originals,
+                &publisher,
+                &options,
+                &metrics,
+                stage_name,
+                &mut in_flight,
+            )
+            .await
+            {
                 failure.get_or_insert(error);
             }
         }
     };
-    let drained = tokio::time::timeout(options.drain_timeout, drain).await.is_ok();
+    let drained = tokio::time::timeout(options.drain_timeout, drain)
+        .await
+        .is_ok();
     stage.finish().await;
     if let Err(error) = publisher.flush(options.drain_timeout) {
         tracing::warn!(stage = stage_name, %error, "flushing the producer at shutdown failed");
@@ -158,7 +178,10 @@ pub async fn run_stage<S: Stage, Sub: Subscription>(
         tracing::warn!(stage = stage_name, %error, "committing offsets at shutdown failed");
     }
     if !drained {
-        failure.get_or_insert(RunError::DrainTimeout { in_flight: originals.len(), timeout: options.drain_timeout });
+        failure.get_or_insert(RunError::DrainTimeout {
+            in_flight: originals.len(),
+            timeout: options.drain_timeout,
+        });
     }
     match failure {
         Some(error) => Err(error),
@@ -194,10 +217,25 @@ async fn settle<Sub: Subscription>(
         }
         Err(StageError::Permanent { error_type, reason }) => {
             let original = originals.get(&(topic.clone(), partition, offset)).cloned();
-            metrics.errors.with_label_values(&[stage_name, error_type]).inc();
-            metrics.dead_lettered.with_label_values(&[stage_name, error_type]).inc();
+            metrics
+                .errors
+                .with_label_values(&[stage_name, error_type])
+                .inc();
+            metrics
+                .dead_lettered
+                .with_label_values(&[stage_name, error_type])
+                .inc();
             tracing::warn!(stage = stage_name, %topic, partition, offset, error_type, %reason, "dead-lettering record");
-            let dead_letter = dead_letter_record(&options.deadletter_topic, original.as_ref(), &topic, partition, offset, stage_name, error_type, &reason);
+            let dead_letter = dead_letter_record(
+                &options.deadletter_topic,
+                original.as_ref(),
+                &topic,
+                partition,
+                offset,
+                stage_name,
+                error_type,
+                &reason,
+            );
             let ack = publisher.publish(dead_letter).await;
             in_flight.push(Box::pin(async move {
                 let result = ack.await.map_err(StageError::from);
@@ -206,7 +244,10 @@ async fn settle<Sub: Subscription>(
             Ok(())
         }
         Err(StageError::Bus(error)) => {
-            metrics.errors.with_label_values(&[stage_name, "publish"]).inc();
+            metrics
+                .errors
+                .with_label_values(&[stage_name, "publish"])
+                .inc();
             tracing::error!(stage = stage_name, %topic, partition, offset, %error, "an output was not acknowledged; stopping without storing its offset");
             Err(RunError::Bus(error))
         }
@@ -226,15 +267,36 @@ fn dead_letter_record(
     reason: &str,
 ) -> OutRecord {
     let mut record_headers: Vec<(String, Bytes)> = original
-        .map(|r| r.headers.iter().filter(|(n, _)| !n.starts_with("earshot.")).cloned().collect())
+        .map(|r| {
+            r.headers
+                .iter()
+                .filter(|(n, _)| !n.starts_with("earshot."))
+                .cloned()
+                .collect()
+        })
         .unwrap_or_default();
     record_headers.extend([
-        (headers::DLQ_SOURCE_TOPIC.to_owned(), Bytes::from(topic.to_owned())),
-        (headers::DLQ_SOURCE_PARTITION.to_owned(), Bytes::from(partition.to_string())),
-        (headers::DLQ_SOURCE_OFFSET.to_owned(), Bytes::from(offset.to_string())),
+        (
+            headers::DLQ_SOURCE_TOPIC.to_owned(),
+            Bytes::from(topic.to_owned()),
+        ),
+        (
+            headers::DLQ_SOURCE_PARTITION.to_owned(),
+            Bytes::from(partition.to_string()),
+        ),
+        (
+            headers::DLQ_SOURCE_OFFSET.to_owned(),
+            Bytes::from(offset.to_string()),
+        ),
         (headers::DLQ_STAGE.to_owned(), Bytes::from(stage.to_owned())),
-        (headers::DLQ_ERROR_TYPE.to_owned(), Bytes::from(error_type.to_owned())),
-        (headers::DLQ_ERROR.to_owned(), Bytes::from(reason.to_owned())),
+        (
+            headers::DLQ_ERROR_TYPE.to_owned(),
+            Bytes::from(error_type.to_owned()),
+        ),
+        (
+            headers::DLQ_ERROR.to_owned(),
+            Bytes::from(reason.to_owned()),
+        ),
     ]);
     OutRecord {
         topic: deadletter_topic.clone(),
@@ -262,7 +324,11 @@ impl OffsetTracker {
         let entry = self
             .partitions
             .entry((topic.clone(), partition))
-            .or_insert_with(|| PartitionOffsets { pending: BTreeSet::new(), next: offset, stored: offset });
+            .or_insert_with(|| PartitionOffsets {
+                pending: BTreeSet::new(),
+                next: offset,
+                stored: offset,
+            });
         entry.pending.insert(offset);
         entry.next = entry.next.max(offset + 1);
     }

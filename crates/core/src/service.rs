@@ -53,7 +53,11 @@ impl Services {
         if config.kafka.create_topics {
             ensure_topics(&config.kafka, &config.topics.all()).await?;
         }
-        let registry = config.kafka.schema_registry_url.as_deref().map(|url| Arc::new(SchemaRegistry::new(url)));
+        let registry = config
+            .kafka
+            .schema_registry_url
+            .as_deref()
+            .map(|url| Arc::new(SchemaRegistry::new(url)));
         let codecs = Codecs::new(registry, &config.topics).await?;
         Ok(Services {
             health: Health::new(Duration::from_millis(config.telemetry.stall_timeout_ms)),
@@ -79,7 +83,10 @@ impl Services {
     /// A publisher for `client_id`.
     pub fn publisher(&self, client_id: &str) -> Result<Arc<dyn Publisher>, BusError> {
         match &self.bus {
-            Bus::Kafka => Ok(Arc::new(KafkaPublisher::new(&self.config.kafka, client_id)?)),
+            Bus::Kafka => Ok(Arc::new(KafkaPublisher::new(
+                &self.config.kafka,
+                client_id,
+            )?)),
             Bus::Memory(bus) => Ok(bus.publisher()),
         }
     }
@@ -100,8 +107,10 @@ impl Services {
                 &group_id,
                 topics,
                 self.metrics.clone(),
-                self.health.ready_flag(&format!("{group}: joined group {group_id}")),
-                self.health.ready_flag(&format!("{group}: broker reachable")),
+                self.health
+                    .ready_flag(&format!("{group}: joined group {group_id}")),
+                self.health
+                    .ready_flag(&format!("{group}: broker reachable")),
             )?),
             Bus::Memory(bus) => Box::new(bus.subscribe(&group_id, topics, shutdown.clone())),
         };
@@ -111,7 +120,16 @@ impl Services {
             deadletter_topic: Arc::from(self.config.topics.deadletter.as_str()),
         };
         let heartbeat = self.health.heartbeat(group);
-        run_stage(stage, subscription, publisher, options, self.metrics.clone(), heartbeat, shutdown).await?;
+        run_stage(
+            stage,
+            subscription,
+            publisher,
+            options,
+            self.metrics.clone(),
+            heartbeat,
+            shutdown,
+        )
+        .await?;
         Ok(())
     }
 }

@@ -12,7 +12,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{LogFormat, TelemetryConfig};
@@ -48,12 +50,26 @@ impl Metrics {
     pub fn new(registry: Registry) -> Self {
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("metric registered once");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric registered once");
             c
         };
-        let received = counter("earshot_records_received_total", "Records a stage received.", &["stage"]);
-        let sent = counter("earshot_records_sent_total", "Records a stage produced and had acknowledged.", &["stage"]);
-        let errors = counter("earshot_errors_total", "Errors, by stage and type.", &["stage", "error_type"]);
+        let received = counter(
+            "earshot_records_received_total",
+            "Records a stage received.",
+            &["stage"],
+        );
+        let sent = counter(
+            "earshot_records_sent_total",
+            "Records a stage produced and had acknowledged.",
+            &["stage"],
+        );
+        let errors = counter(
+            "earshot_errors_total",
+            "Errors, by stage and type.",
+            &["stage", "error_type"],
+        );
         let discarded = counter(
             "earshot_records_discarded_total",
             "Records a stage dropped; intentional=true for filtering.",
@@ -64,26 +80,59 @@ impl Metrics {
             "Records sent to the dead-letter topic.",
             &["stage", "error_type"],
         );
-        let deliveries = counter("earshot_deliveries_total", "Alert deliveries by receiver and outcome.", &["receiver", "outcome"]);
-        let watchlist_matches = counter("earshot_watchlist_matches_total", "Mentions that matched a watchlist.", &["watchlist"]);
-        let alerts = counter("earshot_alerts_total", "Alerts raised, by route.", &["route"]);
+        let deliveries = counter(
+            "earshot_deliveries_total",
+            "Alert deliveries by receiver and outcome.",
+            &["receiver", "outcome"],
+        );
+        let watchlist_matches = counter(
+            "earshot_watchlist_matches_total",
+            "Mentions that matched a watchlist.",
+            &["watchlist"],
+        );
+        let alerts = counter(
+            "earshot_alerts_total",
+            "Alerts raised, by route.",
+            &["route"],
+        );
         let consumer_lag = IntGaugeVec::new(
-            Opts::new("earshot_consumer_lag_records", "Records behind the end of the partition."),
+            Opts::new(
+                "earshot_consumer_lag_records",
+                "Records behind the end of the partition.",
+            ),
             &["group", "topic", "partition"],
         )
         .expect("valid metric");
-        registry.register(Box::new(consumer_lag.clone())).expect("metric registered once");
+        registry
+            .register(Box::new(consumer_lag.clone()))
+            .expect("metric registered once");
         let latency = HistogramVec::new(
             HistogramOpts::new(
                 "earshot_end_to_end_latency_seconds",
                 "Seconds from collection of a mention to a stage's acknowledged output.",
             )
-            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
             &["stage"],
         )
         .expect("valid metric");
-        registry.register(Box::new(latency.clone())).expect("metric registered once");
-        Metrics { registry, received, sent, errors, discarded, dead_lettered, consumer_lag, latency, deliveries, watchlist_matches, alerts }
+        registry
+            .register(Box::new(latency.clone()))
+            .expect("metric registered once");
+        Metrics {
+            registry,
+            received,
+            sent,
+            errors,
+            discarded,
+            dead_lettered,
+            consumer_lag,
+            latency,
+            deliveries,
+            watchlist_matches,
+            alerts,
+        }
     }
 
     /// Records the latency since `collected_at_us` for `stage`.
@@ -132,7 +181,8 @@ pub struct Heartbeat {
 
 impl Heartbeat {
     pub fn beat(&self) {
-        self.last_ms.store(self.started.elapsed().as_millis() as i64, Ordering::Relaxed);
+        self.last_ms
+            .store(self.started.elapsed().as_millis() as i64, Ordering::Relaxed);
     }
 }
 
@@ -163,16 +213,27 @@ impl Health {
 
     /// Registers a loop that must keep beating for `/healthz` to pass.
     pub fn heartbeat(&self, name: &str) -> Heartbeat {
-        let beat = Heartbeat { started: self.inner.started, last_ms: Arc::new(AtomicI64::new(0)) };
+        let beat = Heartbeat {
+            started: self.inner.started,
+            last_ms: Arc::new(AtomicI64::new(0)),
+        };
         beat.beat();
-        self.inner.loops.lock().expect("poisoned").push((name.to_owned(), beat.last_ms.clone()));
+        self.inner
+            .loops
+            .lock()
+            .expect("poisoned")
+            .push((name.to_owned(), beat.last_ms.clone()));
         beat
     }
 
     /// Registers a condition that must hold for `/readyz` to pass; starts false.
     pub fn ready_flag(&self, name: &str) -> ReadyFlag {
         let flag = Arc::new(AtomicBool::new(false));
-        self.inner.checks.lock().expect("poisoned").push((name.to_owned(), flag.clone()));
+        self.inner
+            .checks
+            .lock()
+            .expect("poisoned")
+            .push((name.to_owned(), flag.clone()));
         ReadyFlag(flag)
     }
 
@@ -224,7 +285,9 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
-        let result = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
         if let Err(error) = result {
             tracing::error!(%error, "telemetry server failed");
         }
@@ -234,7 +297,10 @@ pub async fn serve(
 }
 
 async fn metrics_handler(State(state): State<ServerState>) -> impl IntoResponse {
-    ([("content-type", "text/plain; version=0.0.4")], state.metrics.render())
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }
 
 async fn healthz_handler(State(state): State<ServerState>) -> impl IntoResponse {
@@ -242,7 +308,10 @@ async fn healthz_handler(State(state): State<ServerState>) -> impl IntoResponse 
     if stalled.is_empty() {
         (StatusCode::OK, "ok\n".to_owned())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("stalled: {}\n", stalled.join(", ")))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("stalled: {}\n", stalled.join(", ")),
+        )
     }
 }
 
@@ -251,15 +320,21 @@ async fn readyz_handler(State(state): State<ServerState>) -> impl IntoResponse {
     if waiting.is_empty() {
         (StatusCode::OK, "ready\n".to_owned())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", waiting.join(", ")))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", waiting.join(", ")),
+        )
     }
 }
 
 /// Installs the global tracing subscriber (text or JSON to stderr). Safe to call twice.
 pub fn init_tracing(config: &TelemetryConfig) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("EARSHOT_LOG").unwrap_or_else(|_| EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_env("EARSHOT_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match config.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -272,13 +347,22 @@ pub mod trace_context {
     /// A new trace for a mention entering the pipeline.
     pub fn new_traceparent() -> String {
         let trace = uuid::Uuid::new_v4().simple().to_string();
-        format!("00-{trace}-{}-01", &uuid::Uuid::new_v4().simple().to_string()[..16])
+        format!(
+            "00-{trace}-{}-01",
+            &uuid::Uuid::new_v4().simple().to_string()[..16]
+        )
     }
 
     /// The same trace with a new span id, for a stage's output.
     pub fn child(parent: Option<&[u8]>) -> String {
-        match parent.and_then(|p| std::str::from_utf8(p).ok()).and_then(trace_id) {
-            Some(trace) => format!("00-{trace}-{}-01", &uuid::Uuid::new_v4().simple().to_string()[..16]),
+        match parent
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .and_then(trace_id)
+        {
+            Some(trace) => format!(
+                "00-{trace}-{}-01",
+                &uuid::Uuid::new_v4().simple().to_string()[..16]
+            ),
             None => new_traceparent(),
         }
     }

@@ -88,22 +88,37 @@ pub async fn run(
     let prefix = &services.config.kafka.group_prefix;
     bus.declare_group(&format!("{prefix}-enricher"), &[&topics.raw]);
     bus.declare_group(&format!("{prefix}-router"), &[&topics.enriched]);
-    bus.declare_group(&format!("{prefix}-{}", earshot_sink::GROUP), &[&topics.enriched, &topics.alerts]);
+    bus.declare_group(
+        &format!("{prefix}-{}", earshot_sink::GROUP),
+        &[&topics.enriched, &topics.alerts],
+    );
 
     // The stages stop only after the input is done and drained, or on shutdown.
     let stages = shutdown.child_token();
     let mut tasks = tokio::task::JoinSet::new();
     {
         let (services, token) = (services.clone(), stages.clone());
-        tasks.spawn(async move { earshot_enricher::run_with(services, token).await.context("enricher") });
+        tasks.spawn(async move {
+            earshot_enricher::run_with(services, token)
+                .await
+                .context("enricher")
+        });
     }
     {
         let (services, token) = (services.clone(), stages.clone());
-        tasks.spawn(async move { earshot_router::run_with(services, token).await.context("router") });
+        tasks.spawn(async move {
+            earshot_router::run_with(services, token)
+                .await
+                .context("router")
+        });
     }
     {
         let (services, token) = (services.clone(), stages.clone());
-        tasks.spawn(async move { earshot_sink::run_with(services, token).await.context("sink") });
+        tasks.spawn(async move {
+            earshot_sink::run_with(services, token)
+                .await
+                .context("sink")
+        });
     }
 
     let collector = Collector::new(&services)?;
@@ -113,7 +128,13 @@ pub async fn run(
         Input::Text(text) => {
             on_ready(None);
             let replay = collector
-                .replay_from(text.as_bytes(), Path::new("bundled sample"), text.len() as u64, 0, shutdown.clone())
+                .replay_from(
+                    text.as_bytes(),
+                    Path::new("bundled sample"),
+                    text.len() as u64,
+                    0,
+                    shutdown.clone(),
+                )
                 .await?;
             rejected = replay.rejected;
         }
@@ -123,7 +144,10 @@ pub async fn run(
             }
             on_ready(ingest_addr);
             if let Some(replay) = &services.config.collector.replay {
-                rejected = collector.replay(&replay.path, replay.rate_per_sec, shutdown.clone()).await?.rejected;
+                rejected = collector
+                    .replay(&replay.path, replay.rate_per_sec, shutdown.clone())
+                    .await?
+                    .rejected;
             }
             if ingest_addr.is_some() {
                 shutdown.cancelled().await;
@@ -159,13 +183,19 @@ pub async fn run(
     };
     for family in metrics.registry.gather() {
         let label = |m: &prometheus::proto::Metric, name: &str| {
-            m.get_label().iter().find(|l| l.name() == name).map(|l| l.value().to_owned()).unwrap_or_default()
+            m.get_label()
+                .iter()
+                .find(|l| l.name() == name)
+                .map(|l| l.value().to_owned())
+                .unwrap_or_default()
         };
         for m in family.get_metric() {
             let value = m.get_counter().get_value() as u64;
             match family.name() {
                 "earshot_watchlist_matches_total" => {
-                    summary.matched_by_watchlist.insert(label(m, "watchlist"), value);
+                    summary
+                        .matched_by_watchlist
+                        .insert(label(m, "watchlist"), value);
                 }
                 "earshot_alerts_total" => {
                     summary.alerts_by_route.insert(label(m, "route"), value);

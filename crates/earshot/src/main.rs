@@ -14,7 +14,11 @@ use earshot_core::Config;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "earshot", version, about = "Real-time social listening with response routing")]
+#[command(
+    name = "earshot",
+    version,
+    about = "Real-time social listening with response routing"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,12 +63,20 @@ struct ServiceArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
     runtime.block_on(async_main(cli))
 }
 
 fn load(defaults_yaml: Option<&str>, file: Option<&std::path::Path>) -> Result<Config, ExitCode> {
-    Config::load(ConfigSources { defaults_yaml, file, environment: true }).map_err(|errors| {
+    Config::load(ConfigSources {
+        defaults_yaml,
+        file,
+        environment: true,
+    })
+    .map_err(|errors| {
         eprint!("{errors}");
         ExitCode::from(EXIT_CONFIG as u8)
     })
@@ -76,24 +88,38 @@ async fn async_main(cli: Cli) -> ExitCode {
         Command::CheckConfig { file } => {
             return match load(None, Some(&file)) {
                 Ok(config) => {
-                    println!("{}", serde_json::to_string_pretty(&config).expect("config serializes"));
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&config).expect("config serializes")
+                    );
                     eprintln!("{}: valid", file.display());
                     ExitCode::SUCCESS
                 }
                 Err(code) => code,
             };
         }
-        Command::Run { config, postgres, replay } => {
+        Command::Run {
+            config,
+            postgres,
+            replay,
+        } => {
             let defaults = config.is_none().then_some(embedded::DEMO_CONFIG);
             let mut config = match load(defaults, config.as_deref()) {
                 Ok(config) => config,
                 Err(code) => return code,
             };
             if let Some(url) = postgres {
-                config.sink.postgres = Some(PostgresConfig { url: Some(url), url_env: None, ..PostgresConfig::default() });
+                config.sink.postgres = Some(PostgresConfig {
+                    url: Some(url),
+                    url_env: None,
+                    ..PostgresConfig::default()
+                });
             }
             if let Some(path) = replay {
-                config.collector.replay = Some(earshot_core::config::ReplayConfig { path, rate_per_sec: 0 });
+                config.collector.replay = Some(earshot_core::config::ReplayConfig {
+                    path,
+                    rate_per_sec: 0,
+                });
             }
             earshot_core::telemetry::init_tracing(&config.telemetry);
             earshot_core::shutdown::cancel_on_signals(shutdown.clone());
@@ -105,7 +131,9 @@ async fn async_main(cli: Cli) -> ExitCode {
             let parquet_dir = config.sink.parquet.as_ref().map(|p| p.dir.clone());
             let outcome = embedded::run(config, input, shutdown, |addr| {
                 if let Some(addr) = addr {
-                    eprintln!("earshot: ingest endpoint http://{addr}/v1/mentions (Ctrl-C to stop)");
+                    eprintln!(
+                        "earshot: ingest endpoint http://{addr}/v1/mentions (Ctrl-C to stop)"
+                    );
                 }
             })
             .await;
@@ -116,10 +144,30 @@ async fn async_main(cli: Cli) -> ExitCode {
                 }
             })
         }
-        Command::Collector(args) => service(args, shutdown, |c, s| Box::pin(async move { Ok(earshot_collector::run(c, s).await?) })).await,
-        Command::Enricher(args) => service(args, shutdown, |c, s| Box::pin(async move { Ok(earshot_enricher::run(c, s).await?) })).await,
-        Command::Router(args) => service(args, shutdown, |c, s| Box::pin(async move { Ok(earshot_router::run(c, s).await?) })).await,
-        Command::Sink(args) => service(args, shutdown, |c, s| Box::pin(async move { Ok(earshot_sink::run(c, s).await?) })).await,
+        Command::Collector(args) => {
+            service(args, shutdown, |c, s| {
+                Box::pin(async move { Ok(earshot_collector::run(c, s).await?) })
+            })
+            .await
+        }
+        Command::Enricher(args) => {
+            service(args, shutdown, |c, s| {
+                Box::pin(async move { Ok(earshot_enricher::run(c, s).await?) })
+            })
+            .await
+        }
+        Command::Router(args) => {
+            service(args, shutdown, |c, s| {
+                Box::pin(async move { Ok(earshot_router::run(c, s).await?) })
+            })
+            .await
+        }
+        Command::Sink(args) => {
+            service(args, shutdown, |c, s| {
+                Box::pin(async move { Ok(earshot_sink::run(c, s).await?) })
+            })
+            .await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -144,7 +192,8 @@ async fn service(
     shutdown: CancellationToken,
     run: impl FnOnce(Config, CancellationToken) -> ServiceFuture,
 ) -> anyhow::Result<()> {
-    let config = load(None, args.config.as_deref()).map_err(|_| ExitCodeError(EXIT_CONFIG as u8))?;
+    let config =
+        load(None, args.config.as_deref()).map_err(|_| ExitCodeError(EXIT_CONFIG as u8))?;
     earshot_core::telemetry::init_tracing(&config.telemetry);
     earshot_core::shutdown::cancel_on_signals(shutdown.clone());
     run(config, shutdown).await

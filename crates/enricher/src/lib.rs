@@ -34,7 +34,10 @@ pub enum EnricherError {
 }
 
 /// Runs the enricher against Kafka until `shutdown`.
-pub async fn run(config: earshot_core::Config, shutdown: CancellationToken) -> Result<(), EnricherError> {
+pub async fn run(
+    config: earshot_core::Config,
+    shutdown: CancellationToken,
+) -> Result<(), EnricherError> {
     let services = Services::kafka(config).await?;
     earshot_core::telemetry::serve(
         services.config.telemetry.listen,
@@ -47,11 +50,16 @@ pub async fn run(config: earshot_core::Config, shutdown: CancellationToken) -> R
 }
 
 /// Runs the enricher on the given services (Kafka or the embedded bus) until `shutdown`.
-pub async fn run_with(services: Services, shutdown: CancellationToken) -> Result<(), EnricherError> {
+pub async fn run_with(
+    services: Services,
+    shutdown: CancellationToken,
+) -> Result<(), EnricherError> {
     let publisher = services.publisher("earshot-enricher")?;
     let stage = EnricherStage::new(&services, publisher.clone());
     let raw = services.config.topics.raw.clone();
-    services.run_consumer(stage, STAGE, &[&raw], publisher, shutdown).await?;
+    services
+        .run_consumer(stage, STAGE, &[&raw], publisher, shutdown)
+        .await?;
     Ok(())
 }
 
@@ -62,7 +70,9 @@ pub struct Enricher {
 
 impl Enricher {
     pub fn new(config: &EnricherConfig) -> Self {
-        Enricher { matcher: WatchlistMatcher::new(&config.watchlists) }
+        Enricher {
+            matcher: WatchlistMatcher::new(&config.watchlists),
+        }
     }
 
     /// Enriches one mention: one record per matched watchlist, or one unmatched record.
@@ -96,7 +106,10 @@ impl Enricher {
         template
             .matches
             .iter()
-            .map(|m| EnrichedMention { watchlist: m.watchlist.clone(), ..template.clone() })
+            .map(|m| EnrichedMention {
+                watchlist: m.watchlist.clone(),
+                ..template.clone()
+            })
             .collect()
     }
 }
@@ -122,7 +135,10 @@ impl EnricherStage {
     }
 
     fn codec(&self) -> (&Codec<Mention>, &Codec<EnrichedMention>) {
-        (&self.services.codecs.mention, &self.services.codecs.enriched)
+        (
+            &self.services.codecs.mention,
+            &self.services.codecs.enriched,
+        )
     }
 }
 
@@ -137,19 +153,27 @@ impl Stage for EnricherStage {
             let payload = record.payload.as_deref().unwrap_or_default();
             let mention = match mention_codec.decode(payload).await {
                 Ok(mention) => mention,
-                Err(error) => return ready(Err(StageError::permanent(error.kind(), error.to_string()))),
+                Err(error) => {
+                    return ready(Err(StageError::permanent(error.kind(), error.to_string())))
+                }
             };
             let collected_at = mention.collected_at;
             let enriched = self.enricher.enrich(mention);
-            let traceparent = Bytes::from(trace_context::child(record.header(headers::TRACEPARENT)));
+            let traceparent =
+                Bytes::from(trace_context::child(record.header(headers::TRACEPARENT)));
             let mut acks = Vec::with_capacity(enriched.len());
             for copy in &enriched {
                 if !copy.watchlist.is_empty() {
-                    self.metrics.watchlist_matches.with_label_values(&[&copy.watchlist]).inc();
+                    self.metrics
+                        .watchlist_matches
+                        .with_label_values(&[&copy.watchlist])
+                        .inc();
                 }
                 let payload = match enriched_codec.encode(copy) {
                     Ok(payload) => payload,
-                    Err(error) => return ready(Err(StageError::permanent("encode", error.to_string()))),
+                    Err(error) => {
+                        return ready(Err(StageError::permanent("encode", error.to_string())))
+                    }
                 };
                 let out = OutRecord {
                     topic: self.enriched_topic.clone(),

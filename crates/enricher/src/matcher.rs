@@ -29,7 +29,11 @@ impl WatchlistMatcher {
                 .build(patterns.iter().map(|(_, term)| term.as_str()))
                 .expect("plain terms always compile")
         });
-        WatchlistMatcher { automaton, patterns, names: watchlists.iter().map(|w| w.name.clone()).collect() }
+        WatchlistMatcher {
+            automaton,
+            patterns,
+            names: watchlists.iter().map(|w| w.name.clone()).collect(),
+        }
     }
 
     /// The watchlists `text` matches, in configuration order, with the spans of their terms.
@@ -37,7 +41,9 @@ impl WatchlistMatcher {
     /// Relevance is `1 - 0.5^hits` over the term occurrences found (one hit 0.5, two 0.75,
     /// three 0.875), a placeholder until query relevance lands.
     pub fn matches(&self, text: &str) -> Vec<WatchlistMatch> {
-        let Some(automaton) = &self.automaton else { return Vec::new() };
+        let Some(automaton) = &self.automaton else {
+            return Vec::new();
+        };
         let mut found: BTreeMap<usize, (Vec<Span>, Vec<&str>)> = BTreeMap::new();
         // Overlapping search so that a term inside a longer non-boundary match is still seen.
         for hit in automaton.find_overlapping_iter(text) {
@@ -46,7 +52,10 @@ impl WatchlistMatcher {
             }
             let (watchlist, term) = &self.patterns[hit.pattern().as_usize()];
             let entry = found.entry(*watchlist).or_default();
-            entry.0.push(Span { start: hit.start() as i32, end: hit.end() as i32 });
+            entry.0.push(Span {
+                start: hit.start() as i32,
+                end: hit.end() as i32,
+            });
             if !entry.1.contains(&term.as_str()) {
                 entry.1.push(term);
             }
@@ -56,7 +65,11 @@ impl WatchlistMatcher {
             .map(|(index, (spans, terms))| WatchlistMatch {
                 watchlist: self.names[index].clone(),
                 relevance: 1.0 - 0.5f64.powi(spans.len().min(30) as i32),
-                clause: terms.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>().join(" OR "),
+                clause: terms
+                    .iter()
+                    .map(|t| format!("{t:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" OR "),
                 spans,
             })
             .collect()
@@ -79,14 +92,25 @@ mod tests {
 
     fn matcher() -> WatchlistMatcher {
         WatchlistMatcher::new(&[
-            WatchlistConfig { name: "lumora".into(), terms: vec!["Lumora".into(), "#lumora".into()] },
-            WatchlistConfig { name: "parcelly".into(), terms: vec!["parcelly".into()] },
+            WatchlistConfig {
+                name: "lumora".into(),
+                terms: vec!["Lumora".into(), "#lumora".into()],
+            },
+            WatchlistConfig {
+                name: "parcelly".into(),
+                terms: vec!["parcelly".into()],
+            },
         ])
     }
 
     fn check(text: &str, expected: &[(&str, usize)]) {
-        let got: Vec<(String, usize)> = matcher().matches(text).into_iter().map(|m| (m.watchlist, m.spans.len())).collect();
-        let expected: Vec<(String, usize)> = expected.iter().map(|(w, n)| (w.to_string(), *n)).collect();
+        let got: Vec<(String, usize)> = matcher()
+            .matches(text)
+            .into_iter()
+            .map(|m| (m.watchlist, m.spans.len()))
+            .collect();
+        let expected: Vec<(String, usize)> =
+            expected.iter().map(|(w, n)| (w.to_string(), *n)).collect();
         assert_eq!(got, expected, "text: {text:?}");
     }
 
@@ -96,7 +120,10 @@ mod tests {
         check("lumora, lumora!", &[("lumora", 2)]);
         check("Lumoras are great", &[]);
         check("illumoraX", &[]);
-        check("@Lumora where is my order via parcelly?", &[("lumora", 1), ("parcelly", 1)]);
+        check(
+            "@Lumora where is my order via parcelly?",
+            &[("lumora", 1), ("parcelly", 1)],
+        );
         check("love #lumora", &[("lumora", 2)]);
         check("nothing here", &[]);
         check("", &[]);

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use earshot_core::config::{DeliveryConfig, RouterConfig};
-use earshot_core::model::{delivery_id, now_micros, Alert, Delivery, DeliveryStatus, EnrichedMention};
+use earshot_core::model::{
+    delivery_id, now_micros, Alert, Delivery, DeliveryStatus, EnrichedMention,
+};
 use earshot_core::telemetry::Metrics;
 use earshot_core::StageError;
 use tokio::sync::Semaphore;
@@ -20,7 +22,10 @@ use crate::RouterError;
 
 /// Where a receiver's alerts go.
 pub enum Channel {
-    Webhook { url: reqwest::Url, allow_private: bool },
+    Webhook {
+        url: reqwest::Url,
+        allow_private: bool,
+    },
     Console,
 }
 
@@ -50,24 +55,35 @@ struct AttemptError {
 }
 
 impl Deliverer {
-    pub fn new(config: &RouterConfig, metrics: Metrics, shutdown: CancellationToken) -> Result<Self, RouterError> {
+    pub fn new(
+        config: &RouterConfig,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Result<Self, RouterError> {
         let mut receivers = HashMap::new();
         for receiver in &config.receivers {
             let channel = match &receiver.webhook {
                 Some(webhook) => {
                     let raw = match (&webhook.url, &webhook.url_env) {
                         (Some(url), _) => url.clone(),
-                        (None, Some(var)) => std::env::var(var).map_err(|_| RouterError::Receiver {
-                            receiver: receiver.name.clone(),
-                            reason: format!("environment variable {var} (webhook.url_env) is not set"),
-                        })?,
+                        (None, Some(var)) => {
+                            std::env::var(var).map_err(|_| RouterError::Receiver {
+                                receiver: receiver.name.clone(),
+                                reason: format!(
+                                    "environment variable {var} (webhook.url_env) is not set"
+                                ),
+                            })?
+                        }
                         (None, None) => unreachable!("validated: url or url_env"),
                     };
                     let url = reqwest::Url::parse(&raw).map_err(|e| RouterError::Receiver {
                         receiver: receiver.name.clone(),
                         reason: format!("webhook URL is invalid: {e}"),
                     })?;
-                    Channel::Webhook { url, allow_private: webhook.allow_private }
+                    Channel::Webhook {
+                        url,
+                        allow_private: webhook.allow_private,
+                    }
                 }
                 None => Channel::Console,
             };
@@ -78,7 +94,10 @@ impl Deliverer {
             .user_agent(concat!("earshot/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| RouterError::Receiver { receiver: "*".into(), reason: e.to_string() })?;
+            .map_err(|e| RouterError::Receiver {
+                receiver: "*".into(),
+                reason: e.to_string(),
+            })?;
         Ok(Deliverer {
             receivers,
             http,
@@ -91,13 +110,21 @@ impl Deliverer {
 
     /// Delivers `alert` to `receiver`, retrying as the policy allows. Returns the delivery
     /// record (delivered or failed); `Interrupted` when shutdown came first.
-    pub async fn deliver(&self, alert: &Alert, enriched: &EnrichedMention, receiver: &str) -> Result<Delivery, StageError> {
-        let channel = self
-            .receivers
-            .get(receiver)
-            .ok_or_else(|| StageError::permanent("config", format!("no receiver named {receiver}")))?;
+    pub async fn deliver(
+        &self,
+        alert: &Alert,
+        enriched: &EnrichedMention,
+        receiver: &str,
+    ) -> Result<Delivery, StageError> {
+        let channel = self.receivers.get(receiver).ok_or_else(|| {
+            StageError::permanent("config", format!("no receiver named {receiver}"))
+        })?;
         let id = delivery_id(alert.id, receiver);
-        let _permit = self.permits.acquire().await.map_err(|_| StageError::Interrupted)?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StageError::Interrupted)?;
         let mut attempts = 0;
         let mut backoff = Duration::from_millis(self.policy.initial_backoff_ms);
         let outcome = loop {
@@ -107,11 +134,16 @@ impl Deliverer {
                     print_alert(alert, enriched, receiver);
                     Ok(())
                 }
-                Channel::Webhook { url, allow_private } => self.post_webhook(url, *allow_private, id, alert, enriched).await,
+                Channel::Webhook { url, allow_private } => {
+                    self.post_webhook(url, *allow_private, id, alert, enriched)
+                        .await
+                }
             };
             match result {
                 Ok(()) => break Ok(()),
-                Err(error) if !error.retry || attempts >= self.policy.max_attempts => break Err(error.message),
+                Err(error) if !error.retry || attempts >= self.policy.max_attempts => {
+                    break Err(error.message)
+                }
                 Err(error) => {
                     let wait = error.retry_after.unwrap_or_else(|| jitter(backoff));
                     tracing::warn!(receiver, alert = %alert.id, attempt = attempts, error = %error.message, wait_ms = wait.as_millis() as u64, "delivery attempt failed; retrying");
@@ -127,8 +159,15 @@ impl Deliverer {
             Ok(()) => (DeliveryStatus::Delivered, None, Some(now_micros())),
             Err(message) => (DeliveryStatus::Failed, Some(message), None),
         };
-        let outcome_label = if status == DeliveryStatus::Delivered { "delivered" } else { "failed" };
-        self.metrics.deliveries.with_label_values(&[receiver, outcome_label]).inc();
+        let outcome_label = if status == DeliveryStatus::Delivered {
+            "delivered"
+        } else {
+            "failed"
+        };
+        self.metrics
+            .deliveries
+            .with_label_values(&[receiver, outcome_label])
+            .inc();
         Ok(Delivery {
             id,
             channel: channel.kind().to_owned(),
@@ -165,7 +204,11 @@ impl Deliverer {
             .json(&body)
             .send()
             .await
-            .map_err(|e| AttemptError { message: format!("POST {url}: {e}"), retry: true, retry_after: None })?;
+            .map_err(|e| AttemptError {
+                message: format!("POST {url}: {e}"),
+                retry: true,
+                retry_after: None,
+            })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -177,7 +220,11 @@ impl Deliverer {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|secs| Duration::from_secs(secs.min(300)));
         let retry = status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408;
-        Err(AttemptError { message: format!("POST {url}: HTTP {status}"), retry, retry_after })
+        Err(AttemptError {
+            message: format!("POST {url}: HTTP {status}"),
+            retry,
+            retry_after,
+        })
     }
 }
 
@@ -188,13 +235,21 @@ fn jitter(base: Duration) -> Duration {
 }
 
 async fn check_public_target(url: &reqwest::Url) -> Result<(), AttemptError> {
-    let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    let host = url
+        .host_str()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     let port = url.port_or_known_default().unwrap_or(443);
     let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![ip],
         Err(_) => tokio::net::lookup_host((host, port))
             .await
-            .map_err(|e| AttemptError { message: format!("resolving {host}: {e}"), retry: true, retry_after: None })?
+            .map_err(|e| AttemptError {
+                message: format!("resolving {host}: {e}"),
+                retry: true,
+                retry_after: None,
+            })?
             .map(|a| a.ip())
             .collect(),
     };
@@ -239,7 +294,12 @@ pub fn is_public(ip: IpAddr) -> bool {
 }
 
 fn print_alert(alert: &Alert, enriched: &EnrichedMention, receiver: &str) {
-    let text: String = alert.mention_text.chars().take(140).collect::<String>().replace('\n', " ");
+    let text: String = alert
+        .mention_text
+        .chars()
+        .take(140)
+        .collect::<String>()
+        .replace('\n', " ");
     println!(
         "ALERT [{route} → {receiver}] {watchlist} {score_name}={score:.2} (≥ {threshold}) {author} (reach {reach}): {text}",
         route = alert.route,

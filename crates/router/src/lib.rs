@@ -36,7 +36,10 @@ pub enum RouterError {
 }
 
 /// Runs the router against Kafka until `shutdown`.
-pub async fn run(config: earshot_core::Config, shutdown: CancellationToken) -> Result<(), RouterError> {
+pub async fn run(
+    config: earshot_core::Config,
+    shutdown: CancellationToken,
+) -> Result<(), RouterError> {
     let services = Services::kafka(config).await?;
     earshot_core::telemetry::serve(
         services.config.telemetry.listen,
@@ -53,7 +56,9 @@ pub async fn run_with(services: Services, shutdown: CancellationToken) -> Result
     let publisher = services.publisher("earshot-router")?;
     let stage = RouterStage::new(&services, publisher.clone(), shutdown.clone())?;
     let enriched = services.config.topics.enriched.clone();
-    services.run_consumer(stage, STAGE, &[&enriched], publisher, shutdown).await?;
+    services
+        .run_consumer(stage, STAGE, &[&enriched], publisher, shutdown)
+        .await?;
     Ok(())
 }
 
@@ -66,7 +71,10 @@ impl Routes {
     pub fn new(config: &RouterConfig) -> Self {
         let mut by_watchlist: HashMap<String, Vec<RouteConfig>> = HashMap::new();
         for route in &config.routes {
-            by_watchlist.entry(route.watchlist.clone()).or_default().push(route.clone());
+            by_watchlist
+                .entry(route.watchlist.clone())
+                .or_default()
+                .push(route.clone());
         }
         Routes { by_watchlist }
     }
@@ -74,7 +82,9 @@ impl Routes {
     /// The alerts one enriched copy raises: one per route of its watchlist whose score reaches
     /// the threshold. Deliveries are filled in by the deliverer.
     pub fn evaluate(&self, enriched: &EnrichedMention) -> Vec<(Alert, String)> {
-        let Some(routes) = self.by_watchlist.get(&enriched.watchlist) else { return Vec::new() };
+        let Some(routes) = self.by_watchlist.get(&enriched.watchlist) else {
+            return Vec::new();
+        };
         routes
             .iter()
             .filter_map(|route| {
@@ -106,7 +116,13 @@ impl Routes {
 fn score(name: ScoreName, enriched: &EnrichedMention) -> Option<f64> {
     Some(match name {
         ScoreName::Urgency => enriched.urgency,
-        ScoreName::Relevance => enriched.matches.iter().find(|m| m.watchlist == enriched.watchlist)?.relevance,
+        ScoreName::Relevance => {
+            enriched
+                .matches
+                .iter()
+                .find(|m| m.watchlist == enriched.watchlist)?
+                .relevance
+        }
         ScoreName::Negativity => -enriched.sentiment.compound,
         ScoreName::Reach => enriched.reach as f64,
         ScoreName::Spam => enriched.spam_score,
@@ -125,7 +141,11 @@ pub struct RouterStage {
 }
 
 impl RouterStage {
-    pub fn new(services: &Services, publisher: Arc<dyn Publisher>, shutdown: CancellationToken) -> Result<Self, RouterError> {
+    pub fn new(
+        services: &Services,
+        publisher: Arc<dyn Publisher>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, RouterError> {
         let config = &services.config.router;
         Ok(RouterStage {
             routes: Routes::new(config),
@@ -149,14 +169,24 @@ impl Stage for RouterStage {
             let payload = record.payload.as_deref().unwrap_or_default();
             let enriched = match self.services.codecs.enriched.decode(payload).await {
                 Ok(enriched) => enriched,
-                Err(error) => return futures::future::ready(Err(StageError::permanent(error.kind(), error.to_string()))).boxed(),
+                Err(error) => {
+                    return futures::future::ready(Err(StageError::permanent(
+                        error.kind(),
+                        error.to_string(),
+                    )))
+                    .boxed()
+                }
             };
             let alerts = self.routes.evaluate(&enriched);
             if alerts.is_empty() {
-                self.metrics.discarded.with_label_values(&[STAGE, "true"]).inc();
+                self.metrics
+                    .discarded
+                    .with_label_values(&[STAGE, "true"])
+                    .inc();
                 return futures::future::ready(Ok(())).boxed();
             }
-            let traceparent = Bytes::from(trace_context::child(record.header(headers::TRACEPARENT)));
+            let traceparent =
+                Bytes::from(trace_context::child(record.header(headers::TRACEPARENT)));
             let services = self.services.clone();
             let deliverer = self.deliverer.clone();
             let publisher = self.publisher.clone();
@@ -167,10 +197,15 @@ impl Stage for RouterStage {
                 for (mut alert, receiver) in alerts {
                     metrics.alerts.with_label_values(&[&alert.route]).inc();
                     let delivery = deliverer.deliver(&alert, &enriched, &receiver).await?;
-                    let failed = (delivery.status == DeliveryStatus::Failed).then(|| delivery.last_error.clone().unwrap_or_default());
+                    let failed = (delivery.status == DeliveryStatus::Failed)
+                        .then(|| delivery.last_error.clone().unwrap_or_default());
                     alert.deliveries.push(delivery);
                     let payload = Bytes::from(
-                        services.codecs.alert.encode(&alert).map_err(|e| StageError::permanent("encode", e.to_string()))?,
+                        services
+                            .codecs
+                            .alert
+                            .encode(&alert)
+                            .map_err(|e| StageError::permanent("encode", e.to_string()))?,
                     );
                     let key = Some(Bytes::from(alert.id.to_string()));
                     let mut acks = vec![
@@ -179,12 +214,18 @@ impl Stage for RouterStage {
                                 topic: alerts_topic.clone(),
                                 key: key.clone(),
                                 payload: payload.clone(),
-                                headers: vec![(headers::TRACEPARENT.to_owned(), traceparent.clone())],
+                                headers: vec![(
+                                    headers::TRACEPARENT.to_owned(),
+                                    traceparent.clone(),
+                                )],
                             })
                             .await,
                     ];
                     if let Some(reason) = failed {
-                        metrics.dead_lettered.with_label_values(&[STAGE, "delivery"]).inc();
+                        metrics
+                            .dead_lettered
+                            .with_label_values(&[STAGE, "delivery"])
+                            .inc();
                         tracing::error!(alert = %alert.id, receiver, %reason, "delivery failed after every retry; dead-lettering the alert");
                         acks.push(
                             publisher
@@ -194,12 +235,30 @@ impl Stage for RouterStage {
                                     payload,
                                     headers: vec![
                                         (headers::TRACEPARENT.to_owned(), traceparent.clone()),
-                                        (headers::DLQ_SOURCE_TOPIC.to_owned(), Bytes::from(record.topic.to_string())),
-                                        (headers::DLQ_SOURCE_PARTITION.to_owned(), Bytes::from(record.partition.to_string())),
-                                        (headers::DLQ_SOURCE_OFFSET.to_owned(), Bytes::from(record.offset.to_string())),
-                                        (headers::DLQ_STAGE.to_owned(), Bytes::from_static(STAGE.as_bytes())),
-                                        (headers::DLQ_ERROR_TYPE.to_owned(), Bytes::from_static(b"delivery")),
-                                        (headers::DLQ_ERROR.to_owned(), Bytes::from(format!("receiver {receiver}: {reason}"))),
+                                        (
+                                            headers::DLQ_SOURCE_TOPIC.to_owned(),
+                                            Bytes::from(record.topic.to_string()),
+                                        ),
+                                        (
+                                            headers::DLQ_SOURCE_PARTITION.to_owned(),
+                                            Bytes::from(record.partition.to_string()),
+                                        ),
+                                        (
+                                            headers::DLQ_SOURCE_OFFSET.to_owned(),
+                                            Bytes::from(record.offset.to_string()),
+                                        ),
+                                        (
+                                            headers::DLQ_STAGE.to_owned(),
+                                            Bytes::from_static(STAGE.as_bytes()),
+                                        ),
+                                        (
+                                            headers::DLQ_ERROR_TYPE.to_owned(),
+                                            Bytes::from_static(b"delivery"),
+                                        ),
+                                        (
+                                            headers::DLQ_ERROR.to_owned(),
+                                            Bytes::from(format!("receiver {receiver}: {reason}")),
+                                        ),
                                     ],
                                 })
                                 .await,

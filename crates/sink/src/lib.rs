@@ -197,7 +197,6 @@ impl Stage for SinkStage {
     }
 
     // The trait's shape: handling (awaited in order) yields the completion (awaited later).
-    #[allow(clippy::async_yields_async)]
     fn handle(&mut self, record: InRecord) -> BoxFuture<'_, Completion> {
         Box::pin(async move {
             let item = match self.decode(&record).await {
