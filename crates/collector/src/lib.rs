@@ -326,6 +326,10 @@ impl Collector {
                 tracing::error!(%error, "ingest server failed");
             }
         });
+        self.services
+            .health
+            .ready_flag("collector: ingest endpoint listening")
+            .set(true);
         tracing::info!(%addr, "HTTP ingest listening on /v1/mentions");
         Ok(addr)
     }

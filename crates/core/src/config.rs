@@ -71,9 +71,12 @@ pub struct KafkaConfig {
     /// URL of a Confluent-compatible Schema Registry; when set, records use the Confluent wire
     /// format, otherwise Avro single-object encoding.
     pub schema_registry_url: Option<String>,
-    /// Extra librdkafka properties (`security.protocol`, `sasl.mechanism`, ...). Secrets belong
-    /// in `EARSHOT_KAFKA__PROPERTIES__SASL_PASSWORD`-style variables, not in files.
+    /// Extra librdkafka properties (`security.protocol`, `sasl.mechanism`, `client.rack`, ...).
+    /// Not for secrets: put those in `secret_properties_env`.
     pub properties: BTreeMap<String, String>,
+    /// librdkafka properties read from environment variables at start, property name to
+    /// variable name, e.g. `sasl.password: KAFKA_SASL_PASSWORD`.
+    pub secret_properties_env: BTreeMap<String, String>,
 }
 
 impl Default for KafkaConfig {
@@ -93,6 +96,7 @@ impl Default for KafkaConfig {
             max_message_bytes: 1_048_576,
             schema_registry_url: None,
             properties: BTreeMap::new(),
+            secret_properties_env: BTreeMap::new(),
         }
     }
 }
@@ -502,6 +506,20 @@ impl Config {
     fn validate(&self, errors: &mut ConfigErrors) {
         if self.kafka.bootstrap_servers.trim().is_empty() {
             errors.push("kafka.bootstrap_servers", "must name at least one broker");
+        }
+        for (property, variable) in &self.kafka.secret_properties_env {
+            if self.kafka.properties.contains_key(property) {
+                errors.push(
+                    format!("kafka.secret_properties_env.{property}"),
+                    "also set in kafka.properties; set it in one place",
+                );
+            }
+            if variable.trim().is_empty() {
+                errors.push(
+                    format!("kafka.secret_properties_env.{property}"),
+                    "must name an environment variable",
+                );
+            }
         }
         if self.kafka.topic_partitions < 1 {
             errors.push("kafka.topic_partitions", "must be at least 1");

@@ -22,7 +22,7 @@ use crate::bus::{Ack, BusError, InRecord, OutRecord, Publisher, Subscription};
 use crate::config::KafkaConfig;
 use crate::telemetry::{Metrics, ReadyFlag};
 
-fn base_config(config: &KafkaConfig) -> ClientConfig {
+fn base_config(config: &KafkaConfig) -> Result<ClientConfig, BusError> {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.bootstrap_servers);
     client.set(
@@ -32,7 +32,16 @@ fn base_config(config: &KafkaConfig) -> ClientConfig {
     for (key, value) in &config.properties {
         client.set(key, value);
     }
-    client
+    for (key, variable) in &config.secret_properties_env {
+        // The value is a secret: errors name the variable, never the value.
+        let value = std::env::var(variable).map_err(|_| {
+            BusError::Consume(format!(
+                "kafka.secret_properties_env.{key}: environment variable {variable} is not set"
+            ))
+        })?;
+        client.set(key, value);
+    }
+    Ok(client)
 }
 
 /// A producer with the delivery settings every stage uses: idempotent, acks=all, ordered.
@@ -42,7 +51,7 @@ pub struct KafkaPublisher {
 
 impl KafkaPublisher {
     pub fn new(config: &KafkaConfig, client_id: &str) -> Result<Self, BusError> {
-        let producer = base_config(config)
+        let producer = base_config(config)?
             .set("client.id", client_id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -231,7 +240,7 @@ impl KafkaSubscription {
             joined,
             broker_reachable,
         };
-        let consumer: StreamConsumer<EarshotContext> = base_config(config)
+        let consumer: StreamConsumer<EarshotContext> = base_config(config)?
             .set("group.id", group)
             .set("client.id", group)
             .set("enable.auto.commit", "true")
@@ -312,9 +321,10 @@ impl Subscription for KafkaSubscription {
 /// Creates the topics that do not exist yet (development and tests; production provisions
 /// them with their retention and replication).
 pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str]) -> Result<(), BusError> {
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = base_config(config)
-        .create()
-        .map_err(|e| BusError::Consume(format!("creating the admin client failed: {e}")))?;
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        base_config(config)?
+            .create()
+            .map_err(|e| BusError::Consume(format!("creating the admin client failed: {e}")))?;
     let max_bytes = (config.max_message_bytes + 64 * 1024).to_string();
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()

@@ -225,7 +225,14 @@ async fn settle<Sub: Subscription>(
                 .dead_lettered
                 .with_label_values(&[stage_name, error_type])
                 .inc();
-            tracing::warn!(stage = stage_name, %topic, partition, offset, error_type, %reason, "dead-lettering record");
+            let trace_id = original
+                .as_ref()
+                .and_then(|r| r.header(headers::TRACEPARENT))
+                .and_then(|t| std::str::from_utf8(t).ok())
+                .and_then(crate::telemetry::trace_context::trace_id)
+                .unwrap_or_default()
+                .to_owned();
+            tracing::warn!(stage = stage_name, %topic, partition, offset, error_type, %reason, trace_id, "dead-lettering record");
             let dead_letter = dead_letter_record(
                 &options.deadletter_topic,
                 original.as_ref(),

@@ -62,6 +62,7 @@ impl WatchlistMatcher {
         }
         found
             .into_iter()
+            .map(|(index, (spans, terms))| (index, (outermost(spans), terms)))
             .map(|(index, (spans, terms))| WatchlistMatch {
                 watchlist: self.names[index].clone(),
                 relevance: 1.0 - 0.5f64.powi(spans.len().min(30) as i32),
@@ -76,14 +77,24 @@ impl WatchlistMatcher {
     }
 }
 
+/// Drops spans inside another span of the same watchlist, so that `#lumora` counts once even
+/// when both `#lumora` and `Lumora` are terms.
+fn outermost(mut spans: Vec<Span>) -> Vec<Span> {
+    spans.sort_by_key(|s| (s.start, std::cmp::Reverse(s.end)));
+    let mut kept: Vec<Span> = Vec::with_capacity(spans.len());
+    for span in spans {
+        if kept.last().is_none_or(|last| span.end > last.end) {
+            kept.push(span);
+        }
+    }
+    kept
+}
+
 fn on_word_boundaries(text: &str, start: usize, end: usize) -> bool {
     let before = text[..start].chars().next_back();
     let after = text[end..].chars().next();
     let is_word = |c: char| c.is_alphanumeric() || c == '_';
-    // A term starting with # or @ already carries its own boundary on the left.
-    let left_ok = before.is_none_or(|c| !is_word(c)) || text[start..].starts_with(['#', '@']);
-    let right_ok = after.is_none_or(|c| !is_word(c));
-    left_ok && right_ok
+    before.is_none_or(|c| !is_word(c)) && after.is_none_or(|c| !is_word(c))
 }
 
 #[cfg(test)]
@@ -124,7 +135,10 @@ mod tests {
             "@Lumora where is my order via parcelly?",
             &[("lumora", 1), ("parcelly", 1)],
         );
-        check("love #lumora", &[("lumora", 2)]);
+        check("love #lumora", &[("lumora", 1)]);
+        // "#lumora" needs a boundary before "#"; the plain term still matches after it.
+        check("love#lumora", &[("lumora", 1)]);
+        check("#lumora #Lumora lumora", &[("lumora", 3)]);
         check("nothing here", &[]);
         check("", &[]);
     }

@@ -176,11 +176,11 @@ impl SinkStage {
         let item = if topic == self.enriched_topic {
             let enriched = self.codecs.enriched.decode(payload).await;
             rows::mention_item(
-                enriched.map_err(|e| StageError::permanent("decode", e.to_string()))?,
+                enriched.map_err(|e| StageError::permanent(e.kind(), e.to_string()))?,
             )
         } else if topic == self.alerts_topic {
             let alert = self.codecs.alert.decode(payload).await;
-            rows::alert_item(alert.map_err(|e| StageError::permanent("decode", e.to_string()))?)
+            rows::alert_item(alert.map_err(|e| StageError::permanent(e.kind(), e.to_string()))?)
         } else {
             return Err(StageError::permanent(
                 "decode",
