@@ -1,0 +1,224 @@
+//! The `earshot` binary as an operator runs it: `check-config` reports every problem of a file
+//! with its key path and exits 64, or prints the effective configuration; a service given an
+//! invalid configuration exits 64 before starting anything.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A file with one problem of each kind, each in its own section so that none hides another.
+const BAD_CONFIG: &str = r#"
+kafka:
+  bootstrap_servers: "127.0.0.1:9092"
+  colour: blue
+topics:
+  raw: "bad topic!"
+telemetry:
+  stall_timeout_ms: "soon"
+enricher:
+  watchlists:
+    - name: acme
+      terms: ["Acme"]
+router:
+  receivers:
+    - name: console
+      console: true
+  routes:
+    - name: acme-reach
+      watchlist: nope
+      score: reach
+      threshold: 1000
+      receiver: console
+"#;
+
+const VALID_CONFIG: &str = r##"
+kafka:
+  bootstrap_servers: "broker-1:9092,broker-2:9092"
+  max_in_flight: 500
+enricher:
+  watchlists:
+    - name: acme
+      terms: ["Acme", "#acme"]
+router:
+  receivers:
+    - name: console
+      console: true
+  routes:
+    - name: acme-reach
+      watchlist: acme
+      score: reach
+      threshold: 1000
+      receiver: console
+"##;
+
+#[test]
+fn check_config_lists_every_problem_with_its_key_path_and_exits_64() {
+    let file = temp_file("bad.yaml", BAD_CONFIG);
+    let output = earshot(&["check-config", path_str(&file.path)], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+
+    assert_eq!(output.status.code(), Some(64), "stderr:\n{stderr}");
+    assert!(
+        output.stdout.is_empty(),
+        "no effective config is printed for an invalid file: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let expected = [
+        "kafka.colour: unknown key",
+        "topics.raw: \"bad topic!\" is not a valid Kafka topic name",
+        "telemetry.stall_timeout_ms: invalid type",
+        "router.routes[0].watchlist: no watchlist named \"nope\"",
+    ];
+    let problems: Vec<&str> = stderr
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("- "))
+        .collect();
+    for want in expected {
+        assert!(
+            problems.iter().any(|p| p.starts_with(want)),
+            "missing {want:?} in stderr:\n{stderr}"
+        );
+    }
+    assert_eq!(problems.len(), expected.len(), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("invalid configuration (4 problems)"),
+        "stderr:\n{stderr}"
+    );
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration_of_a_valid_file() {
+    let file = temp_file("valid.yaml", VALID_CONFIG);
+    // Environment variables are the top layer, over the file and the defaults.
+    let output = earshot(
+        &["check-config", path_str(&file.path)],
+        &[("EARSHOT_KAFKA__GROUP_PREFIX", "from-env")],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "stderr:\n{stderr}");
+
+    let effective: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    });
+    // From the file.
+    assert_eq!(
+        effective["kafka"]["bootstrap_servers"],
+        "broker-1:9092,broker-2:9092"
+    );
+    assert_eq!(effective["kafka"]["max_in_flight"], 500);
+    assert_eq!(effective["enricher"]["watchlists"][0]["name"], "acme");
+    assert_eq!(effective["router"]["routes"][0]["score"], "reach");
+    // From the environment.
+    assert_eq!(effective["kafka"]["group_prefix"], "from-env");
+    // From the defaults.
+    assert_eq!(effective["topics"]["raw"], "earshot.mentions.raw");
+    assert_eq!(effective["router"]["delivery"]["max_attempts"], 6);
+}
+
+#[test]
+fn check_config_of_a_missing_file_exits_64() {
+    let missing = std::env::temp_dir().join(format!(
+        "earshot-cli-{}-does-not-exist.yaml",
+        std::process::id()
+    ));
+    let output = earshot(&["check-config", path_str(&missing)], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("invalid configuration"),
+        "stderr:\n{stderr}"
+    );
+}
+
+#[test]
+fn a_service_with_an_invalid_config_exits_64_without_starting() {
+    let file = temp_file("enricher-bad.yaml", BAD_CONFIG);
+    let mut child = base_command(&[])
+        .args(["enricher", "--config", path_str(&file.path)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the earshot binary runs");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            child.kill().unwrap();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "`earshot enricher` with an invalid config was still running after 10 s; stderr:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(status.code(), Some(64), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("kafka.colour: unknown key")
+            && stderr.contains("router.routes[0].watchlist"),
+        "the service prints the same problems as check-config; stderr:\n{stderr}"
+    );
+}
+
+/// Runs the binary to completion with `env` added to a clean `EARSHOT_` environment.
+fn earshot(args: &[&str], env: &[(&str, &str)]) -> Output {
+    base_command(env)
+        .args(args)
+        .output()
+        .expect("the earshot binary runs")
+}
+
+fn base_command(env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_earshot"));
+    // Whatever the developer's shell exports must not leak into the configuration under test.
+    for (name, _) in std::env::vars() {
+        if name.starts_with("EARSHOT_") {
+            command.env_remove(name);
+        }
+    }
+    command.envs(env.iter().copied());
+    command.stdin(Stdio::null());
+    command
+}
+
+/// A config file of its own under the temporary directory, removed on drop.
+struct TempConfig {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn temp_file(name: &str, contents: &str) -> TempConfig {
+    let dir = std::env::temp_dir().join(format!(
+        "earshot-cli-{}-{}",
+        std::process::id(),
+        uuid_like()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    TempConfig { dir, path }
+}
+
+fn uuid_like() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn path_str(path: &std::path::Path) -> &str {
+    path.to_str().expect("temporary paths are UTF-8")
+}

@@ -1,0 +1,470 @@
+//! Webhook delivery against a fake customer endpoint that speaks real HTTP (axum on loopback):
+//! retries with a stable idempotency key, `Retry-After`, giving up after `max_attempts`, no
+//! retry on client errors, and the refusal of private targets. Then the whole router stage on
+//! the in-memory bus: a delivery that always fails is published as a failed alert *and*
+//! dead-lettered, and its input offset is still stored.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes as BodyBytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use earshot_core::bus::{headers, OutRecord};
+use earshot_core::config::{
+    DeliveryConfig, ReceiverConfig, RouteConfig, RouterConfig, ScoreName, WebhookConfig,
+};
+use earshot_core::memory::MemoryBus;
+use earshot_core::model::{
+    alert_id, delivery_id, mention_id, now_micros, Alert, Author, DeliveryStatus, Engagement,
+    EnrichedMention, Mention, Sentiment, Source, WatchlistMatch,
+};
+use earshot_core::telemetry::Metrics;
+use earshot_core::{Config, Services};
+use earshot_router::Deliverer;
+use tokio_util::sync::CancellationToken;
+
+const RECEIVER: &str = "customer-hook";
+const ROUTE: &str = "acme-reach";
+
+#[tokio::test]
+async fn server_errors_are_retried_with_the_same_idempotency_key_until_delivered() {
+    let endpoint = FakeEndpoint::start(vec![reply(500), reply(500)], reply(200)).await;
+    let deliverer = deliverer(&endpoint.url(), true, 5);
+    let (alert, enriched) = sample_alert();
+
+    let delivery = deliverer
+        .deliver(&alert, &enriched, RECEIVER)
+        .await
+        .expect("a delivery record");
+
+    assert_eq!(delivery.status, DeliveryStatus::Delivered, "{delivery:?}");
+    assert_eq!(delivery.attempts, 3);
+    assert_eq!(delivery.last_error, None);
+    assert!(delivery.delivered_at.is_some());
+    assert_eq!(delivery.id, delivery_id(alert.id, RECEIVER));
+    assert_eq!(delivery.channel, "webhook");
+    assert_eq!(delivery.receiver, RECEIVER);
+
+    let requests = endpoint.requests();
+    assert_eq!(requests.len(), 3, "{requests:#?}");
+    let expected_key = delivery.id.to_string();
+    for request in &requests {
+        assert_eq!(
+            request.idempotency_key.as_deref(),
+            Some(expected_key.as_str()),
+            "every attempt carries the delivery id as its idempotency key"
+        );
+        assert_eq!(request.body["alert"]["id"], alert.id.to_string());
+        assert_eq!(request.body["delivery_id"], expected_key);
+    }
+}
+
+#[tokio::test]
+async fn too_many_requests_waits_for_retry_after() {
+    let endpoint = FakeEndpoint::start(
+        vec![Reply {
+            status: 429,
+            retry_after: Some("1"),
+        }],
+        reply(200),
+    )
+    .await;
+    // The backoff alone would retry after ~10 ms; only Retry-After can explain a 1 s wait.
+    let deliverer = deliverer(&endpoint.url(), true, 3);
+    let (alert, enriched) = sample_alert();
+
+    let delivery = deliverer
+        .deliver(&alert, &enriched, RECEIVER)
+        .await
+        .unwrap();
+
+    assert_eq!(delivery.status, DeliveryStatus::Delivered, "{delivery:?}");
+    assert_eq!(delivery.attempts, 2);
+    let requests = endpoint.requests();
+    assert_eq!(requests.len(), 2, "{requests:#?}");
+    let gap = requests[1].at - requests[0].at;
+    assert!(
+        gap >= Duration::from_millis(900),
+        "the retry came {gap:?} after a 429 with Retry-After: 1"
+    );
+}
+
+#[tokio::test]
+async fn a_receiver_that_keeps_failing_gets_max_attempts_then_the_delivery_fails() {
+    let endpoint = FakeEndpoint::start(vec![], reply(500)).await;
+    let deliverer = deliverer(&endpoint.url(), true, 3);
+    let (alert, enriched) = sample_alert();
+
+    let delivery = deliverer
+        .deliver(&alert, &enriched, RECEIVER)
+        .await
+        .unwrap();
+
+    assert_eq!(delivery.status, DeliveryStatus::Failed, "{delivery:?}");
+    assert_eq!(delivery.attempts, 3);
+    assert_eq!(delivery.delivered_at, None);
+    let last_error = delivery.last_error.as_deref().unwrap_or_default();
+    assert!(
+        last_error.contains("HTTP 500"),
+        "last_error should name the status: {last_error:?}"
+    );
+    assert_eq!(endpoint.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn client_errors_are_not_retried() {
+    let endpoint = FakeEndpoint::start(vec![], reply(400)).await;
+    let deliverer = deliverer(&endpoint.url(), true, 5);
+    let (alert, enriched) = sample_alert();
+
+    let delivery = deliverer
+        .deliver(&alert, &enriched, RECEIVER)
+        .await
+        .unwrap();
+
+    assert_eq!(delivery.status, DeliveryStatus::Failed, "{delivery:?}");
+    assert_eq!(delivery.attempts, 1);
+    let last_error = delivery.last_error.as_deref().unwrap_or_default();
+    assert!(last_error.contains("HTTP 400"), "{last_error:?}");
+    assert_eq!(endpoint.requests().len(), 1, "a 400 must not be retried");
+}
+
+#[tokio::test]
+async fn private_targets_are_refused_without_a_request() {
+    let endpoint = FakeEndpoint::start(vec![], reply(200)).await;
+    let deliverer = deliverer(&endpoint.url(), false, 5);
+    let (alert, enriched) = sample_alert();
+
+    let delivery = deliverer
+        .deliver(&alert, &enriched, RECEIVER)
+        .await
+        .unwrap();
+
+    assert_eq!(delivery.status, DeliveryStatus::Failed, "{delivery:?}");
+    assert_eq!(delivery.attempts, 1, "a refused target is not retried");
+    let last_error = delivery.last_error.as_deref().unwrap_or_default();
+    assert!(
+        last_error.contains("not a public address"),
+        "{last_error:?}"
+    );
+    assert!(
+        endpoint.requests().is_empty(),
+        "no request may reach a private address without allow_private"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_stage_publishes_and_dead_letters_an_undeliverable_alert_and_moves_on() {
+    let endpoint = FakeEndpoint::start(vec![], reply(500)).await;
+    let config = Config {
+        router: router_config(&endpoint.url(), true, 2),
+        ..Config::default()
+    };
+    let bus = MemoryBus::new();
+    let services = Services::memory(config.clone(), bus.clone())
+        .await
+        .expect("in-memory services");
+
+    let shutdown = CancellationToken::new();
+    let router = tokio::spawn(earshot_router::run_with(services.clone(), shutdown.clone()));
+
+    let (_, enriched) = sample_alert();
+    let payload = services.codecs.enriched.encode(&enriched).unwrap();
+    bus.publisher()
+        .publish(OutRecord {
+            topic: Arc::from(config.topics.enriched.as_str()),
+            key: Some(Bytes::from_static(b"acme")),
+            payload: Bytes::from(payload),
+            headers: vec![],
+        })
+        .await
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    loop {
+        let done = bus.records(&config.topics.alerts).len() == 1
+            && bus.records(&config.topics.deadletter).len() == 1
+            && bus.is_idle();
+        if done {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "timed out: alerts {:?}, dead letters {:?}, idle {}",
+            bus.records(&config.topics.alerts).len(),
+            bus.records(&config.topics.deadletter).len(),
+            bus.is_idle()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Nothing more arrives: exactly one alert and one dead letter for the one input.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(bus.records(&config.topics.alerts).len(), 1);
+    assert_eq!(bus.records(&config.topics.deadletter).len(), 1);
+    assert_eq!(
+        endpoint.requests().len(),
+        2,
+        "max_attempts 2 means two requests"
+    );
+
+    let published = &bus.records(&config.topics.alerts)[0];
+    let alert = services
+        .codecs
+        .alert
+        .decode(&published.payload)
+        .await
+        .unwrap();
+    assert_eq!(alert.id, alert_id(enriched.mention.id, ROUTE));
+    assert_eq!(alert.deliveries.len(), 1);
+    let delivery = &alert.deliveries[0];
+    assert_eq!(delivery.status, DeliveryStatus::Failed);
+    assert_eq!(delivery.attempts, 2);
+    assert!(
+        delivery
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("HTTP 500")),
+        "{delivery:?}"
+    );
+
+    let dead_letter = &bus.records(&config.topics.deadletter)[0];
+    let header = |name: &str| {
+        dead_letter
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(header(headers::DLQ_STAGE).as_deref(), Some("router"));
+    assert_eq!(header(headers::DLQ_ERROR_TYPE).as_deref(), Some("delivery"));
+    assert_eq!(
+        header(headers::DLQ_SOURCE_TOPIC).as_deref(),
+        Some(config.topics.enriched.as_str())
+    );
+    assert_eq!(header(headers::DLQ_SOURCE_PARTITION).as_deref(), Some("0"));
+    assert_eq!(header(headers::DLQ_SOURCE_OFFSET).as_deref(), Some("0"));
+    let reason = header(headers::DLQ_ERROR).unwrap_or_default();
+    assert!(
+        reason.contains(RECEIVER) && reason.contains("HTTP 500"),
+        "{reason:?}"
+    );
+    // The dead letter carries the failed alert itself, decodable with the alert codec.
+    let dead_alert = services
+        .codecs
+        .alert
+        .decode(&dead_letter.payload)
+        .await
+        .unwrap();
+    assert_eq!(dead_alert, alert);
+
+    assert_eq!(
+        services
+            .metrics
+            .dead_lettered
+            .with_label_values(&["router", "delivery"])
+            .get(),
+        1
+    );
+    assert_eq!(
+        services
+            .metrics
+            .deliveries
+            .with_label_values(&[RECEIVER, "failed"])
+            .get(),
+        1
+    );
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), router)
+        .await
+        .expect("the router stops after shutdown")
+        .unwrap()
+        .expect("a graceful stop");
+}
+
+/// One scripted answer of the fake endpoint.
+#[derive(Debug, Clone, Copy)]
+struct Reply {
+    status: u16,
+    retry_after: Option<&'static str>,
+}
+
+fn reply(status: u16) -> Reply {
+    Reply {
+        status,
+        retry_after: None,
+    }
+}
+
+/// What the fake endpoint saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    at: Instant,
+    idempotency_key: Option<String>,
+    body: serde_json::Value,
+}
+
+struct Script {
+    replies: VecDeque<Reply>,
+    then: Reply,
+    seen: Vec<Seen>,
+}
+
+/// A customer's webhook endpoint on loopback answering with `replies` in order, then `then`.
+struct FakeEndpoint {
+    addr: SocketAddr,
+    script: Arc<Mutex<Script>>,
+}
+
+impl FakeEndpoint {
+    async fn start(replies: Vec<Reply>, then: Reply) -> Self {
+        let script = Arc::new(Mutex::new(Script {
+            replies: replies.into(),
+            then,
+            seen: Vec::new(),
+        }));
+        let app = Router::new()
+            .route("/hook", post(answer))
+            .with_state(script.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeEndpoint { addr, script }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn requests(&self) -> Vec<Seen> {
+        self.script.lock().unwrap().seen.clone()
+    }
+}
+
+async fn answer(
+    State(script): State<Arc<Mutex<Script>>>,
+    request_headers: HeaderMap,
+    body: BodyBytes,
+) -> Response {
+    let mut script = script.lock().unwrap();
+    script.seen.push(Seen {
+        at: Instant::now(),
+        idempotency_key: request_headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    });
+    let next = script.replies.pop_front().unwrap_or(script.then);
+    let status = StatusCode::from_u16(next.status).unwrap();
+    match next.retry_after {
+        Some(seconds) => (status, [("retry-after", seconds)], "").into_response(),
+        None => (status, "").into_response(),
+    }
+}
+
+fn router_config(url: &str, allow_private: bool, max_attempts: u32) -> RouterConfig {
+    RouterConfig {
+        routes: vec![RouteConfig {
+            name: ROUTE.into(),
+            watchlist: "acme".into(),
+            score: ScoreName::Reach,
+            threshold: 1000.0,
+            receiver: RECEIVER.into(),
+        }],
+        receivers: vec![ReceiverConfig {
+            name: RECEIVER.into(),
+            webhook: Some(WebhookConfig {
+                url: Some(url.to_owned()),
+                url_env: None,
+                allow_private,
+            }),
+            console: false,
+        }],
+        delivery: DeliveryConfig {
+            max_attempts,
+            initial_backoff_ms: 10,
+            max_backoff_ms: 50,
+            request_timeout_ms: 5_000,
+            concurrency: 4,
+        },
+    }
+}
+
+fn deliverer(url: &str, allow_private: bool, max_attempts: u32) -> Deliverer {
+    Deliverer::new(
+        &router_config(url, allow_private, max_attempts),
+        Metrics::default(),
+        CancellationToken::new(),
+    )
+    .expect("a deliverer")
+}
+
+/// An enriched mention of the `acme` watchlist with reach 50,000, and the alert it raises.
+fn sample_alert() -> (Alert, EnrichedMention) {
+    let mention = Mention {
+        id: mention_id("x", "delivery-1"),
+        native_id: "delivery-1".into(),
+        source: Source {
+            kind: "x".into(),
+            instance: "test".into(),
+        },
+        url: Some("https://x.example/status/delivery-1".into()),
+        author: Author {
+            handle: "@influencer".into(),
+            name: None,
+            followers: Some(50_000),
+            verified: false,
+        },
+        text: "my Acme order arrived crushed".into(),
+        lang_hint: Some("en".into()),
+        created_at: now_micros() - 2_000_000,
+        collected_at: now_micros() - 1_000_000,
+        engagement: Engagement::default(),
+        parent_id: None,
+        conversation_id: None,
+        has_media: false,
+    };
+    let enriched = EnrichedMention {
+        mention: mention.clone(),
+        watchlist: "acme".into(),
+        matches: vec![WatchlistMatch {
+            watchlist: "acme".into(),
+            relevance: 0.5,
+            clause: "Acme".into(),
+            spans: vec![],
+        }],
+        sentiment: Sentiment::default(),
+        language: None,
+        language_confidence: 0.0,
+        spam_score: 0.0,
+        intent: "unknown".into(),
+        reach: 50_000,
+        urgency: 0.0,
+        enriched_at: now_micros(),
+    };
+    let alert = Alert {
+        id: alert_id(mention.id, ROUTE),
+        created_at: now_micros(),
+        route: ROUTE.into(),
+        watchlist: "acme".into(),
+        mention_id: mention.id,
+        mention_url: mention.url.clone(),
+        mention_text: mention.text.clone(),
+        author_handle: mention.author.handle.clone(),
+        score_name: "reach".into(),
+        score: 50_000.0,
+        threshold: 1000.0,
+        mention_collected_at: mention.collected_at,
+        deliveries: Vec::new(),
+    };
+    (alert, enriched)
+}

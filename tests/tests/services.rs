@@ -1,0 +1,521 @@
+//! One service at a time, in-process through `run_with`, against real Kafka (started by
+//! `scripts/test`), with unique topic names and consumer groups per test: a restart in the
+//! middle of a stream loses nothing, poison records are dead-lettered without stopping the
+//! stage, and the telemetry endpoints report readiness once the group is joined.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use earshot_core::bus::{headers, InRecord, OutRecord, Subscription};
+use earshot_core::config::WatchlistConfig;
+use earshot_core::kafka::KafkaSubscription;
+use earshot_core::model::{mention_id, now_micros, Author, Engagement, Mention, Source};
+use earshot_core::telemetry::{Health, Metrics};
+use earshot_core::{Config, Services};
+use earshot_tests::*;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_enricher_restarted_mid_stream_loses_nothing() {
+    const COUNT: usize = 2_000;
+    let run = unique("restart");
+    let mut config = kafka_config(&run);
+    // Few records in flight, so that most of what the first instance has not finished at
+    // cancel is still unread and must come from the committed position after the restart.
+    config.kafka.max_in_flight = 16;
+    let producer_services = Services::kafka(config.clone()).await.unwrap();
+    let payloads: Vec<Bytes> = (0..COUNT)
+        .map(|i| {
+            Bytes::from(
+                producer_services
+                    .codecs
+                    .mention
+                    .encode(&mention(&run, i))
+                    .unwrap(),
+            )
+        })
+        .collect();
+    publish(&producer_services, &config.topics.raw, payloads).await;
+
+    // First instance: stopped while the stream is being processed.
+    let first_services = Services::kafka(config.clone()).await.unwrap();
+    let first_shutdown = CancellationToken::new();
+    let first = tokio::spawn(earshot_enricher::run_with(
+        first_services.clone(),
+        first_shutdown.clone(),
+    ));
+    let sent = || {
+        first_services
+            .metrics
+            .sent
+            .with_label_values(&["enricher"])
+            .get()
+    };
+    let started = Instant::now();
+    while sent() < (COUNT / 2) as u64 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the first enricher produced only {} records in 60 s",
+            sent()
+        );
+        assert!(!first.is_finished(), "the first enricher stopped by itself");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let sent_at_cancel = sent();
+    first_shutdown.cancel();
+    let first_result = tokio::time::timeout(Duration::from_secs(30), first)
+        .await
+        .expect("the first enricher drains and stops within 30 s")
+        .unwrap();
+    assert!(
+        first_result.is_ok(),
+        "the first enricher did not stop gracefully: {first_result:?}"
+    );
+    let sent_by_first = sent();
+    let received_by_first = first_services
+        .metrics
+        .received
+        .with_label_values(&["enricher"])
+        .get();
+    assert!(
+        sent_by_first < COUNT as u64,
+        "the first instance finished all {COUNT} records before it was stopped: the restart \
+         would prove nothing"
+    );
+
+    // Second instance, same group: it continues from what the first committed.
+    let second_services = Services::kafka(config.clone()).await.unwrap();
+    let second_shutdown = CancellationToken::new();
+    let second = tokio::spawn(earshot_enricher::run_with(
+        second_services.clone(),
+        second_shutdown.clone(),
+    ));
+
+    let expected: HashSet<uuid::Uuid> = (0..COUNT)
+        .map(|i| mention_id("x", &format!("{run}-{i}")))
+        .collect();
+    let mut reader = reader(&config, &format!("{run}-check"), &config.topics.enriched);
+    let mut seen: HashSet<uuid::Uuid> = HashSet::new();
+    let mut copies = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !expected.is_subset(&seen) && Instant::now() < deadline {
+        let Some(record) = next_record(&mut reader, Duration::from_secs(1)).await else {
+            continue;
+        };
+        let enriched = producer_services
+            .codecs
+            .enriched
+            .decode(record.payload.as_deref().unwrap_or_default())
+            .await
+            .expect("the enricher writes decodable records");
+        assert_eq!(enriched.watchlist, "acme");
+        assert_eq!(record.key.as_deref(), Some(&b"acme"[..]));
+        copies += 1;
+        seen.insert(enriched.mention.id);
+    }
+    let missing = expected.difference(&seen).count();
+    assert_eq!(
+        missing, 0,
+        "{missing} of {COUNT} mentions never reached the enriched topic (first instance had \
+         {sent_at_cancel} acknowledged at cancel, {sent_by_first} after draining)"
+    );
+    assert_eq!(
+        seen.len(),
+        COUNT,
+        "records that are not this test's mentions appeared"
+    );
+    let received_by_second = second_services
+        .metrics
+        .received
+        .with_label_values(&["enricher"])
+        .get();
+    println!(
+        "restart: first instance {sent_at_cancel} at cancel, {sent_by_first} after drain \
+         ({received_by_first} read); second read {received_by_second}; {copies} enriched \
+         records for {COUNT} mentions ({} duplicates)",
+        copies - COUNT
+    );
+    // A graceful stop drains and commits what it read, so the second instance starts exactly
+    // there: nothing is read twice.
+    assert_eq!(
+        received_by_first + received_by_second,
+        COUNT as u64,
+        "the second instance did not resume from the first one's committed offsets"
+    );
+
+    second_shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .expect("the second enricher stops within 30 s")
+        .unwrap()
+        .expect("the second enricher stops gracefully");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_records_are_dead_lettered_and_do_not_stop_the_stage() {
+    const GOOD: usize = 200;
+    let run = unique("poison");
+    let config = kafka_config(&run);
+    let services = Services::kafka(config.clone()).await.unwrap();
+
+    // Each bad payload with the error type the codec gives it (`CodecError::kind`).
+    let bad: Vec<(Bytes, &str)> = vec![
+        (Bytes::new(), "truncated"),
+        (Bytes::from_static(&[0xC3, 0x01]), "truncated"),
+        (Bytes::from_static(b"{json}"), "bad_magic"),
+        (
+            Bytes::from_static(&[0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 0]),
+            "unknown_schema",
+        ),
+        (
+            Bytes::from_static(&[0x00, 0, 0, 0, 7, 2, 4, 6]),
+            "unknown_schema",
+        ),
+        (Bytes::new(), "truncated"),
+        (Bytes::from_static(&[0xC3, 0x01, 0x42]), "truncated"),
+        (Bytes::from_static(b"not avro at all"), "bad_magic"),
+        (
+            Bytes::from_static(&[0xC3, 0x01, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0]),
+            "unknown_schema",
+        ),
+        (
+            Bytes::from_static(&[0x00, 0, 0, 1, 0, 0x10]),
+            "unknown_schema",
+        ),
+    ];
+    let expected_kind: HashMap<Bytes, &str> = bad.iter().cloned().collect();
+    let mut payloads = Vec::with_capacity(GOOD + bad.len());
+    let mut bad_iter = bad.iter();
+    for i in 0..GOOD {
+        payloads.push(Bytes::from(
+            services.codecs.mention.encode(&mention(&run, i)).unwrap(),
+        ));
+        if i % 20 == 7 {
+            payloads.push(bad_iter.next().unwrap().0.clone());
+        }
+    }
+    assert_eq!(payloads.len(), GOOD + bad.len());
+    publish(&services, &config.topics.raw, payloads).await;
+
+    let shutdown = CancellationToken::new();
+    let enricher = tokio::spawn(earshot_enricher::run_with(
+        Services::kafka(config.clone()).await.unwrap(),
+        shutdown.clone(),
+    ));
+
+    // Every good mention reaches the enriched topic.
+    let expected: HashSet<uuid::Uuid> = (0..GOOD)
+        .map(|i| mention_id("x", &format!("{run}-{i}")))
+        .collect();
+    let mut enriched_reader = reader(&config, &format!("{run}-enriched"), &config.topics.enriched);
+    let mut seen = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !expected.is_subset(&seen) && Instant::now() < deadline {
+        if let Some(record) = next_record(&mut enriched_reader, Duration::from_secs(1)).await {
+            let enriched = services
+                .codecs
+                .enriched
+                .decode(record.payload.as_deref().unwrap_or_default())
+                .await
+                .unwrap();
+            seen.insert(enriched.mention.id);
+        }
+    }
+    assert_eq!(
+        expected.difference(&seen).count(),
+        0,
+        "good mentions are missing from the enriched topic"
+    );
+
+    // Exactly ten dead letters, then nothing more.
+    let mut deadletter_reader = reader(&config, &format!("{run}-dlq"), &config.topics.deadletter);
+    let mut dead_letters = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dead_letters.len() < bad.len() && Instant::now() < deadline {
+        if let Some(record) = next_record(&mut deadletter_reader, Duration::from_secs(1)).await {
+            dead_letters.push(record);
+        }
+    }
+    assert_eq!(
+        dead_letters.len(),
+        bad.len(),
+        "dead letters: {dead_letters:#?}"
+    );
+    assert!(
+        next_record(&mut deadletter_reader, Duration::from_secs(3))
+            .await
+            .is_none(),
+        "more dead letters than bad records"
+    );
+
+    // Each dead letter points at its original record and names the codec's error type.
+    let raw = read_all(
+        &config,
+        &format!("{run}-raw"),
+        &config.topics.raw,
+        GOOD + bad.len(),
+    )
+    .await;
+    let mut kinds: HashMap<String, usize> = HashMap::new();
+    let mut sources = HashSet::new();
+    for dead in &dead_letters {
+        let header = |name: &str| {
+            String::from_utf8_lossy(
+                dead.header(name)
+                    .unwrap_or_else(|| panic!("dead letter without {name}: {dead:?}")),
+            )
+            .into_owned()
+        };
+        assert_eq!(header(headers::DLQ_SOURCE_TOPIC), config.topics.raw);
+        assert_eq!(header(headers::DLQ_STAGE), "enricher");
+        let partition: i32 = header(headers::DLQ_SOURCE_PARTITION).parse().unwrap();
+        let offset: i64 = header(headers::DLQ_SOURCE_OFFSET).parse().unwrap();
+        assert!(
+            sources.insert((partition, offset)),
+            "two dead letters for one record"
+        );
+        let payload = Bytes::copy_from_slice(dead.payload.as_deref().unwrap_or_default());
+        assert_eq!(
+            raw.get(&(partition, offset)),
+            Some(&payload),
+            "the dead letter's provenance does not point at its original payload"
+        );
+        let error_type = header(headers::DLQ_ERROR_TYPE);
+        assert_eq!(
+            Some(&error_type.as_str()),
+            expected_kind.get(&payload),
+            "payload {payload:02x?}"
+        );
+        assert!(!header(headers::DLQ_ERROR).is_empty());
+        *kinds.entry(error_type).or_default() += 1;
+    }
+    assert_eq!(
+        kinds,
+        HashMap::from([
+            ("truncated".to_owned(), 4),
+            ("bad_magic".to_owned(), 2),
+            ("unknown_schema".to_owned(), 4),
+        ])
+    );
+
+    assert!(
+        !enricher.is_finished(),
+        "the enricher stopped on poison records"
+    );
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), enricher)
+        .await
+        .expect("the enricher stops within 30 s")
+        .unwrap()
+        .expect("the enricher stops gracefully");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn telemetry_reports_ready_once_partitions_are_assigned() {
+    let run = unique("ready");
+    let config = kafka_config(&run);
+    let services = Services::kafka(config.clone()).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let addr = earshot_core::telemetry::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        services.metrics.clone(),
+        services.health.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let enricher = tokio::spawn(earshot_enricher::run_with(
+        services.clone(),
+        shutdown.clone(),
+    ));
+
+    let client = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let client = client.clone();
+        async move {
+            let response = client
+                .get(format!("http://{addr}{path}"))
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+
+    // The consumer registers its conditions as soon as it is created; joining the group takes
+    // broker round trips, so for a while it is registered and not ready.
+    let started = Instant::now();
+    let waiting = loop {
+        let waiting = services.health.not_ready();
+        if !waiting.is_empty() {
+            break waiting;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the enricher never registered its readiness conditions"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let group = format!("{run}-enricher");
+    assert!(
+        waiting.iter().any(|name| name.contains(&group)),
+        "not ready for {waiting:?}, expected the group join of {group}"
+    );
+    wait_until(Duration::from_secs(30), "/readyz 200", || async {
+        get("/readyz").await.0 == 200
+    })
+    .await;
+    let (status, body) = get("/readyz").await;
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    assert!(
+        services.health.not_ready().is_empty(),
+        "{:?}",
+        services.health.not_ready()
+    );
+    let (status, body) = get("/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+
+    // One record through the stage puts the stage's counters on /metrics.
+    publish(
+        &services,
+        &config.topics.raw,
+        vec![Bytes::from(
+            services.codecs.mention.encode(&mention(&run, 0)).unwrap(),
+        )],
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(30),
+        "the record counted on /metrics",
+        || async {
+            let (status, body) = get("/metrics").await;
+            status == 200
+                && body.contains("earshot_records_received_total{stage=\"enricher\"} 1")
+                && body.contains("earshot_records_sent_total{stage=\"enricher\"} 1")
+        },
+    )
+    .await;
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), enricher)
+        .await
+        .expect("the enricher stops within 30 s")
+        .unwrap()
+        .expect("the enricher stops gracefully");
+}
+
+/// A config on the test Kafka with this run's topics and groups, and one watchlist (`acme`)
+/// that every generated mention matches exactly once.
+fn kafka_config(run: &str) -> Config {
+    init_logs();
+    let mut config = Config::default();
+    config.kafka.bootstrap_servers = kafka_bootstrap();
+    config.kafka.group_prefix = run.to_owned();
+    config.kafka.drain_timeout_ms = 10_000;
+    config.topics.raw = format!("{run}.raw");
+    config.topics.enriched = format!("{run}.enriched");
+    config.topics.alerts = format!("{run}.alerts");
+    config.topics.deadletter = format!("{run}.deadletter");
+    config.telemetry.listen = "127.0.0.1:0".parse().unwrap();
+    config.enricher.watchlists = vec![WatchlistConfig {
+        name: "acme".into(),
+        terms: vec!["Acme".into()],
+    }];
+    config
+}
+
+fn mention(run: &str, i: usize) -> Mention {
+    let native_id = format!("{run}-{i}");
+    Mention {
+        id: mention_id("x", &native_id),
+        url: Some(format!("https://x.example/status/{native_id}")),
+        native_id,
+        source: Source {
+            kind: "x".into(),
+            instance: "services-test".into(),
+        },
+        author: Author {
+            handle: format!("@user{i}"),
+            name: None,
+            followers: Some(120),
+            verified: false,
+        },
+        text: format!("my Acme order #{i} arrived late"),
+        lang_hint: Some("en".into()),
+        created_at: now_micros(),
+        collected_at: now_micros(),
+        engagement: Engagement::default(),
+        parent_id: None,
+        conversation_id: None,
+        has_media: false,
+    }
+}
+
+/// Publishes `payloads` to `topic` and waits for every acknowledgement.
+async fn publish(services: &Services, topic: &str, payloads: Vec<Bytes>) {
+    let publisher = services.publisher("services-test-producer").unwrap();
+    let topic: Arc<str> = Arc::from(topic);
+    let mut acks = Vec::with_capacity(payloads.len());
+    for payload in payloads {
+        acks.push(
+            publisher
+                .publish(OutRecord {
+                    topic: topic.clone(),
+                    key: None,
+                    payload,
+                    headers: vec![],
+                })
+                .await,
+        );
+    }
+    for ack in acks {
+        ack.await.expect("the broker acknowledges");
+    }
+}
+
+/// A consumer in its own group reading `topic` from the beginning.
+fn reader(config: &Config, group: &str, topic: &str) -> KafkaSubscription {
+    let health = Health::new(Duration::from_secs(60));
+    KafkaSubscription::new(
+        &config.kafka,
+        group,
+        &[topic],
+        Metrics::default(),
+        health.ready_flag("joined"),
+        health.ready_flag("broker"),
+    )
+    .expect("a consumer")
+}
+
+/// The next record, or `None` when nothing came within `wait`.
+async fn next_record(reader: &mut KafkaSubscription, wait: Duration) -> Option<InRecord> {
+    match tokio::time::timeout(wait, reader.recv()).await {
+        Ok(Some(Ok(record))) => Some(record),
+        Ok(Some(Err(error))) => panic!("consuming failed: {error}"),
+        Ok(None) | Err(_) => None,
+    }
+}
+
+/// Every record of `topic` by (partition, offset); expects `count` of them.
+async fn read_all(
+    config: &Config,
+    group: &str,
+    topic: &str,
+    count: usize,
+) -> HashMap<(i32, i64), Bytes> {
+    let mut reader = reader(config, group, topic);
+    let mut records = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while records.len() < count && Instant::now() < deadline {
+        if let Some(record) = next_record(&mut reader, Duration::from_secs(1)).await {
+            records.insert(
+                (record.partition, record.offset),
+                record.payload.unwrap_or_default(),
+            );
+        }
+    }
+    assert_eq!(records.len(), count, "records of {topic}");
+    records
+}
