@@ -251,12 +251,14 @@ impl Health {
             .collect()
     }
 
-    /// Names of readiness conditions that do not hold; empty when ready.
+    /// Names of readiness conditions that do not hold; empty when ready. A process whose
+    /// components have not registered any condition yet is still starting.
     pub fn not_ready(&self) -> Vec<String> {
-        self.inner
-            .checks
-            .lock()
-            .expect("poisoned")
+        let checks = self.inner.checks.lock().expect("poisoned");
+        if checks.is_empty() {
+            return vec!["starting".to_owned()];
+        }
+        checks
             .iter()
             .filter(|(_, flag)| !flag.load(Ordering::Relaxed))
             .map(|(name, _)| name.clone())
@@ -372,5 +374,47 @@ pub mod trace_context {
         let mut parts = traceparent.split('-');
         let (_version, trace) = (parts.next()?, parts.next()?);
         (trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit())).then_some(trace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_waits_for_every_registered_condition() {
+        let health = Health::new(Duration::from_secs(30));
+        assert_eq!(health.not_ready(), vec!["starting"]);
+        let joined = health.ready_flag("joined group");
+        let broker = health.ready_flag("broker reachable");
+        assert_eq!(health.not_ready(), vec!["joined group", "broker reachable"]);
+        joined.set(true);
+        broker.set(true);
+        assert!(health.not_ready().is_empty());
+        broker.set(false);
+        assert_eq!(health.not_ready(), vec!["broker reachable"]);
+    }
+
+    #[test]
+    fn a_loop_that_stops_beating_is_reported_as_stalled() {
+        let health = Health::new(Duration::from_millis(20));
+        let beat = health.heartbeat("enricher");
+        assert!(health.stalled().is_empty());
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(health.stalled(), vec!["enricher"]);
+        beat.beat();
+        assert!(health.stalled().is_empty());
+    }
+
+    #[test]
+    fn trace_context_keeps_the_trace_and_renews_the_span() {
+        let parent = trace_context::new_traceparent();
+        let child = trace_context::child(Some(parent.as_bytes()));
+        assert_eq!(
+            trace_context::trace_id(&parent),
+            trace_context::trace_id(&child)
+        );
+        assert_ne!(parent, child);
+        assert!(trace_context::trace_id(&trace_context::child(Some(b"garbage"))).is_some());
     }
 }

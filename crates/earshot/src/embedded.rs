@@ -121,6 +121,10 @@ pub async fn run(
         });
     }
 
+    services
+        .health
+        .ready_flag("embedded: stages running")
+        .set(true);
     let collector = Collector::new(&services)?;
     let mut rejected = 0;
     let mut ingest_addr = None;

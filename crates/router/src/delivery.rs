@@ -40,7 +40,11 @@ impl Channel {
 
 pub struct Deliverer {
     receivers: HashMap<String, Channel>,
-    http: reqwest::Client,
+    /// Resolves host names to public addresses only, at connection time, so that a name
+    /// cannot be re-pointed at a private address between a check and the request.
+    public_http: reqwest::Client,
+    /// For receivers with `allow_private`.
+    any_http: reqwest::Client,
     policy: DeliveryConfig,
     permits: Arc<Semaphore>,
     metrics: Metrics,
@@ -89,18 +93,24 @@ impl Deliverer {
             };
             receivers.insert(receiver.name.clone(), channel);
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.delivery.request_timeout_ms))
-            .user_agent(concat!("earshot/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| RouterError::Receiver {
+        let client = |public_only: bool| {
+            let mut builder = reqwest::Client::builder()
+                .timeout(Duration::from_millis(config.delivery.request_timeout_ms))
+                .user_agent(concat!("earshot/", env!("CARGO_PKG_VERSION")))
+                .redirect(reqwest::redirect::Policy::none());
+            if public_only {
+                builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
+            }
+            builder.build().map_err(|e| RouterError::Receiver {
                 receiver: "*".into(),
                 reason: e.to_string(),
-            })?;
+            })
+        };
+        let (public_http, any_http) = (client(true)?, client(false)?);
         Ok(Deliverer {
             receivers,
-            http,
+            public_http,
+            any_http,
             permits: Arc::new(Semaphore::new(config.delivery.concurrency)),
             policy: config.delivery.clone(),
             metrics,
@@ -187,16 +197,20 @@ impl Deliverer {
         alert: &Alert,
         enriched: &EnrichedMention,
     ) -> Result<(), AttemptError> {
-        if !allow_private {
-            check_public_target(url).await?;
-        }
+        let http = if allow_private {
+            &self.any_http
+        } else {
+            // A literal IP address is not resolved, so it is checked here; names are checked
+            // by the resolver when the connection is made.
+            check_literal_address(url)?;
+            &self.public_http
+        };
         let body = serde_json::json!({
             "delivery_id": delivery.to_string(),
             "alert": alert,
             "mention": enriched,
         });
-        let response = self
-            .http
+        let response = http
             .post(url.clone())
             .header("Idempotency-Key", delivery.to_string())
             .header("X-Earshot-Delivery", delivery.to_string())
@@ -204,10 +218,15 @@ impl Deliverer {
             .json(&body)
             .send()
             .await
-            .map_err(|e| AttemptError {
-                message: format!("POST {url}: {e}"),
-                retry: true,
-                retry_after: None,
+            .map_err(|e| {
+                let message = format!("POST {url}: {}", error_chain(&e));
+                // A refused private address is final; any other failure on the way may pass.
+                let retry = !message.contains(NOT_PUBLIC);
+                AttemptError {
+                    message,
+                    retry,
+                    retry_after: None,
+                }
             })?;
         let status = response.status();
         if status.is_success() {
@@ -217,8 +236,8 @@ impl Deliverer {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|secs| Duration::from_secs(secs.min(300)));
+            .and_then(|v| parse_retry_after(v, chrono::Utc::now()))
+            .map(|wait| wait.min(Duration::from_secs(300)));
         let retry = status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408;
         Err(AttemptError {
             message: format!("POST {url}: HTTP {status}"),
@@ -234,32 +253,64 @@ fn jitter(base: Duration) -> Duration {
     base.mul_f64(0.8 + nanos as f64 / 1000.0)
 }
 
-async fn check_public_target(url: &reqwest::Url) -> Result<(), AttemptError> {
+const NOT_PUBLIC: &str = "not a public address";
+
+/// `Retry-After` as delay-seconds or an HTTP date (RFC 9110, section 10.2.3).
+fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (date.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn check_literal_address(url: &reqwest::Url) -> Result<(), AttemptError> {
     let host = url
         .host_str()
         .unwrap_or_default()
         .trim_start_matches('[')
         .trim_end_matches(']');
-    let port = url.port_or_known_default().unwrap_or(443);
-    let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| AttemptError {
-                message: format!("resolving {host}: {e}"),
-                retry: true,
-                retry_after: None,
-            })?
-            .map(|a| a.ip())
-            .collect(),
-    };
-    match addresses.iter().find(|ip| !is_public(**ip)) {
-        Some(ip) => Err(AttemptError {
-            message: format!("refusing to deliver to {host} ({ip}): not a public address (set allow_private on the receiver to allow it)"),
+    match host.parse::<IpAddr>() {
+        Ok(ip) if !is_public(ip) => Err(AttemptError {
+            message: format!("refusing to deliver to {ip}: {NOT_PUBLIC} (set allow_private on the receiver to allow it)"),
             retry: false,
             retry_after: None,
         }),
-        None => Ok(()),
+        _ => Ok(()),
+    }
+}
+
+/// Resolves with the system resolver and refuses names with any non-public address.
+struct PublicOnlyResolver;
+
+impl reqwest::dns::Resolve for PublicOnlyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addresses: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(private) = addresses.iter().find(|a| !is_public(a.ip())) {
+                let message = format!("{host} resolves to {}: {NOT_PUBLIC} (set allow_private on the receiver to allow it)", private.ip());
+                return Err(message.into());
+            }
+            Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs)
+        })
     }
 }
 
@@ -315,6 +366,37 @@ fn print_alert(alert: &Alert, enriched: &EnrichedMention, receiver: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-23T12:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        for (value, expected) in [
+            ("7", Some(Duration::from_secs(7))),
+            (" 0 ", Some(Duration::ZERO)),
+            (
+                "Mon, 23 Nov 2026 12:00:30 GMT",
+                Some(Duration::from_secs(30)),
+            ),
+            ("Mon, 23 Nov 2026 11:59:00 GMT", Some(Duration::ZERO)),
+            ("soon", None),
+            ("-3", None),
+        ] {
+            assert_eq!(parse_retry_after(value, now), expected, "{value}");
+        }
+    }
+
+    #[tokio::test]
+    async fn names_resolving_to_private_addresses_are_refused_at_connection_time() {
+        use reqwest::dns::Resolve;
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        let error = match PublicOnlyResolver.resolve(name).await {
+            Ok(_) => panic!("localhost must be refused"),
+            Err(error) => error.to_string(),
+        };
+        assert!(error.contains(NOT_PUBLIC), "{error}");
+    }
 
     #[test]
     fn private_and_special_addresses_are_not_public() {

@@ -160,6 +160,30 @@ async fn private_targets_are_refused_without_a_request() {
     );
 }
 
+#[tokio::test]
+async fn names_of_private_addresses_are_refused_when_connecting() {
+    // The same endpoint by a name that resolves to loopback: refused by the resolver at
+    // connection time, so a name cannot be re-pointed after a check.
+    let endpoint = FakeEndpoint::start(vec![], reply(200)).await;
+    let by_name = endpoint.url().replace("127.0.0.1", "localhost");
+    let deliverer = deliverer(&by_name, false, 5);
+    let (alert, enriched) = sample_alert();
+
+    let delivery = deliverer
+        .deliver(&alert, &enriched, RECEIVER)
+        .await
+        .unwrap();
+
+    assert_eq!(delivery.status, DeliveryStatus::Failed, "{delivery:?}");
+    assert_eq!(delivery.attempts, 1, "a refused target is not retried");
+    let last_error = delivery.last_error.as_deref().unwrap_or_default();
+    assert!(
+        last_error.contains("localhost resolves to"),
+        "{last_error:?}"
+    );
+    assert!(endpoint.requests().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_router_stage_publishes_and_dead_letters_an_undeliverable_alert_and_moves_on() {
     let endpoint = FakeEndpoint::start(vec![], reply(500)).await;
