@@ -167,6 +167,89 @@ fn a_service_with_an_invalid_config_exits_64_without_starting() {
     );
 }
 
+/// SIGTERM makes a service stop polling, drain, flush and commit, then exit 0, well within a
+/// Kubernetes grace period. Against the real Kafka that scripts/test starts.
+#[test]
+fn a_service_exits_cleanly_on_sigterm() {
+    let bootstrap = std::env::var("KAFKA_BOOTSTRAP_SERVERS").expect(
+        "KAFKA_BOOTSTRAP_SERVERS is not set: run the tests with scripts/test, which starts Kafka",
+    );
+    let run = format!("cli{}", uuid_like());
+    let config = temp_file(
+        "enricher.yaml",
+        &format!(
+            r#"
+kafka:
+  bootstrap_servers: "{bootstrap}"
+  group_prefix: "{run}"
+topics:
+  raw: "{run}.raw"
+  enriched: "{run}.enriched"
+  alerts: "{run}.alerts"
+  deadletter: "{run}.deadletter"
+telemetry:
+  listen: "127.0.0.1:0"
+  log_level: "info"
+enricher:
+  watchlists:
+    - name: acme
+      terms: ["Acme"]
+"#
+        ),
+    );
+    let mut child = base_command(&[])
+        .args(["enricher", "--config", path_str(&config.path)])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the earshot binary starts");
+    // Wait until it has joined its group: the log says so.
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let started = Instant::now();
+    let mut log = String::new();
+    while !log.contains("partitions assigned") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the enricher did not join its group:\n{log}"
+        );
+        if let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(200)) {
+            log.push_str(&line);
+            log.push('\n');
+        }
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let signalled = Instant::now();
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(30),
+            "no exit within 30 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    while let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(200)) {
+        log.push_str(&line);
+        log.push('\n');
+    }
+    assert!(exit.success(), "exit {exit:?}; log:\n{log}");
+    assert!(log.contains("shutdown signal received"), "{log}");
+}
+
 /// Runs the binary to completion with `env` added to a clean `EARSHOT_` environment.
 fn earshot(args: &[&str], env: &[(&str, &str)]) -> Output {
     base_command(env)
