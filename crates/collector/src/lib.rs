@@ -51,18 +51,7 @@ pub async fn run(
     config: earshot_core::Config,
     shutdown: CancellationToken,
 ) -> Result<(), CollectorError> {
-    let services = Services::kafka(config).await?;
-    earshot_core::telemetry::serve(
-        services.config.telemetry.listen,
-        services.metrics.clone(),
-        services.health.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .map_err(|source| CollectorError::Io {
-        context: "telemetry server".into(),
-        source,
-    })?;
+    let services = Services::kafka_serving_telemetry(config, &shutdown).await?;
     run_with(services, shutdown).await
 }
 

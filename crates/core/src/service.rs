@@ -68,6 +68,23 @@ impl Services {
         })
     }
 
+    /// For one service process against Kafka ([`Services::kafka`]), with its `/metrics`,
+    /// `/healthz` and `/readyz` served on `telemetry.listen` until `shutdown`.
+    pub async fn kafka_serving_telemetry(
+        config: Config,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, ServiceError> {
+        let services = Self::kafka(config).await?;
+        crate::telemetry::serve(
+            services.config.telemetry.listen,
+            services.metrics.clone(),
+            services.health.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+        Ok(services)
+    }
+
     /// For every stage of the embedded mode over one in-memory bus.
     pub async fn memory(config: Config, bus: MemoryBus) -> Result<Self, ServiceError> {
         let codecs = Codecs::new(None, &config.topics).await?;

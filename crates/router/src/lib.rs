@@ -29,8 +29,6 @@ pub enum RouterError {
     Service(#[from] earshot_core::service::ServiceError),
     #[error(transparent)]
     Bus(#[from] earshot_core::bus::BusError),
-    #[error("telemetry server: {0}")]
-    Telemetry(#[from] std::io::Error),
     #[error("receiver {receiver}: {reason}")]
     Receiver { receiver: String, reason: String },
 }
@@ -40,14 +38,7 @@ pub async fn run(
     config: earshot_core::Config,
     shutdown: CancellationToken,
 ) -> Result<(), RouterError> {
-    let services = Services::kafka(config).await?;
-    earshot_core::telemetry::serve(
-        services.config.telemetry.listen,
-        services.metrics.clone(),
-        services.health.clone(),
-        shutdown.clone(),
-    )
-    .await?;
+    let services = Services::kafka_serving_telemetry(config, &shutdown).await?;
     run_with(services, shutdown).await
 }
 

@@ -46,8 +46,6 @@ pub enum SinkError {
     Schema(String),
     #[error("Parquet: {0}")]
     Parquet(#[from] parquet::ParquetError),
-    #[error("telemetry server: {0}")]
-    Telemetry(std::io::Error),
     #[error("the sink's writer task ended abnormally: {0}")]
     WriterTask(String),
     #[error("shutdown before the sink started")]
@@ -56,16 +54,7 @@ pub enum SinkError {
 
 /// Runs the sink against Kafka until `shutdown`, serving `/metrics`, `/healthz` and `/readyz`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), SinkError> {
-    let listen = config.telemetry.listen;
-    let services = Services::kafka(config).await?;
-    earshot_core::telemetry::serve(
-        listen,
-        services.metrics.clone(),
-        services.health.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .map_err(SinkError::Telemetry)?;
+    let services = Services::kafka_serving_telemetry(config, &shutdown).await?;
     run_with(services, shutdown).await
 }
 
