@@ -34,6 +34,10 @@ const CONFLUENT_HEADER_LEN: usize = 5;
 pub trait AvroRecord: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The writer schema (JSON).
     const SCHEMA: &'static str;
+    /// Every earlier version of the schema that was ever written (from `schemas/history/`),
+    /// so that records already on a topic stay readable after an upgrade. A test fails when
+    /// a schema changes without its predecessor recorded here.
+    const HISTORY: &'static [&'static str] = &[];
 }
 
 impl AvroRecord for Mention {
@@ -160,7 +164,11 @@ impl<T: AvroRecord> Codec<T> {
 
     pub fn with_framing(framing: Framing) -> Result<Self, CodecError> {
         let writer = ParsedSchema::parse(T::SCHEMA)?;
-        let known = HashMap::from([(writer.fingerprint, writer.clone())]);
+        let mut known = HashMap::from([(writer.fingerprint, writer.clone())]);
+        for json in T::HISTORY {
+            let earlier = ParsedSchema::parse(json)?;
+            known.insert(earlier.fingerprint, earlier);
+        }
         Ok(Codec {
             writer,
             framing,
@@ -602,6 +610,51 @@ mod tests {
         let new = apache_avro::Schema::parse_str(MENTION_SCHEMA).unwrap();
         SchemaCompatibility::can_read(&old, &new).expect("new reader reads old data");
         SchemaCompatibility::can_read(&new, &old).expect("old reader reads new data");
+    }
+
+    /// `schemas/fingerprints.tsv` records every schema version ever shipped. When a schema
+    /// changes, its fingerprint is new: record it, and keep the previous version readable.
+    #[test]
+    fn every_shipped_schema_version_stays_readable() {
+        use apache_avro::schema_compatibility::SchemaCompatibility;
+        let shipped = include_str!("../../../schemas/fingerprints.tsv");
+        let check = |json: &str, history: &[&str]| {
+            let current = ParsedSchema::parse(json).unwrap();
+            let name = schema_name(json);
+            let mut readable: Vec<u64> = vec![current.fingerprint];
+            for earlier in history {
+                let parsed = ParsedSchema::parse(earlier).unwrap();
+                let (old, new) = (
+                    apache_avro::Schema::parse_str(earlier).unwrap(),
+                    apache_avro::Schema::parse_str(json).unwrap(),
+                );
+                SchemaCompatibility::can_read(&old, &new).unwrap_or_else(|e| {
+                    panic!("{name}: the current schema cannot read an earlier version: {e}")
+                });
+                readable.push(parsed.fingerprint);
+            }
+            let recorded: Vec<u64> = shipped
+                .lines()
+                .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+                .filter_map(|line| {
+                    let mut fields = line.split('\t');
+                    (fields.next() == Some(name.as_str()))
+                        .then(|| u64::from_str_radix(fields.next().unwrap(), 16).unwrap())
+                })
+                .collect();
+            assert!(
+                recorded.contains(&current.fingerprint),
+                "schema {name} changed (fingerprint {:016x}): copy the previous version to schemas/history/, \
+                 add it to {name}'s AvroRecord::HISTORY, and record the new fingerprint in schemas/fingerprints.tsv",
+                current.fingerprint
+            );
+            for fingerprint in recorded {
+                assert!(readable.contains(&fingerprint), "{name}: shipped version {fingerprint:016x} is no longer readable; add it to HISTORY");
+            }
+        };
+        check(Mention::SCHEMA, Mention::HISTORY);
+        check(EnrichedMention::SCHEMA, EnrichedMention::HISTORY);
+        check(Alert::SCHEMA, Alert::HISTORY);
     }
 
     #[test]
