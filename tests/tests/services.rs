@@ -407,6 +407,74 @@ async fn telemetry_reports_ready_once_partitions_are_assigned() {
         .expect("the enricher stops gracefully");
 }
 
+/// An output the broker refuses (here: an enriched copy larger than the topic takes, because
+/// every one of thousands of matches carries its span) is a property of the record: the
+/// input is dead-lettered and the stage goes on; it does not stop the service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_output_the_broker_refuses_dead_letters_its_input() {
+    let run = unique("refused");
+    let mut config = kafka_config(&run);
+    // Records up to 1,000 + 64 KiB bytes: the raw mention fits, its enriched copy does not.
+    config.kafka.max_message_bytes = 1_000;
+    let services = Services::kafka(config.clone()).await.unwrap();
+    let mut huge = mention(&run, 0);
+    huge.text = "Acme ".repeat(12_000);
+    let payloads = vec![
+        Bytes::from(services.codecs.mention.encode(&mention(&run, 1)).unwrap()),
+        Bytes::from(services.codecs.mention.encode(&huge).unwrap()),
+        Bytes::from(services.codecs.mention.encode(&mention(&run, 2)).unwrap()),
+    ];
+    assert!(
+        payloads[1].len() < 1_000 + 64 * 1024,
+        "the input itself fits"
+    );
+    publish(&services, &config.topics.raw, payloads).await;
+
+    let shutdown = CancellationToken::new();
+    let enricher = tokio::spawn(earshot_enricher::run_with(
+        services.clone(),
+        shutdown.clone(),
+    ));
+    let enriched = read_all(
+        &config,
+        &format!("{run}-check-enriched"),
+        &config.topics.enriched,
+        2,
+    )
+    .await;
+    assert_eq!(enriched.len(), 2);
+    let mut dead = reader(
+        &config,
+        &format!("{run}-check-dlq"),
+        &config.topics.deadletter,
+    );
+    let letter = next_record(&mut dead, Duration::from_secs(30))
+        .await
+        .expect("a dead letter");
+    assert_eq!(
+        letter.header(headers::DLQ_ERROR_TYPE),
+        Some(&b"rejected"[..])
+    );
+    let reason = String::from_utf8_lossy(letter.header(headers::DLQ_ERROR).unwrap()).to_string();
+    assert!(reason.contains("refused the record"), "{reason}");
+    let decoded = services
+        .codecs
+        .mention
+        .decode(letter.payload.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        decoded.id, huge.id,
+        "the dead letter is the input that could not be enriched"
+    );
+    assert!(!enricher.is_finished(), "the enricher keeps running");
+    shutdown.cancel();
+    enricher
+        .await
+        .unwrap()
+        .expect("the enricher stops gracefully");
+}
+
 /// A config on the test Kafka with this run's topics and groups, and one watchlist (`acme`)
 /// that every generated mention matches exactly once.
 fn kafka_config(run: &str) -> Config {

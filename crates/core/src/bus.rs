@@ -45,6 +45,10 @@ pub enum BusError {
     #[error("publishing to {topic} failed: {reason}")]
     Publish { topic: String, reason: String },
     /// Reading failed in a way the client does not recover from by itself.
+    /// The broker or client refuses this record itself (too large, invalid): retrying cannot
+    /// help, so the record that produced it is dead-lettered instead.
+    #[error("{topic} refused the record: {reason}")]
+    Rejected { topic: String, reason: String },
     #[error("consuming failed: {0}")]
     Consume(String),
     #[error("committing offsets failed: {0}")]

@@ -93,10 +93,7 @@ impl Publisher for KafkaPublisher {
                     Ok(delivery) => {
                         let ack: Ack = Box::pin(delivery.map(move |result| match result {
                             Ok(Ok(_)) => Ok(()),
-                            Ok(Err((error, _))) => Err(BusError::Publish {
-                                topic: topic.to_string(),
-                                reason: error.to_string(),
-                            }),
+                            Ok(Err((error, _))) => Err(publish_error(&topic, &error)),
                             Err(_) => Err(BusError::Publish {
                                 topic: topic.to_string(),
                                 reason: "the producer was dropped".into(),
@@ -109,13 +106,8 @@ impl Publisher for KafkaPublisher {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     Err((error, _)) => {
-                        let reason = error.to_string();
-                        return Box::pin(async move {
-                            Err(BusError::Publish {
-                                topic: topic.to_string(),
-                                reason,
-                            })
-                        }) as Ack;
+                        let error = publish_error(&topic, &error);
+                        return Box::pin(async move { Err(error) }) as Ack;
                     }
                 }
             }
@@ -127,6 +119,27 @@ impl Publisher for KafkaPublisher {
             topic: "*".into(),
             reason: format!("flush: {e}"),
         })
+    }
+}
+
+/// Tells a record the broker or client refuses (retrying cannot help) from a failure to
+/// reach the broker (the service stops and restarts from its last commit).
+fn publish_error(topic: &str, error: &KafkaError) -> BusError {
+    let reason = error.to_string();
+    match error.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidRecord,
+        ) => BusError::Rejected {
+            topic: topic.to_owned(),
+            reason,
+        },
+        _ => BusError::Publish {
+            topic: topic.to_owned(),
+            reason,
+        },
     }
 }
 

@@ -36,10 +36,23 @@ pub enum StageError {
     /// Publishing an output failed after the client's retries: the offset is not stored and
     /// the service stops, to restart from its last commit.
     #[error(transparent)]
-    Bus(#[from] BusError),
+    Bus(BusError),
     /// Shutdown came before the record was done; it will be read again after restart.
     #[error("interrupted by shutdown")]
     Interrupted,
+}
+
+impl From<BusError> for StageError {
+    fn from(error: BusError) -> Self {
+        match error {
+            // The output itself is refused (for example too large): a property of this record.
+            BusError::Rejected { .. } => StageError::Permanent {
+                error_type: "rejected",
+                reason: error.to_string(),
+            },
+            other => StageError::Bus(other),
+        }
+    }
 }
 
 impl StageError {
@@ -90,6 +103,9 @@ type Done = (Arc<str>, i32, i64, Result<(), StageError>, InFlightKind);
 enum InFlightKind {
     Stage,
     DeadLetter,
+    /// The dead-letter topic refused the original payload; this dead letter carries only the
+    /// headers.
+    DeadLetterWithoutPayload,
 }
 
 /// Runs `stage` over `subscription` until `shutdown` is cancelled or the subscription closes.
@@ -213,6 +229,40 @@ async fn settle<Sub: Subscription>(
                     tracing::debug!(stage = stage_name, %topic, partition, %error, "offset not stored");
                 }
             }
+            Ok(())
+        }
+        Err(StageError::Permanent { error_type, reason }) if kind != InFlightKind::Stage => {
+            if kind == InFlightKind::DeadLetterWithoutPayload {
+                tracing::error!(stage = stage_name, %topic, partition, offset, %reason, "the dead-letter topic refused even a header-only dead letter");
+                return Err(RunError::Bus(BusError::Rejected {
+                    topic: options.deadletter_topic.to_string(),
+                    reason,
+                }));
+            }
+            tracing::warn!(stage = stage_name, %topic, partition, offset, %reason, "the dead-letter topic refused the payload; dead-lettering headers only");
+            let original = originals.get(&(topic.clone(), partition, offset)).cloned();
+            let mut dead_letter = dead_letter_record(
+                &options.deadletter_topic,
+                original.as_ref(),
+                &topic,
+                partition,
+                offset,
+                stage_name,
+                error_type,
+                &format!("payload omitted, the dead-letter topic refused it: {reason}"),
+            );
+            dead_letter.payload = Bytes::new();
+            let ack = publisher.publish(dead_letter).await;
+            in_flight.push(Box::pin(async move {
+                let result = ack.await.map_err(StageError::from);
+                (
+                    topic,
+                    partition,
+                    offset,
+                    result,
+                    InFlightKind::DeadLetterWithoutPayload,
+                )
+            }));
             Ok(())
         }
         Err(StageError::Permanent { error_type, reason }) => {
