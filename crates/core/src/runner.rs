@@ -119,6 +119,8 @@ pub async fn run_stage<S: Stage, Sub: Subscription>(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let stage_name = stage.name();
+    // Looked up once: a labelled lookup per record would hash and lock on the hot path.
+    let received = metrics.received.with_label_values(&[stage_name]);
     let mut tracker = OffsetTracker::default();
     let mut in_flight: FuturesUnordered<BoxFuture<'static, Done>> = FuturesUnordered::new();
     let mut keep_alive = tokio::time::interval(Duration::from_secs(1));
@@ -148,7 +150,7 @@ pub async fn run_stage<S: Stage, Sub: Subscription>(
                         continue;
                     }
                 };
-                metrics.received.with_label_values(&[stage_name]).inc();
+                received.inc();
                 tracker.begin(&record.topic, record.partition, record.offset);
                 let key = (record.topic.clone(), record.partition, record.offset);
                 originals.insert(key.clone(), record.clone());

@@ -137,10 +137,9 @@ impl Metrics {
 
     /// Records the latency since `collected_at_us` for `stage`.
     pub fn observe_latency(&self, stage: &str, collected_at_us: i64) {
-        let seconds = (crate::model::now_micros() - collected_at_us) as f64 / 1e6;
-        if seconds >= 0.0 {
-            self.latency.with_label_values(&[stage]).observe(seconds);
-        }
+        self.latency
+            .with_label_values(&[stage])
+            .observe(seconds_since(collected_at_us));
     }
 
     pub fn render(&self) -> String {
@@ -156,6 +155,12 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics::new(Registry::new())
     }
+}
+
+/// Seconds from `micros` (since the epoch) to now; 0 for a time in the future (clock skew
+/// between the collector's host and this one).
+pub fn seconds_since(micros: i64) -> f64 {
+    ((crate::model::now_micros() - micros) as f64 / 1e6).max(0.0)
 }
 
 /// Liveness and readiness of one process, shared by its loops.

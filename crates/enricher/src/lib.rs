@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use earshot_core::bus::{headers, OutRecord, Publisher};
-use earshot_core::codec::Codec;
+use earshot_core::codec::Codecs;
 use earshot_core::config::EnricherConfig;
 use earshot_core::model::{now_micros, EnrichedMention, Mention, Sentiment};
 use earshot_core::telemetry::{trace_context, Metrics};
 use earshot_core::{Completion, InRecord, Services, Stage, StageError};
 use futures::future::{BoxFuture, FutureExt};
+use prometheus::{Histogram, IntCounter};
 use tokio_util::sync::CancellationToken;
 
 pub use matcher::WatchlistMatcher;
@@ -108,9 +109,12 @@ impl Enricher {
 /// The enricher as a stage: decode `Mention`, enrich, publish each result keyed by watchlist.
 pub struct EnricherStage {
     enricher: Enricher,
-    services: Arc<Services>,
+    codecs: Arc<Codecs>,
     publisher: Arc<dyn Publisher>,
     metrics: Metrics,
+    /// `metrics.sent` and the latency histogram for this stage, looked up once.
+    sent: IntCounter,
+    latency: Histogram,
     enriched_topic: Arc<str>,
 }
 
@@ -118,18 +122,13 @@ impl EnricherStage {
     pub fn new(services: &Services, publisher: Arc<dyn Publisher>) -> Self {
         EnricherStage {
             enricher: Enricher::new(&services.config.enricher),
-            services: Arc::new(services.clone()),
+            codecs: services.codecs.clone(),
             publisher,
+            sent: services.metrics.sent.with_label_values(&[STAGE]),
+            latency: services.metrics.latency.with_label_values(&[STAGE]),
             metrics: services.metrics.clone(),
             enriched_topic: Arc::from(services.config.topics.enriched.as_str()),
         }
-    }
-
-    fn codec(&self) -> (&Codec<Mention>, &Codec<EnrichedMention>) {
-        (
-            &self.services.codecs.mention,
-            &self.services.codecs.enriched,
-        )
     }
 }
 
@@ -140,7 +139,7 @@ impl Stage for EnricherStage {
 
     fn handle(&mut self, record: InRecord) -> BoxFuture<'_, Completion> {
         Box::pin(async move {
-            let (mention_codec, enriched_codec) = self.codec();
+            let (mention_codec, enriched_codec) = (&self.codecs.mention, &self.codecs.enriched);
             let payload = record.payload.as_deref().unwrap_or_default();
             let mention = match mention_codec.decode(payload).await {
                 Ok(mention) => mention,
@@ -174,14 +173,14 @@ impl Stage for EnricherStage {
                 };
                 acks.push(self.publisher.publish(out).await);
             }
-            let metrics = self.metrics.clone();
+            let (sent, latency) = (self.sent.clone(), self.latency.clone());
             let count = acks.len() as u64;
             Box::pin(async move {
                 for ack in acks {
                     ack.await?;
                 }
-                metrics.sent.with_label_values(&[STAGE]).inc_by(count);
-                metrics.observe_latency(STAGE, collected_at);
+                sent.inc_by(count);
+                latency.observe(earshot_core::telemetry::seconds_since(collected_at));
                 Ok(())
             }) as Completion
         })
