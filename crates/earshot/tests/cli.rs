@@ -167,6 +167,25 @@ fn a_service_with_an_invalid_config_exits_64_without_starting() {
     );
 }
 
+/// The configurations the project ships (the deployment example, the embedded demo) stay
+/// valid as the code changes.
+#[test]
+fn the_shipped_configurations_are_valid() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for file in [
+        "deploy/earshot.example.yaml",
+        "crates/earshot/src/demo.yaml",
+    ] {
+        let path = root.join(file);
+        let output = earshot(&["check-config", path_str(&path)], &[]);
+        assert!(
+            output.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
 /// SIGTERM makes a service stop polling, drain, flush and commit, then exit 0, well within a
 /// Kubernetes grace period. Against the real Kafka that scripts/test starts.
 #[test]
