@@ -588,3 +588,56 @@ async fn read_all(
     assert_eq!(records.len(), count, "records of {topic}");
     records
 }
+
+/// With no broker acknowledging, the ingest endpoint answers 503 (retry) once its ack
+/// timeout passes, instead of 202, and `/readyz` reports the broker unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingest_endpoint_answers_503_when_kafka_does_not_acknowledge() {
+    init_logs();
+    std::env::set_var("EARSHOT_SERVICES_TOKEN", TOKEN);
+    let mut config = Config::default();
+    // Nothing listens on port 1 of loopback.
+    config.kafka.bootstrap_servers = "127.0.0.1:1".into();
+    config.kafka.create_topics = false;
+    let http = earshot_core::config::HttpIngestConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        token_env: Some("EARSHOT_SERVICES_TOKEN".into()),
+        ack_timeout_ms: 1_000,
+        ..Default::default()
+    };
+    let services = Services::kafka(config).await.unwrap();
+    let collector = earshot_collector::Collector::new(&services).unwrap();
+    let shutdown = CancellationToken::new();
+    let addr = collector.serve_http(&http, shutdown.clone()).await.unwrap();
+
+    let (lines, _) = scenario_mentions(1, "unacknowledged");
+    let started = Instant::now();
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/mentions"))
+        .bearer_auth(TOKEN)
+        .body(lines[0].clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "answered before the ack timeout"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("retry"), "{body}");
+
+    wait_until(
+        Duration::from_secs(20),
+        "readiness to report the broker unreachable",
+        || async {
+            services
+                .health
+                .not_ready()
+                .iter()
+                .any(|c| c == "earshot-collector: broker reachable")
+        },
+    )
+    .await;
+    shutdown.cancel();
+}

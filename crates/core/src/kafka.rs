@@ -46,11 +46,44 @@ fn base_config(config: &KafkaConfig) -> Result<ClientConfig, BusError> {
 
 /// A producer with the delivery settings every stage uses: idempotent, acks=all, ordered.
 pub struct KafkaPublisher {
-    producer: FutureProducer,
+    producer: FutureProducer<PublisherContext>,
+}
+
+/// Tracks whether the producer reaches a broker, for `/readyz`.
+pub struct PublisherContext {
+    client_id: String,
+    broker_reachable: ReadyFlag,
+}
+
+impl ClientContext for PublisherContext {
+    fn stats(&self, statistics: Statistics) {
+        self.broker_reachable
+            .set(statistics.brokers.values().any(|b| b.state == "UP"));
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown)
+        ) {
+            self.broker_reachable.set(false);
+        }
+        tracing::warn!(client = %self.client_id, %error, reason, "Kafka producer error");
+    }
 }
 
 impl KafkaPublisher {
-    pub fn new(config: &KafkaConfig, client_id: &str) -> Result<Self, BusError> {
+    /// A producer; `broker_reachable` starts true and follows librdkafka's view of the brokers.
+    pub fn new(
+        config: &KafkaConfig,
+        client_id: &str,
+        broker_reachable: ReadyFlag,
+    ) -> Result<Self, BusError> {
+        broker_reachable.set(true);
+        let context = PublisherContext {
+            client_id: client_id.to_owned(),
+            broker_reachable,
+        };
         let producer = base_config(config)?
             .set("client.id", client_id)
             .set("enable.idempotence", "true")
@@ -62,7 +95,8 @@ impl KafkaPublisher {
                 "queue.buffering.max.kbytes",
                 config.producer_queue_max_kbytes.to_string(),
             )
-            .create()
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(context)
             .map_err(|e| BusError::Publish {
                 topic: "*".into(),
                 reason: format!("creating the producer failed: {e}"),

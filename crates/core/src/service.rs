@@ -103,6 +103,8 @@ impl Services {
             Bus::Kafka => Ok(Arc::new(KafkaPublisher::new(
                 &self.config.kafka,
                 client_id,
+                self.health
+                    .ready_flag(&format!("{client_id}: broker reachable")),
             )?)),
             Bus::Memory(bus) => Ok(bus.publisher()),
         }

@@ -70,8 +70,8 @@ async fn server_errors_are_retried_with_the_same_idempotency_key_until_delivered
 async fn too_many_requests_waits_for_retry_after() {
     let endpoint = FakeEndpoint::start(
         vec![Reply {
-            status: 429,
             retry_after: Some("1"),
+            ..reply(429)
         }],
         reply(200),
     )
@@ -157,6 +157,36 @@ async fn private_targets_are_refused_without_a_request() {
     assert!(
         endpoint.requests().is_empty(),
         "no request may reach a private address without allow_private"
+    );
+}
+
+/// An endpoint that takes the alert but answers too late: the attempt times out, the retry
+/// carries the same idempotency key, so the receiver can tell it already has the alert.
+#[tokio::test]
+async fn a_timed_out_attempt_is_retried_with_the_same_idempotency_key() {
+    let slow = Reply {
+        delay: Some(Duration::from_secs(2)),
+        ..reply(200)
+    };
+    let endpoint = FakeEndpoint::start(vec![slow], reply(200)).await;
+    let mut config = router_config(&endpoint.url(), true, 3);
+    config.delivery.request_timeout_ms = 300;
+    let deliverer = Deliverer::new(&config, Metrics::default(), CancellationToken::new()).unwrap();
+    let (alert, enriched) = sample_alert();
+
+    let delivery = deliverer
+        .deliver(&alert, &enriched, RECEIVER)
+        .await
+        .unwrap();
+
+    assert_eq!(delivery.status, DeliveryStatus::Delivered, "{delivery:?}");
+    assert_eq!(delivery.attempts, 2);
+    let requests = endpoint.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].idempotency_key, requests[1].idempotency_key);
+    assert_eq!(
+        requests[0].idempotency_key.as_deref(),
+        Some(delivery.id.to_string().as_str())
     );
 }
 
@@ -319,12 +349,15 @@ async fn the_router_stage_publishes_and_dead_letters_an_undeliverable_alert_and_
 struct Reply {
     status: u16,
     retry_after: Option<&'static str>,
+    /// Answer only after this long (a slow endpoint).
+    delay: Option<Duration>,
 }
 
 fn reply(status: u16) -> Reply {
     Reply {
         status,
         retry_after: None,
+        delay: None,
     }
 }
 
@@ -378,21 +411,30 @@ async fn answer(
     request_headers: HeaderMap,
     body: BodyBytes,
 ) -> Response {
-    let mut script = script.lock().unwrap();
+    let next = {
+        let mut script = script.lock().unwrap();
+        record(&mut script, &request_headers, &body);
+        script.replies.pop_front().unwrap_or(script.then)
+    };
+    if let Some(delay) = next.delay {
+        tokio::time::sleep(delay).await;
+    }
+    let status = StatusCode::from_u16(next.status).unwrap();
+    match next.retry_after {
+        Some(seconds) => (status, [("retry-after", seconds)], "").into_response(),
+        None => (status, "").into_response(),
+    }
+}
+
+fn record(script: &mut Script, request_headers: &HeaderMap, body: &[u8]) {
     script.seen.push(Seen {
         at: Instant::now(),
         idempotency_key: request_headers
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
-        body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        body: serde_json::from_slice(body).unwrap_or(serde_json::Value::Null),
     });
-    let next = script.replies.pop_front().unwrap_or(script.then);
-    let status = StatusCode::from_u16(next.status).unwrap();
-    match next.retry_after {
-        Some(seconds) => (status, [("retry-after", seconds)], "").into_response(),
-        None => (status, "").into_response(),
-    }
 }
 
 fn router_config(url: &str, allow_private: bool, max_attempts: u32) -> RouterConfig {
