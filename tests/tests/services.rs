@@ -641,3 +641,80 @@ async fn the_ingest_endpoint_answers_503_when_kafka_does_not_acknowledge() {
     .await;
     shutdown.cancel();
 }
+
+/// When a second member joins, the first commits what it has done before its partitions go,
+/// so the second starts where the first stopped. Background commits are pushed out of the
+/// way (one a minute) so that only the commit on revocation can explain it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitions_are_committed_before_they_are_revoked() {
+    const COUNT: usize = 200;
+    let run = unique("revoke");
+    let mut config = kafka_config(&run);
+    config.kafka.commit_interval_ms = 60_000;
+    let producer_services = Services::kafka(config.clone()).await.unwrap();
+    let payloads = (0..COUNT)
+        .map(|i| {
+            Bytes::from(
+                producer_services
+                    .codecs
+                    .mention
+                    .encode(&mention(&run, i))
+                    .unwrap(),
+            )
+        })
+        .collect();
+    publish(&producer_services, &config.topics.raw, payloads).await;
+
+    let first_services = Services::kafka(config.clone()).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let first = tokio::spawn(earshot_enricher::run_with(
+        first_services.clone(),
+        shutdown.clone(),
+    ));
+    wait_until(
+        Duration::from_secs(60),
+        "the first member to finish the stream",
+        || async {
+            first_services
+                .metrics
+                .sent
+                .with_label_values(&["enricher"])
+                .get()
+                == COUNT as u64
+        },
+    )
+    .await;
+
+    let second_services = Services::kafka(config.clone()).await.unwrap();
+    let second = tokio::spawn(earshot_enricher::run_with(
+        second_services.clone(),
+        shutdown.clone(),
+    ));
+    wait_until(
+        Duration::from_secs(60),
+        "the second member to join",
+        || async { second_services.health.not_ready().is_empty() },
+    )
+    .await;
+    // Give the second member time to read anything it would wrongly start from the beginning.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let read_again = second_services
+        .metrics
+        .received
+        .with_label_values(&["enricher"])
+        .get();
+    assert_eq!(
+        read_again, 0,
+        "the second member re-read records the first had done"
+    );
+
+    shutdown.cancel();
+    first
+        .await
+        .unwrap()
+        .expect("the first member stops gracefully");
+    second
+        .await
+        .unwrap()
+        .expect("the second member stops gracefully");
+}

@@ -62,6 +62,9 @@ pub struct KafkaConfig {
     pub drain_timeout_ms: u64,
     /// Consumer group session timeout.
     pub session_timeout_ms: u64,
+    /// How often stored offsets are committed in the background (they are also committed
+    /// when partitions are revoked and at shutdown).
+    pub commit_interval_ms: u64,
     /// Cap on librdkafka's producer queue, in KiB (keep it below the memory limit).
     pub producer_queue_max_kbytes: u64,
     /// Cap on librdkafka's prefetch queue per partition, in KiB.
@@ -91,6 +94,7 @@ impl Default for KafkaConfig {
             max_in_flight: 10_000,
             drain_timeout_ms: 20_000,
             session_timeout_ms: 10_000,
+            commit_interval_ms: 1_000,
             producer_queue_max_kbytes: 65_536,
             consumer_queue_max_kbytes: 16_384,
             max_message_bytes: 1_048_576,
@@ -526,6 +530,9 @@ impl Config {
         }
         if self.kafka.topic_replication_factor < 1 {
             errors.push("kafka.topic_replication_factor", "must be at least 1");
+        }
+        if self.kafka.commit_interval_ms == 0 {
+            errors.push("kafka.commit_interval_ms", "must be at least 1");
         }
         if self.kafka.max_in_flight == 0 {
             errors.push("kafka.max_in_flight", "must be at least 1");

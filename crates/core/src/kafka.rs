@@ -213,25 +213,6 @@ impl ClientContext for EarshotContext {
 }
 
 impl ConsumerContext for EarshotContext {
-    fn pre_rebalance(
-        &self,
-        consumer: &rdkafka::consumer::BaseConsumer<Self>,
-        rebalance: &Rebalance<'_>,
-    ) {
-        if let Rebalance::Revoke(partitions) = rebalance {
-            // Commit what is done before the partitions go to another member.
-            match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) => {
-                    tracing::info!(group = %self.group, count = partitions.count(), "committed before revocation")
-                }
-                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-                Err(error) => {
-                    tracing::warn!(group = %self.group, %error, "commit before revocation failed")
-                }
-            }
-        }
-    }
-
     fn post_rebalance(
         &self,
         _consumer: &rdkafka::consumer::BaseConsumer<Self>,
@@ -266,7 +247,10 @@ impl ConsumerContext for EarshotContext {
 }
 
 /// A consumer-group member with auto offset store off: offsets are stored by the runner and
-/// committed in the background every second, at rebalance and at shutdown.
+/// committed in the background every `commit_interval_ms`, and at shutdown. With auto commit
+/// on, librdkafka itself commits the stored offsets of revoked partitions before a rebalance
+/// hands them over (tested in `tests/tests/services.rs`), so no commit is needed in the
+/// rebalance callback.
 pub struct KafkaSubscription {
     consumer: StreamConsumer<EarshotContext>,
 }
@@ -291,7 +275,10 @@ impl KafkaSubscription {
             .set("group.id", group)
             .set("client.id", group)
             .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
+            .set(
+                "auto.commit.interval.ms",
+                config.commit_interval_ms.to_string(),
+            )
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
