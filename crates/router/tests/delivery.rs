@@ -534,3 +534,67 @@ fn sample_alert() -> (Alert, EnrichedMention) {
     };
     (alert, enriched)
 }
+
+/// Shutdown waits for in-flight records at most `drain_timeout_ms`: a delivery stuck on a
+/// hanging endpoint does not hold the process past its grace period, and its record's offset
+/// is not stored, so it is read again after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_gives_up_on_a_stuck_delivery_after_the_drain_timeout() {
+    let hanging = Reply {
+        delay: Some(Duration::from_secs(30)),
+        ..reply(200)
+    };
+    let endpoint = FakeEndpoint::start(vec![hanging], reply(200)).await;
+    let mut config = Config {
+        router: router_config(&endpoint.url(), true, 1),
+        ..Config::default()
+    };
+    config.router.delivery.request_timeout_ms = 60_000;
+    config.kafka.drain_timeout_ms = 500;
+    let bus = MemoryBus::new();
+    let services = Services::memory(config.clone(), bus.clone()).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let router = tokio::spawn(earshot_router::run_with(services.clone(), shutdown.clone()));
+
+    let (_, enriched) = sample_alert();
+    let payload = services.codecs.enriched.encode(&enriched).unwrap();
+    bus.publisher()
+        .publish(OutRecord {
+            topic: Arc::from(config.topics.enriched.as_str()),
+            key: Some(Bytes::from_static(b"acme")),
+            payload: Bytes::from(payload),
+            headers: vec![],
+        })
+        .await
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while endpoint.requests().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the delivery never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let cancelled = Instant::now();
+    shutdown.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(5), router)
+        .await
+        .expect("the router stops soon after the drain timeout")
+        .unwrap();
+    let waited = cancelled.elapsed();
+    assert!(
+        waited >= Duration::from_millis(450),
+        "stopped after {waited:?}, before the drain timeout"
+    );
+    let error = result
+        .expect_err("a drain that timed out is reported")
+        .to_string();
+    assert!(error.contains("drain timeout"), "{error}");
+    assert!(
+        !bus.is_idle(),
+        "the stuck record's offset must not be stored"
+    );
+    assert!(bus.records(&config.topics.alerts).is_empty());
+}
