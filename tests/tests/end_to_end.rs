@@ -57,37 +57,24 @@ async fn four_services_over_kafka_deliver_every_mention_once() {
         .await
         .unwrap();
     let mut services = tokio::task::JoinSet::new();
-    {
+    for stage in ["enricher", "router", "sink"] {
         let (s, t) = (
             Services::kafka(config.clone()).await.unwrap(),
             shutdown.clone(),
         );
         services.spawn(async move {
-            earshot_enricher::run_with(s, t)
-                .await
-                .map_err(|e| e.to_string())
-        });
-    }
-    {
-        let (s, t) = (
-            Services::kafka(config.clone()).await.unwrap(),
-            shutdown.clone(),
-        );
-        services.spawn(async move {
-            earshot_router::run_with(s, t)
-                .await
-                .map_err(|e| e.to_string())
-        });
-    }
-    {
-        let (s, t) = (
-            Services::kafka(config.clone()).await.unwrap(),
-            shutdown.clone(),
-        );
-        services.spawn(async move {
-            earshot_sink::run_with(s, t)
-                .await
-                .map_err(|e| e.to_string())
+            let result = match stage {
+                "enricher" => earshot_enricher::run_with(s, t)
+                    .await
+                    .map_err(|e| e.to_string()),
+                "router" => earshot_router::run_with(s, t)
+                    .await
+                    .map_err(|e| e.to_string()),
+                _ => earshot_sink::run_with(s, t)
+                    .await
+                    .map_err(|e| e.to_string()),
+            };
+            result.map_err(|e| format!("{stage}: {e}"))
         });
     }
 

@@ -25,19 +25,7 @@ async fn an_enricher_restarted_mid_stream_loses_nothing() {
     // Few records in flight, so that most of what the first instance has not finished at
     // cancel is still unread and must come from the committed position after the restart.
     config.kafka.max_in_flight = 16;
-    let producer_services = Services::kafka(config.clone()).await.unwrap();
-    let payloads: Vec<Bytes> = (0..COUNT)
-        .map(|i| {
-            Bytes::from(
-                producer_services
-                    .codecs
-                    .mention
-                    .encode(&mention(&run, i))
-                    .unwrap(),
-            )
-        })
-        .collect();
-    publish(&producer_services, &config.topics.raw, payloads).await;
+    publish_mentions(&config, &run, COUNT).await;
 
     // First instance: stopped while the stream is being processed.
     let first_services = Services::kafka(config.clone()).await.unwrap();
@@ -104,7 +92,7 @@ async fn an_enricher_restarted_mid_stream_loses_nothing() {
         let Some(record) = next_record(&mut reader, Duration::from_secs(1)).await else {
             continue;
         };
-        let enriched = producer_services
+        let enriched = first_services
             .codecs
             .enriched
             .decode(record.payload.as_deref().unwrap_or_default())
@@ -522,6 +510,16 @@ fn mention(run: &str, i: usize) -> Mention {
     }
 }
 
+/// Publishes `count` encoded mentions of this run to the raw topic and waits for every
+/// acknowledgement.
+async fn publish_mentions(config: &Config, run: &str, count: usize) {
+    let services = Services::kafka(config.clone()).await.unwrap();
+    let payloads = (0..count)
+        .map(|i| Bytes::from(services.codecs.mention.encode(&mention(run, i)).unwrap()))
+        .collect();
+    publish(&services, &config.topics.raw, payloads).await;
+}
+
 /// Publishes `payloads` to `topic` and waits for every acknowledgement.
 async fn publish(services: &Services, topic: &str, payloads: Vec<Bytes>) {
     let publisher = services.publisher("services-test-producer").unwrap();
@@ -651,19 +649,7 @@ async fn partitions_are_committed_before_they_are_revoked() {
     let run = unique("revoke");
     let mut config = kafka_config(&run);
     config.kafka.commit_interval_ms = 60_000;
-    let producer_services = Services::kafka(config.clone()).await.unwrap();
-    let payloads = (0..COUNT)
-        .map(|i| {
-            Bytes::from(
-                producer_services
-                    .codecs
-                    .mention
-                    .encode(&mention(&run, i))
-                    .unwrap(),
-            )
-        })
-        .collect();
-    publish(&producer_services, &config.topics.raw, payloads).await;
+    publish_mentions(&config, &run, COUNT).await;
 
     let first_services = Services::kafka(config.clone()).await.unwrap();
     let shutdown = CancellationToken::new();

@@ -230,17 +230,7 @@ async fn the_router_stage_publishes_and_dead_letters_an_undeliverable_alert_and_
     let router = tokio::spawn(earshot_router::run_with(services.clone(), shutdown.clone()));
 
     let (_, enriched) = sample_alert();
-    let payload = services.codecs.enriched.encode(&enriched).unwrap();
-    bus.publisher()
-        .publish(OutRecord {
-            topic: Arc::from(config.topics.enriched.as_str()),
-            key: Some(Bytes::from_static(b"acme")),
-            payload: Bytes::from(payload),
-            headers: vec![],
-        })
-        .await
-        .await
-        .unwrap();
+    publish_enriched(&bus, &services, &enriched).await;
 
     let started = Instant::now();
     loop {
@@ -437,6 +427,22 @@ fn record(script: &mut Script, request_headers: &HeaderMap, body: &[u8]) {
     });
 }
 
+/// Publishes an enriched copy on the in-memory bus, keyed by its watchlist, as the enricher
+/// would.
+async fn publish_enriched(bus: &MemoryBus, services: &Services, enriched: &EnrichedMention) {
+    let payload = services.codecs.enriched.encode(enriched).unwrap();
+    bus.publisher()
+        .publish(OutRecord {
+            topic: Arc::from(services.config.topics.enriched.as_str()),
+            key: Some(Bytes::from(enriched.watchlist.clone())),
+            payload: Bytes::from(payload),
+            headers: vec![],
+        })
+        .await
+        .await
+        .unwrap();
+}
+
 fn router_config(url: &str, allow_private: bool, max_attempts: u32) -> RouterConfig {
     RouterConfig {
         routes: vec![RouteConfig {
@@ -557,17 +563,7 @@ async fn shutdown_gives_up_on_a_stuck_delivery_after_the_drain_timeout() {
     let router = tokio::spawn(earshot_router::run_with(services.clone(), shutdown.clone()));
 
     let (_, enriched) = sample_alert();
-    let payload = services.codecs.enriched.encode(&enriched).unwrap();
-    bus.publisher()
-        .publish(OutRecord {
-            topic: Arc::from(config.topics.enriched.as_str()),
-            key: Some(Bytes::from_static(b"acme")),
-            payload: Bytes::from(payload),
-            headers: vec![],
-        })
-        .await
-        .await
-        .unwrap();
+    publish_enriched(&bus, &services, &enriched).await;
     let started = Instant::now();
     while endpoint.requests().is_empty() {
         assert!(
