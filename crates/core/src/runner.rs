@@ -233,50 +233,34 @@ async fn settle<Sub: Subscription>(
             }
             Ok(())
         }
-        Err(StageError::Permanent { error_type, reason }) if kind != InFlightKind::Stage => {
-            if kind == InFlightKind::DeadLetterWithoutPayload {
-                tracing::error!(stage = stage_name, %topic, partition, offset, %reason, "the dead-letter topic refused even a header-only dead letter");
-                return Err(RunError::Bus(BusError::Rejected {
-                    topic: options.deadletter_topic.to_string(),
-                    reason,
-                }));
-            }
-            tracing::warn!(stage = stage_name, %topic, partition, offset, %reason, "the dead-letter topic refused the payload; dead-lettering headers only");
-            let original = originals.get(&(topic.clone(), partition, offset)).cloned();
-            let mut dead_letter = dead_letter_record(
-                &options.deadletter_topic,
-                original.as_ref(),
-                &topic,
-                partition,
-                offset,
-                stage_name,
-                error_type,
-                &format!("payload omitted, the dead-letter topic refused it: {reason}"),
-            );
-            dead_letter.payload = Bytes::new();
-            let ack = publisher.publish(dead_letter).await;
-            in_flight.push(Box::pin(async move {
-                let result = ack.await.map_err(StageError::from);
-                (
-                    topic,
-                    partition,
-                    offset,
-                    result,
-                    InFlightKind::DeadLetterWithoutPayload,
-                )
-            }));
-            Ok(())
-        }
         Err(StageError::Permanent { error_type, reason }) => {
+            let (next_kind, reason) = match kind {
+                InFlightKind::Stage => (InFlightKind::DeadLetter, reason),
+                // The dead-letter topic refused the payload (too large for it): keep the
+                // provenance and the reason, drop the payload.
+                InFlightKind::DeadLetter => (
+                    InFlightKind::DeadLetterWithoutPayload,
+                    format!("payload omitted, the dead-letter topic refused it: {reason}"),
+                ),
+                InFlightKind::DeadLetterWithoutPayload => {
+                    tracing::error!(stage = stage_name, %topic, partition, offset, %reason, "the dead-letter topic refused even a header-only dead letter");
+                    return Err(RunError::Bus(BusError::Rejected {
+                        topic: options.deadletter_topic.to_string(),
+                        reason,
+                    }));
+                }
+            };
             let original = originals.get(&(topic.clone(), partition, offset)).cloned();
-            metrics
-                .errors
-                .with_label_values(&[stage_name, error_type])
-                .inc();
-            metrics
-                .dead_lettered
-                .with_label_values(&[stage_name, error_type])
-                .inc();
+            if kind == InFlightKind::Stage {
+                metrics
+                    .errors
+                    .with_label_values(&[stage_name, error_type])
+                    .inc();
+                metrics
+                    .dead_lettered
+                    .with_label_values(&[stage_name, error_type])
+                    .inc();
+            }
             let trace_id = original
                 .as_ref()
                 .and_then(|r| r.header(headers::TRACEPARENT))
@@ -285,7 +269,7 @@ async fn settle<Sub: Subscription>(
                 .unwrap_or_default()
                 .to_owned();
             tracing::warn!(stage = stage_name, %topic, partition, offset, error_type, %reason, trace_id, "dead-lettering record");
-            let dead_letter = dead_letter_record(
+            let mut dead_letter = dead_letter_record(
                 &options.deadletter_topic,
                 original.as_ref(),
                 &topic,
@@ -295,10 +279,13 @@ async fn settle<Sub: Subscription>(
                 error_type,
                 &reason,
             );
+            if next_kind == InFlightKind::DeadLetterWithoutPayload {
+                dead_letter.payload = Bytes::new();
+            }
             let ack = publisher.publish(dead_letter).await;
             in_flight.push(Box::pin(async move {
                 let result = ack.await.map_err(StageError::from);
-                (topic, partition, offset, result, InFlightKind::DeadLetter)
+                (topic, partition, offset, result, next_kind)
             }));
             Ok(())
         }
