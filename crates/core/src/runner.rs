@@ -394,6 +394,108 @@ impl OffsetTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::MemoryBus;
+    use crate::telemetry::Health;
+
+    /// A stage that refuses every record.
+    struct RefuseAll;
+
+    impl Stage for RefuseAll {
+        fn name(&self) -> &'static str {
+            "refuser"
+        }
+        fn handle(&mut self, _record: InRecord) -> BoxFuture<'_, Completion> {
+            Box::pin(async {
+                Box::pin(async { Err(StageError::permanent("invalid", "not wanted")) })
+                    as Completion
+            })
+        }
+    }
+
+    /// The in-memory bus, except that the dead-letter topic refuses records with a payload,
+    /// as a broker refuses records over its size limit.
+    struct SmallDeadLetterTopic(MemoryBus);
+
+    impl Publisher for SmallDeadLetterTopic {
+        fn publish(&self, record: OutRecord) -> BoxFuture<'_, crate::bus::Ack> {
+            if &*record.topic == "dlq" && !record.payload.is_empty() {
+                let topic = record.topic.to_string();
+                return Box::pin(async move {
+                    Box::pin(async move {
+                        Err(BusError::Rejected {
+                            topic,
+                            reason: "too large".into(),
+                        })
+                    }) as crate::bus::Ack
+                });
+            }
+            self.0.publish(record)
+        }
+        fn flush(&self, timeout: Duration) -> Result<(), BusError> {
+            self.0.flush(timeout)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_the_topic_refuses_is_written_without_its_payload() {
+        let bus = MemoryBus::new();
+        let shutdown = CancellationToken::new();
+        let subscription = bus.subscribe("g", &["in"], shutdown.clone());
+        bus.publish(OutRecord {
+            topic: Arc::from("in"),
+            key: None,
+            payload: Bytes::from_static(b"a large payload"),
+            headers: vec![],
+        })
+        .await
+        .await
+        .unwrap();
+        let options = RunnerOptions {
+            max_in_flight: 8,
+            drain_timeout: Duration::from_secs(1),
+            deadletter_topic: Arc::from("dlq"),
+        };
+        let health = Health::new(Duration::from_secs(30));
+        let runner = tokio::spawn(run_stage(
+            RefuseAll,
+            subscription,
+            Arc::new(SmallDeadLetterTopic(bus.clone())),
+            options,
+            Metrics::default(),
+            health.heartbeat("refuser"),
+            shutdown.clone(),
+        ));
+        for _ in 0..200 {
+            if bus.is_idle() && !bus.records("dlq").is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let letters = bus.records("dlq");
+        assert_eq!(letters.len(), 1);
+        assert!(letters[0].payload.is_empty());
+        let header = |name: &str| {
+            letters[0]
+                .headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).to_string())
+        };
+        assert_eq!(header(headers::DLQ_SOURCE_TOPIC).as_deref(), Some("in"));
+        assert!(
+            header(headers::DLQ_ERROR)
+                .unwrap()
+                .contains("payload omitted"),
+            "{:?}",
+            header(headers::DLQ_ERROR)
+        );
+        assert!(
+            bus.is_idle(),
+            "the record's offset is stored once the header-only dead letter is in"
+        );
+        shutdown.cancel();
+        runner.await.unwrap().unwrap();
+    }
 
     #[test]
     fn offsets_are_committable_only_when_all_earlier_are_done() {
