@@ -3,7 +3,9 @@
 //! A batch is written in one transaction: each table's rows are binary-`COPY`ed into a
 //! per-connection temporary staging table (`ON COMMIT DELETE ROWS`), then moved with
 //! `INSERT … SELECT … ON CONFLICT DO NOTHING`. Every table is keyed by the pipeline's stable
-//! ids, so a replayed batch inserts nothing and changes nothing.
+//! ids, so a replayed batch inserts nothing and changes nothing. The one exception is a
+//! delivery that failed and was delivered on a later attempt: `delivered` replaces `failed`
+//! (never the reverse), see [`OnConflict::PreferDelivered`].
 //!
 //! Failures: connection problems, timeouts and other server errors are retried with
 //! exponential backoff (100 ms to 5 s) until the batch commits or shutdown begins, with the
@@ -49,6 +51,18 @@ pub struct Table {
     pub name: &'static str,
     pub copied: &'static [Column],
     pub defaulted: &'static [Column],
+    /// What a row whose id is already there does.
+    pub on_conflict: OnConflict,
+}
+
+/// How a written row meets an existing one with the same id.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Keep the existing row: records are immutable facts, a replay changes nothing.
+    Keep,
+    /// Deliveries: a `delivered` row replaces a `failed` one (the router delivered on a later
+    /// attempt, after a restart), never the other way round, so replays still change nothing.
+    PreferDelivered,
 }
 
 const fn col(name: &'static str, pg_type: Type) -> Column {
@@ -90,6 +104,7 @@ pub const MENTIONS: Table = Table {
         col("enriched_at", Type::TIMESTAMPTZ),
     ],
     defaulted: &[col("written_at", Type::TIMESTAMPTZ)],
+    on_conflict: OnConflict::Keep,
 };
 
 /// In the order of [`MENTIONS`]' columns.
@@ -137,6 +152,7 @@ pub const MENTION_MATCHES: Table = Table {
         col("clause", Type::TEXT),
     ],
     defaulted: &[],
+    on_conflict: OnConflict::Keep,
 };
 
 fn match_values(m: &MatchRow) -> Vec<&(dyn ToSql + Sync)> {
@@ -160,6 +176,7 @@ pub const ALERTS: Table = Table {
         col("mention_collected_at", Type::TIMESTAMPTZ),
     ],
     defaulted: &[],
+    on_conflict: OnConflict::Keep,
 };
 
 fn alert_values(a: &AlertRow) -> Vec<&(dyn ToSql + Sync)> {
@@ -192,6 +209,7 @@ pub const DELIVERIES: Table = Table {
         col("delivered_at", Type::TIMESTAMPTZ),
     ],
     defaulted: &[],
+    on_conflict: OnConflict::PreferDelivered,
 };
 
 fn delivery_values(d: &DeliveryRow) -> Vec<&(dyn ToSql + Sync)> {
@@ -498,12 +516,21 @@ async fn copy_and_insert<R>(
         writer.as_mut().write(&values(row)).await?;
     }
     writer.finish().await?;
-    transaction
-        .batch_execute(&format!(
-            "INSERT INTO {name} ({columns}) SELECT {columns} FROM pg_temp.staging_{name} ON CONFLICT DO NOTHING",
-            name = table.name
-        ))
-        .await
+    let name = table.name;
+    let insert = match table.on_conflict {
+        OnConflict::Keep => format!(
+            "INSERT INTO {name} ({columns}) SELECT {columns} FROM pg_temp.staging_{name} ON CONFLICT DO NOTHING"
+        ),
+        // DO UPDATE may touch a row once per statement: one staged row per id, delivered first.
+        OnConflict::PreferDelivered => format!(
+            "INSERT INTO {name} ({columns}) \
+             SELECT DISTINCT ON (id) {columns} FROM pg_temp.staging_{name} ORDER BY id, (status = 'delivered') DESC \
+             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, \
+             last_error = EXCLUDED.last_error, delivered_at = EXCLUDED.delivered_at \
+             WHERE {name}.status <> 'delivered' AND EXCLUDED.status = 'delivered'"
+        ),
+    };
+    transaction.batch_execute(&insert).await
 }
 
 /// Staging tables live as long as the connection; their rows vanish at each commit.

@@ -720,3 +720,61 @@ fn parquet_rows(path: &Path) -> usize {
     }
     rows
 }
+
+async fn delivery_statuses(db: &TestDb) -> Vec<(String, i32)> {
+    db.client
+        .query(
+            "SELECT status, attempts FROM deliveries ORDER BY receiver",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get::<_, String>(0), row.get::<_, i32>(1)))
+        .collect()
+}
+
+/// A delivery that failed and was delivered on a later attempt (the router retried after a
+/// restart) ends as `delivered`; a replay of the old, failed record does not undo that.
+#[tokio::test]
+async fn a_later_successful_delivery_replaces_a_failed_one_and_never_the_reverse() {
+    let db = TestDb::new().await;
+    let mention = enriched("redelivered", "post", BASE_MICROS, &["brand"]);
+    let delivered = alert(&mention, "urgent");
+    let mut failed = delivered.clone();
+    for delivery in &mut failed.deliveries {
+        delivery.status = DeliveryStatus::Failed;
+        delivery.attempts = 6;
+        delivery.last_error = Some("POST https://hooks.example/x: HTTP 503".into());
+        delivery.delivered_at = None;
+    }
+
+    // Failed first, then delivered in a later run, then the failed record replayed; and once
+    // both in the same batch.
+    for (records, expected) in [
+        (vec![&failed], "failed"),
+        (vec![&delivered], "delivered"),
+        (vec![&failed], "delivered"),
+        (vec![&failed, &delivered, &failed], "delivered"),
+    ] {
+        let sink = RunningSink::start(config(&db.url, None)).await;
+        for record in &records {
+            sink.publish_alert(record).await;
+        }
+        sink.wait_done(records.len() as u64).await;
+        sink.stop().await.unwrap();
+        let rows = delivery_statuses(&db).await;
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(
+            rows.iter().all(|(status, _)| status == expected),
+            "{rows:?}, expected {expected}"
+        );
+    }
+    assert_eq!(
+        delivery_statuses(&db).await[0].1,
+        1,
+        "the delivered attempt count is kept"
+    );
+    assert_eq!(db.count("alerts").await, 1);
+    db.drop().await;
+}
