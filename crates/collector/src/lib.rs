@@ -26,6 +26,7 @@ use earshot_core::telemetry::trace_context;
 use earshot_core::Services;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
+use prometheus::IntCounter;
 use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
@@ -93,6 +94,9 @@ pub struct Collector {
     services: Services,
     publisher: Arc<dyn Publisher>,
     raw_topic: Arc<str>,
+    /// This stage's received and sent counters, looked up once.
+    received: IntCounter,
+    sent: IntCounter,
 }
 
 impl Collector {
@@ -101,6 +105,8 @@ impl Collector {
             publisher: services.publisher("earshot-collector")?,
             raw_topic: Arc::from(services.config.topics.raw.as_str()),
             services: services.clone(),
+            received: services.metrics.received.with_label_values(&[STAGE]),
+            sent: services.metrics.sent.with_label_values(&[STAGE]),
         })
     }
 
@@ -121,11 +127,7 @@ impl Collector {
                 Bytes::from(trace_context::new_traceparent()),
             )],
         };
-        self.services
-            .metrics
-            .received
-            .with_label_values(&[STAGE])
-            .inc();
+        self.received.inc();
         Ok(self.publisher.publish(record).await)
     }
 
@@ -199,7 +201,7 @@ impl Collector {
             }
             while in_flight.len() >= max_in_flight {
                 if let Some(result) = in_flight.next().await {
-                    count_ack(result, &mut summary, &self.services)?;
+                    count_ack(result, &mut summary, &self.sent)?;
                 }
             }
             let parsed = serde_json::from_str(&line)
@@ -225,7 +227,7 @@ impl Collector {
             }
         }
         while let Some(result) = in_flight.next().await {
-            count_ack(result, &mut summary, &self.services)?;
+            count_ack(result, &mut summary, &self.sent)?;
         }
         progress.finish_and_clear();
         Ok(summary)
@@ -327,14 +329,14 @@ impl Collector {
 fn count_ack(
     (result, rejected): (Result<(), BusError>, bool),
     summary: &mut ReplaySummary,
-    services: &Services,
+    sent: &IntCounter,
 ) -> Result<(), CollectorError> {
     result?;
     if rejected {
         summary.rejected += 1;
     } else {
         summary.sent += 1;
-        services.metrics.sent.with_label_values(&[STAGE]).inc();
+        sent.inc();
     }
     Ok(())
 }
@@ -424,10 +426,7 @@ async fn ingest_handler(
     };
     match tokio::time::timeout(state.ack_timeout, all_acked).await {
         Ok(Ok(())) => {
-            metrics
-                .sent
-                .with_label_values(&[STAGE])
-                .inc_by(accepted as u64);
+            state.collector.sent.inc_by(accepted as u64);
             let status = if accepted == 0 && !rejected.is_empty() {
                 StatusCode::BAD_REQUEST
             } else {

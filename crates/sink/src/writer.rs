@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use earshot_core::telemetry::Metrics;
 use earshot_core::StageError;
+use prometheus::{Histogram, IntCounter};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -40,9 +41,11 @@ pub struct Waiter {
 }
 
 impl Waiter {
-    fn succeed(self, metrics: &Metrics) {
-        metrics.sent.with_label_values(&["sink"]).inc();
-        metrics.observe_latency("sink", self.collected_at_micros);
+    fn succeed(self, sent: &IntCounter, latency: &Histogram) {
+        sent.inc();
+        latency.observe(earshot_core::telemetry::seconds_since(
+            self.collected_at_micros,
+        ));
         let _ = self.done.send(Ok(()));
     }
 
@@ -198,8 +201,11 @@ impl Writer {
     }
 
     fn succeed(&self, waiters: Vec<Waiter>) {
+        // Labelled metrics looked up once per batch, not once per record.
+        let sent = self.metrics.sent.with_label_values(&["sink"]);
+        let latency = self.metrics.latency.with_label_values(&["sink"]);
         for waiter in waiters {
-            waiter.succeed(&self.metrics);
+            waiter.succeed(&sent, &latency);
         }
     }
 }
