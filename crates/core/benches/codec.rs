@@ -46,6 +46,7 @@ fn sample() -> EnrichedMention {
             pos: 0.0,
             compound: -0.4767,
         },
+        sentences: Default::default(),
         language: Some("en".into()),
         language_confidence: 0.98,
         spam_score: 0.02,

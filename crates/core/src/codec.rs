@@ -45,6 +45,9 @@ impl AvroRecord for Mention {
 }
 impl AvroRecord for EnrichedMention {
     const SCHEMA: &'static str = ENRICHED_MENTION_SCHEMA;
+    const HISTORY: &'static [&'static str] = &[include_str!(
+        "../../../schemas/history/enriched_mention.56c714d59e778f61.avsc"
+    )];
 }
 impl AvroRecord for Alert {
     const SCHEMA: &'static str = ALERT_SCHEMA;
@@ -435,6 +438,13 @@ mod tests {
                 neu: 0.6,
                 pos: 0.0,
                 compound: -0.6,
+            },
+            sentences: SentenceSentiment {
+                count: 3,
+                mean_compound: -0.2,
+                min_compound: -0.8,
+                max_compound: 0.4,
+                most_negative: "The lamp died after a week.".into(),
             },
             language: Some("es".into()),
             language_confidence: 0.9,

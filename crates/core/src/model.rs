@@ -71,6 +71,9 @@ pub struct EnrichedMention {
     pub matches: Vec<WatchlistMatch>,
     #[serde(default)]
     pub sentiment: Sentiment,
+    /// The sentence-level view beside the whole-text scores.
+    #[serde(default)]
+    pub sentences: SentenceSentiment,
     #[serde(default)]
     pub language: Option<String>,
     #[serde(default)]
@@ -123,6 +126,19 @@ impl Default for Sentiment {
             compound: 0.0,
         }
     }
+}
+
+/// Sentiment of a text's sentences scored one by one. VADER's compound saturates on long
+/// texts (a blog post with one angry paragraph still scores near +1); these figures do not.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SentenceSentiment {
+    /// Sentences scored; 0 when the text has none.
+    pub count: i32,
+    pub mean_compound: f64,
+    pub min_compound: f64,
+    pub max_compound: f64,
+    /// The sentence with the lowest compound, empty when no sentence is negative.
+    pub most_negative: String,
 }
 
 /// A routed alert and its deliveries (schema `dev.earshot.v1.Alert`).

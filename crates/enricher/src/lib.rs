@@ -84,6 +84,7 @@ impl Enricher {
             watchlist: String::new(),
             matches,
             sentiment: Sentiment::default(),
+            sentences: Default::default(),
             language: None,
             language_confidence: 0.0,
             spam_score: 0.0,

@@ -515,6 +515,7 @@ fn sample_alert() -> (Alert, EnrichedMention) {
             spans: vec![],
         }],
         sentiment: Sentiment::default(),
+        sentences: Default::default(),
         language: None,
         language_confidence: 0.0,
         spam_score: 0.0,

@@ -125,6 +125,8 @@ pub fn mention_item(enriched: EnrichedMention) -> Result<Item, RowError> {
         watchlist: _,
         matches,
         sentiment,
+        // Stored by the sink once its tables carry the sentence-level view.
+        sentences: _,
         language,
         language_confidence,
         spam_score,
@@ -288,6 +290,7 @@ mod tests {
                 })
                 .collect(),
             sentiment: Sentiment::default(),
+            sentences: Default::default(),
             language: Some("en".into()),
             language_confidence: 0.9,
             spam_score: 0.1,

@@ -260,6 +260,7 @@ fn enriched(
             pos: 0.3,
             compound: 0.4,
         },
+        sentences: Default::default(),
         language: Some("en".into()),
         language_confidence: 0.99,
         spam_score: 0.01,
