@@ -611,3 +611,63 @@ fn punctuation_emphasis(text: &str) -> f64 {
 fn normalize(score: f64) -> f64 {
     (score / (score * score + 15.0).sqrt()).clamp(-1.0, 1.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `_but_check` exactly as the reference writes it, quadratic.
+    fn but_check_reference(sentiments: &mut [f64], but: usize) {
+        for k in 0..sentiments.len() {
+            let value = sentiments[k];
+            let first = sentiments.iter().position(|&s| s == value).unwrap();
+            if first < but {
+                sentiments[first] = value * 0.5;
+            } else if first > but {
+                sentiments[first] = value * 1.5;
+            }
+        }
+    }
+
+    #[test]
+    fn but_check_rescales_the_positions_the_reference_rescales() {
+        // Scores drawn from a few values related by the factors 0.5 and 1.5, so that equal
+        // scores and rescaled-into-equal scores are common.
+        let values = [
+            0.0, 1.0, 2.0, 0.5, 1.5, 3.0, 0.75, 2.25, -1.0, -2.0, -0.5, -1.5, 4.5,
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        let (mut heaps, mut heap_of_value) = (Vec::new(), FxHashMap::default());
+        let mut differing_from_naive = 0;
+        for _ in 0..20_000 {
+            let len = 1 + next(16);
+            let scores: Vec<f64> = (0..len).map(|_| values[next(values.len())]).collect();
+            let but = next(len);
+            let mut want = scores.clone();
+            but_check_reference(&mut want, but);
+            let mut got = scores.clone();
+            but_check(&mut got, but, &mut heaps, &mut heap_of_value);
+            assert_eq!(got, want, "scores {scores:?}, but at {but}");
+            let naive: Vec<f64> = scores
+                .iter()
+                .enumerate()
+                .map(|(i, &s)| match i.cmp(&but) {
+                    std::cmp::Ordering::Less => s * 0.5,
+                    std::cmp::Ordering::Greater => s * 1.5,
+                    std::cmp::Ordering::Equal => s,
+                })
+                .collect();
+            differing_from_naive += usize::from(naive != want);
+        }
+        assert!(
+            differing_from_naive > 1_000,
+            "the quirk is exercised: {differing_from_naive}"
+        );
+    }
+}
