@@ -3,13 +3,17 @@
 
 use rustc_hash::FxHashMap;
 
+use crate::vader::{rule_words, Word};
+
 const VADER_LEXICON: &str = include_str!("../lexicon/vader_lexicon.txt");
 const EMOJI_LEXICON: &str = include_str!("../lexicon/emoji_utf8_lexicon.txt");
 
 /// Word valences and emoji descriptions.
 #[derive(Clone)]
 pub struct Lexicon {
-    words: FxHashMap<Box<str>, f64>,
+    /// Lexicon words and the words VADER's rules name (boosters, negations, "but", ...), so
+    /// that one lookup per token answers every question the rules ask of it.
+    words: FxHashMap<Box<str>, Word>,
     /// Single-character emoji only: the reference looks emoji up one character at a time, so
     /// its multi-character entries (flags, keycaps, skin tones) never match.
     emoji: FxHashMap<char, &'static str>,
@@ -33,7 +37,7 @@ impl Lexicon {
     /// `emoji<TAB>description` per line. A later line for the same word wins, as in the
     /// reference.
     pub fn parse(words: &str, emoji: &'static str) -> Result<Self, LexiconError> {
-        let mut word_map = FxHashMap::default();
+        let mut word_map: FxHashMap<Box<str>, Word> = FxHashMap::default();
         for (index, line) in words.trim_end_matches('\n').split('\n').enumerate() {
             if line.is_empty() {
                 continue;
@@ -49,7 +53,19 @@ impl Lexicon {
                 line: index + 1,
                 reason: format!("valence {valence:?} of {word:?} is not a number"),
             })?;
-            word_map.insert(Box::from(word), valence);
+            word_map
+                .entry(Box::from(word))
+                .or_default()
+                .valence = valence;
+        }
+        for (word, booster, flags) in rule_words() {
+            let entry = word_map
+                .entry(Box::from(word))
+                .or_default();
+            if let Some(booster) = booster {
+                entry.booster = booster;
+            }
+            entry.flags |= flags;
         }
         let mut emoji_map = FxHashMap::default();
         for (index, line) in emoji.trim_end_matches('\n').split('\n').enumerate() {
@@ -74,6 +90,12 @@ impl Lexicon {
     /// The valence of a lowercased word.
     #[inline]
     pub fn valence(&self, word: &str) -> Option<f64> {
+        self.words.get(word).and_then(|w| w.valence())
+    }
+
+    /// Everything the rules know of a lowercased word.
+    #[inline]
+    pub(crate) fn word(&self, word: &str) -> Option<Word> {
         self.words.get(word).copied()
     }
 
@@ -90,19 +112,26 @@ impl Lexicon {
     /// valence of 0 keeps the word in the lexicon with no sentiment, which still counts it
     /// as a lexicon word for the neighbouring rules, as VADER would.
     pub fn set_valence(&mut self, word: &str, valence: f64) {
-        self.words.insert(Box::from(word.to_lowercase()), valence);
+        self.words
+            .entry(Box::from(word.to_lowercase()))
+            .or_default()
+            .valence = valence;
     }
 
-    /// Removes a word, so that it is scored as an ordinary word.
+    /// Removes a word's valence, so that it is scored as a word outside the lexicon (what the
+    /// rules know of it, as a booster or a negation, stays).
     pub fn remove(&mut self, word: &str) {
-        self.words.remove(word.to_lowercase().as_str());
+        if let Some(entry) = self.words.get_mut(word.to_lowercase().as_str()) {
+            entry.valence = f64::NAN;
+        }
     }
 
+    /// Number of words with a valence.
     pub fn len(&self) -> usize {
-        self.words.len()
+        self.words.values().filter(|w| w.valence().is_some()).count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.words.is_empty()
+        self.len() == 0
     }
 }

@@ -61,7 +61,6 @@ pub const NEGATIVE_THRESHOLD: f64 = -0.05;
 #[derive(Clone)]
 pub struct SentimentAnalyzer {
     lexicon: Arc<Lexicon>,
-    lists: Arc<vader::WordLists>,
 }
 
 impl Default for SentimentAnalyzer {
@@ -79,7 +78,6 @@ impl SentimentAnalyzer {
     pub fn new(lexicon: Lexicon) -> Self {
         SentimentAnalyzer {
             lexicon: Arc::new(lexicon),
-            lists: Arc::new(vader::WordLists::new()),
         }
     }
 
@@ -98,7 +96,6 @@ impl SentimentAnalyzer {
         }
         SentimentAnalyzer {
             lexicon: Arc::new(lexicon),
-            lists: self.lists.clone(),
         }
     }
 
@@ -116,7 +113,7 @@ impl SentimentAnalyzer {
 
     /// [`SentimentAnalyzer::polarity_scores`] with caller-owned buffers.
     pub fn polarity_scores_with(&self, text: &str, scratch: &mut Scratch) -> Scores {
-        vader::polarity_scores(&self.lexicon, &self.lists, text, scratch)
+        vader::polarity_scores(&self.lexicon, text, scratch)
     }
 
     /// Scores each sentence (Unicode sentence boundaries, UAX #29) and summarizes them.

@@ -54,12 +54,18 @@ pub fn push_python_lower(word: &str, out: &mut String) {
 
 /// VADER's `_strip_punc_if_word`: strips ASCII punctuation (`string.punctuation`) from both
 /// ends, unless that leaves two characters or fewer (then the token is likely an emoticon such
-/// as `:)` and stays whole).
+/// as `:)` and stays whole). `ascii` says the token is ASCII, which saves counting characters.
 #[inline]
-pub fn strip_punctuation_if_word(token: &str) -> &str {
-    let stripped = token.trim_matches(|c: char| c.is_ascii_punctuation());
-    let long_enough = if stripped.len() > 8 {
-        true // at least three characters, whatever their width
+pub fn strip_punctuation_if_word(token: &str, ascii: bool) -> &str {
+    // Punctuation is ASCII, so trimming bytes never splits a character.
+    let bytes = token.as_bytes();
+    let start = bytes.iter().position(|b| !b.is_ascii_punctuation()).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !b.is_ascii_punctuation()).map_or(start, |at| at + 1);
+    let stripped = &token[start..end];
+    // An ASCII token's length is its length in characters, and nine bytes or more hold at
+    // least three characters of any width.
+    let long_enough = if ascii || stripped.len() > 8 {
+        stripped.len() > 2
     } else {
         stripped.chars().count() > 2
     };
@@ -194,7 +200,9 @@ mod tests {
     #[test]
     fn strip_keeps_emoticons() {
         let check = |token: &str, expected: &str| {
-            assert_eq!(strip_punctuation_if_word(token), expected, "{token:?}")
+            let got = strip_punctuation_if_word(token, token.is_ascii());
+            assert_eq!(got, expected, "{token:?}");
+            assert_eq!(strip_punctuation_if_word(token, false), expected, "{token:?}");
         };
         check("great!!!", "great");
         check("(great)", "great");

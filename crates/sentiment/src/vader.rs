@@ -208,19 +208,84 @@ fn special_trigram(first: &str, second: &str, third: &str) -> Option<f64> {
     }
 }
 
-/// The word lists the rules consult, hashed once.
-pub(crate) struct WordLists {
-    boosters: FxHashMap<&'static str, f64>,
-    negations: rustc_hash::FxHashSet<&'static str>,
+/// What the rules know of a word besides its valence: a bit each for the words they name.
+pub(crate) mod flag {
+    pub const NEGATION: u32 = 1 << 0;
+    pub const NO: u32 = 1 << 1;
+    pub const BUT: u32 = 1 << 2;
+    pub const KIND: u32 = 1 << 3;
+    pub const OF: u32 = 1 << 4;
+    pub const SO_OR_THIS: u32 = 1 << 5;
+    pub const NEVER: u32 = 1 << 6;
+    pub const WITHOUT: u32 = 1 << 7;
+    pub const DOUBT: u32 = 1 << 8;
+    pub const LEAST: u32 = 1 << 9;
+    pub const AT_OR_VERY: u32 = 1 << 10;
+    pub const OR_OR_NOR: u32 = 1 << 11;
+    /// Part of a special phrase or a two-word booster: the idiom check compares strings only
+    /// when some word near the scored one has this bit.
+    pub const IDIOM: u32 = 1 << 12;
+    /// Set on a token, not a word: `isupper()` of the token as written.
+    pub const UPPER: u32 = 1 << 13;
 }
 
-impl WordLists {
-    pub(crate) fn new() -> Self {
-        WordLists {
-            boosters: BOOSTERS.iter().copied().collect(),
-            negations: NEGATE.iter().copied().collect(),
-        }
+/// Everything one lookup of a lowercased word returns, packed small (it is copied into every
+/// token).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Word {
+    /// Valence in the lexicon; NaN for a word outside it.
+    pub valence: f64,
+    /// Single-word booster or dampener scalar; 0 for a word that is neither (no booster
+    /// scalar is 0).
+    pub booster: f64,
+    pub flags: u32,
+}
+
+impl Default for Word {
+    fn default() -> Self {
+        Word { valence: f64::NAN, booster: 0.0, flags: 0 }
     }
+}
+
+impl Word {
+    #[inline]
+    pub fn valence(&self) -> Option<f64> {
+        (!self.valence.is_nan()).then_some(self.valence)
+    }
+}
+
+/// The words the rules name, with their booster scalar and flags, to merge into a lexicon.
+pub(crate) fn rule_words() -> impl Iterator<Item = (&'static str, Option<f64>, u32)> {
+    const NAMED: &[(&str, u32)] = &[
+        ("no", flag::NO),
+        ("but", flag::BUT),
+        ("kind", flag::KIND | flag::IDIOM),
+        ("of", flag::OF | flag::IDIOM),
+        ("so", flag::SO_OR_THIS),
+        ("this", flag::SO_OR_THIS),
+        ("never", flag::NEVER),
+        ("without", flag::WITHOUT),
+        ("doubt", flag::DOUBT),
+        ("least", flag::LEAST),
+        ("at", flag::AT_OR_VERY),
+        ("very", flag::AT_OR_VERY),
+        ("or", flag::OR_OR_NOR),
+        ("nor", flag::OR_OR_NOR),
+    ];
+    const IDIOM_WORDS: &[&str] = &[
+        "the", "shit", "bomb", "bad", "ass", "bus", "stop", "yeah", "right", "beating", "heart",
+        "kiss", "death", "to", "die", "for", "just", "enough", "sort",
+    ];
+    NEGATE
+        .iter()
+        .map(|&word| (word, None, flag::NEGATION))
+        .chain(
+            BOOSTERS
+                .iter()
+                .map(|&(word, scalar)| (word, Some(scalar), 0)),
+        )
+        .chain(NAMED.iter().map(|&(word, flags)| (word, None, flags)))
+        .chain(IDIOM_WORDS.iter().map(|&word| (word, None, flag::IDIOM)))
 }
 
 /// One token of the text as the rules see it.
@@ -229,14 +294,27 @@ struct Token {
     /// Byte range of the lowercased token in `Scratch::lower`.
     start: u32,
     end: u32,
-    /// `isupper()` of the token as written.
-    upper: bool,
-    /// Its valence in the lexicon, looked up once.
-    valence: Option<f64>,
-    /// Its single-word booster scalar.
-    booster: Option<f64>,
-    /// The reference's `negated([word])`: a negation word or a word containing "n't".
-    negation: bool,
+    /// [`flag`] bits; `NEGATION` is the reference's `negated([word])`: a negation word or a
+    /// word containing "n't"; `UPPER` is `isupper()` of the token as written.
+    flags: u32,
+    /// What the lexicon says of the word, looked up once.
+    valence: f64,
+    booster: f64,
+}
+
+impl Token {
+    #[inline]
+    fn valence(&self) -> Option<f64> {
+        (!self.valence.is_nan()).then_some(self.valence)
+    }
+    #[inline]
+    fn booster(&self) -> Option<f64> {
+        (self.booster != 0.0).then_some(self.booster)
+    }
+    #[inline]
+    fn upper(&self) -> bool {
+        self.flags & flag::UPPER != 0
+    }
 }
 
 /// Buffers reused from one text to the next, so that scoring allocates nothing once warm.
@@ -262,22 +340,17 @@ impl Table<'_> {
         &self.lower[token.start as usize..token.end as usize]
     }
     #[inline]
-    fn is(&self, i: usize, word: &str) -> bool {
-        self.word(i) == word
+    fn has(&self, i: usize, flag: u32) -> bool {
+        self.tokens[i].flags & flag != 0
     }
     #[inline]
     fn in_lexicon(&self, i: usize) -> bool {
-        self.tokens[i].valence.is_some()
+        !self.tokens[i].valence.is_nan()
     }
 }
 
 /// Scores `text`; see [`crate::SentimentAnalyzer::polarity_scores`].
-pub(crate) fn polarity_scores(
-    lexicon: &Lexicon,
-    lists: &WordLists,
-    text: &str,
-    scratch: &mut Scratch,
-) -> Scores {
+pub(crate) fn polarity_scores(lexicon: &Lexicon, text: &str, scratch: &mut Scratch) -> Scores {
     let Scratch {
         spliced,
         lower,
@@ -291,21 +364,50 @@ pub(crate) fn polarity_scores(
     tokens.clear();
     lower.clear();
     let mut upper_count = 0usize;
-    for raw in text.split(is_python_space).filter(|t| !t.is_empty()) {
-        let word = strip_punctuation_if_word(raw);
+    let mut push = |raw: &str, ascii: bool| {
+        let word = strip_punctuation_if_word(raw, ascii);
         let start = lower.len();
-        push_python_lower(word, lower);
+        let upper = if ascii {
+            lower.push_str(word);
+            lower[start..].make_ascii_lowercase();
+            is_ascii_upper(word.as_bytes())
+        } else {
+            push_python_lower(word, lower);
+            is_python_upper(word)
+        };
         let lowered = &lower[start..];
-        let upper = is_python_upper(word);
+        let found = lexicon.word(lowered).unwrap_or_default();
+        let contracted = contains_nt(lowered.as_bytes());
         upper_count += usize::from(upper);
         tokens.push(Token {
             start: start as u32,
             end: lower.len() as u32,
-            upper,
-            valence: lexicon.valence(lowered),
-            booster: lists.boosters.get(lowered).copied(),
-            negation: lists.negations.contains(lowered) || lowered.contains("n't"),
+            flags: found.flags
+                | if contracted { flag::NEGATION } else { 0 }
+                | if upper { flag::UPPER } else { 0 },
+            valence: found.valence,
+            booster: found.booster,
         });
+    };
+    if text.is_ascii() {
+        let bytes = text.as_bytes();
+        let is_space = |b: u8| matches!(b, b'\t'..=b'\r' | 0x1c..=0x1f | b' ');
+        let mut at = 0;
+        while at < bytes.len() {
+            if is_space(bytes[at]) {
+                at += 1;
+                continue;
+            }
+            let start = at;
+            while at < bytes.len() && !is_space(bytes[at]) {
+                at += 1;
+            }
+            push(&text[start..at], true);
+        }
+    } else {
+        for raw in text.split(is_python_space).filter(|t| !t.is_empty()) {
+            push(raw, raw.is_ascii());
+        }
     }
     let table = Table { tokens, lower };
     let count = tokens.len();
@@ -313,8 +415,8 @@ pub(crate) fn polarity_scores(
 
     sentiments.clear();
     for (i, token) in tokens.iter().enumerate() {
-        let valence = if token.booster.is_some()
-            || (i + 1 < count && table.is(i, "kind") && table.is(i + 1, "of"))
+        let valence = if token.booster().is_some()
+            || (i + 1 < count && table.has(i, flag::KIND) && table.has(i + 1, flag::OF))
         {
             0.0
         } else {
@@ -323,10 +425,27 @@ pub(crate) fn polarity_scores(
         sentiments.push(valence);
     }
 
-    if let Some(but) = (0..count).find(|&i| table.is(i, "but")) {
+    if let Some(but) = (0..count).find(|&i| table.has(i, flag::BUT)) {
         but_check(sentiments, but, heaps, heap_of_value);
     }
     score_valence(sentiments, text)
+}
+
+/// Whether a word contains "n't" (cheaper than a substring search on words this short).
+#[inline]
+fn contains_nt(word: &[u8]) -> bool {
+    word.len() > 2 && (1..word.len() - 1).any(|at| word[at] == b'\'' && word[at - 1] == b'n' && word[at + 1] == b't')
+}
+
+/// `str.isupper()` of an ASCII word.
+#[inline]
+fn is_ascii_upper(word: &[u8]) -> bool {
+    let (mut upper, mut lower) = (false, false);
+    for &byte in word {
+        upper |= byte.is_ascii_uppercase();
+        lower |= byte.is_ascii_lowercase();
+    }
+    upper && !lower
 }
 
 /// Replaces each emoji of the lexicon by its description, as the reference does: a space
@@ -364,21 +483,21 @@ fn splice_emoji<'t>(lexicon: &Lexicon, text: &'t str, spliced: &'t mut String) -
 fn sentiment_valence(table: &Table<'_>, i: usize, cap_differential: bool) -> f64 {
     let tokens = table.tokens;
     let count = tokens.len();
-    let Some(lexicon_valence) = tokens[i].valence else {
+    let Some(lexicon_valence) = tokens[i].valence() else {
         return 0.0;
     };
     let mut valence = lexicon_valence;
     // "no" before a lexicon word negates it rather than counting as a word of its own.
-    if table.is(i, "no") && i != count - 1 && table.in_lexicon(i + 1) {
+    if table.has(i, flag::NO) && i != count - 1 && table.in_lexicon(i + 1) {
         valence = 0.0;
     }
-    if (i > 0 && table.is(i - 1, "no"))
-        || (i > 1 && table.is(i - 2, "no"))
-        || (i > 2 && table.is(i - 3, "no") && (table.is(i - 1, "or") || table.is(i - 1, "nor")))
+    if (i > 0 && table.has(i - 1, flag::NO))
+        || (i > 1 && table.has(i - 2, flag::NO))
+        || (i > 2 && table.has(i - 3, flag::NO) && table.has(i - 1, flag::OR_OR_NOR))
     {
         valence = lexicon_valence * N_SCALAR;
     }
-    if tokens[i].upper && cap_differential {
+    if tokens[i].upper() && cap_differential {
         if valence > 0.0 {
             valence += C_INCR;
         } else {
@@ -407,13 +526,13 @@ fn sentiment_valence(table: &Table<'_>, i: usize, cap_differential: bool) -> f64
 /// `scalar_inc_dec` of the reference: the booster's scalar, signed with the valence and
 /// raised for a booster in capitals.
 fn scalar_inc_dec(word: &Token, valence: f64, cap_differential: bool) -> f64 {
-    let Some(mut scalar) = word.booster else {
+    let Some(mut scalar) = word.booster() else {
         return 0.0;
     };
     if valence < 0.0 {
         scalar *= -1.0;
     }
-    if word.upper && cap_differential {
+    if word.upper() && cap_differential {
         if valence > 0.0 {
             scalar += C_INCR;
         } else {
@@ -425,17 +544,19 @@ fn scalar_inc_dec(word: &Token, valence: f64, cap_differential: bool) -> f64 {
 
 /// `_negation_check` of the reference, including its "never so" and "without doubt" cases.
 fn negation_check(table: &Table<'_>, valence: f64, start: usize, i: usize) -> f64 {
-    let so_or_this = |at: usize| table.is(at, "so") || table.is(at, "this");
-    let negated = |at: usize| table.tokens[at].negation;
+    let so_or_this = |at: usize| table.has(at, flag::SO_OR_THIS);
+    let negated = |at: usize| table.has(at, flag::NEGATION);
     match start {
         0 if negated(i - 1) => valence * N_SCALAR,
-        1 if table.is(i - 2, "never") && so_or_this(i - 1) => valence * 1.25,
-        1 if table.is(i - 2, "without") && table.is(i - 1, "doubt") => valence,
+        1 if table.has(i - 2, flag::NEVER) && so_or_this(i - 1) => valence * 1.25,
+        1 if table.has(i - 2, flag::WITHOUT) && table.has(i - 1, flag::DOUBT) => valence,
         1 if negated(i - 2) => valence * N_SCALAR,
         // The reference's condition reads `never and (so or this) or (so or this)`.
-        2 if (table.is(i - 3, "never") && so_or_this(i - 2)) || so_or_this(i - 1) => valence * 1.25,
-        2 if table.is(i - 3, "without")
-            && (table.is(i - 2, "doubt") || table.is(i - 1, "doubt")) =>
+        2 if (table.has(i - 3, flag::NEVER) && so_or_this(i - 2)) || so_or_this(i - 1) => {
+            valence * 1.25
+        }
+        2 if table.has(i - 3, flag::WITHOUT)
+            && (table.has(i - 2, flag::DOUBT) || table.has(i - 1, flag::DOUBT)) =>
         {
             valence
         }
@@ -446,6 +567,10 @@ fn negation_check(table: &Table<'_>, valence: f64, start: usize, i: usize) -> f6
 
 /// `_special_idioms_check` of the reference (only reached with `i >= 3`).
 fn special_idioms_check(table: &Table<'_>, mut valence: f64, i: usize) -> f64 {
+    let count = table.tokens.len();
+    if !(i - 3..(i + 3).min(count)).any(|at| table.has(at, flag::IDIOM)) {
+        return valence; // no phrase can match without one of its words
+    }
     let w = |at: usize| table.word(at);
     let (three, two, one, zero) = (w(i - 3), w(i - 2), w(i - 1), w(i));
     let found = special_bigram(one, zero)
@@ -456,7 +581,6 @@ fn special_idioms_check(table: &Table<'_>, mut valence: f64, i: usize) -> f64 {
     if let Some(special) = found {
         valence = special;
     }
-    let count = table.tokens.len();
     if count - 1 > i {
         if let Some(special) = special_bigram(zero, w(i + 1)) {
             valence = special;
@@ -480,11 +604,11 @@ fn special_idioms_check(table: &Table<'_>, mut valence: f64, i: usize) -> f64 {
 /// `_least_check` of the reference: "least" before a word negates it, except in "at least"
 /// and "very least".
 fn least_check(table: &Table<'_>, valence: f64, i: usize) -> f64 {
-    if i > 1 && !table.in_lexicon(i - 1) && table.is(i - 1, "least") {
-        if !table.is(i - 2, "at") && !table.is(i - 2, "very") {
+    if i > 1 && !table.in_lexicon(i - 1) && table.has(i - 1, flag::LEAST) {
+        if !table.has(i - 2, flag::AT_OR_VERY) {
             return valence * N_SCALAR;
         }
-    } else if i > 0 && !table.in_lexicon(i - 1) && table.is(i - 1, "least") {
+    } else if i > 0 && !table.in_lexicon(i - 1) && table.has(i - 1, flag::LEAST) {
         return valence * N_SCALAR;
     }
     valence
