@@ -2,7 +2,8 @@
 //!
 //! `earshot run` runs the whole pipeline in one process (no Kafka, no PostgreSQL needed);
 //! `earshot collector|enricher|router|sink` run one service against Kafka, as Kubernetes runs
-//! them; `earshot check-config` validates a configuration.
+//! them; `earshot check-config` validates a configuration; `earshot sentiment` scores lines of
+//! text with VADER.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,7 +53,15 @@ enum Command {
         /// YAML or TOML configuration file.
         file: PathBuf,
     },
+    /// Score lines of text with VADER (the scores of vaderSentiment 3.3.2): reads
+    /// `id<TAB>text` lines on stdin (a line without a tab is a text whose id is its line
+    /// number), writes `id<TAB>neg<TAB>neu<TAB>pos<TAB>compound` on stdout. A line that cannot
+    /// be scored is reported on stderr and skipped; the exit code is then 65.
+    Sentiment,
 }
+
+/// Exit code of `earshot sentiment` when some lines were rejected (EX_DATAERR).
+const EXIT_DATA: u8 = 65;
 
 #[derive(clap::Args)]
 struct ServiceArgs {
@@ -85,6 +94,8 @@ fn load(defaults_yaml: Option<&str>, file: Option<&std::path::Path>) -> Result<C
 async fn async_main(cli: Cli) -> ExitCode {
     let shutdown = CancellationToken::new();
     let result = match cli.command {
+        // Synchronous and CPU-bound: nothing else runs on the runtime meanwhile.
+        Command::Sentiment => return sentiment(),
         Command::CheckConfig { file } => {
             return match load(None, Some(&file)) {
                 Ok(config) => {
@@ -176,6 +187,28 @@ async fn async_main(cli: Cli) -> ExitCode {
                 return ExitCode::from(code.0);
             }
             eprintln!("earshot: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `earshot sentiment`, synchronous: stdin to stdout, one line at a time.
+fn sentiment() -> ExitCode {
+    let analyzer = earshot_sentiment::SentimentAnalyzer::default();
+    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+    match earshot::sentiment::run(&analyzer, stdin.lock(), stdout.lock(), stderr.lock()) {
+        Ok(summary) if summary.rejected == 0 => ExitCode::SUCCESS,
+        Ok(summary) => {
+            eprintln!(
+                "earshot sentiment: {} lines scored, {} rejected",
+                summary.scored, summary.rejected
+            );
+            ExitCode::from(EXIT_DATA)
+        }
+        // A closed stdout (`earshot sentiment | head`) ends the run quietly.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("earshot sentiment: {error}");
             ExitCode::FAILURE
         }
     }

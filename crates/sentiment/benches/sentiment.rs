@@ -63,10 +63,17 @@ fn main() {
         tweets.len(),
         corpus.len() as f64 / tweets.len() as f64
     );
-    println!("                           {:>12} {:>14}", "wall", "thread CPU");
+    println!(
+        "                           {:>12} {:>14}",
+        "wall", "thread CPU"
+    );
     println!("earshot VADER              {vader:>12.0} {vader_cpu:>14.0} tweets/s");
     println!("floor (split+lookup)       {floor:>12.0} {floor_cpu:>14.0} tweets/s");
-    println!("ratio VADER / floor        {:>12.2} {:>14.2}", vader / floor, vader_cpu / floor_cpu);
+    println!(
+        "ratio VADER / floor        {:>12.2} {:>14.2}",
+        vader / floor,
+        vader_cpu / floor_cpu
+    );
 
     println!("scaling with \"but\" (ns per word; flat means linear):");
     for words in [1_000usize, 10_000, 100_000] {
@@ -97,7 +104,10 @@ fn rate(texts: &[&str], budget: Duration, mut score: impl FnMut(&str) -> f64) ->
         scored += texts.len();
     }
     let cpu_seconds = (thread_cpu_nanos() - cpu_started) as f64 / 1e9;
-    (scored as f64 / started.elapsed().as_secs_f64(), scored as f64 / cpu_seconds)
+    (
+        scored as f64 / started.elapsed().as_secs_f64(),
+        scored as f64 / cpu_seconds,
+    )
 }
 
 /// Nanoseconds this thread has run on a CPU (the first field of schedstat).

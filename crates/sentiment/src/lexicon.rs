@@ -53,15 +53,10 @@ impl Lexicon {
                 line: index + 1,
                 reason: format!("valence {valence:?} of {word:?} is not a number"),
             })?;
-            word_map
-                .entry(Box::from(word))
-                .or_default()
-                .valence = valence;
+            word_map.entry(Box::from(word)).or_default().valence = valence;
         }
         for (word, booster, flags) in rule_words() {
-            let entry = word_map
-                .entry(Box::from(word))
-                .or_default();
+            let entry = word_map.entry(Box::from(word)).or_default();
             if let Some(booster) = booster {
                 entry.booster = booster;
             }
@@ -128,7 +123,10 @@ impl Lexicon {
 
     /// Number of words with a valence.
     pub fn len(&self) -> usize {
-        self.words.values().filter(|w| w.valence().is_some()).count()
+        self.words
+            .values()
+            .filter(|w| w.valence().is_some())
+            .count()
     }
 
     pub fn is_empty(&self) -> bool {

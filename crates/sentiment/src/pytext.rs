@@ -59,8 +59,14 @@ pub fn push_python_lower(word: &str, out: &mut String) {
 pub fn strip_punctuation_if_word(token: &str, ascii: bool) -> &str {
     // Punctuation is ASCII, so trimming bytes never splits a character.
     let bytes = token.as_bytes();
-    let start = bytes.iter().position(|b| !b.is_ascii_punctuation()).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !b.is_ascii_punctuation()).map_or(start, |at| at + 1);
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_punctuation())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_punctuation())
+        .map_or(start, |at| at + 1);
     let stripped = &token[start..end];
     // An ASCII token's length is its length in characters, and nine bytes or more hold at
     // least three characters of any width.
@@ -202,7 +208,11 @@ mod tests {
         let check = |token: &str, expected: &str| {
             let got = strip_punctuation_if_word(token, token.is_ascii());
             assert_eq!(got, expected, "{token:?}");
-            assert_eq!(strip_punctuation_if_word(token, false), expected, "{token:?}");
+            assert_eq!(
+                strip_punctuation_if_word(token, false),
+                expected,
+                "{token:?}"
+            );
         };
         check("great!!!", "great");
         check("(great)", "great");

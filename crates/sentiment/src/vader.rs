@@ -243,7 +243,11 @@ pub(crate) struct Word {
 
 impl Default for Word {
     fn default() -> Self {
-        Word { valence: f64::NAN, booster: 0.0, flags: 0 }
+        Word {
+            valence: f64::NAN,
+            booster: 0.0,
+            flags: 0,
+        }
     }
 }
 
@@ -434,7 +438,9 @@ pub(crate) fn polarity_scores(lexicon: &Lexicon, text: &str, scratch: &mut Scrat
 /// Whether a word contains "n't" (cheaper than a substring search on words this short).
 #[inline]
 fn contains_nt(word: &[u8]) -> bool {
-    word.len() > 2 && (1..word.len() - 1).any(|at| word[at] == b'\'' && word[at - 1] == b'n' && word[at + 1] == b't')
+    word.len() > 2
+        && (1..word.len() - 1)
+            .any(|at| word[at] == b'\'' && word[at - 1] == b'n' && word[at + 1] == b't')
 }
 
 /// `str.isupper()` of an ASCII word.
