@@ -224,6 +224,13 @@ pub struct WatchlistConfig {
     pub name: String,
     /// Plain terms, matched case-insensitively on word boundaries; any one matches.
     pub terms: Vec<String>,
+    /// Sentiment valences that differ for this watchlist's audience, word to VADER valence
+    /// (-4 most negative .. 4 most positive; 0 makes a word neutral). A skate brand's
+    /// `sick: 2.5` is praise; a game's `killer: 0` is no threat. Mentions keyed by this
+    /// watchlist are scored with VADER's lexicon changed so; empty (the default) keeps the
+    /// reference scores.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sentiment_lexicon: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -586,6 +593,18 @@ impl Config {
                     errors.push(format!("{path}.terms[{j}]"), "must not be empty");
                 }
             }
+            for (word, valence) in &watchlist.sentiment_lexicon {
+                let key = format!("{path}.sentiment_lexicon.{word}");
+                if word.is_empty() || word.chars().any(char::is_whitespace) {
+                    errors.push(
+                        &key,
+                        "must be one word: VADER scores words one at a time, so a phrase never matches",
+                    );
+                }
+                if !(-4.0..=4.0).contains(valence) {
+                    errors.push(&key, format!("valence {valence} is outside VADER's -4..4"));
+                }
+            }
         }
         let mut receivers = Vec::new();
         for (i, receiver) in self.router.receivers.iter().enumerate() {
@@ -745,6 +764,26 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         assert_eq!(problems("{}"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn sentiment_lexicon_overrides_must_be_single_words_with_vader_valences() {
+        let found = problems(
+            r#"
+enricher:
+  watchlists:
+    - name: skateco
+      terms: ["skateco"]
+      sentiment_lexicon: { sick: 2.5, "bad ass": 1.5, killer: 0, rad: 9 }
+"#,
+        );
+        assert_eq!(
+            found,
+            [
+                "enricher.watchlists[0].sentiment_lexicon.bad ass: must be one word: VADER scores words one at a time, so a phrase never matches",
+                "enricher.watchlists[0].sentiment_lexicon.rad: valence 9 is outside VADER's -4..4",
+            ]
+        );
     }
 
     #[test]

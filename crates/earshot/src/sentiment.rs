@@ -106,8 +106,13 @@ fn score_line(
 fn push_four_decimals(score: f64, record: &mut String) {
     let ten_thousandths = (score.abs() * 10_000.0).round() as u64;
     let sign = if score.is_sign_negative() { "-" } else { "" };
-    write!(record, "{sign}{}.{:04}", ten_thousandths / 10_000, ten_thousandths % 10_000)
-        .expect("writing to a String");
+    write!(
+        record,
+        "{sign}{}.{:04}",
+        ten_thousandths / 10_000,
+        ten_thousandths % 10_000
+    )
+    .expect("writing to a String");
 }
 
 /// Reads one line (with its newline, if any) into `line`, keeping at most `limit` bytes of it.
@@ -163,7 +168,9 @@ mod tests {
 
     #[test]
     fn scores_print_as_four_decimals() {
-        for score in [0.0, -0.0, 1.0, -1.0, 0.108, 0.062, 0.4404, -0.5423, 0.0001, -0.9999, 0.999] {
+        for score in [
+            0.0, -0.0, 1.0, -1.0, 0.108, 0.062, 0.4404, -0.5423, 0.0001, -0.9999, 0.999,
+        ] {
             let mut record = String::new();
             push_four_decimals(score, &mut record);
             assert_eq!(record, format!("{score:.4}"));

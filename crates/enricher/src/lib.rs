@@ -7,15 +7,17 @@
 
 mod matcher;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use earshot_core::bus::{headers, OutRecord, Publisher};
 use earshot_core::codec::Codecs;
 use earshot_core::config::EnricherConfig;
-use earshot_core::model::{now_micros, EnrichedMention, Mention, Sentiment};
+use earshot_core::model::{now_micros, EnrichedMention, Mention, SentenceSentiment, Sentiment};
 use earshot_core::telemetry::{trace_context, Metrics};
 use earshot_core::{Completion, InRecord, Services, Stage, StageError};
+use earshot_sentiment::{Analysis, SentimentAnalyzer};
 use futures::future::{BoxFuture, FutureExt};
 use prometheus::{Histogram, IntCounter};
 use tokio_util::sync::CancellationToken;
@@ -55,25 +57,46 @@ pub async fn run_with(
     Ok(())
 }
 
-/// What the enricher knows: the compiled watchlists.
+/// What the enricher knows: the compiled watchlists and the sentiment analyzers.
 pub struct Enricher {
     matcher: WatchlistMatcher,
+    /// VADER with its own lexicon: the scores of vaderSentiment 3.3.2.
+    sentiment: SentimentAnalyzer,
+    /// VADER with a watchlist's `sentiment_lexicon` applied, for the watchlists that have one.
+    watchlist_sentiment: HashMap<String, SentimentAnalyzer>,
 }
 
 impl Enricher {
     pub fn new(config: &EnricherConfig) -> Self {
+        let sentiment = SentimentAnalyzer::default();
+        let watchlist_sentiment = config
+            .watchlists
+            .iter()
+            .filter(|w| !w.sentiment_lexicon.is_empty())
+            .map(|w| {
+                let overrides = w
+                    .sentiment_lexicon
+                    .iter()
+                    .map(|(word, &valence)| (word.as_str(), Some(valence)));
+                (w.name.clone(), sentiment.with_overrides(overrides))
+            })
+            .collect();
         Enricher {
             matcher: WatchlistMatcher::new(&config.watchlists),
+            sentiment,
+            watchlist_sentiment,
         }
     }
 
     /// Enriches one mention: one record per matched watchlist, or one unmatched record.
     ///
-    /// Until the sentiment and understanding engines land, sentiment, language, spam, intent
-    /// and urgency stay at their documented defaults (neutral, none, 0, "unknown", 0); reach
-    /// is followers plus engagement.
+    /// Sentiment is VADER's, whole text and per sentence, with the watchlist's lexicon
+    /// overrides for the copy keyed by a watchlist that has some. Until the understanding
+    /// engines land, language, spam, intent and urgency stay at their documented defaults
+    /// (none, 0, "unknown", 0); reach is followers plus engagement.
     pub fn enrich(&self, mention: Mention) -> Vec<EnrichedMention> {
         let matches = self.matcher.matches(&mention.text);
+        let analysis = self.sentiment.analyze(&mention.text);
         let engagement = &mention.engagement;
         let reach = mention.author.followers.unwrap_or(0).max(0)
             + engagement.likes.max(0)
@@ -83,8 +106,8 @@ impl Enricher {
             mention,
             watchlist: String::new(),
             matches,
-            sentiment: Sentiment::default(),
-            sentences: Default::default(),
+            sentiment: sentiment_of(&analysis),
+            sentences: sentences_of(analysis),
             language: None,
             language_confidence: 0.0,
             spam_score: 0.0,
@@ -99,11 +122,40 @@ impl Enricher {
         template
             .matches
             .iter()
-            .map(|m| EnrichedMention {
-                watchlist: m.watchlist.clone(),
-                ..template.clone()
+            .map(|m| {
+                let mut copy = EnrichedMention {
+                    watchlist: m.watchlist.clone(),
+                    ..template.clone()
+                };
+                if let Some(analyzer) = self.watchlist_sentiment.get(&m.watchlist) {
+                    let analysis = analyzer.analyze(&copy.mention.text);
+                    copy.sentiment = sentiment_of(&analysis);
+                    copy.sentences = sentences_of(analysis);
+                }
+                copy
             })
             .collect()
+    }
+}
+
+fn sentiment_of(analysis: &Analysis) -> Sentiment {
+    let scores = analysis.scores;
+    Sentiment {
+        neg: scores.neg,
+        neu: scores.neu,
+        pos: scores.pos,
+        compound: scores.compound,
+    }
+}
+
+fn sentences_of(analysis: Analysis) -> SentenceSentiment {
+    let view = analysis.sentences;
+    SentenceSentiment {
+        count: i32::try_from(view.count).unwrap_or(i32::MAX),
+        mean_compound: view.mean_compound,
+        min_compound: view.min_compound,
+        max_compound: view.max_compound,
+        most_negative: view.most_negative.unwrap_or_default(),
     }
 }
 
@@ -190,4 +242,95 @@ impl Stage for EnricherStage {
 
 fn ready(result: Result<(), StageError>) -> Completion {
     futures::future::ready(result).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use earshot_core::config::WatchlistConfig;
+    use earshot_core::model::{mention_id, Author, Engagement, Source};
+
+    use super::*;
+
+    fn mention(text: &str) -> Mention {
+        Mention {
+            id: mention_id("test", text),
+            native_id: text.into(),
+            source: Source {
+                kind: "test".into(),
+                instance: "unit".into(),
+            },
+            url: None,
+            author: Author {
+                handle: "@sam".into(),
+                name: None,
+                followers: Some(10),
+                verified: false,
+            },
+            text: text.into(),
+            lang_hint: None,
+            created_at: 0,
+            collected_at: 0,
+            engagement: Engagement::default(),
+            parent_id: None,
+            conversation_id: None,
+            has_media: false,
+        }
+    }
+
+    fn enricher() -> Enricher {
+        let watchlist = |name: &str, lexicon: &[(&str, f64)]| WatchlistConfig {
+            name: name.into(),
+            terms: vec![name.into()],
+            sentiment_lexicon: lexicon.iter().map(|&(w, v)| (w.to_owned(), v)).collect(),
+        };
+        Enricher::new(&EnricherConfig {
+            watchlists: vec![
+                watchlist("skateco", &[("sick", 2.5)]),
+                watchlist("parcelly", &[]),
+            ],
+        })
+    }
+
+    #[test]
+    fn sentiment_is_vaders_and_a_watchlists_lexicon_changes_only_its_copy() {
+        let copies = enricher().enrich(mention("Skateco deck and Parcelly shipping, both sick"));
+        let by_watchlist = |name: &str| copies.iter().find(|c| c.watchlist == name).unwrap();
+        // "sick" is -1.6 in VADER's lexicon; the reference scores this text
+        // {neg: 0.355, neu: 0.645, pos: 0.0, compound: -0.5106}.
+        let parcelly = by_watchlist("parcelly");
+        assert_eq!(
+            parcelly.sentiment,
+            Sentiment {
+                neg: 0.355,
+                neu: 0.645,
+                pos: 0.0,
+                compound: -0.5106
+            }
+        );
+        let skateco = by_watchlist("skateco");
+        assert_eq!(skateco.sentiment.neg, 0.0);
+        assert!(skateco.sentiment.compound > 0.5, "{:?}", skateco.sentiment);
+        assert_eq!(skateco.sentences.max_compound, skateco.sentiment.compound);
+    }
+
+    #[test]
+    fn unmatched_mentions_carry_the_sentence_view_too() {
+        let copies = enricher().enrich(mention(
+            "Love the new lamp. The app is wonderful! The courier was rude and useless.",
+        ));
+        assert_eq!(copies.len(), 1);
+        let sentences = &copies[0].sentences;
+        assert_eq!(sentences.count, 3);
+        assert!(sentences.min_compound < -0.5, "{sentences:?}");
+        assert_eq!(sentences.most_negative, "The courier was rude and useless.");
+        assert_eq!(copies[0].sentiment, {
+            let s = SentimentAnalyzer::default().polarity_scores(&copies[0].mention.text);
+            Sentiment {
+                neg: s.neg,
+                neu: s.neu,
+                pos: s.pos,
+                compound: s.compound,
+            }
+        });
+    }
 }

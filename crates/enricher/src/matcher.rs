@@ -106,10 +106,12 @@ mod tests {
             WatchlistConfig {
                 name: "lumora".into(),
                 terms: vec!["Lumora".into(), "#lumora".into()],
+                sentiment_lexicon: Default::default(),
             },
             WatchlistConfig {
                 name: "parcelly".into(),
                 terms: vec!["parcelly".into()],
+                sentiment_lexicon: Default::default(),
             },
         ])
     }

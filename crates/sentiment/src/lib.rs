@@ -116,6 +116,26 @@ impl SentimentAnalyzer {
         vader::polarity_scores(&self.lexicon, text, scratch)
     }
 
+    /// The whole-text scores and the sentence view of `text`, scoring a one-sentence text
+    /// once.
+    pub fn analyze(&self, text: &str) -> Analysis {
+        let scores = self.polarity_scores(text);
+        let mut sentences = sentences(text);
+        let sentences = match (sentences.next(), sentences.next()) {
+            (None, _) => SentenceView::default(),
+            // VADER ignores surrounding whitespace, so the one sentence scores as the text.
+            (Some(only), None) => SentenceView {
+                count: 1,
+                mean_compound: scores.compound,
+                min_compound: scores.compound,
+                max_compound: scores.compound,
+                most_negative: (scores.compound <= NEGATIVE_THRESHOLD).then(|| truncate(only)),
+            },
+            (Some(_), Some(_)) => self.sentence_view(text),
+        };
+        Analysis { scores, sentences }
+    }
+
     /// Scores each sentence (Unicode sentence boundaries, UAX #29) and summarizes them.
     pub fn sentence_view(&self, text: &str) -> SentenceView {
         let mut view = SentenceView::default();
@@ -140,9 +160,26 @@ impl SentimentAnalyzer {
         }
         view.most_negative = lowest
             .filter(|&(compound, _)| compound <= NEGATIVE_THRESHOLD)
-            .map(|(_, sentence)| sentence.chars().take(MOST_NEGATIVE_MAX_CHARS).collect());
+            .map(|(_, sentence)| truncate(sentence));
         view
     }
+}
+
+/// Both views of one text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    pub scores: Scores,
+    pub sentences: SentenceView,
+}
+
+fn sentences(text: &str) -> impl Iterator<Item = &str> {
+    text.split_sentence_bounds()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+fn truncate(sentence: &str) -> String {
+    sentence.chars().take(MOST_NEGATIVE_MAX_CHARS).collect()
 }
 
 #[cfg(test)]
@@ -166,6 +203,22 @@ mod tests {
             view.most_negative.as_deref(),
             Some("Support was rude and useless when it broke.")
         );
+    }
+
+    #[test]
+    fn analyze_gives_the_full_sentence_view_and_shortcuts_one_sentence() {
+        let analyzer = SentimentAnalyzer::default();
+        for text in [
+            "",
+            "  ",
+            "The lamp died after a week.",
+            "  Great lamp!  ",
+            "Good lamp. It died after a week. Support was kind.",
+        ] {
+            let analysis = analyzer.analyze(text);
+            assert_eq!(analysis.scores, analyzer.polarity_scores(text), "{text:?}");
+            assert_eq!(analysis.sentences, analyzer.sentence_view(text), "{text:?}");
+        }
     }
 
     #[test]
