@@ -28,7 +28,7 @@ RUN apt-get update \
  && groupadd --system --gid 10001 earshot \
  && useradd --system --uid 10001 --gid earshot --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin earshot \
- && install -d -o earshot -g earshot -m 0750 /var/lib/earshot
+ && install -d -o earshot -g earshot -m 0750 /var/lib/earshot /var/lib/earshot/parquet
 COPY --from=build /out/earshot /usr/local/bin/earshot
 # Numeric, so that Kubernetes' runAsNonRoot can check it without resolving a user name.
 USER 10001:10001
