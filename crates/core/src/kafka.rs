@@ -490,8 +490,7 @@ mod tests {
         let missing = dir.join("missing");
         for (path, reason) in [(&missing, "No such file"), (&empty, "the file is empty")] {
             let error = base_config(&kafka_config(&[], &[("sasl.password", path)]))
-                .err()
-                .expect("an unreadable secret is an error");
+                .expect_err("an unreadable secret is an error");
             let message = error.to_string();
             assert!(
                 message.contains("kafka.secret_properties_file.sasl.password")
