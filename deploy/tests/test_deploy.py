@@ -13,6 +13,8 @@ import ipaddress
 import json
 import os
 import re
+import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -488,6 +490,10 @@ def test_the_image_is_multi_stage_and_runs_as_a_user():
     assert users and all(int(u.split(":")[0]) > 0 for u in users), users
     assert 'ENTRYPOINT ["/usr/local/bin/earshot"]' in runtime
     assert any("--locked" in line for line in lines), "the image builds from Cargo.lock"
+    # librdkafka links OpenSSL 3 dynamically (TLS, SCRAM); webhooks and Kafka TLS verify
+    # against the CA bundle.
+    installs = " ".join(line for line in runtime if "apt-get install" in line or line.startswith("&&"))
+    assert "libssl3" in installs and "ca-certificates" in installs, installs
 
 
 def test_the_compose_services_are_hardened_and_complete():
@@ -557,3 +563,60 @@ def test_the_alerting_rules_cover_the_pipeline():
         if "alert" in rule:
             assert rule["labels"]["severity"] in {"warning", "critical"}
             assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The topic Job's script against real Kafka
+
+
+def kafka_tool(tool, *args):
+    result = subprocess.run(
+        [str(Path(os.environ["EARSHOT_KAFKA_BIN"]) / tool), "--bootstrap-server",
+         os.environ["KAFKA_BOOTSTRAP_SERVERS"], *args],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_the_topic_script_provisions_topics_on_kafka(tmp_path):
+    """create-topics.sh, as the Job runs it, against the Kafka of scripts/kafka: the topics get
+    their partitions and settings, the checkpoint topic is compacted, and a second run (a Job
+    retry) changes nothing and does not fail."""
+    if not (os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("EARSHOT_KAFKA_BIN")):
+        pytest.fail("needs Kafka and its tools: run scripts/check-deploy, which provides both")
+    run = f"deploytest-{uuid.uuid4().hex[:8]}"
+    data, deadletter, checkpoints = f"{run}.raw", f"{run}.deadletter", f"{run}.checkpoints"
+    environment = {
+        **os.environ,
+        "KAFKA_BIN": os.environ["EARSHOT_KAFKA_BIN"],
+        "TMPDIR": str(tmp_path),
+        "TOPICS": f"{data} {deadletter}",
+        "DEADLETTER_TOPIC": deadletter,
+        "COMPACTED_TOPICS": checkpoints,
+        "TOPIC_PARTITIONS": "3",
+        "TOPIC_REPLICATION_FACTOR": "1",
+        "MIN_INSYNC_REPLICAS": "1",
+        "RETENTION_MS": "3600000",
+        "DEADLETTER_RETENTION_MS": "7200000",
+        "MAX_MESSAGE_BYTES": "1114112",
+    }
+    script = ROOT / "deploy" / "kubernetes" / "base" / "create-topics.sh"
+    for attempt in (1, 2):
+        result = subprocess.run(["/bin/sh", str(script)], env=environment, capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, f"run {attempt}:\n{result.stdout}\n{result.stderr}"
+    described = kafka_tool("kafka-topics.sh", "--describe", "--topic", f"{re.escape(run)}\\..*")
+    partitions = dict(re.findall(r"Topic: (\S+)\s+TopicId: \S+\s+PartitionCount: (\d+)", described))
+    assert partitions == {data: "3", deadletter: "3", checkpoints: "3"}, described
+
+    def settings(topic):
+        out = kafka_tool("kafka-configs.sh", "--describe", "--entity-type", "topics",
+                         "--entity-name", topic)
+        return dict(re.findall(r"\b([a-z.]+)=(\S+) sensitive=false", out))
+
+    expected = {"min.insync.replicas": "1", "max.message.bytes": "1114112"}
+    assert settings(data) == {**expected, "cleanup.policy": "delete", "retention.ms": "3600000"}
+    assert settings(deadletter) == {**expected, "cleanup.policy": "delete", "retention.ms": "7200000"}
+    assert settings(checkpoints) == {**expected, "cleanup.policy": "compact"}
+
