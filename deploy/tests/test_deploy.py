@@ -232,6 +232,10 @@ def check_autoscaling(objects):
             query = trigger.get("metadata", {}).get("query", "")
             if trigger["type"] == "prometheus" and f'group="{group}"' not in query:
                 problems.append(f"{target}: its lag query does not select group {group}")
+            # Another installation's group of the same name must not count.
+            namespace = scaled["metadata"].get("namespace")
+            if trigger["type"] == "prometheus" and f'namespace="{namespace}"' not in query:
+                problems.append(f"{target}: its lag query does not select namespace {namespace}")
     for target, scalers in targets.items():
         if len(scalers) > 1:
             problems.append(f"{target}: scaled by {' and '.join(scalers)}")
