@@ -794,13 +794,17 @@ fn validate_kafka_security(kafka: &KafkaConfig, errors: &mut ConfigErrors) {
             ),
             Some(_) => {}
         }
-        for property in ["sasl.username", "sasl.password"] {
-            if !set(property) {
-                errors.push(
-                    "kafka",
-                    format!("SASL needs {property} (in kafka.properties for the user name, kafka.secret_properties_env or kafka.secret_properties_file)"),
-                );
-            }
+        if !set("sasl.username") {
+            errors.push(
+                "kafka",
+                "SASL needs sasl.username: set it in kafka.properties",
+            );
+        }
+        if !set("sasl.password") {
+            errors.push(
+                "kafka",
+                "SASL needs sasl.password: read it with kafka.secret_properties_env or kafka.secret_properties_file",
+            );
         }
     }
     if set("ssl.certificate.location") != set("ssl.key.location") {
