@@ -74,12 +74,17 @@ pub struct KafkaConfig {
     /// URL of a Confluent-compatible Schema Registry; when set, records use the Confluent wire
     /// format, otherwise Avro single-object encoding.
     pub schema_registry_url: Option<String>,
-    /// Extra librdkafka properties (`security.protocol`, `sasl.mechanism`, `client.rack`, ...).
-    /// Not for secrets: put those in `secret_properties_env`.
+    /// Extra librdkafka properties (`security.protocol`, `sasl.mechanism`, `sasl.username`,
+    /// `ssl.ca.location`, `client.rack`, ...). Not for secrets: put those in
+    /// `secret_properties_env` or `secret_properties_file`.
     pub properties: BTreeMap<String, String>,
     /// librdkafka properties read from environment variables at start, property name to
     /// variable name, e.g. `sasl.password: KAFKA_SASL_PASSWORD`.
     pub secret_properties_env: BTreeMap<String, String>,
+    /// librdkafka properties read from files at start (for example a mounted Kubernetes
+    /// Secret), property name to path, e.g. `sasl.password: /etc/kafka-user/password`. Trailing
+    /// whitespace is ignored.
+    pub secret_properties_file: BTreeMap<String, PathBuf>,
 }
 
 impl Default for KafkaConfig {
@@ -101,6 +106,7 @@ impl Default for KafkaConfig {
             schema_registry_url: None,
             properties: BTreeMap::new(),
             secret_properties_env: BTreeMap::new(),
+            secret_properties_file: BTreeMap::new(),
         }
     }
 }
@@ -532,6 +538,23 @@ impl Config {
                 );
             }
         }
+        for (property, path) in &self.kafka.secret_properties_file {
+            if self.kafka.properties.contains_key(property)
+                || self.kafka.secret_properties_env.contains_key(property)
+            {
+                errors.push(
+                    format!("kafka.secret_properties_file.{property}"),
+                    "also set in kafka.properties or kafka.secret_properties_env; set it in one place",
+                );
+            }
+            if path.as_os_str().is_empty() {
+                errors.push(
+                    format!("kafka.secret_properties_file.{property}"),
+                    "must name a file",
+                );
+            }
+        }
+        validate_kafka_security(&self.kafka, errors);
         if self.kafka.topic_partitions < 1 {
             errors.push("kafka.topic_partitions", "must be at least 1");
         }
@@ -698,6 +721,130 @@ impl Config {
     }
 }
 
+/// Properties that hold secrets: they must come from `secret_properties_env` or
+/// `secret_properties_file`, never from the configuration file.
+const SECRET_KAFKA_PROPERTIES: [&str; 5] = [
+    "sasl.password",
+    "ssl.key.password",
+    "ssl.key.pem",
+    "ssl.keystore.password",
+    "sasl.oauthbearer.client.secret",
+];
+
+/// The SASL mechanisms this build supports: librdkafka is built with OpenSSL (SCRAM needs it)
+/// but without Cyrus SASL (GSSAPI) or libcurl (OIDC for OAUTHBEARER).
+const SASL_MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
+/// Checks librdkafka's security properties before any client is built, so that a
+/// misconfigured TLS or SASL setup is reported with the other problems instead of as a
+/// connection failure (or, for a missing mechanism, librdkafka's default GSSAPI) at start.
+fn validate_kafka_security(kafka: &KafkaConfig, errors: &mut ConfigErrors) {
+    for property in SECRET_KAFKA_PROPERTIES {
+        if kafka.properties.contains_key(property) {
+            errors.push(
+                format!("kafka.properties.{property}"),
+                "is a secret: read it with kafka.secret_properties_env or kafka.secret_properties_file",
+            );
+        }
+    }
+    let set = |property: &str| {
+        kafka.properties.contains_key(property)
+            || kafka.secret_properties_env.contains_key(property)
+            || kafka.secret_properties_file.contains_key(property)
+    };
+    let protocol = kafka
+        .properties
+        .get("security.protocol")
+        .map(|p| p.to_ascii_uppercase());
+    let (uses_tls, uses_sasl) = match protocol.as_deref() {
+        None | Some("PLAINTEXT") => (false, false),
+        Some("SSL") => (true, false),
+        Some("SASL_PLAINTEXT") => (false, true),
+        Some("SASL_SSL") => (true, true),
+        Some(other) => {
+            errors.push(
+                "kafka.properties.security.protocol",
+                format!("{other:?} is not one of PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+            );
+            // The other checks depend on the protocol; one problem is enough here.
+            return;
+        }
+    };
+    let mut configured: Vec<&str> = kafka
+        .properties
+        .keys()
+        .chain(kafka.secret_properties_env.keys())
+        .map(String::as_str)
+        .collect();
+    configured.extend(kafka.secret_properties_file.keys().map(String::as_str));
+    configured.sort_unstable();
+    for property in configured {
+        if property.starts_with("ssl.") && !uses_tls {
+            errors.push(
+                format!("kafka.{}", property_path(kafka, property)),
+                "has no effect unless kafka.properties.security.protocol is SSL or SASL_SSL",
+            );
+        }
+        if property.starts_with("sasl.") && !uses_sasl {
+            errors.push(
+                format!("kafka.{}", property_path(kafka, property)),
+                "has no effect unless kafka.properties.security.protocol is SASL_PLAINTEXT or SASL_SSL",
+            );
+        }
+    }
+    if kafka.properties.contains_key("sasl.mechanisms") {
+        errors.push(
+            "kafka.properties.sasl.mechanisms",
+            "use sasl.mechanism (its alias is not checked)",
+        );
+    }
+    if uses_sasl {
+        match kafka.properties.get("sasl.mechanism") {
+            None => errors.push(
+                "kafka.properties.sasl.mechanism",
+                format!("required with SASL; one of {}", SASL_MECHANISMS.join(", ")),
+            ),
+            Some(mechanism) if !SASL_MECHANISMS.contains(&mechanism.as_str()) => errors.push(
+                "kafka.properties.sasl.mechanism",
+                format!(
+                    "{mechanism:?} is not supported by this build; use one of {}",
+                    SASL_MECHANISMS.join(", ")
+                ),
+            ),
+            Some(_) => {}
+        }
+        if !set("sasl.username") {
+            errors.push(
+                "kafka",
+                "SASL needs sasl.username: set it in kafka.properties",
+            );
+        }
+        if !set("sasl.password") {
+            errors.push(
+                "kafka",
+                "SASL needs sasl.password: read it with kafka.secret_properties_env or kafka.secret_properties_file",
+            );
+        }
+    }
+    if set("ssl.certificate.location") != set("ssl.key.location") {
+        errors.push(
+            "kafka.properties",
+            "a client certificate needs both ssl.certificate.location and ssl.key.location",
+        );
+    }
+}
+
+/// Where a librdkafka property is set, for error paths (`properties.ssl.ca.location`).
+fn property_path(kafka: &KafkaConfig, property: &str) -> String {
+    if kafka.secret_properties_env.contains_key(property) {
+        format!("secret_properties_env.{property}")
+    } else if kafka.secret_properties_file.contains_key(property) {
+        format!("secret_properties_file.{property}")
+    } else {
+        format!("properties.{property}")
+    }
+}
+
 fn valid_topic_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 249
@@ -841,6 +988,109 @@ surprise: true
             );
         }
         assert_eq!(found.len(), expected.len(), "{found:#?}");
+    }
+
+    /// Kafka's TLS and SASL settings. Each case is a `kafka` section and every problem it must
+    /// give (by prefix), no more.
+    #[test]
+    fn kafka_security_settings_are_checked() {
+        fn check(kafka: &str, expected: &[&str]) {
+            let found = problems(&format!("kafka:\n{kafka}"));
+            for want in expected {
+                assert!(
+                    found.iter().any(|p| p.starts_with(want)),
+                    "missing {want:?} in {found:#?} for\n{kafka}"
+                );
+            }
+            assert_eq!(found.len(), expected.len(), "{found:#?} for\n{kafka}");
+        }
+        // TLS and SCRAM as the production overlay sets them: the password from a file.
+        check(
+            r#"
+  properties:
+    security.protocol: SASL_SSL
+    sasl.mechanism: SCRAM-SHA-512
+    sasl.username: earshot
+    ssl.ca.location: /etc/kafka-ca/ca.crt
+  secret_properties_file:
+    sasl.password: /etc/kafka-user/password
+"#,
+            &[],
+        );
+        // PLAIN, credentials from the environment; the protocol's case does not matter.
+        check(
+            r#"
+  properties: { security.protocol: sasl_plaintext, sasl.mechanism: PLAIN }
+  secret_properties_env: { sasl.username: KAFKA_USER, sasl.password: KAFKA_PASSWORD }
+"#,
+            &[],
+        );
+        // Mutual TLS with a client certificate whose key has a password.
+        check(
+            r#"
+  properties:
+    security.protocol: SSL
+    ssl.certificate.location: /etc/kafka-client/tls.crt
+    ssl.key.location: /etc/kafka-client/tls.key
+  secret_properties_env: { ssl.key.password: KAFKA_KEY_PASSWORD }
+"#,
+            &[],
+        );
+        check(
+            "  properties: { security.protocol: TLS }\n",
+            &["kafka.properties.security.protocol: \"TLS\" is not one of PLAINTEXT"],
+        );
+        check(
+            "  properties: { security.protocol: SASL_SSL }\n",
+            &[
+                "kafka.properties.sasl.mechanism: required with SASL",
+                "kafka: SASL needs sasl.username",
+                "kafka: SASL needs sasl.password",
+            ],
+        );
+        check(
+            r#"
+  properties: { security.protocol: SASL_SSL, sasl.mechanism: GSSAPI, sasl.username: u }
+  secret_properties_env: { sasl.password: P }
+"#,
+            &["kafka.properties.sasl.mechanism: \"GSSAPI\" is not supported by this build"],
+        );
+        check(
+            r#"
+  properties:
+    security.protocol: SASL_SSL
+    sasl.mechanism: SCRAM-SHA-256
+    sasl.username: u
+    sasl.password: in-the-file
+"#,
+            &["kafka.properties.sasl.password: is a secret"],
+        );
+        check(
+            r#"
+  properties: { sasl.username: u, ssl.ca.location: /ca.crt }
+"#,
+            &[
+                "kafka.properties.sasl.username: has no effect unless kafka.properties.security.protocol is SASL",
+                "kafka.properties.ssl.ca.location: has no effect unless kafka.properties.security.protocol is SSL",
+            ],
+        );
+        check(
+            r#"
+  properties: { security.protocol: SSL, ssl.certificate.location: /tls.crt }
+"#,
+            &["kafka.properties: a client certificate needs both"],
+        );
+        check(
+            r#"
+  properties: { security.protocol: SASL_SSL, sasl.mechanism: PLAIN, sasl.username: u }
+  secret_properties_env: { sasl.password: P }
+  secret_properties_file: { sasl.password: /p, ssl.key.password: "" }
+"#,
+            &[
+                "kafka.secret_properties_file.sasl.password: also set in",
+                "kafka.secret_properties_file.ssl.key.password: must name a file",
+            ],
+        );
     }
 
     #[test]

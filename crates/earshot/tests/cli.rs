@@ -167,14 +167,17 @@ fn a_service_with_an_invalid_config_exits_64_without_starting() {
     );
 }
 
-/// The configurations the project ships (the deployment example, the embedded demo) stay
-/// valid as the code changes.
+/// The configurations the project ships (the deployment example, the embedded demo, the
+/// Kubernetes and Docker Compose configurations) stay valid as the code changes.
 #[test]
 fn the_shipped_configurations_are_valid() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     for file in [
         "deploy/earshot.example.yaml",
         "crates/earshot/src/demo.yaml",
+        "deploy/kubernetes/base/earshot.yaml",
+        "deploy/kubernetes/overlays/production/earshot.yaml",
+        "deploy/compose/earshot.yaml",
     ] {
         let path = root.join(file);
         let output = earshot(&["check-config", path_str(&path)], &[]);
