@@ -54,9 +54,10 @@ pub fn push_python_lower(word: &str, out: &mut String) {
 
 /// VADER's `_strip_punc_if_word`: strips ASCII punctuation (`string.punctuation`) from both
 /// ends, unless that leaves two characters or fewer (then the token is likely an emoticon such
-/// as `:)` and stays whole). `ascii` says the token is ASCII, which saves counting characters.
+/// as `:)` and stays whole). `ascii` says the token is ASCII, which saves counting characters. Returns
+/// the byte range of the word within `token`.
 #[inline]
-pub fn strip_punctuation_if_word(token: &str, ascii: bool) -> &str {
+pub fn strip_punctuation_range(token: &str, ascii: bool) -> (usize, usize) {
     // Punctuation is ASCII, so trimming bytes never splits a character.
     let bytes = token.as_bytes();
     let start = bytes
@@ -76,9 +77,9 @@ pub fn strip_punctuation_if_word(token: &str, ascii: bool) -> &str {
         stripped.chars().count() > 2
     };
     if long_enough {
-        stripped
+        (start, end)
     } else {
-        token
+        (0, token.len())
     }
 }
 
@@ -206,13 +207,10 @@ mod tests {
     #[test]
     fn strip_keeps_emoticons() {
         let check = |token: &str, expected: &str| {
-            let got = strip_punctuation_if_word(token, token.is_ascii());
-            assert_eq!(got, expected, "{token:?}");
-            assert_eq!(
-                strip_punctuation_if_word(token, false),
-                expected,
-                "{token:?}"
-            );
+            for ascii in [token.is_ascii(), false] {
+                let (start, end) = strip_punctuation_range(token, ascii);
+                assert_eq!(&token[start..end], expected, "{token:?}");
+            }
         };
         check("great!!!", "great");
         check("(great)", "great");

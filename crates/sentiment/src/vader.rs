@@ -18,7 +18,7 @@ use rustc_hash::FxHashMap;
 
 use crate::lexicon::Lexicon;
 use crate::pytext::{
-    is_python_space, is_python_upper, push_python_lower, python_round, strip_punctuation_if_word,
+    is_python_space, is_python_upper, push_python_lower, python_round, strip_punctuation_range,
 };
 use crate::Scores;
 
@@ -227,6 +227,9 @@ pub(crate) mod flag {
     pub const IDIOM: u32 = 1 << 12;
     /// Set on a token, not a word: `isupper()` of the token as written.
     pub const UPPER: u32 = 1 << 13;
+    /// Set on a token, not a word: the token was lowercase already, and its range is in the
+    /// text rather than in the buffer of lowercased copies.
+    pub const IN_TEXT: u32 = 1 << 14;
 }
 
 /// Everything one lookup of a lowercased word returns, packed small (it is copied into every
@@ -334,14 +337,21 @@ pub struct Scratch {
 
 struct Table<'a> {
     tokens: &'a [Token],
+    text: &'a str,
     lower: &'a str,
 }
 
 impl Table<'_> {
+    /// The lowercased token.
     #[inline]
     fn word(&self, i: usize) -> &str {
         let token = &self.tokens[i];
-        &self.lower[token.start as usize..token.end as usize]
+        let buffer = if token.flags & flag::IN_TEXT != 0 {
+            self.text
+        } else {
+            self.lower
+        };
+        &buffer[token.start as usize..token.end as usize]
     }
     #[inline]
     fn has(&self, i: usize, flag: u32) -> bool {
@@ -368,27 +378,38 @@ pub(crate) fn polarity_scores(lexicon: &Lexicon, text: &str, scratch: &mut Scrat
     tokens.clear();
     lower.clear();
     let mut upper_count = 0usize;
-    let mut push = |raw: &str, ascii: bool| {
-        let word = strip_punctuation_if_word(raw, ascii);
-        let start = lower.len();
-        let upper = if ascii {
-            lower.push_str(word);
-            lower[start..].make_ascii_lowercase();
-            is_ascii_upper(word.as_bytes())
+    // Tokenizes text[raw_start..raw_end]; an ASCII token with no capital is its own lowercase
+    // form and is not copied.
+    let mut push = |raw_start: usize, raw_end: usize, ascii: bool| {
+        let (start, end) = strip_punctuation_range(&text[raw_start..raw_end], ascii);
+        let (start, end) = (raw_start + start, raw_start + end);
+        let word = &text[start..end];
+        let (upper, in_text, range) = if ascii {
+            let (has_upper, has_lower) = ascii_cases(word.as_bytes());
+            if has_upper {
+                let at = lower.len();
+                lower.push_str(word);
+                lower[at..].make_ascii_lowercase();
+                (!has_lower, false, (at, lower.len()))
+            } else {
+                (false, true, (start, end))
+            }
         } else {
+            let at = lower.len();
             push_python_lower(word, lower);
-            is_python_upper(word)
+            (is_python_upper(word), false, (at, lower.len()))
         };
-        let lowered = &lower[start..];
+        let lowered = if in_text { word } else { &lower[range.0..] };
         let found = lexicon.word(lowered).unwrap_or_default();
         let contracted = contains_nt(lowered.as_bytes());
         upper_count += usize::from(upper);
         tokens.push(Token {
-            start: start as u32,
-            end: lower.len() as u32,
+            start: range.0 as u32,
+            end: range.1 as u32,
             flags: found.flags
                 | if contracted { flag::NEGATION } else { 0 }
-                | if upper { flag::UPPER } else { 0 },
+                | if upper { flag::UPPER } else { 0 }
+                | if in_text { flag::IN_TEXT } else { 0 },
             valence: found.valence,
             booster: found.booster,
         });
@@ -406,14 +427,29 @@ pub(crate) fn polarity_scores(lexicon: &Lexicon, text: &str, scratch: &mut Scrat
             while at < bytes.len() && !is_space(bytes[at]) {
                 at += 1;
             }
-            push(&text[start..at], true);
+            push(start, at, true);
         }
     } else {
-        for raw in text.split(is_python_space).filter(|t| !t.is_empty()) {
-            push(raw, raw.is_ascii());
+        let mut start = None;
+        for (at, c) in text
+            .char_indices()
+            .chain(std::iter::once((text.len(), ' ')))
+        {
+            match (start, is_python_space(c)) {
+                (Some(from), true) => {
+                    push(from, at, text[from..at].is_ascii());
+                    start = None;
+                }
+                (None, false) => start = Some(at),
+                _ => {}
+            }
         }
     }
-    let table = Table { tokens, lower };
+    let table = Table {
+        tokens,
+        text,
+        lower,
+    };
     let count = tokens.len();
     let cap_differential = upper_count > 0 && upper_count < count;
 
@@ -443,15 +479,16 @@ fn contains_nt(word: &[u8]) -> bool {
             .any(|at| word[at] == b'\'' && word[at - 1] == b'n' && word[at + 1] == b't')
 }
 
-/// `str.isupper()` of an ASCII word.
+/// Whether an ASCII word has capitals and lowercase letters; `str.isupper()` is
+/// `capitals && !lowercase`.
 #[inline]
-fn is_ascii_upper(word: &[u8]) -> bool {
+fn ascii_cases(word: &[u8]) -> (bool, bool) {
     let (mut upper, mut lower) = (false, false);
     for &byte in word {
         upper |= byte.is_ascii_uppercase();
         lower |= byte.is_ascii_lowercase();
     }
-    upper && !lower
+    (upper, lower)
 }
 
 /// Replaces each emoji of the lexicon by its description, as the reference does: a space
