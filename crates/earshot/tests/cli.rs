@@ -1,6 +1,7 @@
 //! The `earshot` binary as an operator runs it: `check-config` reports every problem of a file
 //! with its key path and exits 64, or prints the effective configuration; a service given an
-//! invalid configuration exits 64 before starting anything.
+//! invalid configuration exits 64 before starting anything; `sentiment` scores stdin line by
+//! line.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -273,6 +274,42 @@ enricher:
 }
 
 /// Runs the binary to completion with `env` added to a clean `EARSHOT_` environment.
+#[test]
+fn sentiment_streams_scores_reports_bad_lines_and_exits_65() {
+    use std::io::Write;
+    let mut child = base_command(&[])
+        .arg("sentiment")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the earshot binary runs");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(
+            b"a1\tThe lamp is great!\n\xc3\x28 broken\nThe courier was NOT helpful at all :(\n",
+        )
+        .unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    // Scores as vaderSentiment 3.3.2 prints them (scripts/vader-reference.py).
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "a1\t0.0000\t0.4060\t0.5940\t0.6588\n3\t0.4660\t0.5340\t0.0000\t-0.6407\n"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 2: invalid UTF-8 at byte 1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 lines scored, 1 rejected"), "{stderr}");
+    assert_eq!(output.status.code(), Some(65));
+
+    let clean = base_command(&[]).arg("sentiment").output().unwrap();
+    assert_eq!(clean.status.code(), Some(0), "no input, nothing rejected");
+    assert!(clean.stdout.is_empty());
+}
+
 fn earshot(args: &[&str], env: &[(&str, &str)]) -> Output {
     base_command(env)
         .args(args)
