@@ -27,15 +27,5 @@ fn every_corpus_text_scores_exactly_as_the_reference() {
         }
     }
     assert_eq!(total, 23_703, "the four corpora hold 23,703 texts");
-    assert!(
-        mismatches.is_empty(),
-        "{} of {total} texts differ from the reference, first ones:\n{}",
-        mismatches.len(),
-        mismatches
-            .iter()
-            .take(20)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    corpus::assert_none_differ(&mismatches, total);
 }

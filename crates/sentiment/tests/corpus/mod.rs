@@ -67,3 +67,13 @@ impl Corpus {
         Corpus { texts }
     }
 }
+
+/// Fails with the first differing texts when any text scored differently from the reference.
+pub fn assert_none_differ(mismatches: &[String], checked: usize) {
+    assert!(
+        mismatches.is_empty(),
+        "{} of {checked} texts differ from the reference, first ones:\n{}",
+        mismatches.len(),
+        mismatches[..mismatches.len().min(20)].join("\n")
+    );
+}
