@@ -116,6 +116,12 @@ pub struct TopicsConfig {
     pub alerts: String,
     /// Records that could not be decoded, processed or delivered, with the reason in headers.
     pub deadletter: String,
+    /// The collector's source checkpoints, keyed by source instance (`<kind>/<name>`);
+    /// created compacted. Its partitions also decide which replica runs which source.
+    pub checkpoints: String,
+    /// `SourceHealth` events (a source went quiet, keeps failing, recovered), keyed by source
+    /// instance.
+    pub source_health: String,
 }
 
 impl Default for TopicsConfig {
@@ -125,14 +131,34 @@ impl Default for TopicsConfig {
             enriched: "earshot.mentions.enriched".into(),
             alerts: "earshot.alerts".into(),
             deadletter: "earshot.deadletter".into(),
+            checkpoints: "earshot.collector.checkpoints".into(),
+            source_health: "earshot.source.health".into(),
         }
     }
 }
 
 impl TopicsConfig {
-    pub fn all(&self) -> [&str; 4] {
-        [&self.raw, &self.enriched, &self.alerts, &self.deadletter]
+    /// Every topic, in the order of [`TopicsConfig::KEYS`].
+    pub fn all(&self) -> [&str; 6] {
+        [
+            &self.raw,
+            &self.enriched,
+            &self.alerts,
+            &self.deadletter,
+            &self.checkpoints,
+            &self.source_health,
+        ]
     }
+
+    /// The config keys of [`TopicsConfig::all`].
+    pub const KEYS: [&'static str; 6] = [
+        "raw",
+        "enriched",
+        "alerts",
+        "deadletter",
+        "checkpoints",
+        "source_health",
+    ];
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,6 +199,117 @@ pub struct CollectorConfig {
     pub http: Option<HttpIngestConfig>,
     /// Replay an NDJSON file of mentions, then stop replaying.
     pub replay: Option<ReplayConfig>,
+    /// Sources the collector pulls or streams from, by kind; each kind lists named instances.
+    pub sources: SourcesConfig,
+    /// How the collector treats the servers it reads from.
+    pub politeness: PolitenessConfig,
+    /// When a source counts as quiet or failing.
+    pub health: SourceHealthConfig,
+}
+
+/// The configured source instances, by kind. An instance's key is `<kind>/<name>`: its
+/// checkpoint, its metrics and its health events are keyed by it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SourcesConfig {
+    /// RSS and Atom feeds (blogs, news, Google Alerts feeds).
+    pub rss: Vec<RssSourceConfig>,
+}
+
+impl SourcesConfig {
+    /// Every instance as (kind, name), in config order.
+    pub fn instances(&self) -> Vec<(&'static str, &str)> {
+        self.rss.iter().map(|s| ("rss", s.name.as_str())).collect()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RssSourceConfig {
+    /// Unique name among the RSS sources; the instance in every mention it yields.
+    pub name: String,
+    /// The feed URL (http or https).
+    pub url: String,
+    /// Time between two polls of the feed.
+    #[serde(default = "default_feed_interval_ms")]
+    pub interval_ms: u64,
+    /// Up to this much random delay is added to each interval, so that feeds of one host are
+    /// not all polled at the same moment.
+    #[serde(default = "default_feed_jitter_ms")]
+    pub jitter_ms: u64,
+    /// How many item ids the checkpoint remembers for deduplication; keep it above the
+    /// number of items the feed shows.
+    #[serde(default = "default_feed_seen_ids")]
+    pub max_seen_ids: usize,
+}
+
+fn default_feed_interval_ms() -> u64 {
+    300_000
+}
+fn default_feed_jitter_ms() -> u64 {
+    30_000
+}
+fn default_feed_seen_ids() -> usize {
+    2_000
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PolitenessConfig {
+    /// Sent as `User-Agent` on every request; names Earshot and how to reach its operator.
+    pub user_agent: String,
+    /// Timeout of establishing a connection.
+    pub connect_timeout_ms: u64,
+    /// Timeout of one read from a connection (a stream that sends nothing for this long,
+    /// heartbeats included, is reconnected).
+    pub read_timeout_ms: u64,
+    /// Minimum time between two requests to the same host, across all sources.
+    pub per_host_interval_ms: u64,
+    /// First delay after a failure; doubles per consecutive failure, with full jitter.
+    pub initial_backoff_ms: u64,
+    /// Upper bound of the failure delay, and of an honoured `Retry-After`.
+    pub max_backoff_ms: u64,
+    /// Attempts of one request (network errors, 429, 5xx) before the poll counts as failed.
+    pub max_attempts: u32,
+}
+
+impl Default for PolitenessConfig {
+    fn default() -> Self {
+        PolitenessConfig {
+            user_agent: concat!(
+                "Earshot/",
+                env!("CARGO_PKG_VERSION"),
+                " (social listening; +https://github.com/earshot-dev/earshot)"
+            )
+            .into(),
+            connect_timeout_ms: 10_000,
+            read_timeout_ms: 60_000,
+            per_host_interval_ms: 1_000,
+            initial_backoff_ms: 1_000,
+            max_backoff_ms: 300_000,
+            max_attempts: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SourceHealthConfig {
+    /// A source that yields nothing for this many of its intervals is reported quiet.
+    pub quiet_after_intervals: u32,
+    /// A source whose polls or connections fail this many times in a row is reported failing.
+    pub failing_after_errors: u32,
+    /// How often each source's health is evaluated.
+    pub check_interval_ms: u64,
+}
+
+impl Default for SourceHealthConfig {
+    fn default() -> Self {
+        SourceHealthConfig {
+            quiet_after_intervals: 6,
+            failing_after_errors: 5,
+            check_interval_ms: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -538,10 +675,7 @@ impl Config {
             errors.push("kafka.max_in_flight", "must be at least 1");
         }
         let topics = self.topics.all();
-        for (name, topic) in ["raw", "enriched", "alerts", "deadletter"]
-            .iter()
-            .zip(topics)
-        {
+        for (name, topic) in TopicsConfig::KEYS.iter().zip(topics) {
             if !valid_topic_name(topic) {
                 errors.push(
                     format!("topics.{name}"),
@@ -565,6 +699,7 @@ impl Config {
                 errors.push("collector.http.max_body_bytes", "must be at least 1");
             }
         }
+        self.validate_sources(errors);
         let mut watchlists = Vec::new();
         for (i, watchlist) in self.enricher.watchlists.iter().enumerate() {
             let path = format!("enricher.watchlists[{i}]");
@@ -676,6 +811,92 @@ impl Config {
                 errors.push("sink.parquet.roll_rows", "must be at least 1");
             }
         }
+    }
+}
+
+impl Config {
+    fn validate_sources(&self, errors: &mut ConfigErrors) {
+        let collector = &self.collector;
+        let mut names = Vec::new();
+        for (i, rss) in collector.sources.rss.iter().enumerate() {
+            let path = format!("collector.sources.rss[{i}]");
+            check_source_name(&path, &rss.name, &mut names, errors);
+            check_http_url(&format!("{path}.url"), &rss.url, errors);
+            if rss.interval_ms == 0 {
+                errors.push(format!("{path}.interval_ms"), "must be at least 1");
+            }
+            if rss.max_seen_ids == 0 {
+                errors.push(format!("{path}.max_seen_ids"), "must be at least 1");
+            }
+        }
+        let politeness = &collector.politeness;
+        if politeness.user_agent.trim().is_empty() {
+            errors.push("collector.politeness.user_agent", "must not be empty");
+        }
+        if politeness.max_attempts == 0 {
+            errors.push("collector.politeness.max_attempts", "must be at least 1");
+        }
+        if politeness.initial_backoff_ms > politeness.max_backoff_ms {
+            errors.push(
+                "collector.politeness.initial_backoff_ms",
+                "must not exceed max_backoff_ms",
+            );
+        }
+        for (key, value) in [
+            ("connect_timeout_ms", politeness.connect_timeout_ms),
+            ("read_timeout_ms", politeness.read_timeout_ms),
+        ] {
+            if value == 0 {
+                errors.push(format!("collector.politeness.{key}"), "must be at least 1");
+            }
+        }
+        let health = &collector.health;
+        if health.quiet_after_intervals == 0 {
+            errors.push(
+                "collector.health.quiet_after_intervals",
+                "must be at least 1",
+            );
+        }
+        if health.failing_after_errors == 0 {
+            errors.push(
+                "collector.health.failing_after_errors",
+                "must be at least 1",
+            );
+        }
+        if health.check_interval_ms == 0 {
+            errors.push("collector.health.check_interval_ms", "must be at least 1");
+        }
+    }
+}
+
+fn check_source_name<'a>(
+    path: &str,
+    name: &'a str,
+    names: &mut Vec<&'a str>,
+    errors: &mut ConfigErrors,
+) {
+    if name.trim().is_empty() {
+        errors.push(format!("{path}.name"), "must not be empty");
+    } else if name.contains('/') {
+        errors.push(format!("{path}.name"), "must not contain '/'");
+    }
+    if names.contains(&name) {
+        errors.push(
+            format!("{path}.name"),
+            format!("duplicate source name {name:?} for this kind"),
+        );
+    }
+    names.push(name);
+}
+
+fn check_http_url(path: &str, url: &str, errors: &mut ConfigErrors) {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+        Ok(parsed) => errors.push(
+            path,
+            format!("scheme {:?} is not http or https", parsed.scheme()),
+        ),
+        Err(e) => errors.push(path, format!("{url:?} is not a URL: {e}")),
     }
 }
 
