@@ -75,7 +75,7 @@ pub async fn run_with(
     let mut pulling = None;
     if !instances.is_empty() {
         let store = services.checkpoint_store("earshot-collector").await?;
-        let output = sources::Output::Publish(collector.clone());
+        let output = sources::Output::Publish(Box::new(collector.clone()));
         pulling = Some(tokio::spawn(sources::run_sources(
             instances,
             store,

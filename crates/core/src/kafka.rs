@@ -583,15 +583,26 @@ impl KafkaCheckpointStore {
             })?;
         let metadata_producer = producer.clone();
         let metadata_topic = topic.to_owned();
+        // A topic created a moment ago may not be in every broker's metadata yet.
         let partitions = tokio::task::spawn_blocking(move || {
-            metadata_producer
-                .client()
-                .fetch_metadata(Some(&metadata_topic), Duration::from_secs(30))
-                .map(|m| {
-                    m.topics()
-                        .first()
-                        .map_or(0, |t| t.partitions().len() as i32)
-                })
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let found = metadata_producer
+                    .client()
+                    .fetch_metadata(Some(&metadata_topic), Duration::from_secs(10))
+                    .map(|m| {
+                        m.topics()
+                            .first()
+                            .filter(|t| t.error().is_none())
+                            .map_or(0, |t| t.partitions().len() as i32)
+                    });
+                match found {
+                    Ok(0) | Err(_) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    other => return other,
+                }
+            }
         })
         .await
         .map_err(|e| BusError::Consume(format!("checkpoint metadata task failed: {e}")))?

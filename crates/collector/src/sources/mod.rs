@@ -115,7 +115,7 @@ pub fn instances(config: &CollectorConfig) -> Vec<Instance> {
 /// Where mentions go: the raw topic, or standard output (`earshot collect`).
 #[derive(Clone)]
 pub enum Output {
-    Publish(Collector),
+    Publish(Box<Collector>),
     /// One JSON object per line; nothing is acknowledged but the line being written.
     Print,
 }

@@ -104,7 +104,9 @@ impl Source for RssSource {
         let feed = match parse_feed(&body) {
             Ok(feed) => feed,
             Err(reason) => {
-                context.malformed("feed", &String::from_utf8_lossy(&body), &reason);
+                // Counted by the supervisor as a failed step; logged here with a sample.
+                let sample: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+                tracing::warn!(source = %context.key, %reason, sample, "malformed feed");
                 return Err(SourceError::Malformed {
                     what: format!("feed {url}"),
                     reason,
