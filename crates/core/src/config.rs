@@ -214,13 +214,53 @@ pub struct CollectorConfig {
 pub struct SourcesConfig {
     /// RSS and Atom feeds (blogs, news, Google Alerts feeds).
     pub rss: Vec<RssSourceConfig>,
+    /// Mastodon streaming timelines (server-sent events), backfilled over REST on reconnect.
+    pub mastodon: Vec<MastodonSourceConfig>,
 }
 
-impl SourcesConfig {
-    /// Every instance as (kind, name), in config order.
-    pub fn instances(&self) -> Vec<(&'static str, &str)> {
-        self.rss.iter().map(|s| ("rss", s.name.as_str())).collect()
-    }
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MastodonSourceConfig {
+    /// Unique name among the Mastodon sources; the instance in every mention it yields.
+    pub name: String,
+    /// Base URL of the Mastodon server, e.g. `https://mastodon.social`.
+    pub server: String,
+    /// `public` (the federated timeline), `local` (this server's posts) or `hashtag`.
+    #[serde(default = "default_mastodon_timeline")]
+    pub timeline: MastodonTimeline,
+    /// The hashtag to follow, without `#`; required for the `hashtag` timeline.
+    #[serde(default)]
+    pub hashtag: Option<String>,
+    /// Environment variable holding an access token (many servers require one for streaming).
+    #[serde(default)]
+    pub access_token_env: Option<String>,
+    /// Statuses per REST page when backfilling a gap (Mastodon allows at most 40).
+    #[serde(default = "default_mastodon_page")]
+    pub backfill_page_size: u32,
+    /// The interval in which this timeline normally has a post; the source counts as quiet
+    /// after several of these without one.
+    #[serde(default = "default_stream_interval_ms")]
+    pub usual_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MastodonTimeline {
+    /// `/api/v1/streaming/public`, backfilled from `/api/v1/timelines/public`.
+    Public,
+    /// `/api/v1/streaming/public/local`, backfilled from `/api/v1/timelines/public?local=true`.
+    Local,
+    /// `/api/v1/streaming/hashtag?tag=…`, backfilled from `/api/v1/timelines/tag/…`.
+    Hashtag,
+}
+
+fn default_mastodon_timeline() -> MastodonTimeline {
+    MastodonTimeline::Public
+}
+fn default_mastodon_page() -> u32 {
+    40
+}
+fn default_stream_interval_ms() -> u64 {
+    600_000
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -827,6 +867,39 @@ impl Config {
             }
             if rss.max_seen_ids == 0 {
                 errors.push(format!("{path}.max_seen_ids"), "must be at least 1");
+            }
+        }
+        let mut names = Vec::new();
+        for (i, mastodon) in collector.sources.mastodon.iter().enumerate() {
+            let path = format!("collector.sources.mastodon[{i}]");
+            check_source_name(&path, &mastodon.name, &mut names, errors);
+            check_http_url(&format!("{path}.server"), &mastodon.server, errors);
+            match (&mastodon.timeline, &mastodon.hashtag) {
+                (MastodonTimeline::Hashtag, None) => {
+                    errors.push(format!("{path}.hashtag"), "required for timeline: hashtag")
+                }
+                (MastodonTimeline::Hashtag, Some(tag))
+                    if tag.trim().is_empty() || tag.starts_with('#') =>
+                {
+                    errors.push(
+                        format!("{path}.hashtag"),
+                        "must be a tag without the leading '#'",
+                    )
+                }
+                (MastodonTimeline::Public | MastodonTimeline::Local, Some(_)) => errors.push(
+                    format!("{path}.hashtag"),
+                    "only applies to timeline: hashtag",
+                ),
+                _ => {}
+            }
+            if !(1..=40).contains(&mastodon.backfill_page_size) {
+                errors.push(
+                    format!("{path}.backfill_page_size"),
+                    "must be between 1 and 40",
+                );
+            }
+            if mastodon.usual_interval_ms == 0 {
+                errors.push(format!("{path}.usual_interval_ms"), "must be at least 1");
             }
         }
         let politeness = &collector.politeness;

@@ -57,6 +57,9 @@ pub struct Metrics {
     /// `earshot_source_healthy{source}`: 1 while the source is healthy, 0 while it is quiet or
     /// failing (the state its last `SourceHealth` event reported).
     pub source_healthy: IntGaugeVec,
+    /// `earshot_source_deletes_total{source}`: deletions a source reported (Mastodon
+    /// `delete`, Jetstream delete commits). Counted only: no retraction record exists yet.
+    pub source_deletes: IntCounterVec,
 }
 
 impl Metrics {
@@ -118,6 +121,11 @@ impl Metrics {
             "Collector source errors, by source instance and type.",
             &["source", "error_type"],
         );
+        let source_deletes = counter(
+            "earshot_source_deletes_total",
+            "Deletions a collector source reported.",
+            &["source"],
+        );
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
             registry
@@ -176,6 +184,7 @@ impl Metrics {
             source_errors,
             source_last_success,
             source_healthy,
+            source_deletes,
         }
     }
 

@@ -85,6 +85,16 @@ impl SourceHealth {
         self.inner.sent.inc_by(count);
     }
 
+    /// The source reported a deletion.
+    pub fn deleted(&self) {
+        self.inner
+            .settings
+            .metrics
+            .source_deletes
+            .with_label_values(&[&self.inner.key])
+            .inc();
+    }
+
     /// A step completed (items or not).
     pub fn succeeded(&self) {
         let now = now_micros();

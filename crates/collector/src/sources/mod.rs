@@ -14,6 +14,7 @@
 
 pub mod health;
 pub mod http;
+pub mod mastodon;
 pub mod rss;
 
 use std::io::Write;
@@ -106,6 +107,16 @@ pub fn instances(config: &CollectorConfig) -> Vec<Instance> {
             name: rss.name.clone(),
             build: Box::new(move |checkpoint| {
                 Box::new(rss::RssSource::new(rss.clone(), checkpoint))
+            }),
+        });
+    }
+    for mastodon in &config.sources.mastodon {
+        let mastodon = mastodon.clone();
+        all.push(Instance {
+            kind: mastodon::KIND,
+            name: mastodon.name.clone(),
+            build: Box::new(move |checkpoint| {
+                Box::new(mastodon::MastodonSource::new(mastodon.clone(), checkpoint))
             }),
         });
     }
