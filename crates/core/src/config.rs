@@ -216,6 +216,38 @@ pub struct SourcesConfig {
     pub rss: Vec<RssSourceConfig>,
     /// Mastodon streaming timelines (server-sent events), backfilled over REST on reconnect.
     pub mastodon: Vec<MastodonSourceConfig>,
+    /// Bluesky posts from a Jetstream server (WebSocket), resumed from a `time_us` cursor.
+    pub bluesky: Vec<BlueskySourceConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlueskySourceConfig {
+    /// Unique name among the Bluesky sources; the instance in every mention it yields.
+    pub name: String,
+    /// The Jetstream subscribe endpoint, e.g.
+    /// `wss://jetstream2.us-east.bsky.network/subscribe`.
+    pub url: String,
+    /// Only these accounts (DIDs); empty for every account.
+    #[serde(default)]
+    pub wanted_dids: Vec<String>,
+    /// How far before the stored cursor a reconnection resumes, so that nothing near the
+    /// cut is missed (the overlap is removed by the stable id downstream).
+    #[serde(default = "default_cursor_rewind_ms")]
+    pub cursor_rewind_ms: u64,
+    /// At most one checkpoint per this interval (the firehose carries many events a second).
+    #[serde(default = "default_checkpoint_interval_ms")]
+    pub checkpoint_interval_ms: u64,
+    /// The interval in which this stream normally has a post; the source counts as quiet
+    /// after several of these without one.
+    #[serde(default = "default_stream_interval_ms")]
+    pub usual_interval_ms: u64,
+}
+
+fn default_cursor_rewind_ms() -> u64 {
+    5_000
+}
+fn default_checkpoint_interval_ms() -> u64 {
+    1_000
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -899,6 +931,33 @@ impl Config {
                 );
             }
             if mastodon.usual_interval_ms == 0 {
+                errors.push(format!("{path}.usual_interval_ms"), "must be at least 1");
+            }
+        }
+        let mut names = Vec::new();
+        for (i, bluesky) in collector.sources.bluesky.iter().enumerate() {
+            let path = format!("collector.sources.bluesky[{i}]");
+            check_source_name(&path, &bluesky.name, &mut names, errors);
+            match reqwest::Url::parse(&bluesky.url) {
+                Ok(parsed) if matches!(parsed.scheme(), "ws" | "wss") => {}
+                Ok(parsed) => errors.push(
+                    format!("{path}.url"),
+                    format!("scheme {:?} is not ws or wss", parsed.scheme()),
+                ),
+                Err(e) => errors.push(
+                    format!("{path}.url"),
+                    format!("{:?} is not a URL: {e}", bluesky.url),
+                ),
+            }
+            for (j, did) in bluesky.wanted_dids.iter().enumerate() {
+                if !did.starts_with("did:") {
+                    errors.push(
+                        format!("{path}.wanted_dids[{j}]"),
+                        format!("{did:?} is not a DID (did:plc:… or did:web:…)"),
+                    );
+                }
+            }
+            if bluesky.usual_interval_ms == 0 {
                 errors.push(format!("{path}.usual_interval_ms"), "must be at least 1");
             }
         }

@@ -33,6 +33,10 @@ pub struct PoliteClient {
     next_slot: Mutex<HashMap<String, Instant>>,
     pub backoff: Backoff,
     max_attempts: u32,
+    /// For connections made without reqwest (WebSocket).
+    pub user_agent: String,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
 }
 
 impl PoliteClient {
@@ -54,6 +58,9 @@ impl PoliteClient {
                 max: Duration::from_millis(config.max_backoff_ms),
             },
             max_attempts: config.max_attempts,
+            user_agent: config.user_agent.clone(),
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+            read_timeout: Duration::from_millis(config.read_timeout_ms),
         })
     }
 
@@ -131,6 +138,15 @@ impl PoliteClient {
         }
     }
 
+    /// Waits for `url`'s host's turn (for connections made without [`PoliteClient::send`]).
+    pub async fn wait_turn_for(
+        &self,
+        url: &str,
+        cancel: &CancellationToken,
+    ) -> Result<(), FetchError> {
+        self.wait_turn(&host_key(url), cancel).await
+    }
+
     /// Waits until the host's next slot and books the one after it.
     async fn wait_turn(&self, host: &str, cancel: &CancellationToken) -> Result<(), FetchError> {
         let at = {
@@ -152,6 +168,17 @@ impl PoliteClient {
         let slot = slots.entry(host.to_owned()).or_insert(until);
         *slot = (*slot).max(until);
     }
+}
+
+/// `host:port` of a URL, the unit of the per-host interval.
+fn host_key(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0)))
+        })
+        .unwrap_or_default()
 }
 
 fn is_retried(status: StatusCode) -> bool {

@@ -12,6 +12,7 @@
 //!
 //! A source itself only fetches, parses and maps to [`Mention`]s; it never talks to the bus.
 
+pub mod bluesky;
 pub mod health;
 pub mod http;
 pub mod mastodon;
@@ -117,6 +118,16 @@ pub fn instances(config: &CollectorConfig) -> Vec<Instance> {
             name: mastodon.name.clone(),
             build: Box::new(move |checkpoint| {
                 Box::new(mastodon::MastodonSource::new(mastodon.clone(), checkpoint))
+            }),
+        });
+    }
+    for bluesky in &config.sources.bluesky {
+        let bluesky = bluesky.clone();
+        all.push(Instance {
+            kind: bluesky::KIND,
+            name: bluesky.name.clone(),
+            build: Box::new(move |checkpoint| {
+                Box::new(bluesky::BlueskySource::new(bluesky.clone(), checkpoint))
             }),
         });
     }
