@@ -218,6 +218,131 @@ pub struct SourcesConfig {
     pub mastodon: Vec<MastodonSourceConfig>,
     /// Bluesky posts from a Jetstream server (WebSocket), resumed from a `time_us` cursor.
     pub bluesky: Vec<BlueskySourceConfig>,
+    /// Hacker News stories and comments (the Firebase API), resumed from the last item id.
+    pub hackernews: Vec<HackerNewsSourceConfig>,
+    /// Reddit listings (a subreddit's new posts or comments, or a search), paged with `after`.
+    pub reddit: Vec<RedditSourceConfig>,
+    /// Discourse forums' latest posts (`/posts.json`), resumed from the last post id.
+    pub discourse: Vec<DiscourseSourceConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HackerNewsSourceConfig {
+    /// Unique name among the Hacker News sources; the instance in every mention it yields.
+    pub name: String,
+    /// The API base URL.
+    #[serde(default = "default_hackernews_url")]
+    pub url: String,
+    /// Time between two polls of `/maxitem.json` once caught up.
+    #[serde(default = "default_hackernews_interval_ms")]
+    pub interval_ms: u64,
+    /// Items fetched per poll at most (the rest follow in the next poll, without waiting).
+    #[serde(default = "default_hackernews_batch")]
+    pub max_items_per_poll: u64,
+    /// Item requests in flight at once.
+    #[serde(default = "default_hackernews_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_hackernews_url() -> String {
+    "https://hacker-news.firebaseio.com/v0".into()
+}
+fn default_hackernews_interval_ms() -> u64 {
+    10_000
+}
+fn default_hackernews_batch() -> u64 {
+    500
+}
+fn default_hackernews_concurrency() -> usize {
+    8
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RedditSourceConfig {
+    /// Unique name among the Reddit sources; the instance in every mention it yields.
+    pub name: String,
+    /// `new` (a subreddit's new posts), `comments` (its new comments) or `search`.
+    pub listing: RedditListing,
+    /// The subreddit, without `r/`; required for `new` and `comments`, optional for `search`
+    /// (searches within it when set).
+    #[serde(default)]
+    pub subreddit: Option<String>,
+    /// The search query; required for `search`.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// The API base URL; OAuth uses `https://oauth.reddit.com`.
+    #[serde(default = "default_reddit_url")]
+    pub url: String,
+    /// OAuth client credentials (application-only); without them the public JSON is read.
+    #[serde(default)]
+    pub oauth: Option<RedditOAuthConfig>,
+    /// Time between two polls.
+    #[serde(default = "default_reddit_interval_ms")]
+    pub interval_ms: u64,
+    /// Up to this much random delay is added to each interval.
+    #[serde(default = "default_feed_jitter_ms")]
+    pub jitter_ms: u64,
+    /// Pages (of 100) read back with `after` per poll when many items are new.
+    #[serde(default = "default_max_pages")]
+    pub max_pages: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedditListing {
+    /// `/r/{subreddit}/new.json`
+    New,
+    /// `/r/{subreddit}/comments.json`
+    Comments,
+    /// `/search.json?q=…&sort=new` (or `/r/{subreddit}/search.json?restrict_sr=1`)
+    Search,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RedditOAuthConfig {
+    /// Environment variable holding the OAuth client id.
+    pub client_id_env: String,
+    /// Environment variable holding the OAuth client secret.
+    pub client_secret_env: String,
+    /// The token endpoint.
+    #[serde(default = "default_reddit_token_url")]
+    pub token_url: String,
+}
+
+fn default_reddit_url() -> String {
+    "https://www.reddit.com".into()
+}
+fn default_reddit_token_url() -> String {
+    "https://www.reddit.com/api/v1/access_token".into()
+}
+fn default_reddit_interval_ms() -> u64 {
+    60_000
+}
+fn default_max_pages() -> u32 {
+    5
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiscourseSourceConfig {
+    /// Unique name among the Discourse sources; the instance in every mention it yields.
+    pub name: String,
+    /// Base URL of the forum, e.g. `https://meta.discourse.org`.
+    pub url: String,
+    /// Environment variables holding an API key and its user (`Api-Key`, `Api-Username`),
+    /// for private forums.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub api_username_env: Option<String>,
+    /// Time between two polls.
+    #[serde(default = "default_reddit_interval_ms")]
+    pub interval_ms: u64,
+    /// Up to this much random delay is added to each interval.
+    #[serde(default = "default_feed_jitter_ms")]
+    pub jitter_ms: u64,
+    /// Pages read back with `before` per poll when many posts are new.
+    #[serde(default = "default_max_pages")]
+    pub max_pages: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -355,7 +480,7 @@ impl Default for PolitenessConfig {
             .into(),
             connect_timeout_ms: 10_000,
             read_timeout_ms: 60_000,
-            per_host_interval_ms: 1_000,
+            per_host_interval_ms: 50,
             initial_backoff_ms: 1_000,
             max_backoff_ms: 300_000,
             max_attempts: 4,
@@ -959,6 +1084,66 @@ impl Config {
             }
             if bluesky.usual_interval_ms == 0 {
                 errors.push(format!("{path}.usual_interval_ms"), "must be at least 1");
+            }
+        }
+        let mut names = Vec::new();
+        for (i, hn) in collector.sources.hackernews.iter().enumerate() {
+            let path = format!("collector.sources.hackernews[{i}]");
+            check_source_name(&path, &hn.name, &mut names, errors);
+            check_http_url(&format!("{path}.url"), &hn.url, errors);
+            if hn.interval_ms == 0 {
+                errors.push(format!("{path}.interval_ms"), "must be at least 1");
+            }
+            if hn.max_items_per_poll == 0 {
+                errors.push(format!("{path}.max_items_per_poll"), "must be at least 1");
+            }
+            if hn.concurrency == 0 {
+                errors.push(format!("{path}.concurrency"), "must be at least 1");
+            }
+        }
+        let mut names = Vec::new();
+        for (i, reddit) in collector.sources.reddit.iter().enumerate() {
+            let path = format!("collector.sources.reddit[{i}]");
+            check_source_name(&path, &reddit.name, &mut names, errors);
+            check_http_url(&format!("{path}.url"), &reddit.url, errors);
+            let empty = |v: &Option<String>| v.as_deref().is_none_or(|s| s.trim().is_empty());
+            match reddit.listing {
+                RedditListing::New | RedditListing::Comments if empty(&reddit.subreddit) => errors
+                    .push(
+                        format!("{path}.subreddit"),
+                        "required for the new and comments listings",
+                    ),
+                RedditListing::Search if empty(&reddit.query) => {
+                    errors.push(format!("{path}.query"), "required for the search listing")
+                }
+                _ => {}
+            }
+            if let Some(oauth) = &reddit.oauth {
+                check_http_url(&format!("{path}.oauth.token_url"), &oauth.token_url, errors);
+            }
+            if reddit.interval_ms == 0 {
+                errors.push(format!("{path}.interval_ms"), "must be at least 1");
+            }
+            if reddit.max_pages == 0 {
+                errors.push(format!("{path}.max_pages"), "must be at least 1");
+            }
+        }
+        let mut names = Vec::new();
+        for (i, discourse) in collector.sources.discourse.iter().enumerate() {
+            let path = format!("collector.sources.discourse[{i}]");
+            check_source_name(&path, &discourse.name, &mut names, errors);
+            check_http_url(&format!("{path}.url"), &discourse.url, errors);
+            if discourse.api_key_env.is_some() != discourse.api_username_env.is_some() {
+                errors.push(
+                    format!("{path}.api_key_env"),
+                    "set both api_key_env and api_username_env, or neither",
+                );
+            }
+            if discourse.interval_ms == 0 {
+                errors.push(format!("{path}.interval_ms"), "must be at least 1");
+            }
+            if discourse.max_pages == 0 {
+                errors.push(format!("{path}.max_pages"), "must be at least 1");
             }
         }
         let politeness = &collector.politeness;

@@ -13,9 +13,12 @@
 //! A source itself only fetches, parses and maps to [`Mention`]s; it never talks to the bus.
 
 pub mod bluesky;
+pub mod discourse;
+pub mod hackernews;
 pub mod health;
 pub mod http;
 pub mod mastodon;
+pub mod reddit;
 pub mod rss;
 
 use std::io::Write;
@@ -131,6 +134,39 @@ pub fn instances(config: &CollectorConfig) -> Vec<Instance> {
             }),
         });
     }
+    for hn in &config.sources.hackernews {
+        let hn = hn.clone();
+        all.push(Instance {
+            kind: hackernews::KIND,
+            name: hn.name.clone(),
+            build: Box::new(move |checkpoint| {
+                Box::new(hackernews::HackerNewsSource::new(hn.clone(), checkpoint))
+            }),
+        });
+    }
+    for reddit in &config.sources.reddit {
+        let reddit = reddit.clone();
+        all.push(Instance {
+            kind: reddit::KIND,
+            name: reddit.name.clone(),
+            build: Box::new(move |checkpoint| {
+                Box::new(reddit::RedditSource::new(reddit.clone(), checkpoint))
+            }),
+        });
+    }
+    for discourse in &config.sources.discourse {
+        let discourse = discourse.clone();
+        all.push(Instance {
+            kind: discourse::KIND,
+            name: discourse.name.clone(),
+            build: Box::new(move |checkpoint| {
+                Box::new(discourse::DiscourseSource::new(
+                    discourse.clone(),
+                    checkpoint,
+                ))
+            }),
+        });
+    }
     all
 }
 
@@ -215,6 +251,35 @@ impl SourceContext {
             .await
             .map_err(|_| BusError::Closed)?;
         Ok(())
+    }
+
+    /// GETs `url` politely (the request `build` makes) and parses the JSON body; a status
+    /// other than 2xx, or a body that is not JSON, fails the step.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<T, SourceError> {
+        let response = self.http.send(url, false, build, &self.cancel).await?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(SourceError::Status {
+                url: url.to_owned(),
+                status: status.as_u16(),
+            });
+        }
+        let body = response.bytes().await.map_err(|e| FetchError::Network {
+            url: url.to_owned(),
+            reason: http::error_chain(&e),
+        })?;
+        serde_json::from_slice(&body).map_err(|e| {
+            let sample: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+            tracing::warn!(source = %self.key, %url, error = %e, sample, "malformed JSON response");
+            SourceError::Malformed {
+                what: format!("response of {url}"),
+                reason: e.to_string(),
+            }
+        })
     }
 
     /// Counts and logs an item or document that could not be read, with a sample; the
