@@ -224,6 +224,48 @@ pub struct SourcesConfig {
     pub reddit: Vec<RedditSourceConfig>,
     /// Discourse forums' latest posts (`/posts.json`), resumed from the last post id.
     pub discourse: Vec<DiscourseSourceConfig>,
+    /// The X (Twitter) filtered stream: rules synced at start, then one long-lived stream.
+    pub x: Vec<XSourceConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct XSourceConfig {
+    /// Unique name among the X sources; the instance in every mention it yields.
+    pub name: String,
+    /// The API base URL.
+    #[serde(default = "default_x_url")]
+    pub url: String,
+    /// Environment variable holding the app's bearer token.
+    #[serde(default = "default_x_token_env")]
+    pub bearer_token_env: String,
+    /// The filtered stream's rules; the stream's rule set is made exactly this at start
+    /// (missing rules added, others deleted). An X app has one rule set: run one X source per
+    /// app.
+    pub rules: Vec<XRuleConfig>,
+    /// Ask for up to this many minutes of missed posts on reconnect (`backfill_minutes`, 1 to
+    /// 5; only some API tiers allow it); 0 for none.
+    #[serde(default)]
+    pub backfill_minutes: u32,
+    /// The interval in which this stream normally has a post; the source counts as quiet
+    /// after several of these without one.
+    #[serde(default = "default_stream_interval_ms")]
+    pub usual_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct XRuleConfig {
+    /// The rule, in X's filtered-stream rule syntax (`acme (kettle OR toaster) -is:retweet`).
+    pub value: String,
+    /// A label X returns with every post the rule matched.
+    #[serde(default)]
+    pub tag: Option<String>,
+}
+
+fn default_x_url() -> String {
+    "https://api.x.com".into()
+}
+fn default_x_token_env() -> String {
+    "X_BEARER_TOKEN".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1144,6 +1186,35 @@ impl Config {
             }
             if discourse.max_pages == 0 {
                 errors.push(format!("{path}.max_pages"), "must be at least 1");
+            }
+        }
+        let mut names = Vec::new();
+        for (i, x) in collector.sources.x.iter().enumerate() {
+            let path = format!("collector.sources.x[{i}]");
+            check_source_name(&path, &x.name, &mut names, errors);
+            check_http_url(&format!("{path}.url"), &x.url, errors);
+            if x.bearer_token_env.trim().is_empty() {
+                errors.push(
+                    format!("{path}.bearer_token_env"),
+                    "must name an environment variable",
+                );
+            }
+            if x.rules.is_empty() {
+                errors.push(format!("{path}.rules"), "must list at least one rule");
+            }
+            for (j, rule) in x.rules.iter().enumerate() {
+                if rule.value.trim().is_empty() {
+                    errors.push(format!("{path}.rules[{j}].value"), "must not be empty");
+                }
+            }
+            if x.backfill_minutes > 5 {
+                errors.push(
+                    format!("{path}.backfill_minutes"),
+                    "must be between 0 and 5",
+                );
+            }
+            if x.usual_interval_ms == 0 {
+                errors.push(format!("{path}.usual_interval_ms"), "must be at least 1");
             }
         }
         let politeness = &collector.politeness;

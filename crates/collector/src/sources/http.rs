@@ -102,6 +102,7 @@ impl PoliteClient {
                 Ok(response) if is_retried(response.status()) => {
                     let status = response.status();
                     let delay = retry_after(response.headers())
+                        .or_else(|| rate_limit_reset(response.headers()))
                         .map(|d| d.min(self.backoff.max))
                         .unwrap_or_else(|| self.backoff.delay(attempt));
                     if status == StatusCode::TOO_MANY_REQUESTS
@@ -220,6 +221,20 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let wait = date.with_timezone(&chrono::Utc) - chrono::Utc::now();
     Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// X's `x-rate-limit-reset` (Unix seconds when the window resets), for a 429 that carries
+/// no `Retry-After`.
+pub fn rate_limit_reset(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let reset: i64 = headers
+        .get("x-rate-limit-reset")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let wait = reset - chrono::Utc::now().timestamp();
+    Some(Duration::from_secs(wait.max(0) as u64))
 }
 
 /// The error and its causes on one line ("error sending request: connection refused").

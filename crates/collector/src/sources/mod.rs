@@ -20,6 +20,7 @@ pub mod http;
 pub mod mastodon;
 pub mod reddit;
 pub mod rss;
+pub mod x;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -165,6 +166,14 @@ pub fn instances(config: &CollectorConfig) -> Vec<Instance> {
                     checkpoint,
                 ))
             }),
+        });
+    }
+    for x in &config.sources.x {
+        let x = x.clone();
+        all.push(Instance {
+            kind: x::KIND,
+            name: x.name.clone(),
+            build: Box::new(move |checkpoint| Box::new(x::XSource::new(x.clone(), checkpoint))),
         });
     }
     all
