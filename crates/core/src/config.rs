@@ -1414,6 +1414,64 @@ surprise: true
     }
 
     #[test]
+    fn every_source_problem_is_reported_with_its_key_path() {
+        let found = problems(
+            r#"
+collector:
+  sources:
+    rss:
+      - { name: blog, url: "ftp://blog.example/feed" }
+      - { name: blog, url: "https://blog.example/feed", interval_ms: 0 }
+    mastodon:
+      - { name: "a/b", server: "https://mastodon.social", timeline: hashtag }
+      - { name: local, server: "https://mastodon.social", timeline: local, hashtag: acme, backfill_page_size: 41 }
+    bluesky:
+      - { name: firehose, url: "https://jetstream.example/subscribe", wanted_dids: ["kim"] }
+    hackernews:
+      - { name: hn, concurrency: 0 }
+    reddit:
+      - { name: coffee, listing: new }
+      - { name: search, listing: search }
+    discourse:
+      - { name: forum, url: "https://forum.example", api_key_env: KEY }
+    x:
+      - { name: brand, rules: [], backfill_minutes: 9 }
+  politeness:
+    initial_backoff_ms: 10
+    max_backoff_ms: 1
+  health:
+    quiet_after_intervals: 0
+"#,
+        );
+        let expected = [
+            "collector.sources.rss[0].url: scheme \"ftp\" is not http or https",
+            "collector.sources.rss[1].name: duplicate source name \"blog\"",
+            "collector.sources.rss[1].interval_ms: must be at least 1",
+            "collector.sources.mastodon[0].name: must not contain '/'",
+            "collector.sources.mastodon[0].hashtag: required for timeline: hashtag",
+            "collector.sources.mastodon[1].hashtag: only applies to timeline: hashtag",
+            "collector.sources.mastodon[1].backfill_page_size: must be between 1 and 40",
+            "collector.sources.bluesky[0].url: scheme \"https\" is not ws or wss",
+            "collector.sources.bluesky[0].wanted_dids[0]: \"kim\" is not a DID",
+            "collector.sources.hackernews[0].concurrency: must be at least 1",
+            "collector.sources.reddit[0].subreddit: required for the new and comments listings",
+            "collector.sources.reddit[1].query: required for the search listing",
+            "collector.sources.discourse[0].api_key_env: set both",
+            "collector.sources.x[0].rules: must list at least one rule",
+            "collector.sources.x[0].backfill_minutes: must be between 0 and 5",
+            "collector.politeness.initial_backoff_ms: must not exceed max_backoff_ms",
+            "collector.health.quiet_after_intervals: must be at least 1",
+        ];
+        for want in expected {
+            assert!(
+                found.iter().any(|p| p.starts_with(want)),
+                "missing {want:?} in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+    }
+
+    #[test]
     fn environment_variables_override_the_file() {
         // Only this test sets these variables.
         std::env::set_var("EARSHOT_KAFKA__BOOTSTRAP_SERVERS", "broker-7:9092");

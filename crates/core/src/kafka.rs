@@ -805,3 +805,62 @@ fn read_latest(
         }
     }
 }
+
+/// The benchmarks' baseline: a bare rdkafka producer with the settings of
+/// [`KafkaPublisher`] (idempotent, acks=all, lz4, linger 5 ms) sending `records` (key,
+/// payload) to `topic` as fast as its queue takes them, and waiting for every
+/// acknowledgement. It lives here because only this module talks to rdkafka.
+pub async fn produce_bare(
+    config: &KafkaConfig,
+    topic: &str,
+    records: &[(Bytes, Bytes)],
+) -> Result<(), BusError> {
+    let producer: FutureProducer = base_config(config)?
+        .set("client.id", "earshot-bench-baseline")
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("message.timeout.ms", config.message_timeout_ms.to_string())
+        .set(
+            "queue.buffering.max.kbytes",
+            config.producer_queue_max_kbytes.to_string(),
+        )
+        .create()
+        .map_err(|e| BusError::Publish {
+            topic: topic.to_owned(),
+            reason: format!("creating the producer failed: {e}"),
+        })?;
+    let mut deliveries = Vec::with_capacity(records.len());
+    for (key, payload) in records {
+        loop {
+            match producer.send_result(
+                FutureRecord::to(topic)
+                    .key(key.as_ref())
+                    .payload(payload.as_ref()),
+            ) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((error, _)) => return Err(publish_error(topic, &error)),
+            }
+        }
+    }
+    for delivery in deliveries {
+        match delivery.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((error, _))) => return Err(publish_error(topic, &error)),
+            Err(_) => {
+                return Err(BusError::Publish {
+                    topic: topic.to_owned(),
+                    reason: "the producer was dropped".into(),
+                })
+            }
+        }
+    }
+    Ok(())
+}
