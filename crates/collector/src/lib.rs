@@ -71,20 +71,7 @@ pub async fn run_with(
     if let Some(config) = &services.config.collector.http {
         http = Some(collector.serve_http(config, shutdown.clone()).await?);
     }
-    let instances = sources::instances(&services.config.collector);
-    let mut pulling = None;
-    if !instances.is_empty() {
-        let store = services.checkpoint_store("earshot-collector").await?;
-        let output = sources::Output::Publish(Box::new(collector.clone()));
-        pulling = Some(tokio::spawn(sources::run_sources(
-            instances,
-            store,
-            output,
-            Arc::new(polite_client(&services.config.collector)?),
-            health_settings(&services),
-            shutdown.clone(),
-        )));
-    }
+    let pulling = collector.spawn_sources(shutdown.clone()).await?;
     if let Some(replay) = &services.config.collector.replay {
         let summary = collector
             .replay(&replay.path, replay.rate_per_sec, shutdown.clone())
@@ -189,6 +176,29 @@ impl Collector {
         };
         self.received.inc();
         Ok(self.publisher.publish(record).await)
+    }
+
+    /// Starts the configured sources (`collector.sources`) until `shutdown`, each in this
+    /// process only while it owns the instance; `None` when none is configured. The task
+    /// ends once every source has stopped with what it emitted acknowledged and checkpointed.
+    pub async fn spawn_sources(
+        &self,
+        shutdown: CancellationToken,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, CollectorError> {
+        let config = &self.services.config.collector;
+        let instances = sources::instances(config);
+        if instances.is_empty() {
+            return Ok(None);
+        }
+        let store = self.services.checkpoint_store("earshot-collector").await?;
+        Ok(Some(tokio::spawn(sources::run_sources(
+            instances,
+            store,
+            sources::Output::Publish(Box::new(self.clone())),
+            Arc::new(polite_client(config)?),
+            health_settings(&self.services),
+            shutdown,
+        ))))
     }
 
     /// Publishes a source health event on the source-health topic, keyed by `<kind>/<name>`,

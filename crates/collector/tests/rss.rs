@@ -373,6 +373,8 @@ async fn a_source_that_keeps_failing_is_reported_failing() {
     let mut config = test_config();
     config.collector.sources.rss = vec![rss_source("gone", addr, 10)];
     config.collector.health.failing_after_errors = 3;
+    // Only failing is under test: never quiet first.
+    config.collector.health.quiet_after_intervals = 100_000;
     config.collector.politeness.max_backoff_ms = 50;
     let bus = MemoryBus::new();
     let services = Services::memory(config, bus.clone()).await.unwrap();

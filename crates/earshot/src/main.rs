@@ -133,7 +133,11 @@ async fn async_main(cli: Cli) -> ExitCode {
             }
             earshot_core::telemetry::init_tracing(&config.telemetry);
             earshot_core::shutdown::cancel_on_signals(shutdown.clone());
-            let input = if config.collector.http.is_some() || config.collector.replay.is_some() {
+            let configured = &config.collector;
+            let input = if configured.http.is_some()
+                || configured.replay.is_some()
+                || !earshot_collector::sources::instances(configured).is_empty()
+            {
                 Input::Configured
             } else {
                 Input::Text(embedded::SAMPLE)
