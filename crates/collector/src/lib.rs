@@ -1,11 +1,13 @@
-//! The collector: brings mentions into the pipeline. For now two sources: the authenticated
-//! HTTP ingest endpoint `POST /v1/mentions` and NDJSON file replay. Both convert the ingest
-//! format ([`ingest`]) into `Mention` records on the raw topic, keyed by mention id.
+//! The collector: brings mentions into the pipeline. The authenticated HTTP ingest endpoint
+//! `POST /v1/mentions` and NDJSON file replay convert the ingest format ([`ingest`]) into
+//! `Mention` records on the raw topic, keyed by mention id; the configured sources
+//! ([`sources`]: RSS/Atom, ...) pull or stream from the outside world, with checkpoints.
 //!
 //! The HTTP endpoint answers 202 only once every accepted mention is acknowledged by the bus;
 //! a bad item gets its own error in the response while the good ones go through.
 
 pub mod ingest;
+pub mod sources;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -30,7 +32,7 @@ use prometheus::IntCounter;
 use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
-const STAGE: &str = "collector";
+pub(crate) const STAGE: &str = "collector";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollectorError {
@@ -45,6 +47,8 @@ pub enum CollectorError {
     },
     #[error("collector.http: {0}")]
     Token(String),
+    #[error("collector: building the HTTP client failed: {0}")]
+    HttpClient(String),
 }
 
 /// Runs the collector against Kafka until `shutdown` (or until a replay-only run finishes).
@@ -67,6 +71,7 @@ pub async fn run_with(
     if let Some(config) = &services.config.collector.http {
         http = Some(collector.serve_http(config, shutdown.clone()).await?);
     }
+    let pulling = collector.spawn_sources(shutdown.clone()).await?;
     if let Some(replay) = &services.config.collector.replay {
         let summary = collector
             .replay(&replay.path, replay.rate_per_sec, shutdown.clone())
@@ -76,10 +81,52 @@ pub async fn run_with(
     if http.is_some() {
         shutdown.cancelled().await;
     }
+    if let Some(pulling) = pulling {
+        // Each source stops at shutdown once what it emitted is acknowledged and checkpointed.
+        let _ = pulling.await;
+    }
     collector.publisher.flush(Duration::from_millis(
         services.config.kafka.drain_timeout_ms,
     ))?;
     Ok(())
+}
+
+/// `earshot collect`: runs the configured sources until `shutdown` and prints every mention
+/// they yield as one JSON object per line on standard output, instead of publishing it.
+/// Checkpoints live in memory for the run.
+pub async fn collect(
+    config: &earshot_core::config::CollectorConfig,
+    metrics: earshot_core::telemetry::Metrics,
+    shutdown: CancellationToken,
+) -> Result<(), CollectorError> {
+    let settings = sources::health::HealthSettings {
+        config: config.health.clone(),
+        metrics,
+    };
+    sources::run_sources(
+        sources::instances(config),
+        Arc::new(earshot_core::checkpoint::MemoryCheckpointStore::new()),
+        sources::Output::Print,
+        Arc::new(polite_client(config)?),
+        settings,
+        shutdown,
+    )
+    .await;
+    Ok(())
+}
+
+fn polite_client(
+    config: &earshot_core::config::CollectorConfig,
+) -> Result<sources::http::PoliteClient, CollectorError> {
+    sources::http::PoliteClient::new(&config.politeness)
+        .map_err(|e| CollectorError::HttpClient(e.to_string()))
+}
+
+fn health_settings(services: &Services) -> sources::health::HealthSettings {
+    sources::health::HealthSettings {
+        config: services.config.collector.health.clone(),
+        metrics: services.metrics.clone(),
+    }
 }
 
 /// Outcome of a replay.
@@ -129,6 +176,57 @@ impl Collector {
         };
         self.received.inc();
         Ok(self.publisher.publish(record).await)
+    }
+
+    /// Starts the configured sources (`collector.sources`) until `shutdown`, each in this
+    /// process only while it owns the instance; `None` when none is configured. The task
+    /// ends once every source has stopped with what it emitted acknowledged and checkpointed.
+    pub async fn spawn_sources(
+        &self,
+        shutdown: CancellationToken,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, CollectorError> {
+        let config = &self.services.config.collector;
+        let instances = sources::instances(config);
+        if instances.is_empty() {
+            return Ok(None);
+        }
+        let store = self.services.checkpoint_store("earshot-collector").await?;
+        Ok(Some(tokio::spawn(sources::run_sources(
+            instances,
+            store,
+            sources::Output::Publish(Box::new(self.clone())),
+            Arc::new(polite_client(config)?),
+            health_settings(&self.services),
+            shutdown,
+        ))))
+    }
+
+    /// Publishes a source health event on the source-health topic, keyed by `<kind>/<name>`,
+    /// and waits for its acknowledgement.
+    pub async fn publish_health(
+        &self,
+        event: &earshot_core::model::SourceHealthEvent,
+    ) -> Result<(), String> {
+        let payload = self
+            .services
+            .codecs
+            .source_health
+            .encode(event)
+            .map_err(|e| e.to_string())?;
+        let record = OutRecord {
+            topic: Arc::from(self.services.config.topics.source_health.as_str()),
+            key: Some(Bytes::from(format!(
+                "{}/{}",
+                event.source_kind, event.source_instance
+            ))),
+            payload: Bytes::from(payload),
+            headers: vec![],
+        };
+        self.publisher
+            .publish(record)
+            .await
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Replays an NDJSON file; bad lines go to the dead-letter topic with their line number.

@@ -16,13 +16,14 @@ use std::sync::{Arc, RwLock};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::model::{Alert, EnrichedMention, Mention};
+use crate::model::{Alert, EnrichedMention, Mention, SourceHealthEvent};
 use crate::registry::SchemaRegistry;
 
 /// The schemas Earshot writes today, embedded at build time.
 pub const MENTION_SCHEMA: &str = include_str!("../../../schemas/mention.avsc");
 pub const ENRICHED_MENTION_SCHEMA: &str = include_str!("../../../schemas/enriched_mention.avsc");
 pub const ALERT_SCHEMA: &str = include_str!("../../../schemas/alert.avsc");
+pub const SOURCE_HEALTH_SCHEMA: &str = include_str!("../../../schemas/source_health.avsc");
 
 /// Single-object encoding marker (Avro specification, "Single object encoding").
 const SINGLE_OBJECT_MARKER: [u8; 2] = [0xC3, 0x01];
@@ -51,6 +52,9 @@ impl AvroRecord for EnrichedMention {
 }
 impl AvroRecord for Alert {
     const SCHEMA: &'static str = ALERT_SCHEMA;
+}
+impl AvroRecord for SourceHealthEvent {
+    const SCHEMA: &'static str = SOURCE_HEALTH_SCHEMA;
 }
 
 /// Why a payload could not be encoded or decoded. Decode errors are permanent for the record:
@@ -318,6 +322,7 @@ pub struct Codecs {
     pub mention: Codec<Mention>,
     pub enriched: Codec<EnrichedMention>,
     pub alert: Codec<Alert>,
+    pub source_health: Codec<SourceHealthEvent>,
 }
 
 impl Codecs {
@@ -331,6 +336,7 @@ impl Codecs {
                 mention: Codec::single_object()?,
                 enriched: Codec::single_object()?,
                 alert: Codec::single_object()?,
+                source_health: Codec::single_object()?,
             });
         };
         let framing = |topic: &str| Framing::Confluent {
@@ -341,10 +347,12 @@ impl Codecs {
             mention: Codec::with_framing(framing(&topics.raw))?,
             enriched: Codec::with_framing(framing(&topics.enriched))?,
             alert: Codec::with_framing(framing(&topics.alerts))?,
+            source_health: Codec::with_framing(framing(&topics.source_health))?,
         };
         codecs.mention.register().await?;
         codecs.enriched.register().await?;
         codecs.alert.register().await?;
+        codecs.source_health.register().await?;
         Ok(codecs)
     }
 }
@@ -489,7 +497,12 @@ mod tests {
 
     #[test]
     fn fingerprints_follow_the_specification() {
-        for json in [MENTION_SCHEMA, ENRICHED_MENTION_SCHEMA, ALERT_SCHEMA] {
+        for json in [
+            MENTION_SCHEMA,
+            ENRICHED_MENTION_SCHEMA,
+            ALERT_SCHEMA,
+            SOURCE_HEALTH_SCHEMA,
+        ] {
             let parsed = ParsedSchema::parse(json).unwrap();
             let mut plain: serde_json::Value = serde_json::from_str(json).unwrap();
             strip_logical_types(&mut plain);
@@ -665,6 +678,7 @@ mod tests {
         check(Mention::SCHEMA, Mention::HISTORY);
         check(EnrichedMention::SCHEMA, EnrichedMention::HISTORY);
         check(Alert::SCHEMA, Alert::HISTORY);
+        check(SourceHealthEvent::SCHEMA, SourceHealthEvent::HISTORY);
     }
 
     #[test]
@@ -690,7 +704,12 @@ mod tests {
                 union.iter().for_each(|v| walk(v, path, missing));
             }
         }
-        for json in [MENTION_SCHEMA, ENRICHED_MENTION_SCHEMA, ALERT_SCHEMA] {
+        for json in [
+            MENTION_SCHEMA,
+            ENRICHED_MENTION_SCHEMA,
+            ALERT_SCHEMA,
+            SOURCE_HEALTH_SCHEMA,
+        ] {
             let value: serde_json::Value = serde_json::from_str(json).unwrap();
             let mut missing = Vec::new();
             walk(&value, value["name"].as_str().unwrap(), &mut missing);

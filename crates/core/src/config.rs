@@ -122,6 +122,12 @@ pub struct TopicsConfig {
     pub alerts: String,
     /// Records that could not be decoded, processed or delivered, with the reason in headers.
     pub deadletter: String,
+    /// The collector's source checkpoints, keyed by source instance (`<kind>/<name>`);
+    /// created compacted. Its partitions also decide which replica runs which source.
+    pub checkpoints: String,
+    /// `SourceHealth` events (a source went quiet, keeps failing, recovered), keyed by source
+    /// instance.
+    pub source_health: String,
 }
 
 impl Default for TopicsConfig {
@@ -131,14 +137,34 @@ impl Default for TopicsConfig {
             enriched: "earshot.mentions.enriched".into(),
             alerts: "earshot.alerts".into(),
             deadletter: "earshot.deadletter".into(),
+            checkpoints: "earshot.collector.checkpoints".into(),
+            source_health: "earshot.source.health".into(),
         }
     }
 }
 
 impl TopicsConfig {
-    pub fn all(&self) -> [&str; 4] {
-        [&self.raw, &self.enriched, &self.alerts, &self.deadletter]
+    /// Every topic, in the order of [`TopicsConfig::KEYS`].
+    pub fn all(&self) -> [&str; 6] {
+        [
+            &self.raw,
+            &self.enriched,
+            &self.alerts,
+            &self.deadletter,
+            &self.checkpoints,
+            &self.source_health,
+        ]
     }
+
+    /// The config keys of [`TopicsConfig::all`].
+    pub const KEYS: [&'static str; 6] = [
+        "raw",
+        "enriched",
+        "alerts",
+        "deadletter",
+        "checkpoints",
+        "source_health",
+    ];
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -179,6 +205,356 @@ pub struct CollectorConfig {
     pub http: Option<HttpIngestConfig>,
     /// Replay an NDJSON file of mentions, then stop replaying.
     pub replay: Option<ReplayConfig>,
+    /// Sources the collector pulls or streams from, by kind; each kind lists named instances.
+    pub sources: SourcesConfig,
+    /// How the collector treats the servers it reads from.
+    pub politeness: PolitenessConfig,
+    /// When a source counts as quiet or failing.
+    pub health: SourceHealthConfig,
+}
+
+/// The configured source instances, by kind. An instance's key is `<kind>/<name>`: its
+/// checkpoint, its metrics and its health events are keyed by it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SourcesConfig {
+    /// RSS and Atom feeds (blogs, news, Google Alerts feeds).
+    pub rss: Vec<RssSourceConfig>,
+    /// Mastodon streaming timelines (server-sent events), backfilled over REST on reconnect.
+    pub mastodon: Vec<MastodonSourceConfig>,
+    /// Bluesky posts from a Jetstream server (WebSocket), resumed from a `time_us` cursor.
+    pub bluesky: Vec<BlueskySourceConfig>,
+    /// Hacker News stories and comments (the Firebase API), resumed from the last item id.
+    pub hackernews: Vec<HackerNewsSourceConfig>,
+    /// Reddit listings (a subreddit's new posts or comments, or a search), paged with `after`.
+    pub reddit: Vec<RedditSourceConfig>,
+    /// Discourse forums' latest posts (`/posts.json`), resumed from the last post id.
+    pub discourse: Vec<DiscourseSourceConfig>,
+    /// The X (Twitter) filtered stream: rules synced at start, then one long-lived stream.
+    pub x: Vec<XSourceConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct XSourceConfig {
+    /// Unique name among the X sources; the instance in every mention it yields.
+    pub name: String,
+    /// The API base URL.
+    #[serde(default = "default_x_url")]
+    pub url: String,
+    /// Environment variable holding the app's bearer token.
+    #[serde(default = "default_x_token_env")]
+    pub bearer_token_env: String,
+    /// The filtered stream's rules; the stream's rule set is made exactly this at start
+    /// (missing rules added, others deleted). An X app has one rule set: run one X source per
+    /// app.
+    pub rules: Vec<XRuleConfig>,
+    /// Ask for up to this many minutes of missed posts on reconnect (`backfill_minutes`, 1 to
+    /// 5; only some API tiers allow it); 0 for none.
+    #[serde(default)]
+    pub backfill_minutes: u32,
+    /// The interval in which this stream normally has a post; the source counts as quiet
+    /// after several of these without one.
+    #[serde(default = "default_stream_interval_ms")]
+    pub usual_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct XRuleConfig {
+    /// The rule, in X's filtered-stream rule syntax (`acme (kettle OR toaster) -is:retweet`).
+    pub value: String,
+    /// A label X returns with every post the rule matched.
+    #[serde(default)]
+    pub tag: Option<String>,
+}
+
+fn default_x_url() -> String {
+    "https://api.x.com".into()
+}
+fn default_x_token_env() -> String {
+    "X_BEARER_TOKEN".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HackerNewsSourceConfig {
+    /// Unique name among the Hacker News sources; the instance in every mention it yields.
+    pub name: String,
+    /// The API base URL.
+    #[serde(default = "default_hackernews_url")]
+    pub url: String,
+    /// Time between two polls of `/maxitem.json` once caught up.
+    #[serde(default = "default_hackernews_interval_ms")]
+    pub interval_ms: u64,
+    /// Items fetched per poll at most (the rest follow in the next poll, without waiting).
+    #[serde(default = "default_hackernews_batch")]
+    pub max_items_per_poll: u64,
+    /// Item requests in flight at once.
+    #[serde(default = "default_hackernews_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_hackernews_url() -> String {
+    "https://hacker-news.firebaseio.com/v0".into()
+}
+fn default_hackernews_interval_ms() -> u64 {
+    10_000
+}
+fn default_hackernews_batch() -> u64 {
+    500
+}
+fn default_hackernews_concurrency() -> usize {
+    8
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RedditSourceConfig {
+    /// Unique name among the Reddit sources; the instance in every mention it yields.
+    pub name: String,
+    /// `new` (a subreddit's new posts), `comments` (its new comments) or `search`.
+    pub listing: RedditListing,
+    /// The subreddit, without `r/`; required for `new` and `comments`, optional for `search`
+    /// (searches within it when set).
+    #[serde(default)]
+    pub subreddit: Option<String>,
+    /// The search query; required for `search`.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// The API base URL; OAuth uses `https://oauth.reddit.com`.
+    #[serde(default = "default_reddit_url")]
+    pub url: String,
+    /// OAuth client credentials (application-only); without them the public JSON is read.
+    #[serde(default)]
+    pub oauth: Option<RedditOAuthConfig>,
+    /// Time between two polls.
+    #[serde(default = "default_reddit_interval_ms")]
+    pub interval_ms: u64,
+    /// Up to this much random delay is added to each interval.
+    #[serde(default = "default_feed_jitter_ms")]
+    pub jitter_ms: u64,
+    /// Pages (of 100) read back with `after` per poll when many items are new.
+    #[serde(default = "default_max_pages")]
+    pub max_pages: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedditListing {
+    /// `/r/{subreddit}/new.json`
+    New,
+    /// `/r/{subreddit}/comments.json`
+    Comments,
+    /// `/search.json?q=…&sort=new` (or `/r/{subreddit}/search.json?restrict_sr=1`)
+    Search,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RedditOAuthConfig {
+    /// Environment variable holding the OAuth client id.
+    pub client_id_env: String,
+    /// Environment variable holding the OAuth client secret.
+    pub client_secret_env: String,
+    /// The token endpoint.
+    #[serde(default = "default_reddit_token_url")]
+    pub token_url: String,
+}
+
+fn default_reddit_url() -> String {
+    "https://www.reddit.com".into()
+}
+fn default_reddit_token_url() -> String {
+    "https://www.reddit.com/api/v1/access_token".into()
+}
+fn default_reddit_interval_ms() -> u64 {
+    60_000
+}
+fn default_max_pages() -> u32 {
+    5
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiscourseSourceConfig {
+    /// Unique name among the Discourse sources; the instance in every mention it yields.
+    pub name: String,
+    /// Base URL of the forum, e.g. `https://meta.discourse.org`.
+    pub url: String,
+    /// Environment variables holding an API key and its user (`Api-Key`, `Api-Username`),
+    /// for private forums.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub api_username_env: Option<String>,
+    /// Time between two polls.
+    #[serde(default = "default_reddit_interval_ms")]
+    pub interval_ms: u64,
+    /// Up to this much random delay is added to each interval.
+    #[serde(default = "default_feed_jitter_ms")]
+    pub jitter_ms: u64,
+    /// Pages read back with `before` per poll when many posts are new.
+    #[serde(default = "default_max_pages")]
+    pub max_pages: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlueskySourceConfig {
+    /// Unique name among the Bluesky sources; the instance in every mention it yields.
+    pub name: String,
+    /// The Jetstream subscribe endpoint, e.g.
+    /// `wss://jetstream2.us-east.bsky.network/subscribe`.
+    pub url: String,
+    /// Only these accounts (DIDs); empty for every account.
+    #[serde(default)]
+    pub wanted_dids: Vec<String>,
+    /// How far before the stored cursor a reconnection resumes, so that nothing near the
+    /// cut is missed (the overlap is removed by the stable id downstream).
+    #[serde(default = "default_cursor_rewind_ms")]
+    pub cursor_rewind_ms: u64,
+    /// At most one checkpoint per this interval (the firehose carries many events a second).
+    #[serde(default = "default_checkpoint_interval_ms")]
+    pub checkpoint_interval_ms: u64,
+    /// The interval in which this stream normally has a post; the source counts as quiet
+    /// after several of these without one.
+    #[serde(default = "default_stream_interval_ms")]
+    pub usual_interval_ms: u64,
+}
+
+fn default_cursor_rewind_ms() -> u64 {
+    5_000
+}
+fn default_checkpoint_interval_ms() -> u64 {
+    1_000
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MastodonSourceConfig {
+    /// Unique name among the Mastodon sources; the instance in every mention it yields.
+    pub name: String,
+    /// Base URL of the Mastodon server, e.g. `https://mastodon.social`.
+    pub server: String,
+    /// `public` (the federated timeline), `local` (this server's posts) or `hashtag`.
+    #[serde(default = "default_mastodon_timeline")]
+    pub timeline: MastodonTimeline,
+    /// The hashtag to follow, without `#`; required for the `hashtag` timeline.
+    #[serde(default)]
+    pub hashtag: Option<String>,
+    /// Environment variable holding an access token (many servers require one for streaming).
+    #[serde(default)]
+    pub access_token_env: Option<String>,
+    /// Statuses per REST page when backfilling a gap (Mastodon allows at most 40).
+    #[serde(default = "default_mastodon_page")]
+    pub backfill_page_size: u32,
+    /// The interval in which this timeline normally has a post; the source counts as quiet
+    /// after several of these without one.
+    #[serde(default = "default_stream_interval_ms")]
+    pub usual_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MastodonTimeline {
+    /// `/api/v1/streaming/public`, backfilled from `/api/v1/timelines/public`.
+    Public,
+    /// `/api/v1/streaming/public/local`, backfilled from `/api/v1/timelines/public?local=true`.
+    Local,
+    /// `/api/v1/streaming/hashtag?tag=…`, backfilled from `/api/v1/timelines/tag/…`.
+    Hashtag,
+}
+
+fn default_mastodon_timeline() -> MastodonTimeline {
+    MastodonTimeline::Public
+}
+fn default_mastodon_page() -> u32 {
+    40
+}
+fn default_stream_interval_ms() -> u64 {
+    600_000
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RssSourceConfig {
+    /// Unique name among the RSS sources; the instance in every mention it yields.
+    pub name: String,
+    /// The feed URL (http or https).
+    pub url: String,
+    /// Time between two polls of the feed.
+    #[serde(default = "default_feed_interval_ms")]
+    pub interval_ms: u64,
+    /// Up to this much random delay is added to each interval, so that feeds of one host are
+    /// not all polled at the same moment.
+    #[serde(default = "default_feed_jitter_ms")]
+    pub jitter_ms: u64,
+    /// How many item ids the checkpoint remembers for deduplication; keep it above the
+    /// number of items the feed shows.
+    #[serde(default = "default_feed_seen_ids")]
+    pub max_seen_ids: usize,
+}
+
+fn default_feed_interval_ms() -> u64 {
+    300_000
+}
+fn default_feed_jitter_ms() -> u64 {
+    30_000
+}
+fn default_feed_seen_ids() -> usize {
+    2_000
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PolitenessConfig {
+    /// Sent as `User-Agent` on every request; names Earshot and how to reach its operator.
+    pub user_agent: String,
+    /// Timeout of establishing a connection.
+    pub connect_timeout_ms: u64,
+    /// Timeout of one read from a connection (a stream that sends nothing for this long,
+    /// heartbeats included, is reconnected).
+    pub read_timeout_ms: u64,
+    /// Minimum time between two requests to the same host, across all sources.
+    pub per_host_interval_ms: u64,
+    /// First delay after a failure; doubles per consecutive failure, with full jitter.
+    pub initial_backoff_ms: u64,
+    /// Upper bound of the failure delay, and of an honoured `Retry-After`.
+    pub max_backoff_ms: u64,
+    /// Attempts of one request (network errors, 429, 5xx) before the poll counts as failed.
+    pub max_attempts: u32,
+}
+
+impl Default for PolitenessConfig {
+    fn default() -> Self {
+        PolitenessConfig {
+            user_agent: concat!(
+                "Earshot/",
+                env!("CARGO_PKG_VERSION"),
+                " (social listening; +https://github.com/earshot-dev/earshot)"
+            )
+            .into(),
+            connect_timeout_ms: 10_000,
+            read_timeout_ms: 60_000,
+            per_host_interval_ms: 50,
+            initial_backoff_ms: 1_000,
+            max_backoff_ms: 300_000,
+            max_attempts: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SourceHealthConfig {
+    /// A source that yields nothing for this many of its intervals is reported quiet.
+    pub quiet_after_intervals: u32,
+    /// A source whose polls or connections fail this many times in a row is reported failing.
+    pub failing_after_errors: u32,
+    /// How often each source's health is evaluated.
+    pub check_interval_ms: u64,
+}
+
+impl Default for SourceHealthConfig {
+    fn default() -> Self {
+        SourceHealthConfig {
+            quiet_after_intervals: 6,
+            failing_after_errors: 5,
+            check_interval_ms: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -568,10 +944,7 @@ impl Config {
             errors.push("kafka.max_in_flight", "must be at least 1");
         }
         let topics = self.topics.all();
-        for (name, topic) in ["raw", "enriched", "alerts", "deadletter"]
-            .iter()
-            .zip(topics)
-        {
+        for (name, topic) in TopicsConfig::KEYS.iter().zip(topics) {
             if !valid_topic_name(topic) {
                 errors.push(
                     format!("topics.{name}"),
@@ -595,6 +968,7 @@ impl Config {
                 errors.push("collector.http.max_body_bytes", "must be at least 1");
             }
         }
+        self.validate_sources(errors);
         let mut watchlists = Vec::new();
         for (i, watchlist) in self.enricher.watchlists.iter().enumerate() {
             let path = format!("enricher.watchlists[{i}]");
@@ -845,6 +1219,241 @@ fn property_path(kafka: &KafkaConfig, property: &str) -> String {
     }
 }
 
+impl Config {
+    fn validate_sources(&self, errors: &mut ConfigErrors) {
+        let collector = &self.collector;
+        let mut names = Vec::new();
+        for (i, rss) in collector.sources.rss.iter().enumerate() {
+            let path = format!("collector.sources.rss[{i}]");
+            check_source_name(&path, &rss.name, &mut names, errors);
+            check_http_url(&format!("{path}.url"), &rss.url, errors);
+            if rss.interval_ms == 0 {
+                errors.push(format!("{path}.interval_ms"), "must be at least 1");
+            }
+            if rss.max_seen_ids == 0 {
+                errors.push(format!("{path}.max_seen_ids"), "must be at least 1");
+            }
+        }
+        let mut names = Vec::new();
+        for (i, mastodon) in collector.sources.mastodon.iter().enumerate() {
+            let path = format!("collector.sources.mastodon[{i}]");
+            check_source_name(&path, &mastodon.name, &mut names, errors);
+            check_http_url(&format!("{path}.server"), &mastodon.server, errors);
+            match (&mastodon.timeline, &mastodon.hashtag) {
+                (MastodonTimeline::Hashtag, None) => {
+                    errors.push(format!("{path}.hashtag"), "required for timeline: hashtag")
+                }
+                (MastodonTimeline::Hashtag, Some(tag))
+                    if tag.trim().is_empty() || tag.starts_with('#') =>
+                {
+                    errors.push(
+                        format!("{path}.hashtag"),
+                        "must be a tag without the leading '#'",
+                    )
+                }
+                (MastodonTimeline::Public | MastodonTimeline::Local, Some(_)) => errors.push(
+                    format!("{path}.hashtag"),
+                    "only applies to timeline: hashtag",
+                ),
+                _ => {}
+            }
+            if !(1..=40).contains(&mastodon.backfill_page_size) {
+                errors.push(
+                    format!("{path}.backfill_page_size"),
+                    "must be between 1 and 40",
+                );
+            }
+            if mastodon.usual_interval_ms == 0 {
+                errors.push(format!("{path}.usual_interval_ms"), "must be at least 1");
+            }
+        }
+        let mut names = Vec::new();
+        for (i, bluesky) in collector.sources.bluesky.iter().enumerate() {
+            let path = format!("collector.sources.bluesky[{i}]");
+            check_source_name(&path, &bluesky.name, &mut names, errors);
+            match reqwest::Url::parse(&bluesky.url) {
+                Ok(parsed) if matches!(parsed.scheme(), "ws" | "wss") => {}
+                Ok(parsed) => errors.push(
+                    format!("{path}.url"),
+                    format!("scheme {:?} is not ws or wss", parsed.scheme()),
+                ),
+                Err(e) => errors.push(
+                    format!("{path}.url"),
+                    format!("{:?} is not a URL: {e}", bluesky.url),
+                ),
+            }
+            for (j, did) in bluesky.wanted_dids.iter().enumerate() {
+                if !did.starts_with("did:") {
+                    errors.push(
+                        format!("{path}.wanted_dids[{j}]"),
+                        format!("{did:?} is not a DID (did:plc:… or did:web:…)"),
+                    );
+                }
+            }
+            if bluesky.usual_interval_ms == 0 {
+                errors.push(format!("{path}.usual_interval_ms"), "must be at least 1");
+            }
+        }
+        let mut names = Vec::new();
+        for (i, hn) in collector.sources.hackernews.iter().enumerate() {
+            let path = format!("collector.sources.hackernews[{i}]");
+            check_source_name(&path, &hn.name, &mut names, errors);
+            check_http_url(&format!("{path}.url"), &hn.url, errors);
+            if hn.interval_ms == 0 {
+                errors.push(format!("{path}.interval_ms"), "must be at least 1");
+            }
+            if hn.max_items_per_poll == 0 {
+                errors.push(format!("{path}.max_items_per_poll"), "must be at least 1");
+            }
+            if hn.concurrency == 0 {
+                errors.push(format!("{path}.concurrency"), "must be at least 1");
+            }
+        }
+        let mut names = Vec::new();
+        for (i, reddit) in collector.sources.reddit.iter().enumerate() {
+            let path = format!("collector.sources.reddit[{i}]");
+            check_source_name(&path, &reddit.name, &mut names, errors);
+            check_http_url(&format!("{path}.url"), &reddit.url, errors);
+            let empty = |v: &Option<String>| v.as_deref().is_none_or(|s| s.trim().is_empty());
+            match reddit.listing {
+                RedditListing::New | RedditListing::Comments if empty(&reddit.subreddit) => errors
+                    .push(
+                        format!("{path}.subreddit"),
+                        "required for the new and comments listings",
+                    ),
+                RedditListing::Search if empty(&reddit.query) => {
+                    errors.push(format!("{path}.query"), "required for the search listing")
+                }
+                _ => {}
+            }
+            if let Some(oauth) = &reddit.oauth {
+                check_http_url(&format!("{path}.oauth.token_url"), &oauth.token_url, errors);
+            }
+            if reddit.interval_ms == 0 {
+                errors.push(format!("{path}.interval_ms"), "must be at least 1");
+            }
+            if reddit.max_pages == 0 {
+                errors.push(format!("{path}.max_pages"), "must be at least 1");
+            }
+        }
+        let mut names = Vec::new();
+        for (i, discourse) in collector.sources.discourse.iter().enumerate() {
+            let path = format!("collector.sources.discourse[{i}]");
+            check_source_name(&path, &discourse.name, &mut names, errors);
+            check_http_url(&format!("{path}.url"), &discourse.url, errors);
+            if discourse.api_key_env.is_some() != discourse.api_username_env.is_some() {
+                errors.push(
+                    format!("{path}.api_key_env"),
+                    "set both api_key_env and api_username_env, or neither",
+                );
+            }
+            if discourse.interval_ms == 0 {
+                errors.push(format!("{path}.interval_ms"), "must be at least 1");
+            }
+            if discourse.max_pages == 0 {
+                errors.push(format!("{path}.max_pages"), "must be at least 1");
+            }
+        }
+        let mut names = Vec::new();
+        for (i, x) in collector.sources.x.iter().enumerate() {
+            let path = format!("collector.sources.x[{i}]");
+            check_source_name(&path, &x.name, &mut names, errors);
+            check_http_url(&format!("{path}.url"), &x.url, errors);
+            if x.bearer_token_env.trim().is_empty() {
+                errors.push(
+                    format!("{path}.bearer_token_env"),
+                    "must name an environment variable",
+                );
+            }
+            if x.rules.is_empty() {
+                errors.push(format!("{path}.rules"), "must list at least one rule");
+            }
+            for (j, rule) in x.rules.iter().enumerate() {
+                if rule.value.trim().is_empty() {
+                    errors.push(format!("{path}.rules[{j}].value"), "must not be empty");
+                }
+            }
+            if x.backfill_minutes > 5 {
+                errors.push(
+                    format!("{path}.backfill_minutes"),
+                    "must be between 0 and 5",
+                );
+            }
+            if x.usual_interval_ms == 0 {
+                errors.push(format!("{path}.usual_interval_ms"), "must be at least 1");
+            }
+        }
+        let politeness = &collector.politeness;
+        if politeness.user_agent.trim().is_empty() {
+            errors.push("collector.politeness.user_agent", "must not be empty");
+        }
+        if politeness.max_attempts == 0 {
+            errors.push("collector.politeness.max_attempts", "must be at least 1");
+        }
+        if politeness.initial_backoff_ms > politeness.max_backoff_ms {
+            errors.push(
+                "collector.politeness.initial_backoff_ms",
+                "must not exceed max_backoff_ms",
+            );
+        }
+        for (key, value) in [
+            ("connect_timeout_ms", politeness.connect_timeout_ms),
+            ("read_timeout_ms", politeness.read_timeout_ms),
+        ] {
+            if value == 0 {
+                errors.push(format!("collector.politeness.{key}"), "must be at least 1");
+            }
+        }
+        let health = &collector.health;
+        if health.quiet_after_intervals == 0 {
+            errors.push(
+                "collector.health.quiet_after_intervals",
+                "must be at least 1",
+            );
+        }
+        if health.failing_after_errors == 0 {
+            errors.push(
+                "collector.health.failing_after_errors",
+                "must be at least 1",
+            );
+        }
+        if health.check_interval_ms == 0 {
+            errors.push("collector.health.check_interval_ms", "must be at least 1");
+        }
+    }
+}
+
+fn check_source_name<'a>(
+    path: &str,
+    name: &'a str,
+    names: &mut Vec<&'a str>,
+    errors: &mut ConfigErrors,
+) {
+    if name.trim().is_empty() {
+        errors.push(format!("{path}.name"), "must not be empty");
+    } else if name.contains('/') {
+        errors.push(format!("{path}.name"), "must not contain '/'");
+    }
+    if names.contains(&name) {
+        errors.push(
+            format!("{path}.name"),
+            format!("duplicate source name {name:?} for this kind"),
+        );
+    }
+    names.push(name);
+}
+
+fn check_http_url(path: &str, url: &str, errors: &mut ConfigErrors) {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+        Ok(parsed) => errors.push(
+            path,
+            format!("scheme {:?} is not http or https", parsed.scheme()),
+        ),
+        Err(e) => errors.push(path, format!("{url:?} is not a URL: {e}")),
+    }
+}
+
 fn valid_topic_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 249
@@ -1091,6 +1700,64 @@ surprise: true
                 "kafka.secret_properties_file.ssl.key.password: must name a file",
             ],
         );
+    }
+
+    #[test]
+    fn every_source_problem_is_reported_with_its_key_path() {
+        let found = problems(
+            r#"
+collector:
+  sources:
+    rss:
+      - { name: blog, url: "ftp://blog.example/feed" }
+      - { name: blog, url: "https://blog.example/feed", interval_ms: 0 }
+    mastodon:
+      - { name: "a/b", server: "https://mastodon.social", timeline: hashtag }
+      - { name: local, server: "https://mastodon.social", timeline: local, hashtag: acme, backfill_page_size: 41 }
+    bluesky:
+      - { name: firehose, url: "https://jetstream.example/subscribe", wanted_dids: ["kim"] }
+    hackernews:
+      - { name: hn, concurrency: 0 }
+    reddit:
+      - { name: coffee, listing: new }
+      - { name: search, listing: search }
+    discourse:
+      - { name: forum, url: "https://forum.example", api_key_env: KEY }
+    x:
+      - { name: brand, rules: [], backfill_minutes: 9 }
+  politeness:
+    initial_backoff_ms: 10
+    max_backoff_ms: 1
+  health:
+    quiet_after_intervals: 0
+"#,
+        );
+        let expected = [
+            "collector.sources.rss[0].url: scheme \"ftp\" is not http or https",
+            "collector.sources.rss[1].name: duplicate source name \"blog\"",
+            "collector.sources.rss[1].interval_ms: must be at least 1",
+            "collector.sources.mastodon[0].name: must not contain '/'",
+            "collector.sources.mastodon[0].hashtag: required for timeline: hashtag",
+            "collector.sources.mastodon[1].hashtag: only applies to timeline: hashtag",
+            "collector.sources.mastodon[1].backfill_page_size: must be between 1 and 40",
+            "collector.sources.bluesky[0].url: scheme \"https\" is not ws or wss",
+            "collector.sources.bluesky[0].wanted_dids[0]: \"kim\" is not a DID",
+            "collector.sources.hackernews[0].concurrency: must be at least 1",
+            "collector.sources.reddit[0].subreddit: required for the new and comments listings",
+            "collector.sources.reddit[1].query: required for the search listing",
+            "collector.sources.discourse[0].api_key_env: set both",
+            "collector.sources.x[0].rules: must list at least one rule",
+            "collector.sources.x[0].backfill_minutes: must be between 0 and 5",
+            "collector.politeness.initial_backoff_ms: must not exceed max_backoff_ms",
+            "collector.health.quiet_after_intervals: must be at least 1",
+        ];
+        for want in expected {
+            assert!(
+                found.iter().any(|p| p.starts_with(want)),
+                "missing {want:?} in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
     }
 
     #[test]

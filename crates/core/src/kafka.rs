@@ -410,6 +410,482 @@ pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str]) -> Result<(), 
     Ok(())
 }
 
+/// Creates the topics that do not exist yet; the `compacted` ones with
+/// `cleanup.policy=compact` (the collector's checkpoints keep only the latest value per key).
+pub async fn ensure_topics_compacted(
+    config: &KafkaConfig,
+    topics: &[&str],
+    compacted: &[&str],
+) -> Result<(), BusError> {
+    let plain: Vec<&str> = topics
+        .iter()
+        .copied()
+        .filter(|t| !compacted.contains(t))
+        .collect();
+    ensure_topics(config, &plain).await?;
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        base_config(config)?
+            .create()
+            .map_err(|e| BusError::Consume(format!("creating the admin client failed: {e}")))?;
+    let new_topics: Vec<NewTopic<'_>> = compacted
+        .iter()
+        .map(|name| {
+            NewTopic::new(
+                name,
+                config.topic_partitions,
+                TopicReplication::Fixed(config.topic_replication_factor),
+            )
+            .set("cleanup.policy", "compact")
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(&new_topics, &options)
+        .await
+        .map_err(|e| BusError::Consume(format!("creating topics failed: {e}")))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(BusError::Consume(format!(
+                    "creating topic {topic} failed: {code}"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The collector's checkpoints in a compacted topic, and ownership of source instances
+/// through a consumer group on that topic (see [`crate::checkpoint`]).
+///
+/// A background thread polls the group member; its rebalance callbacks run there, so the
+/// revoke callback can block until the sources of the revoked partitions have stopped (and
+/// saved what was acknowledged) before the partitions are handed over.
+pub struct KafkaCheckpointStore {
+    topic: String,
+    partitions: i32,
+    producer: FutureProducer,
+    config: KafkaConfig,
+    ownership: Arc<Ownership>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct Ownership {
+    topic: String,
+    state: std::sync::Mutex<OwnershipState>,
+    /// Signalled when a lease is released.
+    released: std::sync::Condvar,
+    /// Wakes `acquire` callers when partitions are assigned.
+    assigned: tokio::sync::Notify,
+    /// How long a revoke waits for the sources of its partitions to stop.
+    release_timeout: Duration,
+    joined: ReadyFlag,
+}
+
+#[derive(Default)]
+struct OwnershipState {
+    assigned: std::collections::HashSet<i32>,
+    /// Id and `lost` token of every lease, per partition.
+    leases: std::collections::HashMap<i32, Vec<(u64, tokio_util::sync::CancellationToken)>>,
+    next_lease: u64,
+}
+
+struct OwnershipContext(Arc<Ownership>);
+
+impl ClientContext for OwnershipContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(topic = %self.0.topic, %error, reason, "Kafka checkpoint group error");
+    }
+}
+
+impl ConsumerContext for OwnershipContext {
+    fn pre_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
+        let Rebalance::Revoke(list) = rebalance else {
+            return;
+        };
+        let revoked: Vec<i32> = list
+            .elements_for_topic(&self.0.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        let mut state = self.0.state.lock().expect("poisoned");
+        for partition in &revoked {
+            state.assigned.remove(partition);
+            for (_, lost) in state.leases.get(partition).into_iter().flatten() {
+                lost.cancel();
+            }
+        }
+        tracing::info!(partitions = ?revoked, "checkpoint partitions revoked; stopping their sources");
+        let deadline = std::time::Instant::now() + self.0.release_timeout;
+        while revoked
+            .iter()
+            .any(|p| state.leases.get(p).is_some_and(|l| !l.is_empty()))
+        {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                tracing::warn!(partitions = ?revoked, "sources did not stop in time; handing the partitions over anyway");
+                break;
+            }
+            state = self
+                .0
+                .released
+                .wait_timeout(state, left)
+                .expect("poisoned")
+                .0;
+        }
+    }
+
+    fn post_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
+        if let Rebalance::Assign(list) = rebalance {
+            let assigned: Vec<i32> = list
+                .elements_for_topic(&self.0.topic)
+                .iter()
+                .map(|e| e.partition())
+                .collect();
+            tracing::info!(partitions = ?assigned, "checkpoint partitions assigned");
+            self.0
+                .state
+                .lock()
+                .expect("poisoned")
+                .assigned
+                .extend(assigned);
+            self.0.joined.set(true);
+            self.0.assigned.notify_waiters();
+        }
+    }
+}
+
+/// Releases a lease when the source that held it stops.
+struct LeaseRelease {
+    ownership: Arc<Ownership>,
+    partition: i32,
+    id: u64,
+}
+
+impl Drop for LeaseRelease {
+    fn drop(&mut self) {
+        let mut state = self.ownership.state.lock().expect("poisoned");
+        if let Some(leases) = state.leases.get_mut(&self.partition) {
+            leases.retain(|(id, _)| *id != self.id);
+        }
+        drop(state);
+        self.ownership.released.notify_all();
+    }
+}
+
+impl KafkaCheckpointStore {
+    /// Joins `<group_prefix>-collector` on `topic` and starts the polling thread.
+    pub async fn new(
+        config: &KafkaConfig,
+        topic: &str,
+        client_id: &str,
+        joined: ReadyFlag,
+        release_timeout: Duration,
+    ) -> Result<Self, BusError> {
+        let producer: FutureProducer = base_config(config)?
+            .set("client.id", format!("{client_id}-checkpoints"))
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            .set("message.timeout.ms", config.message_timeout_ms.to_string())
+            .create()
+            .map_err(|e| BusError::Publish {
+                topic: topic.to_owned(),
+                reason: format!("creating the checkpoint producer failed: {e}"),
+            })?;
+        let metadata_producer = producer.clone();
+        let metadata_topic = topic.to_owned();
+        // A topic created a moment ago may not be in every broker's metadata yet.
+        let partitions = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let found = metadata_producer
+                    .client()
+                    .fetch_metadata(Some(&metadata_topic), Duration::from_secs(10))
+                    .map(|m| {
+                        m.topics()
+                            .first()
+                            .filter(|t| t.error().is_none())
+                            .map_or(0, |t| t.partitions().len() as i32)
+                    });
+                match found {
+                    Ok(0) | Err(_) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .map_err(|e| BusError::Consume(format!("checkpoint metadata task failed: {e}")))?
+        .map_err(|e| BusError::Consume(format!("metadata of {topic}: {e}")))?;
+        if partitions < 1 {
+            return Err(BusError::Consume(format!(
+                "checkpoint topic {topic} does not exist (create it compacted, or set kafka.create_topics)"
+            )));
+        }
+        let ownership = Arc::new(Ownership {
+            topic: topic.to_owned(),
+            state: Default::default(),
+            released: std::sync::Condvar::new(),
+            assigned: tokio::sync::Notify::new(),
+            release_timeout,
+            joined,
+        });
+        let group = format!("{}-collector", config.group_prefix);
+        let consumer: rdkafka::consumer::BaseConsumer<OwnershipContext> = base_config(config)?
+            .set("group.id", &group)
+            .set("client.id", format!("{client_id}-owner"))
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "latest")
+            .set("session.timeout.ms", config.session_timeout_ms.to_string())
+            .set("queued.max.messages.kbytes", "1024")
+            .create_with_context(OwnershipContext(ownership.clone()))
+            .map_err(|e| {
+                BusError::Consume(format!("creating the checkpoint group member failed: {e}"))
+            })?;
+        consumer
+            .subscribe(&[topic])
+            .map_err(|e| BusError::Consume(format!("subscribing to {topic} failed: {e}")))?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread_stop = stop.clone();
+        std::thread::Builder::new()
+            .name("checkpoint-owner".into())
+            .spawn(move || {
+                // Messages are ignored: the group exists for its partition assignment. Polling
+                // serves the rebalance callbacks.
+                while !thread_stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = consumer.poll(Duration::from_millis(100));
+                }
+                // Leaving the group revokes every partition (after the sources stopped).
+                consumer.unsubscribe();
+                let _ = consumer.poll(Duration::from_millis(100));
+            })
+            .map_err(|e| BusError::Consume(format!("starting the checkpoint thread: {e}")))?;
+        Ok(KafkaCheckpointStore {
+            topic: topic.to_owned(),
+            partitions,
+            producer,
+            config: config.clone(),
+            ownership,
+            stop,
+        })
+    }
+}
+
+impl Drop for KafkaCheckpointStore {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl crate::checkpoint::CheckpointStore for KafkaCheckpointStore {
+    fn acquire(
+        &self,
+        key: &str,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> BoxFuture<'_, Option<crate::checkpoint::Lease>> {
+        let partition = crate::checkpoint::partition_for(key, self.partitions);
+        Box::pin(async move {
+            loop {
+                let notified = self.ownership.assigned.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                {
+                    let mut state = self.ownership.state.lock().expect("poisoned");
+                    if state.assigned.contains(&partition) {
+                        let lost = tokio_util::sync::CancellationToken::new();
+                        state.next_lease += 1;
+                        let id = state.next_lease;
+                        state
+                            .leases
+                            .entry(partition)
+                            .or_default()
+                            .push((id, lost.clone()));
+                        return Some(crate::checkpoint::Lease {
+                            lost,
+                            _release: Some(Box::new(LeaseRelease {
+                                ownership: self.ownership.clone(),
+                                partition,
+                                id,
+                            })),
+                        });
+                    }
+                }
+                tokio::select! {
+                    _ = &mut notified => {}
+                    _ = shutdown.cancelled() => return None,
+                }
+            }
+        })
+    }
+
+    fn load(&self, key: &str) -> BoxFuture<'_, Result<Option<Bytes>, BusError>> {
+        let partition = crate::checkpoint::partition_for(key, self.partitions);
+        let (topic, key, config) = (self.topic.clone(), key.to_owned(), self.config.clone());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || read_latest(&config, &topic, partition, &key))
+                .await
+                .map_err(|e| BusError::Consume(format!("checkpoint read task failed: {e}")))?
+        })
+    }
+
+    fn save(&self, key: &str, checkpoint: Bytes) -> BoxFuture<'_, Ack> {
+        let partition = crate::checkpoint::partition_for(key, self.partitions);
+        let key = key.to_owned();
+        Box::pin(async move {
+            let topic = self.topic.clone();
+            let record = FutureRecord::to(&self.topic)
+                .partition(partition)
+                .key(key.as_bytes())
+                .payload(checkpoint.as_ref());
+            match self.producer.send_result(record) {
+                Ok(delivery) => Box::pin(delivery.map(move |result| match result {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((error, _))) => Err(publish_error(&topic, &error)),
+                    Err(_) => Err(BusError::Publish {
+                        topic: topic.clone(),
+                        reason: "the producer was dropped".into(),
+                    }),
+                })) as Ack,
+                Err((error, _)) => {
+                    let error = publish_error(&topic, &error);
+                    Box::pin(async move { Err(error) }) as Ack
+                }
+            }
+        })
+    }
+}
+
+/// Reads `partition` of the checkpoint topic from its start to its current end; the last
+/// value written for `key` wins (a tombstone clears it).
+fn read_latest(
+    config: &KafkaConfig,
+    topic: &str,
+    partition: i32,
+    key: &str,
+) -> Result<Option<Bytes>, BusError> {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = base_config(config)?
+        .set(
+            "group.id",
+            format!("{}-checkpoint-reader", config.group_prefix),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .map_err(|e| BusError::Consume(format!("creating the checkpoint reader failed: {e}")))?;
+    let timeout = Duration::from_secs(30);
+    let (low, high) = consumer
+        .fetch_watermarks(topic, partition, timeout)
+        .map_err(|e| BusError::Consume(format!("watermarks of {topic}/{partition}: {e}")))?;
+    if high <= low {
+        return Ok(None);
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, partition, Offset::Offset(low))
+        .map_err(|e| BusError::Consume(e.to_string()))?;
+    consumer
+        .assign(&assignment)
+        .map_err(|e| BusError::Consume(format!("assigning {topic}/{partition}: {e}")))?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut latest = None;
+    loop {
+        if std::time::Instant::now() > deadline {
+            return Err(BusError::Consume(format!(
+                "reading {topic}/{partition} up to offset {high} timed out"
+            )));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                if message.key() == Some(key.as_bytes()) {
+                    latest = message.payload().map(Bytes::copy_from_slice);
+                }
+                if message.offset() + 1 >= high {
+                    return Ok(latest);
+                }
+            }
+            Some(Err(error)) => {
+                return Err(BusError::Consume(format!(
+                    "reading {topic}/{partition}: {error}"
+                )))
+            }
+            None => {}
+        }
+    }
+}
+
+/// The benchmarks' baseline: a bare rdkafka producer with the settings of
+/// [`KafkaPublisher`] (idempotent, acks=all, lz4, linger 5 ms) sending `records` (key,
+/// payload) to `topic` as fast as its queue takes them, and waiting for every
+/// acknowledgement. It lives here because only this module talks to rdkafka.
+pub async fn produce_bare(
+    config: &KafkaConfig,
+    topic: &str,
+    records: &[(Bytes, Bytes)],
+) -> Result<(), BusError> {
+    let producer: FutureProducer = base_config(config)?
+        .set("client.id", "earshot-bench-baseline")
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("message.timeout.ms", config.message_timeout_ms.to_string())
+        .set(
+            "queue.buffering.max.kbytes",
+            config.producer_queue_max_kbytes.to_string(),
+        )
+        .create()
+        .map_err(|e| BusError::Publish {
+            topic: topic.to_owned(),
+            reason: format!("creating the producer failed: {e}"),
+        })?;
+    let mut deliveries = Vec::with_capacity(records.len());
+    for (key, payload) in records {
+        loop {
+            match producer.send_result(
+                FutureRecord::to(topic)
+                    .key(key.as_ref())
+                    .payload(payload.as_ref()),
+            ) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((error, _)) => return Err(publish_error(topic, &error)),
+            }
+        }
+    }
+    for delivery in deliveries {
+        match delivery.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((error, _))) => return Err(publish_error(topic, &error)),
+            Err(_) => {
+                return Err(BusError::Publish {
+                    topic: topic.to_owned(),
+                    reason: "the producer was dropped".into(),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

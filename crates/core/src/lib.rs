@@ -3,6 +3,7 @@
 //! Only this crate talks to rdkafka.
 
 pub mod bus;
+pub mod checkpoint;
 pub mod codec;
 pub mod config;
 pub mod kafka;

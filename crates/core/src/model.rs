@@ -184,6 +184,35 @@ pub enum DeliveryStatus {
     Failed,
 }
 
+/// A change in the health of one collector source instance (schema
+/// `dev.earshot.v1.SourceHealth`), keyed by `<kind>/<name>` on the source-health topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceHealthEvent {
+    pub source_kind: String,
+    pub source_instance: String,
+    pub state: SourceHealthState,
+    pub observed_at: i64,
+    #[serde(default)]
+    pub last_item_at: Option<i64>,
+    #[serde(default)]
+    pub last_success_at: Option<i64>,
+    pub consecutive_failures: i32,
+    pub usual_interval_ms: i64,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceHealthState {
+    /// Yielding as usual.
+    Healthy,
+    /// Nothing yielded for several usual intervals.
+    Quiet,
+    /// Several failed polls or connections in a row.
+    Failing,
+}
+
 /// Namespace of the UUIDv5 ids Earshot derives (mention ids, alert ids, delivery ids).
 pub const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6561_7273_686f_7400_8000_0000_0000_0001);
 

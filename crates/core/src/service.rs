@@ -9,9 +9,12 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{BusError, InRecord, Publisher, Subscription};
+use crate::checkpoint::{CheckpointStore, MemoryCheckpointStore};
 use crate::codec::{CodecError, Codecs};
 use crate::config::Config;
-use crate::kafka::{ensure_topics, KafkaPublisher, KafkaSubscription};
+use crate::kafka::{
+    ensure_topics_compacted, KafkaCheckpointStore, KafkaPublisher, KafkaSubscription,
+};
 use crate::memory::MemoryBus;
 use crate::registry::SchemaRegistry;
 use crate::runner::{run_stage, RunError, RunnerOptions, Stage};
@@ -51,7 +54,12 @@ impl Services {
     /// schemas when a registry is configured.
     pub async fn kafka(config: Config) -> Result<Self, ServiceError> {
         if config.kafka.create_topics {
-            ensure_topics(&config.kafka, &config.topics.all()).await?;
+            ensure_topics_compacted(
+                &config.kafka,
+                &config.topics.all(),
+                &[&config.topics.checkpoints],
+            )
+            .await?;
         }
         let registry = config
             .kafka
@@ -107,6 +115,29 @@ impl Services {
                     .ready_flag(&format!("{client_id}: broker reachable")),
             )?)),
             Bus::Memory(bus) => Ok(bus.publisher()),
+        }
+    }
+
+    /// The collector's checkpoint store: on Kafka the compacted checkpoint topic, joined as
+    /// group `<group_prefix>-collector` to share the source instances among replicas; in
+    /// memory, a store that owns every instance.
+    pub async fn checkpoint_store(
+        &self,
+        client_id: &str,
+    ) -> Result<Arc<dyn CheckpointStore>, BusError> {
+        match &self.bus {
+            Bus::Kafka => Ok(Arc::new(
+                KafkaCheckpointStore::new(
+                    &self.config.kafka,
+                    &self.config.topics.checkpoints,
+                    client_id,
+                    self.health
+                        .ready_flag(&format!("{client_id}: joined checkpoint group")),
+                    Duration::from_millis(self.config.kafka.drain_timeout_ms),
+                )
+                .await?,
+            )),
+            Bus::Memory(_) => Ok(Arc::new(MemoryCheckpointStore::new())),
         }
     }
 

@@ -44,6 +44,22 @@ pub struct Metrics {
     pub watchlist_matches: IntCounterVec,
     /// `earshot_alerts_total{route}`
     pub alerts: IntCounterVec,
+    /// `earshot_source_items_total{source}`: mentions a collector source yielded, by source
+    /// instance (`<kind>/<name>`).
+    pub source_items: IntCounterVec,
+    /// `earshot_source_errors_total{source, error_type}`: failed requests or connections
+    /// (`fetch`, `status`), malformed items or documents skipped (`malformed`), and
+    /// publishing or checkpoint failures (`publish`, `checkpoint`).
+    pub source_errors: IntCounterVec,
+    /// `earshot_source_last_success_timestamp_seconds{source}`: Unix time of the last poll or
+    /// stream read that succeeded, items or not.
+    pub source_last_success: IntGaugeVec,
+    /// `earshot_source_healthy{source}`: 1 while the source is healthy, 0 while it is quiet or
+    /// failing (the state its last `SourceHealth` event reported).
+    pub source_healthy: IntGaugeVec,
+    /// `earshot_source_deletes_total{source}`: deletions a source reported (Mastodon
+    /// `delete`, Jetstream delete commits). Counted only: no retraction record exists yet.
+    pub source_deletes: IntCounterVec,
 }
 
 impl Metrics {
@@ -95,6 +111,38 @@ impl Metrics {
             "Alerts raised, by route.",
             &["route"],
         );
+        let source_items = counter(
+            "earshot_source_items_total",
+            "Mentions a collector source yielded.",
+            &["source"],
+        );
+        let source_errors = counter(
+            "earshot_source_errors_total",
+            "Collector source errors, by source instance and type.",
+            &["source", "error_type"],
+        );
+        let source_deletes = counter(
+            "earshot_source_deletes_total",
+            "Deletions a collector source reported.",
+            &["source"],
+        );
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric registered once");
+            g
+        };
+        let source_last_success = gauge(
+            "earshot_source_last_success_timestamp_seconds",
+            "Unix time of a source's last successful poll or stream read.",
+            &["source"],
+        );
+        let source_healthy = gauge(
+            "earshot_source_healthy",
+            "1 while a source is healthy, 0 while it is quiet or failing.",
+            &["source"],
+        );
         let consumer_lag = IntGaugeVec::new(
             Opts::new(
                 "earshot_consumer_lag_records",
@@ -132,6 +180,11 @@ impl Metrics {
             deliveries,
             watchlist_matches,
             alerts,
+            source_items,
+            source_errors,
+            source_last_success,
+            source_healthy,
+            source_deletes,
         }
     }
 

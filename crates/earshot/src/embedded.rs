@@ -54,6 +54,7 @@ impl std::fmt::Display for Summary {
 }
 
 /// Where the embedded mode's mentions come from.
+/// With the HTTP endpoint or collector sources configured, the run lasts until interrupted.
 pub enum Input<'a> {
     /// The bundled sample, or any NDJSON text.
     Text(&'a str),
@@ -146,6 +147,7 @@ pub async fn run(
             if let Some(http) = &services.config.collector.http {
                 ingest_addr = Some(collector.serve_http(http, shutdown.clone()).await?);
             }
+            let sources = collector.spawn_sources(shutdown.clone()).await?;
             on_ready(ingest_addr);
             if let Some(replay) = &services.config.collector.replay {
                 rejected = collector
@@ -153,8 +155,12 @@ pub async fn run(
                     .await?
                     .rejected;
             }
-            if ingest_addr.is_some() {
+            if ingest_addr.is_some() || sources.is_some() {
                 shutdown.cancelled().await;
+            }
+            if let Some(sources) = sources {
+                // They stop at shutdown with what they emitted acknowledged.
+                let _ = sources.await;
             }
         }
     }

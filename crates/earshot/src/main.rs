@@ -48,6 +48,16 @@ enum Command {
     Router(ServiceArgs),
     /// Run the sink against Kafka.
     Sink(ServiceArgs),
+    /// Run the configured collector sources and print what they yield as NDJSON on standard
+    /// output instead of publishing it (no Kafka needed; checkpoints last for the run).
+    Collect {
+        /// YAML or TOML configuration file; EARSHOT_<SECTION>__<KEY> variables override it.
+        #[arg(long, short, env = "EARSHOT_CONFIG")]
+        config: Option<PathBuf>,
+        /// Stop after this many seconds (default: run until interrupted).
+        #[arg(long, value_name = "SECONDS")]
+        seconds: Option<u64>,
+    },
     /// Validate a configuration: print every problem (exit 64) or the effective configuration.
     CheckConfig {
         /// YAML or TOML configuration file.
@@ -134,7 +144,11 @@ async fn async_main(cli: Cli) -> ExitCode {
             }
             earshot_core::telemetry::init_tracing(&config.telemetry);
             earshot_core::shutdown::cancel_on_signals(shutdown.clone());
-            let input = if config.collector.http.is_some() || config.collector.replay.is_some() {
+            let configured = &config.collector;
+            let input = if configured.http.is_some()
+                || configured.replay.is_some()
+                || !earshot_collector::sources::instances(configured).is_empty()
+            {
                 Input::Configured
             } else {
                 Input::Text(embedded::SAMPLE)
@@ -154,6 +168,28 @@ async fn async_main(cli: Cli) -> ExitCode {
                     println!("Parquet files under {}", dir.display());
                 }
             })
+        }
+        Command::Collect { config, seconds } => {
+            let config = match load(None, config.as_deref()) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            earshot_core::telemetry::init_tracing(&config.telemetry);
+            earshot_core::shutdown::cancel_on_signals(shutdown.clone());
+            if let Some(seconds) = seconds {
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_secs(seconds)).await;
+                    shutdown.cancel();
+                });
+            }
+            earshot_collector::collect(
+                &config.collector,
+                earshot_core::telemetry::Metrics::default(),
+                shutdown,
+            )
+            .await
+            .map_err(anyhow::Error::from)
         }
         Command::Collector(args) => {
             service(args, shutdown, |c, s| {

@@ -273,6 +273,75 @@ enricher:
     assert!(log.contains("shutdown signal received"), "{log}");
 }
 
+/// `earshot collect` prints what the configured sources yield as NDJSON on standard output,
+/// here an Atom feed served on loopback, and publishes nothing (no Kafka is configured).
+#[test]
+fn collect_prints_what_the_sources_yield_as_ndjson() {
+    const ATOM: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom"><title>Google Alert - acme</title>
+<id>tag:google.com,2013:googlealerts/feed:7</id><updated>2026-11-23T09:00:00Z</updated>
+<entry><id>tag:google.com,2013:googlealerts/feed:7:1</id><title type="html">&lt;b&gt;Acme&lt;/b&gt; kettles recalled</title>
+<link href="https://news.example/acme-recall"/><published>2026-11-23T08:00:00Z</published>
+<content type="html">Acme recalls 10,000 kettles</content></entry>
+<entry><id>tag:google.com,2013:googlealerts/feed:7:2</id><title>Acme support praised</title>
+<link href="https://blog.example/acme-support"/><published>2026-11-23T08:30:00Z</published></entry>
+</feed>"#;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let addr = runtime.block_on(async {
+        let app = axum::Router::new().route(
+            "/alerts/acme",
+            axum::routing::get(|| async { ([("content-type", "application/atom+xml")], ATOM) }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    });
+    let config = temp_file(
+        "collect.yaml",
+        &format!(
+            "kafka:\n  bootstrap_servers: \"127.0.0.1:1\"\ncollector:\n  sources:\n    rss:\n      - name: google-alerts-acme\n        url: \"http://{addr}/alerts/acme\"\n        interval_ms: 200\n"
+        ),
+    );
+    let output = earshot(
+        &[
+            "collect",
+            "--config",
+            path_str(&config.path),
+            "--seconds",
+            "2",
+        ],
+        &[("EARSHOT_LOG", "warn")],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("every line is JSON"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "each entry once, though the feed was polled repeatedly"
+    );
+    assert_eq!(
+        lines[0]["native_id"],
+        "tag:google.com,2013:googlealerts/feed:7:2"
+    );
+    assert_eq!(
+        lines[1]["text"],
+        "Acme kettles recalled\n\nAcme recalls 10,000 kettles"
+    );
+    assert_eq!(lines[1]["source"]["kind"], "rss");
+    assert_eq!(lines[1]["source"]["instance"], "google-alerts-acme");
+    assert_eq!(lines[1]["url"], "https://news.example/acme-recall");
+    drop(runtime);
+}
+
 /// Runs the binary to completion with `env` added to a clean `EARSHOT_` environment.
 #[test]
 fn sentiment_streams_scores_reports_bad_lines_and_exits_65() {
