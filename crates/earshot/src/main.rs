@@ -45,8 +45,14 @@ enum Command {
     Enricher(ServiceArgs),
     /// Run the router against Kafka.
     Router(ServiceArgs),
-    /// Run the sink against Kafka.
-    Sink(ServiceArgs),
+    /// Run the sink against Kafka (with --migrate: apply PostgreSQL migrations and exit).
+    Sink {
+        #[command(flatten)]
+        args: ServiceArgs,
+        /// Apply pending PostgreSQL migrations to sink.postgres, check the schema and exit.
+        #[arg(long)]
+        migrate: bool,
+    },
     /// Validate a configuration: print every problem (exit 64) or the effective configuration.
     CheckConfig {
         /// YAML or TOML configuration file.
@@ -162,7 +168,20 @@ async fn async_main(cli: Cli) -> ExitCode {
             })
             .await
         }
-        Command::Sink(args) => {
+        Command::Sink {
+            args,
+            migrate: true,
+        } => {
+            service(args, shutdown, |c, _| {
+                Box::pin(async move {
+                    let applied = earshot_sink::migrate(&c).await?;
+                    println!("migrations applied: {applied:?} (schema checked)");
+                    Ok(())
+                })
+            })
+            .await
+        }
+        Command::Sink { args, .. } => {
             service(args, shutdown, |c, s| {
                 Box::pin(async move { Ok(earshot_sink::run(c, s).await?) })
             })

@@ -58,6 +58,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sink
     run_with(services, shutdown).await
 }
 
+/// Applies pending PostgreSQL migrations to `sink.postgres` and checks the schema, then
+/// returns the versions it applied (`earshot sink --migrate`).
+pub async fn migrate(config: &Config) -> Result<Vec<i32>, SinkError> {
+    let Some(postgres) = &config.sink.postgres else {
+        return Err(SinkError::Config(
+            "sink.postgres: not configured; --migrate needs a database".into(),
+        ));
+    };
+    postgres::migrate_database(&postgres::connection_config(postgres)?).await
+}
+
 /// Runs the sink over `services`' bus until `shutdown` (or until a target fails for good).
 pub async fn run_with(services: Services, shutdown: CancellationToken) -> Result<(), SinkError> {
     // Cancelled by shutdown, or by the writer when a target fails for good.

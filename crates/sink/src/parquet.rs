@@ -28,8 +28,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrow_array::builder::{ListBuilder, StringBuilder};
 use arrow_array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
 use chrono::{DateTime, Utc};
@@ -403,6 +404,38 @@ impl ParquetRow for MentionRow {
                 false,
             ),
             (
+                "sentences_count",
+                Arc::new(Int32Array::from_iter_values(
+                    rows.iter().map(|r| r.sentences_count),
+                )),
+                false,
+            ),
+            (
+                "sentences_mean_compound",
+                float64s(rows.iter().map(|r| r.sentences_mean_compound)),
+                false,
+            ),
+            (
+                "sentences_min_compound",
+                float64s(rows.iter().map(|r| r.sentences_min_compound)),
+                false,
+            ),
+            (
+                "sentences_max_compound",
+                float64s(rows.iter().map(|r| r.sentences_max_compound)),
+                false,
+            ),
+            (
+                "sentences_most_negative",
+                strings(rows.iter().map(|r| r.sentences_most_negative.as_str())),
+                false,
+            ),
+            (
+                "watchlists",
+                string_lists(rows.iter().map(|r| &r.watchlists)),
+                false,
+            ),
+            (
                 "written_at",
                 timestamps(rows.iter().map(|_| written_at)),
                 false,
@@ -495,6 +528,17 @@ fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
 
 fn optional_strings<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
     Arc::new(StringArray::from_iter(values))
+}
+
+fn string_lists<'a>(values: impl Iterator<Item = &'a Vec<String>>) -> ArrayRef {
+    let mut builder = ListBuilder::new(StringBuilder::new());
+    for list in values {
+        for value in list {
+            builder.values().append_value(value);
+        }
+        builder.append(true);
+    }
+    Arc::new(builder.finish())
 }
 
 fn int64s(values: impl Iterator<Item = i64>) -> ArrayRef {

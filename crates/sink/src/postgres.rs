@@ -30,7 +30,13 @@ use crate::rows::{AlertRow, DeliveryRow, Item, MatchRow, MentionRow};
 use crate::SinkError;
 
 /// Migrations, in order; each runs once per database, in the transaction that records it.
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/0002_sentences_acknowledgements_views.sql"),
+    ),
+];
 
 /// Key of the advisory lock that serializes migrations across sink replicas ("earshot").
 const MIGRATION_LOCK_KEY: i64 = 0x0065_6172_7368_6f74;
@@ -102,6 +108,11 @@ pub const MENTIONS: Table = Table {
         col("reach", Type::INT8),
         col("urgency", Type::FLOAT8),
         col("enriched_at", Type::TIMESTAMPTZ),
+        col("sentences_count", Type::INT4),
+        col("sentences_mean_compound", Type::FLOAT8),
+        col("sentences_min_compound", Type::FLOAT8),
+        col("sentences_max_compound", Type::FLOAT8),
+        col("sentences_most_negative", Type::TEXT),
     ],
     defaulted: &[col("written_at", Type::TIMESTAMPTZ)],
     on_conflict: OnConflict::Keep,
@@ -140,6 +151,11 @@ fn mention_values(m: &MentionRow) -> Vec<&(dyn ToSql + Sync)> {
         &m.reach,
         &m.urgency,
         &m.enriched_at,
+        &m.sentences_count,
+        &m.sentences_mean_compound,
+        &m.sentences_min_compound,
+        &m.sentences_max_compound,
+        &m.sentences_most_negative,
     ]
 }
 
@@ -175,7 +191,11 @@ pub const ALERTS: Table = Table {
         col("threshold", Type::FLOAT8),
         col("mention_collected_at", Type::TIMESTAMPTZ),
     ],
-    defaulted: &[],
+    // Filled by the router (acknowledgements); never written by the sink.
+    defaulted: &[
+        col("acknowledged_at", Type::TIMESTAMPTZ),
+        col("resolved_at", Type::TIMESTAMPTZ),
+    ],
     on_conflict: OnConflict::Keep,
 };
 
@@ -553,6 +573,19 @@ fn column_list(table: &Table) -> String {
         .map(|c| c.name)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Connects once, applies pending [`MIGRATIONS`] and checks the schema; returns the versions
+/// applied.
+pub async fn migrate_database(config: &tokio_postgres::Config) -> Result<Vec<i32>, SinkError> {
+    let (mut client, connection) = config.connect(NoTls).await?;
+    let connection = tokio::spawn(connection);
+    let applied = migrate(&mut client).await?;
+    check_schema(&client).await?;
+    drop(client);
+    // The connection ends once the client is gone; its error (if any) was already reported.
+    let _ = connection.await;
+    Ok(applied)
 }
 
 /// Applies pending [`MIGRATIONS`] in one transaction under an advisory lock, so replicas that

@@ -69,6 +69,13 @@ pub struct MentionRow {
     pub reach: i64,
     pub urgency: f64,
     pub enriched_at: DateTime<Utc>,
+    pub sentences_count: i32,
+    pub sentences_mean_compound: f64,
+    pub sentences_min_compound: f64,
+    pub sentences_max_compound: f64,
+    pub sentences_most_negative: String,
+    /// Every watchlist the mention matched (for Parquet, which has no match table).
+    pub watchlists: Vec<String>,
 }
 
 /// A row of `mention_matches`.
@@ -125,8 +132,7 @@ pub fn mention_item(enriched: EnrichedMention) -> Result<Item, RowError> {
         watchlist: _,
         matches,
         sentiment,
-        // Stored by the sink once its tables carry the sentence-level view.
-        sentences: _,
+        sentences,
         language,
         language_confidence,
         spam_score,
@@ -136,7 +142,7 @@ pub fn mention_item(enriched: EnrichedMention) -> Result<Item, RowError> {
         enriched_at,
     } = enriched;
     let id = mention.id;
-    let row = MentionRow {
+    let mut row = MentionRow {
         id,
         native_id: mention.native_id,
         source_kind: mention.source.kind,
@@ -167,6 +173,12 @@ pub fn mention_item(enriched: EnrichedMention) -> Result<Item, RowError> {
         reach,
         urgency,
         enriched_at: timestamp("enriched_at", enriched_at)?,
+        sentences_count: sentences.count,
+        sentences_mean_compound: sentences.mean_compound,
+        sentences_min_compound: sentences.min_compound,
+        sentences_max_compound: sentences.max_compound,
+        sentences_most_negative: sentences.most_negative,
+        watchlists: Vec::new(),
     };
     let mut rows: Vec<MatchRow> = Vec::with_capacity(matches.len());
     for m in matches {
@@ -180,6 +192,7 @@ pub fn mention_item(enriched: EnrichedMention) -> Result<Item, RowError> {
             });
         }
     }
+    row.watchlists = rows.iter().map(|m| m.watchlist.clone()).collect();
     Ok(Item::Mention {
         mention: row,
         matches: rows,
@@ -307,6 +320,7 @@ mod tests {
         };
         let got: Vec<&str> = matches.iter().map(|m| m.watchlist.as_str()).collect();
         assert_eq!(got, expected, "matches of {watchlists:?}");
+        assert_eq!(mention.watchlists, expected, "watchlists of {watchlists:?}");
         assert!(matches.iter().all(|m| m.mention_id == mention.id));
     }
 

@@ -11,8 +11,8 @@ use earshot_core::bus::{headers, OutRecord};
 use earshot_core::config::{ParquetConfig, PostgresConfig};
 use earshot_core::memory::MemoryBus;
 use earshot_core::model::{
-    Alert, Author, Delivery, DeliveryStatus, Engagement, EnrichedMention, Mention, Sentiment,
-    Source, WatchlistMatch,
+    Alert, Author, Delivery, DeliveryStatus, Engagement, EnrichedMention, Mention,
+    SentenceSentiment, Sentiment, Source, WatchlistMatch,
 };
 use earshot_core::{Config, Publisher, Services};
 use earshot_sink::SinkError;
@@ -260,7 +260,13 @@ fn enriched(
             pos: 0.3,
             compound: 0.4,
         },
-        sentences: Default::default(),
+        sentences: SentenceSentiment {
+            count: 2,
+            mean_compound: 0.1,
+            min_compound: -0.3,
+            max_compound: 0.5,
+            most_negative: format!("{text}, sadly."),
+        },
         language: Some("en".into()),
         language_confidence: 0.99,
         spam_score: 0.01,
@@ -352,7 +358,10 @@ async fn a_replayed_batch_writes_each_row_once_and_changes_nothing() {
     let row = db
         .client
         .query_one(
-            "SELECT text, author_followers, created_at, collected_at, sentiment_compound FROM mentions WHERE native_id = 'replay-3'",
+            "SELECT text, author_followers, created_at, collected_at, sentiment_compound, \
+             sentences_count, sentences_mean_compound, sentences_min_compound, \
+             sentences_max_compound, sentences_most_negative \
+             FROM mentions WHERE native_id = 'replay-3'",
             &[],
         )
         .await
@@ -370,6 +379,11 @@ async fn a_replayed_batch_writes_each_row_once_and_changes_nothing() {
         BASE_MICROS + 3
     );
     assert_eq!(row.get::<_, f64>(4), 0.4);
+    assert_eq!(row.get::<_, i32>(5), 2);
+    assert_eq!(row.get::<_, f64>(6), 0.1);
+    assert_eq!(row.get::<_, f64>(7), -0.3);
+    assert_eq!(row.get::<_, f64>(8), 0.5);
+    assert_eq!(row.get::<_, String>(9), "post 3, sadly.");
     db.drop().await;
 }
 
@@ -638,8 +652,8 @@ async fn replicas_starting_together_apply_each_migration_once() {
     );
     let mut applied = [applied_a.unwrap(), applied_b.unwrap()];
     applied.sort();
-    assert_eq!(applied, [vec![], vec![1]]);
-    assert_eq!(db.count("earshot_schema_migrations").await, 1);
+    assert_eq!(applied, [vec![], vec![1, 2]]);
+    assert_eq!(db.count("earshot_schema_migrations").await, 2);
     db.drop().await;
 }
 
@@ -777,5 +791,158 @@ async fn a_later_successful_delivery_replaces_a_failed_one_and_never_the_reverse
         "the delivered attempt count is kept"
     );
     assert_eq!(db.count("alerts").await, 1);
+    db.drop().await;
+}
+
+/// Mentions and alerts with known values for the views: sentiment and spam scores on the
+/// buckets' boundaries, two UTC days, alerts with and without acknowledgements.
+async fn seed_view_data(db: &TestDb) {
+    db.client
+        .batch_execute(
+            "
+            INSERT INTO mentions (id, native_id, source_kind, source_instance, author_handle,
+                author_verified, text, created_at, collected_at, likes, reposts, replies,
+                has_media, sentiment_neg, sentiment_neu, sentiment_pos, sentiment_compound,
+                language_confidence, spam_score, intent, reach, urgency, enriched_at)
+            SELECT id::uuid, id, 'mastodon', 'example.social', 'a', false, 't', at, at,
+                0, 0, 0, false, 0, 1, 0, compound, 1, spam, intent, 0, 0, at
+            FROM (VALUES
+                ('00000000-0000-0000-0000-000000000001', timestamptz '2024-05-01 10:05Z', -0.05, 0.0, 'complaint'),
+                ('00000000-0000-0000-0000-000000000002', timestamptz '2024-05-01 10:30Z', 0.05, 0.9, 'question'),
+                ('00000000-0000-0000-0000-000000000003', timestamptz '2024-05-01 10:59:59Z', -0.0499, 0.5, 'complaint'),
+                ('00000000-0000-0000-0000-000000000004', timestamptz '2024-05-01 11:00Z', 0.0499, 0.1, 'complaint'),
+                ('00000000-0000-0000-0000-000000000005', timestamptz '2024-05-02 00:10Z', 0.9, 0.0, 'praise')
+            ) AS v(id, at, compound, spam, intent);
+            INSERT INTO mention_matches (mention_id, watchlist, relevance, clause) VALUES
+                ('00000000-0000-0000-0000-000000000001', 'a', 1, 'a'),
+                ('00000000-0000-0000-0000-000000000002', 'a', 1, 'a'),
+                ('00000000-0000-0000-0000-000000000002', 'b', 1, 'b'),
+                ('00000000-0000-0000-0000-000000000003', 'b', 1, 'b'),
+                ('00000000-0000-0000-0000-000000000004', 'a', 1, 'a'),
+                ('00000000-0000-0000-0000-000000000005', 'a', 1, 'a');
+            INSERT INTO alerts (id, created_at, route, watchlist, mention_id, mention_text,
+                author_handle, score_name, score, threshold, mention_collected_at, acknowledged_at)
+            SELECT id::uuid, timestamptz '2024-05-01 10:00Z', route, 'a',
+                '00000000-0000-0000-0000-000000000001', 't', 'a', 'urgency', 1, 0.5,
+                timestamptz '2024-05-01 10:00Z', timestamptz '2024-05-01 10:00Z' + ack
+            FROM (VALUES
+                ('00000000-0000-0000-0000-0000000000a1', 'r1', interval '60 seconds'),
+                ('00000000-0000-0000-0000-0000000000a2', 'r1', interval '300 seconds'),
+                ('00000000-0000-0000-0000-0000000000a3', 'r2', NULL),
+                ('00000000-0000-0000-0000-0000000000a4', 'r2', interval '10 seconds'),
+                ('00000000-0000-0000-0000-0000000000a5', 'r3', NULL)
+            ) AS v(id, route, ack);
+            INSERT INTO deliveries (id, alert_id, channel, receiver, status, attempts)
+            SELECT gen_random_uuid(), alert_id::uuid, 'webhook', receiver, status, 1
+            FROM (VALUES
+                ('00000000-0000-0000-0000-0000000000a1', 'ops', 'delivered'),
+                ('00000000-0000-0000-0000-0000000000a2', 'ops', 'failed'),
+                ('00000000-0000-0000-0000-0000000000a3', 'ops', 'delivered'),
+                ('00000000-0000-0000-0000-0000000000a3', 'sales', 'delivered'),
+                ('00000000-0000-0000-0000-0000000000a4', 'sales', 'delivered')
+            ) AS v(alert_id, receiver, status);
+            ",
+        )
+        .await
+        .unwrap();
+}
+
+/// Every row of a view as text, each column formatted by PostgreSQL (floats rounded to
+/// 4 decimals, times in UTC), sorted.
+async fn view_rows(db: &TestDb, query: &str) -> Vec<String> {
+    db.client
+        .batch_execute("SET TIME ZONE 'UTC'")
+        .await
+        .unwrap();
+    let mut rows: Vec<String> = db
+        .client
+        .query(&format!("SELECT row(v.*)::text FROM ({query}) v"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[tokio::test]
+async fn the_analytics_views_give_the_expected_rows_on_known_data() {
+    let db = TestDb::new().await;
+    let mut config = config(&db.url, None);
+    config.sink.postgres.as_mut().unwrap().url = Some(db.url.clone());
+    assert_eq!(earshot_sink::migrate(&config).await.unwrap(), [1, 2]);
+    assert_eq!(
+        earshot_sink::migrate(&config).await.unwrap(),
+        Vec::<i32>::new(),
+        "a second --migrate applies nothing"
+    );
+    seed_view_data(&db).await;
+
+    assert_eq!(
+        view_rows(
+            &db,
+            "SELECT watchlist, hour, sentiment, intent, mentions FROM mentions_hourly"
+        )
+        .await,
+        [
+            r#"(a,"2024-05-01 10:00:00+00",negative,complaint,1)"#,
+            r#"(a,"2024-05-01 10:00:00+00",positive,question,1)"#,
+            r#"(a,"2024-05-01 11:00:00+00",neutral,complaint,1)"#,
+            r#"(a,"2024-05-02 00:00:00+00",positive,praise,1)"#,
+            r#"(b,"2024-05-01 10:00:00+00",neutral,complaint,1)"#,
+            r#"(b,"2024-05-01 10:00:00+00",positive,question,1)"#,
+        ]
+    );
+    assert_eq!(
+        view_rows(
+            &db,
+            "SELECT day, watchlist, mentions, round(share::numeric, 4) FROM share_of_voice"
+        )
+        .await,
+        [
+            r#"("2024-05-01 00:00:00+00",a,3,0.6000)"#,
+            r#"("2024-05-01 00:00:00+00",b,2,0.4000)"#,
+            r#"("2024-05-02 00:00:00+00",a,1,1.0000)"#,
+        ]
+    );
+    assert_eq!(
+        view_rows(
+            &db,
+            "SELECT day, watchlist, mentions, spam, round(share::numeric, 4) FROM spam_share"
+        )
+        .await,
+        [
+            r#"("2024-05-01 00:00:00+00",a,3,1,0.3333)"#,
+            r#"("2024-05-01 00:00:00+00",b,2,2,1.0000)"#,
+            r#"("2024-05-02 00:00:00+00",a,1,0,0.0000)"#,
+        ]
+    );
+    assert_eq!(
+        view_rows(
+            &db,
+            "SELECT team, route, alerts, delivered FROM alerts_by_team"
+        )
+        .await,
+        [
+            r#"("(none)",r3,1,0)"#,
+            "(ops,r1,2,1)",
+            "(ops,r2,1,1)",
+            "(sales,r2,2,2)",
+        ]
+    );
+    assert_eq!(
+        view_rows(
+            &db,
+            "SELECT team, alerts, acknowledged, round(p50_secs::numeric, 4), \
+             round(p90_secs::numeric, 4), round(p99_secs::numeric, 4) FROM response_times"
+        )
+        .await,
+        [
+            r#"("(none)",1,0,,,)"#,
+            "(ops,3,2,180.0000,276.0000,297.6000)",
+            "(sales,2,1,10.0000,10.0000,10.0000)",
+        ]
+    );
     db.drop().await;
 }
