@@ -140,7 +140,13 @@ impl SinkStage {
                 if removed > 0 {
                     tracing::info!(removed, dir = %config.dir.display(), "deleted unfinished Parquet files");
                 }
-                Some(ParquetFiles::new(config))
+                let files = ParquetFiles::new(config)?;
+                tracing::info!(
+                    finished = files.finished_files(),
+                    dir = %config.dir.display(),
+                    "indexed the finished Parquet files; records they hold are not written again"
+                );
+                Some(files)
             }
             None => None,
         };
@@ -207,7 +213,17 @@ impl Stage for SinkStage {
             let Some(sender) = &self.sender else {
                 return Box::pin(async { Err(StageError::Interrupted) }) as Completion;
             };
-            if sender.send(Pending { item, done }).await.is_err() {
+            let position = parquet::Position {
+                topic: record.topic.clone(),
+                partition: record.partition,
+                offset: record.offset,
+            };
+            let pending = Pending {
+                item,
+                position,
+                done,
+            };
+            if sender.send(pending).await.is_err() {
                 // The writer has stopped (it failed; the loop is stopping too).
                 return Box::pin(async { Err(StageError::Interrupted) }) as Completion;
             }

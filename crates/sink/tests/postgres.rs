@@ -530,7 +530,14 @@ async fn parquet_files_appear_only_when_rolled_and_hold_every_row() {
         .unwrap()
         .to_string_lossy()
         .into_owned();
-    assert!(name.starts_with(&format!("part-{BASE_MICROS}-")), "{name}");
+    assert_eq!(
+        name,
+        format!(
+            "part-{}-0-0-4.parquet",
+            sink.services.config.topics.enriched
+        ),
+        "named by topic, partition and offset range"
+    );
     assert_eq!(parquet_rows(&finished[0]), 5);
     assert!(files(&dir, ".parquet.tmp").is_empty());
 
