@@ -99,6 +99,9 @@ pub struct SinkStage {
     codecs: Arc<Codecs>,
     enriched_topic: String,
     alerts_topic: String,
+    /// The names Parquet files give the two topics (see [`file_topic`]).
+    enriched_file_topic: Arc<str>,
+    alerts_file_topic: Arc<str>,
     sender: Option<mpsc::Sender<Pending>>,
     writer: Option<JoinHandle<Result<(), SinkError>>>,
     failure: Arc<Mutex<Option<SinkError>>>,
@@ -169,6 +172,8 @@ impl SinkStage {
             codecs: services.codecs.clone(),
             enriched_topic: services.config.topics.enriched.clone(),
             alerts_topic: services.config.topics.alerts.clone(),
+            enriched_file_topic: file_topic(services, &services.config.topics.enriched),
+            alerts_file_topic: file_topic(services, &services.config.topics.alerts),
             sender: Some(sender),
             writer: Some(writer),
             failure: Arc::default(),
@@ -197,6 +202,19 @@ impl SinkStage {
     }
 }
 
+/// The topic as Parquet file names give it. Kafka offsets outlive the process, so a Kafka
+/// topic is named as it is. The in-memory bus of the embedded mode starts its offsets at 0 on
+/// every run: its topics get a suffix new on each run (`~` cannot occur in a Kafka topic
+/// name), so one run's files neither replace nor hide another's.
+fn file_topic(services: &Services, topic: &str) -> Arc<str> {
+    match services.bus {
+        earshot_core::service::Bus::Kafka => Arc::from(topic),
+        earshot_core::service::Bus::Memory(_) => {
+            Arc::from(format!("{topic}~{}", uuid::Uuid::new_v4().simple()))
+        }
+    }
+}
+
 impl Stage for SinkStage {
     fn name(&self) -> &'static str {
         GROUP
@@ -213,8 +231,13 @@ impl Stage for SinkStage {
             let Some(sender) = &self.sender else {
                 return Box::pin(async { Err(StageError::Interrupted) }) as Completion;
             };
+            let topic = if *record.topic == *self.enriched_topic {
+                &self.enriched_file_topic
+            } else {
+                &self.alerts_file_topic
+            };
             let position = parquet::Position {
-                topic: record.topic.clone(),
+                topic: topic.clone(),
                 partition: record.partition,
                 offset: record.offset,
             };

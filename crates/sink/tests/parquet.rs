@@ -9,12 +9,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use earshot_core::bus::OutRecord;
 use earshot_core::config::ParquetConfig;
-use earshot_core::memory::MemoryBus;
 use earshot_core::model::{
     Author, Engagement, EnrichedMention, Mention, SentenceSentiment, Sentiment, Source,
     WatchlistMatch,
 };
-use earshot_core::{Config, Publisher, Services};
+use earshot_core::{Config, Services};
 use earshot_sink::parquet::{remove_leftovers, ParquetFiles, Position};
 use earshot_sink::rows::{mention_item, Item, MentionRow};
 use serde_json::Value;
@@ -245,82 +244,94 @@ fn a_crash_and_full_replay_leave_every_row_exactly_once() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Publishes `payloads` to `topic` of a fresh bus, runs a Parquet-only sink until it has
-/// completed them all, and stops it.
-async fn run_sink_once(config: &Config, records: &[(String, Vec<u8>)]) {
-    let bus = MemoryBus::new();
-    let services = Services::memory(config.clone(), bus.clone()).await.unwrap();
+/// A Parquet-only sink on the test Kafka with this run's topics.
+fn kafka_config(run: &str, dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.kafka.bootstrap_servers = std::env::var("KAFKA_BOOTSTRAP_SERVERS").expect(
+        "KAFKA_BOOTSTRAP_SERVERS is not set: run the tests with scripts/test, which starts Kafka",
+    );
+    config.kafka.group_prefix = run.to_owned();
+    config.topics.raw = format!("{run}.raw");
+    config.topics.enriched = format!("{run}.enriched");
+    config.topics.alerts = format!("{run}.alerts");
+    config.topics.deadletter = format!("{run}.deadletter");
+    config.telemetry.listen = "127.0.0.1:0".parse().unwrap();
+    // Files roll by time too: a partition's last rows complete within a second.
+    config.sink.parquet = Some(ParquetConfig {
+        dir: dir.to_owned(),
+        roll_rows: 3,
+        roll_secs: 1,
+    });
+    config
+}
+
+/// Runs the sink in consumer group `<group_prefix>-sink` until it has completed `records`
+/// records, then stops it.
+async fn run_sink_until(config: &Config, records: u64) {
+    let services = Services::kafka(config.clone()).await.unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(earshot_sink::run_with(services.clone(), shutdown.clone()));
-    for (topic, payload) in records {
-        let record = OutRecord {
-            topic: Arc::from(topic.as_str()),
-            key: None,
-            payload: Bytes::from(payload.clone()),
-            headers: vec![],
-        };
-        bus.publish(record).await.await.unwrap();
-    }
-    let received = || services.metrics.received.with_label_values(&["sink"]).get();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !(received() >= records.len() as u64 && bus.is_idle()) {
+    let sent = || services.metrics.sent.with_label_values(&["sink"]).get();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while sent() < records {
         assert!(!task.is_finished(), "the sink stopped");
-        assert!(tokio::time::Instant::now() < deadline, "timed out");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sink completed {} of {records} records in 60 s",
+            sent()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
 
-#[tokio::test]
-async fn the_sink_replaying_its_topics_writes_no_row_twice_and_pyarrow_reads_every_column() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_replay_from_kafka_writes_no_row_twice_and_pyarrow_reads_every_column() {
+    let run = format!("pq_{}", &Uuid::new_v4().simple().to_string()[..12]);
     let dir = temp_dir("parquet-sink");
-    let mut config = Config::default();
-    config.sink.parquet = Some(ParquetConfig {
-        dir: dir.clone(),
-        roll_rows: 3,
-        roll_secs: 3600,
-    });
-    let codecs = earshot_core::codec::Codecs::new(None, &config.topics)
-        .await
-        .unwrap();
+    let mut config = kafka_config(&run, &dir);
     let topic = config.topics.enriched.clone();
     let mentions: Vec<EnrichedMention> = (0..7)
         .map(|n| enriched(n, BASE_MICROS + n as i64, &["brand", "rival"]))
         .collect();
-    let records: Vec<(String, Vec<u8>)> = mentions
-        .iter()
-        .map(|m| (topic.clone(), codecs.enriched.encode(m).unwrap()))
-        .collect();
-
-    run_sink_once(&config, &records).await;
-    let first = read_with_pyarrow(&dir);
-    // The same records again, at the same offsets: a replay from the start.
-    run_sink_once(&config, &records).await;
-    let second = read_with_pyarrow(&dir);
-    assert_eq!(first, second, "the replay changed the files");
-
-    // How records fall into batches depends on timing; the files' offset ranges must cover
-    // 0..=6 exactly, without overlap.
-    let mut ranges: Vec<(i64, i64)> = file_names(&second, "mentions")
-        .iter()
-        .map(|name| {
-            let name = name
-                .strip_prefix("date=2024-05-01/hour=10/")
-                .unwrap_or_else(|| panic!("{name} is in the partition of 10:00"));
-            let (file_topic, partition, first, last) =
-                earshot_sink::parquet::parse_file_name(name).unwrap();
-            assert_eq!((file_topic.as_str(), partition), (topic.as_str(), 0));
-            (first, last)
-        })
-        .collect();
-    ranges.sort();
-    let mut next = 0;
-    for (first, last) in &ranges {
-        assert_eq!(*first, next, "{ranges:?}");
-        next = last + 1;
+    let services = Services::kafka(config.clone()).await.unwrap();
+    let publisher = services.publisher("parquet-test-producer").unwrap();
+    let mut acks = Vec::new();
+    for mention in &mentions {
+        let record = OutRecord {
+            topic: Arc::from(topic.as_str()),
+            key: None,
+            payload: Bytes::from(services.codecs.enriched.encode(mention).unwrap()),
+            headers: vec![],
+        };
+        acks.push(publisher.publish(record).await);
     }
-    assert_eq!(next, 7, "{ranges:?}");
+    for ack in acks {
+        ack.await.expect("the broker acknowledges");
+    }
+
+    run_sink_until(&config, 7).await;
+    let first = read_with_pyarrow(&dir);
+    // A second group reads the topic again from the start: what a crash before any offset
+    // was committed replays.
+    config.kafka.group_prefix = format!("{run}-replay");
+    run_sink_until(&config, 7).await;
+    let second = read_with_pyarrow(&dir);
+    assert_eq!(
+        first, second,
+        "the replay changed the files (written_at would differ)"
+    );
+
+    let names = file_names(&second, "mentions");
+    for name in &names {
+        let name = name
+            .strip_prefix("date=2024-05-01/hour=10/")
+            .unwrap_or_else(|| panic!("{name} is in the partition of 10:00"));
+        let (file_topic, ..) = earshot_sink::parquet::parse_file_name(name).unwrap();
+        assert_eq!(file_topic, topic);
+    }
+    assert_eq!(column(&second, "mentions", "id").len(), 7, "{names:?}");
     let row = second["mentions"]["rows"]
         .as_array()
         .unwrap()
@@ -336,6 +347,5 @@ async fn the_sink_replaying_its_topics_writes_no_row_twice_and_pyarrow_reads_eve
     assert_eq!(row["sentences_most_negative"], "sentence 5");
     assert_eq!(row["watchlists"], serde_json::json!(["brand", "rival"]));
     assert_eq!(row["collected_at"], "2024-05-01 10:00:00.000005+00:00");
-    assert_eq!(column(&second, "mentions", "id").len(), 7);
     std::fs::remove_dir_all(&dir).unwrap();
 }
