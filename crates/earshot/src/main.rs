@@ -53,6 +53,30 @@ enum Command {
         #[arg(long)]
         migrate: bool,
     },
+    /// Summarize what the sink stored: tables on the terminal and a self-contained HTML report
+    /// with charts (volume and sentiment per watchlist with spikes, share of voice, alerts and
+    /// response times per team).
+    Report {
+        /// Read the sink's PostgreSQL database (e.g. postgres://user@host/db).
+        #[arg(
+            long,
+            value_name = "URL",
+            required_unless_present = "parquet",
+            conflicts_with = "parquet"
+        )]
+        database_url: Option<String>,
+        /// Read the sink's Parquet files under this directory.
+        #[arg(long, value_name = "DIR")]
+        parquet: Option<PathBuf>,
+        /// Where to write the HTML report.
+        #[arg(
+            long,
+            short,
+            value_name = "FILE",
+            default_value = "earshot-report.html"
+        )]
+        out: PathBuf,
+    },
     /// Validate a configuration: print every problem (exit 64) or the effective configuration.
     CheckConfig {
         /// YAML or TOML configuration file.
@@ -104,6 +128,11 @@ async fn async_main(cli: Cli) -> ExitCode {
                 Err(code) => code,
             };
         }
+        Command::Report {
+            database_url,
+            parquet,
+            out,
+        } => report(database_url, parquet, out).await,
         Command::Run {
             config,
             postgres,
@@ -198,6 +227,30 @@ async fn async_main(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn report(
+    database_url: Option<String>,
+    parquet: Option<PathBuf>,
+    out: PathBuf,
+) -> anyhow::Result<()> {
+    use earshot_sink::report;
+    let dataset = match (database_url, parquet) {
+        (Some(url), _) => {
+            let config: tokio_postgres::Config = url
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--database-url: not a PostgreSQL URL: {e}"))?;
+            report::load_postgres(&config).await?
+        }
+        (None, Some(dir)) => report::load_parquet(&dir)?,
+        (None, None) => anyhow::bail!("give --database-url or --parquet"),
+    };
+    let figures = report::analyze(&dataset);
+    print!("{}", figures.terminal());
+    let html = figures.html(chrono::Utc::now())?;
+    std::fs::write(&out, html).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+    println!("\nHTML report: {}", out.display());
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]

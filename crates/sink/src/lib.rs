@@ -8,6 +8,7 @@
 
 pub mod parquet;
 pub mod postgres;
+pub mod report;
 pub mod rows;
 mod writer;
 

@@ -30,7 +30,8 @@
 //!
 //! Columns are those of the PostgreSQL tables (ids as UUID strings, timestamps as
 //! `Timestamp(Microsecond, "UTC")`, `written_at` the time the row was appended), plus the
-//! mentions' `watchlists` (a list of strings); match and delivery rows are in PostgreSQL only.
+//! mentions' `watchlists` and the alerts' `receivers` (lists of strings); match and delivery
+//! rows are in PostgreSQL only.
 //! Each sink replica needs a directory of its own: the start-up cleanup would delete another
 //! replica's open files.
 //!
@@ -656,6 +657,11 @@ impl ParquetRow for AlertRow {
             (
                 "mention_collected_at",
                 timestamps(rows.iter().map(|r| r.mention_collected_at)),
+                false,
+            ),
+            (
+                "receivers",
+                string_lists(rows.iter().map(|r| &r.receivers)),
                 false,
             ),
         ])

@@ -102,6 +102,9 @@ pub struct AlertRow {
     pub score: f64,
     pub threshold: f64,
     pub mention_collected_at: DateTime<Utc>,
+    /// The receivers of its deliveries, deduped in order (for Parquet, which has no
+    /// deliveries table; a receiver is the team the alert went to).
+    pub receivers: Vec<String>,
 }
 
 /// A row of `deliveries`.
@@ -202,7 +205,11 @@ pub fn mention_item(enriched: EnrichedMention) -> Result<Item, RowError> {
 /// The item of one alert.
 pub fn alert_item(alert: Alert) -> Result<Item, RowError> {
     let mut deliveries = Vec::with_capacity(alert.deliveries.len());
+    let mut receivers: Vec<String> = Vec::new();
     for delivery in alert.deliveries {
+        if !receivers.contains(&delivery.receiver) {
+            receivers.push(delivery.receiver.clone());
+        }
         deliveries.push(DeliveryRow {
             id: delivery.id,
             alert_id: alert.id,
@@ -233,6 +240,7 @@ pub fn alert_item(alert: Alert) -> Result<Item, RowError> {
         score: alert.score,
         threshold: alert.threshold,
         mention_collected_at: timestamp("mention_collected_at", alert.mention_collected_at)?,
+        receivers,
     };
     Ok(Item::Alert {
         alert: row,
@@ -382,6 +390,7 @@ mod tests {
         assert_eq!(deliveries.len(), 1);
         assert_eq!(deliveries[0].alert_id, alert.id);
         assert_eq!(deliveries[0].status, "failed");
+        assert_eq!(alert.receivers, ["ops"]);
         assert_eq!(alert.mention_collected_at.timestamp_micros(), 4);
     }
 }

@@ -241,6 +241,19 @@ fn a_crash_and_full_replay_leave_every_row_exactly_once() {
         .map(|r| r["hour"].as_str().unwrap())
         .collect();
     assert_eq!(hours, ["11"]);
+
+    // `earshot report --parquet` reads the same files.
+    let dataset = earshot_sink::report::load_parquet(&dir).unwrap();
+    let figures = earshot_sink::report::analyze(&dataset);
+    assert_eq!(figures.mentions, 10);
+    assert_eq!(figures.watchlists.len(), 1);
+    assert_eq!(figures.watchlists[0].watchlist, "brand");
+    let per_hour: Vec<u64> = figures.watchlists[0]
+        .hourly
+        .iter()
+        .map(|h| h.mentions)
+        .collect();
+    assert_eq!(per_hour, [8, 2]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -953,3 +953,79 @@ async fn the_analytics_views_give_the_expected_rows_on_known_data() {
     );
     db.drop().await;
 }
+
+#[tokio::test]
+async fn the_report_from_postgres_agrees_with_the_views() {
+    use earshot_sink::report::{self, ResponseTimes, TeamRouteAlerts};
+    let db = TestDb::new().await;
+    let config = config(&db.url, None);
+    earshot_sink::migrate(&config).await.unwrap();
+    seed_view_data(&db).await;
+
+    let dataset = report::load_postgres(&db.url.parse().unwrap())
+        .await
+        .unwrap();
+    let figures = report::analyze(&dataset);
+    assert_eq!(figures.mentions, 5);
+    assert_eq!(figures.hours.len(), 15, "10:00 on May 1 to 00:00 on May 2");
+    let summary: Vec<(&str, u64, u64, u64, u64, u64)> = figures
+        .watchlists
+        .iter()
+        .map(|w| {
+            (
+                w.watchlist.as_str(),
+                w.mentions,
+                w.negative,
+                w.neutral,
+                w.positive,
+                w.spam,
+            )
+        })
+        .collect();
+    assert_eq!(summary, [("a", 4, 1, 1, 2, 1), ("b", 2, 0, 1, 1, 2)]);
+    assert_eq!(figures.watchlists[0].hourly[0].mentions, 2);
+    assert!((figures.watchlists[0].share_of_voice - 4.0 / 6.0).abs() < 1e-12);
+    let team_route = |team: &str, route: &str, alerts| TeamRouteAlerts {
+        team: team.into(),
+        route: route.into(),
+        alerts,
+    };
+    assert_eq!(
+        figures.alerts_by_team,
+        [
+            team_route("(none)", "r3", 1),
+            team_route("ops", "r1", 2),
+            team_route("ops", "r2", 1),
+            team_route("sales", "r2", 2),
+        ]
+    );
+    let rounded = |v: Option<f64>| v.map(|v| (v * 1000.0).round() / 1000.0);
+    let times: Vec<ResponseTimes> = figures
+        .response_times
+        .into_iter()
+        .map(|r| ResponseTimes {
+            p50_secs: rounded(r.p50_secs),
+            p90_secs: rounded(r.p90_secs),
+            p99_secs: rounded(r.p99_secs),
+            ..r
+        })
+        .collect();
+    let response = |team: &str, alerts, acknowledged, p: Option<(f64, f64, f64)>| ResponseTimes {
+        team: team.into(),
+        alerts,
+        acknowledged,
+        p50_secs: p.map(|p| p.0),
+        p90_secs: p.map(|p| p.1),
+        p99_secs: p.map(|p| p.2),
+    };
+    assert_eq!(
+        times,
+        [
+            response("(none)", 1, 0, None),
+            response("ops", 3, 2, Some((180.0, 276.0, 297.6))),
+            response("sales", 2, 1, Some((10.0, 10.0, 10.0))),
+        ],
+        "the same figures as the response_times view"
+    );
+    db.drop().await;
+}
