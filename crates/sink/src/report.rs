@@ -591,11 +591,15 @@ impl Report {
             .iter()
             .filter_map(|r| Some((r.team.clone(), r.p90_secs?)))
             .collect();
-        body.push_str(&bar_chart(
-            "Response time p90 per team (seconds)",
-            "seconds",
-            &p90,
-        )?);
+        if p90.is_empty() {
+            body.push_str("<p>No acknowledged alert yet: the router records acknowledgements in PostgreSQL (<code>alerts.acknowledged_at</code>).</p>\n");
+        } else {
+            body.push_str(&bar_chart(
+                "Response time p90 per team (seconds)",
+                "seconds",
+                &p90,
+            )?);
+        }
         body.push_str("<table><tr><th>team</th><th>alerts</th><th>acknowledged</th><th>p50 (s)</th><th>p90 (s)</th><th>p99 (s)</th></tr>\n");
         for row in &self.response_times {
             let _ = writeln!(
@@ -631,7 +635,7 @@ impl Report {
                 marked: w.spikes.clone(),
             })
             .collect();
-        line_chart("Mentions per hour", "mentions", &self.hours, &series)
+        line_chart("Mentions per hour", "mentions", &self.hours, &series, None)
     }
 
     fn sentiment_chart(&self) -> Result<String, ReportError> {
@@ -649,7 +653,13 @@ impl Report {
                 marked: Vec::new(),
             })
             .collect();
-        line_chart("Mean sentiment per hour", "compound", &self.hours, &series)
+        line_chart(
+            "Mean sentiment per hour",
+            "compound",
+            &self.hours,
+            &series,
+            Some((-1.0, 1.0)),
+        )
     }
 }
 
@@ -659,9 +669,31 @@ h1 { margin-bottom: 0.2em; }
 .meta { color: #666; }
 table { border-collapse: collapse; margin: 1em 0 2em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }
-th:first-child, td:first-child, td:nth-child(2) { text-align: left; }
+th { text-align: left; background: #f4f4f4; }
+td:first-child { text-align: left; }
 svg { display: block; margin: 1em 0; }
 ";
+
+/// Tableau 10: tells lines and bars apart better than plotters' default palette.
+const COLORS: [RGBColor; 10] = [
+    RGBColor(0x4e, 0x79, 0xa7),
+    RGBColor(0xf2, 0x8e, 0x2b),
+    RGBColor(0x59, 0xa1, 0x4f),
+    RGBColor(0xb0, 0x7a, 0xa1),
+    RGBColor(0x76, 0xb7, 0xb2),
+    RGBColor(0xed, 0xc9, 0x48),
+    RGBColor(0x9c, 0x75, 0x5f),
+    RGBColor(0xba, 0xb0, 0xac),
+    RGBColor(0xff, 0x9d, 0xa7),
+    RGBColor(0xe1, 0x57, 0x59),
+];
+
+fn color(i: usize) -> RGBColor {
+    COLORS[i % COLORS.len()]
+}
+
+/// Up to this many hours, every point of a line also gets a dot (a single hour is no line).
+const DOTTED_UP_TO_HOURS: usize = 48;
 
 struct Series {
     name: String,
@@ -679,21 +711,28 @@ fn chart_error(chart: &str) -> impl Fn(String) -> ReportError + '_ {
 }
 
 /// One line per series over the report's hours, marked points as red dots, as an SVG element.
+/// `y_range`: fixed bounds, or `None` for 0 to the largest value.
 fn line_chart(
     title: &str,
     y_label: &str,
     hours: &[DateTime<Utc>],
     series: &[Series],
+    y_range: Option<(f64, f64)>,
 ) -> Result<String, ReportError> {
     let error = chart_error(title);
-    let values = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
-    let (low, high) = values.fold((0.0f64, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let (low, high) = if high - low < 1e-9 {
-        (low, low + 1.0)
+    let (low, high) = y_range.unwrap_or_else(|| {
+        let max = series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1))
+            .fold(0.0f64, f64::max);
+        (0.0, (max * 1.05).max(1.0))
+    });
+    // One hour still gets an axis of some width, its dots in the middle.
+    let (first_x, last_x) = if hours.len() > 1 {
+        (0.0, (hours.len() - 1) as f64)
     } else {
-        (low, high + (high - low) * 0.05)
+        (-0.5, 0.5)
     };
-    let last_x = hours.len().saturating_sub(1).max(1) as f64;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (900, 340)).into_drawing_area();
@@ -703,24 +742,29 @@ fn line_chart(
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(56)
-            .build_cartesian_2d(0f64..last_x, low..high)
+            .build_cartesian_2d(first_x..last_x, low..high)
             .map_err(|e| error(e.to_string()))?;
+        // Ticks fall between hours too; only whole hours are labelled.
         let label = |x: &f64| {
+            let i = x.round();
+            if (x - i).abs() > 0.01 || i < 0.0 {
+                return String::new();
+            }
             hours
-                .get(x.round().max(0.0) as usize)
+                .get(i as usize)
                 .map(|h| h.format("%m-%d %H:00").to_string())
                 .unwrap_or_default()
         };
         chart
             .configure_mesh()
-            .x_labels(8)
+            .x_labels(hours.len().clamp(2, 8))
             .x_label_formatter(&label)
             .y_desc(y_label)
             .light_line_style(WHITE)
             .draw()
             .map_err(|e| error(e.to_string()))?;
         for (i, s) in series.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
+            let color = color(i);
             chart
                 .draw_series(LineSeries::new(
                     s.points.iter().map(|&(x, y)| (x as f64, y)),
@@ -729,6 +773,15 @@ fn line_chart(
                 .map_err(|e| error(e.to_string()))?
                 .label(s.name.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+            if hours.len() <= DOTTED_UP_TO_HOURS {
+                chart
+                    .draw_series(
+                        s.points
+                            .iter()
+                            .map(|&(x, y)| Circle::new((x as f64, y), 3, color.filled())),
+                    )
+                    .map_err(|e| error(e.to_string()))?;
+            }
             let marked = s
                 .points
                 .iter()
@@ -789,10 +842,7 @@ fn bar_chart(title: &str, y_label: &str, bars: &[(String, f64)]) -> Result<Strin
         chart
             .draw_series(bars.iter().enumerate().map(|(i, (_, value))| {
                 let x = i as f64;
-                Rectangle::new(
-                    [(x - 0.35, 0.0), (x + 0.35, *value)],
-                    Palette99::pick(i).filled(),
-                )
+                Rectangle::new([(x - 0.35, 0.0), (x + 0.35, *value)], color(i).filled())
             }))
             .map_err(|e| error(e.to_string()))?;
         root.present().map_err(|e| error(e.to_string()))?;
@@ -1174,6 +1224,17 @@ mod tests {
         for external in ["src=", "href=", "@import", "url("] {
             assert!(!html.contains(external), "external reference {external:?}");
         }
+    }
+
+    #[test]
+    fn without_acknowledgements_the_response_chart_is_a_note() {
+        let mut data = sample();
+        data.alerts
+            .iter_mut()
+            .for_each(|a| a.acknowledged_at = None);
+        let html = analyze(&data).html(at(12, 0)).unwrap();
+        assert_eq!(html.matches("<svg").count(), 4);
+        assert!(html.contains("No acknowledged alert yet"));
     }
 
     #[test]
