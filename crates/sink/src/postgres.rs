@@ -9,9 +9,9 @@
 //!
 //! Failures: connection problems, timeouts and other server errors are retried with
 //! exponential backoff (100 ms to 5 s) until the batch commits or shutdown begins, with the
-//! readiness check `sink: postgres reachable` failing meanwhile. A data exception or
-//! integrity violation (SQLSTATE classes 22 and 23, e.g. a NUL byte in a text) is a bad row,
-//! not a bad database: the batch is then written item by item and only the item PostgreSQL
+//! readiness check `sink: postgres reachable` failing meanwhile. A data exception, integrity
+//! violation or exceeded limit (SQLSTATE classes 22, 23 and 54, e.g. a NUL byte in a text, a
+//! value too long for its index) is a bad row, not a bad database: the batch is then written item by item and only the item PostgreSQL
 //! rejects fails.
 
 use std::collections::HashSet;
@@ -674,7 +674,9 @@ fn schema_problems(found: &[(String, String, String)]) -> Vec<String> {
     problems
 }
 
-/// SQLSTATE class 22 (data exception) or 23 (integrity constraint violation): the row is bad.
+/// SQLSTATE class 22 (data exception), 23 (integrity constraint violation) or 54 (program
+/// limit exceeded, e.g. a value too long for its index): the row is bad, and retrying it would
+/// block the sink for good.
 fn is_rejection(error: &tokio_postgres::Error) -> bool {
     error
         .code()
@@ -682,7 +684,9 @@ fn is_rejection(error: &tokio_postgres::Error) -> bool {
 }
 
 fn is_rejection_code(sqlstate: &str) -> bool {
-    sqlstate.starts_with("22") || sqlstate.starts_with("23")
+    ["22", "23", "54"]
+        .iter()
+        .any(|class| sqlstate.starts_with(class))
 }
 
 /// Worth retrying at start: the server is not (yet) reachable or not accepting connections.
@@ -805,6 +809,7 @@ mod tests {
         check_rejection("22021", true); // invalid byte sequence (NUL in text)
         check_rejection("22008", true); // datetime field overflow
         check_rejection("23502", true); // not null violation
+        check_rejection("54000", true); // index row size exceeds the maximum
         check_rejection("08006", false); // connection failure
         check_rejection("57P01", false); // admin shutdown
         check_rejection("40001", false); // serialization failure

@@ -96,6 +96,10 @@ async fn connect(url: &str) -> Client {
     client
 }
 
+fn config_for(url: &str) -> Config {
+    config(url, None)
+}
+
 fn config(url: &str, parquet_dir: Option<&Path>) -> Config {
     let mut config = Config::default();
     config.sink.postgres = Some(PostgresConfig {
@@ -1026,6 +1030,197 @@ async fn the_report_from_postgres_agrees_with_the_views() {
             response("sales", 2, 1, Some((10.0, 10.0, 10.0))),
         ],
         "the same figures as the response_times view"
+    );
+    db.drop().await;
+}
+
+/// A TCP forwarder to PostgreSQL that can be taken down (open connections cut, new ones
+/// closed at once) and brought back: the network fault between the sink and its database.
+struct Outage {
+    port: u16,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Outage {
+    async fn start(target: String) -> Outage {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (flag, cuts) = (down.clone(), cut.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the connection closes at once
+                }
+                let mut cut = cuts.subscribe();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Outage { port, down, cut }
+    }
+
+    fn take_down(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn bring_back(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn postgres_going_down_mid_run_holds_offsets_fails_readiness_and_catches_up() {
+    let db = TestDb::new().await;
+    let config: tokio_postgres::Config = db.url.parse().unwrap();
+    let (host, port) = match (&config.get_hosts()[0], config.get_ports()[0]) {
+        (tokio_postgres::config::Host::Tcp(host), port) => (host.clone(), port),
+        _ => panic!("DATABASE_URL must be a TCP address for this test"),
+    };
+    let outage = Outage::start(format!("{host}:{port}")).await;
+    let url = db.url.replacen(
+        &format!("{host}:{port}"),
+        &format!("127.0.0.1:{}", outage.port),
+        1,
+    );
+    assert_ne!(url, db.url);
+    let sink = RunningSink::start(config_for(&url)).await;
+    sink.publish_enriched(&enriched("down-0", "before", BASE_MICROS, &["brand"]))
+        .await;
+    sink.wait_done(1).await;
+
+    outage.take_down();
+    for n in 1..4 {
+        let mention = enriched(&format!("down-{n}"), "during", BASE_MICROS, &["brand"]);
+        sink.publish_enriched(&mention).await;
+    }
+    sink.wait_received(4).await;
+    wait_for("the readiness check to fail", || {
+        sink.services
+            .health
+            .not_ready()
+            .iter()
+            .any(|name| name == "sink: postgres reachable")
+    })
+    .await;
+    assert!(
+        !sink.bus.is_idle(),
+        "no offset moves while PostgreSQL is down"
+    );
+    assert_eq!(
+        db.count("mentions").await,
+        1,
+        "nothing was committed meanwhile"
+    );
+    let errors = sink
+        .services
+        .metrics
+        .errors
+        .with_label_values(&["sink", "postgres"])
+        .get();
+    assert!(errors >= 1, "failed attempts are counted");
+
+    outage.bring_back();
+    sink.wait_done(4).await;
+    let readiness = sink.services.health.not_ready();
+    assert!(
+        sink.bus
+            .records(&sink.services.config.topics.deadletter)
+            .is_empty(),
+        "an outage dead-letters nothing"
+    );
+    sink.stop().await.unwrap();
+    assert_eq!(db.count("mentions").await, 4);
+    assert_eq!(db.count("mention_matches").await, 4);
+    assert!(readiness.is_empty(), "ready again: {readiness:?}");
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn records_the_schema_cannot_take_are_dead_lettered_with_the_reason() {
+    let db = TestDb::new().await;
+    let sink = RunningSink::start(config_for(&db.url)).await;
+    // Too long: a match key over the b-tree index's limit (PostgreSQL: program limit exceeded).
+    // (Random, so that PostgreSQL cannot compress it under the limit.)
+    let long_name: String = (0..200)
+        .map(|_| Uuid::new_v4().simple().to_string())
+        .collect();
+    let too_long = enriched("long-0", "fine", BASE_MICROS, &[&long_name]);
+    // Bad encoding: a text that is not UTF-8, which the Avro decoder refuses.
+    let valid = enriched("utf8-0", "caf\u{e9} ok", BASE_MICROS, &["brand"]);
+    let mut bad_utf8 = sink.services.codecs.enriched.encode(&valid).unwrap();
+    let at = bad_utf8
+        .windows(3)
+        .position(|w| w == "caf".as_bytes())
+        .unwrap();
+    bad_utf8[at + 3] = 0xFF; // the first byte of 'é' becomes an invalid UTF-8 byte
+    let good = enriched("fine-0", "fine", BASE_MICROS, &["brand"]);
+
+    sink.publish_enriched(&too_long).await;
+    sink.publish(&sink.services.config.topics.enriched, bad_utf8)
+        .await;
+    sink.publish_enriched(&good).await;
+    sink.wait_done(3).await;
+
+    let dead_letters = sink.bus.records(&sink.services.config.topics.deadletter);
+    let reasons: Vec<(String, String)> = dead_letters
+        .iter()
+        .map(|record| {
+            let header = |name: &str| {
+                record
+                    .headers
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            };
+            (header(headers::DLQ_ERROR_TYPE), header(headers::DLQ_ERROR))
+        })
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    let reason = |kind: &str| {
+        reasons
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, reason)| reason.clone())
+            .unwrap_or_else(|| panic!("no {kind} dead letter in {reasons:?}"))
+    };
+    let rejected = reason("rejected");
+    assert!(
+        rejected.starts_with("mention_matches.") && rejected.contains("index row"),
+        "names the table and PostgreSQL's reason: {rejected}"
+    );
+    assert!(
+        reason("decode").contains("not valid utf-8"),
+        "names the encoding problem: {reasons:?}"
+    );
+    sink.stop().await.unwrap();
+    let written: Vec<String> = db
+        .client
+        .query("SELECT native_id FROM mentions ORDER BY native_id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        written,
+        ["fine-0"],
+        "the rejected mention left no partial row"
     );
     db.drop().await;
 }
