@@ -1224,3 +1224,51 @@ async fn records_the_schema_cannot_take_are_dead_lettered_with_the_reason() {
     );
     db.drop().await;
 }
+
+#[tokio::test]
+async fn a_postgres_too_slow_to_answer_is_not_ready_and_the_batch_commits_once_it_answers() {
+    let db = TestDb::new().await;
+    let sink = RunningSink::start(config_for(&db.url)).await;
+    sink.publish_enriched(&enriched("slow-0", "before", BASE_MICROS, &["brand"]))
+        .await;
+    sink.wait_done(1).await;
+
+    // Another session holds the table: the sink's next write waits longer than its 15 s
+    // attempt timeout, gives the connection up, and retries.
+    let (mut locker, connection) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE mentions IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    sink.publish_enriched(&enriched("slow-1", "during", BASE_MICROS, &["brand"]))
+        .await;
+    sink.wait_received(2).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while !sink
+        .services
+        .health
+        .not_ready()
+        .iter()
+        .any(|name| name == "sink: postgres reachable")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readiness never failed while PostgreSQL did not answer"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !sink.bus.is_idle(),
+        "the waiting record is not acknowledged"
+    );
+    lock.rollback().await.unwrap();
+
+    sink.wait_done(2).await;
+    let readiness = sink.services.health.not_ready();
+    sink.stop().await.unwrap();
+    assert_eq!(db.count("mentions").await, 2);
+    assert_eq!(db.count("mention_matches").await, 2);
+    assert!(readiness.is_empty(), "ready again: {readiness:?}");
+    db.drop().await;
+}
