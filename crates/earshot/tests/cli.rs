@@ -392,3 +392,52 @@ fn the_demo_run_then_report_over_its_parquet_files_agree() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn sink_migrate_applies_the_schema_once_and_exits() {
+    let base = std::env::var("DATABASE_URL").expect(
+        "DATABASE_URL is not set: run the tests with scripts/test, which starts PostgreSQL",
+    );
+    let schema = format!(
+        "cli_migrate_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let sql = |statement: &str| {
+        let status = Command::new("psql")
+            .args([
+                base.as_str(),
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                statement,
+            ])
+            .status()
+            .expect("psql runs");
+        assert!(status.success(), "{statement}");
+    };
+    sql(&format!("CREATE SCHEMA {schema}"));
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+    let env = [("EARSHOT_SINK__POSTGRES__URL", url.as_str())];
+
+    let first = earshot(&["sink", "--migrate"], &env);
+    let second = earshot(&["sink", "--migrate"], &env);
+    sql(&format!("DROP SCHEMA {schema} CASCADE"));
+    for (output, expected) in [(&first, "[1, 2]"), (&second, "[]")] {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("migrations applied: {expected}")),
+            "{stdout}"
+        );
+    }
+}
