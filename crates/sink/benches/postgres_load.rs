@@ -4,8 +4,10 @@
 //!
 //! `DATABASE_URL=… cargo bench -p earshot-sink --bench postgres_load [-- MENTIONS [BATCH]]`
 //! (defaults 200,000 mentions, batches of 2,000 as `sink.postgres.batch_size`). Needs `psql`.
-//! Each path runs three times into freshly truncated tables of a schema of its own; the best
-//! run of each counts. Both load `mentions` and `mention_matches` (1.5 matches per mention).
+//! Each path runs five times into freshly truncated tables of a schema of its own, the two
+//! alternating which goes first; the ratio is taken per round (both paths under the same
+//! machine load) and its median reported. Both load `mentions` and `mention_matches` (1.5
+//! matches per mention).
 
 use std::io::Write as _;
 use std::path::Path;
@@ -22,7 +24,8 @@ use earshot_sink::rows::{mention_item, Item, MatchRow, MentionRow};
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
-const ROUNDS: usize = 3;
+/// Odd, so that the median is one round.
+const ROUNDS: usize = 5;
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -53,9 +56,7 @@ async fn bench(url: &str, count: usize, batch: usize) {
             Item::Alert { .. } => 0,
         })
         .sum();
-    println!(
-        "{count} mentions, {matches} matches, batches of {batch}, best of {ROUNDS} rounds each"
-    );
+    println!("{count} mentions, {matches} matches, batches of {batch}, {ROUNDS} rounds");
 
     let admin = connect(url).await;
     let run = uuid::Uuid::new_v4().simple().to_string();
@@ -88,30 +89,50 @@ async fn bench(url: &str, count: usize, batch: usize) {
         }
     });
 
-    let mut sink_best = Duration::MAX;
-    let mut copy_best = Duration::MAX;
+    let mut sink_times = Vec::new();
+    let mut copy_times = Vec::new();
+    let mut ratios = Vec::new();
     for round in 1..=ROUNDS {
-        truncate(&admin, &sink_schema).await;
-        let sink = load_with_sink(&schema_url(url, &sink_schema), &items, batch).await;
-        check_loaded(&admin, &sink_schema, count, matches).await;
-        truncate(&admin, &copy_schema).await;
-        let copy = load_with_psql(url, &copy_schema, &mentions_csv, &matches_csv);
-        check_loaded(&admin, &copy_schema, count, matches).await;
+        // Alternate which path goes first, so that neither always meets the other's leftovers
+        // (autovacuum, checkpoints).
+        let sink_first = round % 2 == 1;
+        let mut sink = Duration::ZERO;
+        let mut copy = Duration::ZERO;
+        for path in 0..2 {
+            if (path == 0) == sink_first {
+                truncate(&admin, &sink_schema).await;
+                sink = load_with_sink(&schema_url(url, &sink_schema), &items, batch).await;
+                check_loaded(&admin, &sink_schema, count, matches).await;
+            } else {
+                truncate(&admin, &copy_schema).await;
+                copy = load_with_psql(url, &copy_schema, &mentions_csv, &matches_csv);
+                check_loaded(&admin, &copy_schema, count, matches).await;
+            }
+        }
+        let ratio = copy.as_secs_f64() / sink.as_secs_f64();
         println!(
-            "round {round}: sink {:>9.0} mentions/s ({:.2} s), psql \\copy {:>9.0} mentions/s ({:.2} s)",
+            "round {round}: sink {:>7.0} mentions/s ({:.2} s), psql \\copy {:>7.0} mentions/s ({:.2} s), ratio {ratio:.2}",
             rate(count, sink),
             sink.as_secs_f64(),
             rate(count, copy),
             copy.as_secs_f64()
         );
-        sink_best = sink_best.min(sink);
-        copy_best = copy_best.min(copy);
+        sink_times.push(sink);
+        copy_times.push(copy);
+        ratios.push(ratio);
     }
+    sink_times.sort();
+    copy_times.sort();
+    ratios.sort_by(f64::total_cmp);
     println!(
-        "best: sink {:.0} mentions/s, psql \\copy {:.0} mentions/s, ratio {:.2}",
-        rate(count, sink_best),
-        rate(count, copy_best),
-        copy_best.as_secs_f64() / sink_best.as_secs_f64()
+        "median of {ROUNDS} rounds: sink {:.0} mentions/s, psql \\copy {:.0} mentions/s, ratio {:.2} (per-round ratios {:.2} to {:.2}); best: sink {:.0}, psql \\copy {:.0}",
+        rate(count, sink_times[ROUNDS / 2]),
+        rate(count, copy_times[ROUNDS / 2]),
+        ratios[ROUNDS / 2],
+        ratios[0],
+        ratios[ROUNDS - 1],
+        rate(count, sink_times[0]),
+        rate(count, copy_times[0]),
     );
 
     for schema in [&sink_schema, &copy_schema] {
