@@ -12,7 +12,9 @@
 //!   `.tmp` file.
 //! - At start, leftover `.tmp` files are deleted (their records were never acknowledged and
 //!   will be read again), and the names of the finished files are read into an index of
-//!   offset ranges per (directory, topic, partition).
+//!   offset ranges per (directory, topic, partition). The index keeps one range per file
+//!   (files closed while running are added), so it grows with the archive: move old
+//!   partitions elsewhere when the directory holds millions of files.
 //! - A record whose offset a finished file of its own directory, topic and partition covers
 //!   is already written: it completes at once and writes nothing. Records of one partition
 //!   arrive in offset order, so a file covering `first..=last` holds every record of that range

@@ -14,6 +14,9 @@
 //! as at least 1, so that a flat, quiet series does not flag every small blip), once at least
 //! [`SPIKE_MIN_HISTORY_HOURS`] hours of history precede it. Hours without mentions count as 0.
 //!
+//! The facts are held in memory (a few dozen bytes per mention and alert), which suits
+//! millions of mentions, not billions; for more, query the views.
+//!
 //! From Parquet: mentions are deduped on `id` (the files hold one row per enriched copy, see
 //! [`crate::parquet`]); acknowledgements are in PostgreSQL only, so response times are empty.
 
