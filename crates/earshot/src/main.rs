@@ -175,7 +175,10 @@ async fn async_main(cli: Cli) -> ExitCode {
             outcome.map(|summary| {
                 println!("{summary}");
                 if let Some(dir) = parquet_dir {
-                    println!("Parquet files under {}", dir.display());
+                    println!(
+                        "Parquet files under {0} (summary: earshot report --parquet {0})",
+                        dir.display()
+                    );
                 }
             })
         }
