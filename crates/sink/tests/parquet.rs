@@ -362,3 +362,75 @@ async fn a_full_replay_from_kafka_writes_no_row_twice_and_pyarrow_reads_every_co
     assert_eq!(row["collected_at"], "2024-05-01 10:00:00.000005+00:00");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn rows_in(path: &str) -> usize {
+    let file = std::fs::File::open(path).unwrap();
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|batch| batch.unwrap().num_rows())
+        .sum()
+}
+
+#[test]
+fn records_read_again_while_their_file_is_open_add_no_row_and_earlier_ones_start_a_new_file() {
+    let dir = temp_dir("parquet-reread");
+    let config = ParquetConfig {
+        dir: dir.clone(),
+        roll_rows: 100,
+        roll_secs: 3600,
+    };
+    let rows: Vec<MentionRow> = (0..8)
+        .map(|n| mention_row(enriched(n, BASE_MICROS + n as i64, &["brand"])))
+        .collect();
+    let mut files = ParquetFiles::new(&config).unwrap();
+    let at = |offset: i64| Position {
+        topic: Arc::from("t.enriched"),
+        partition: 0,
+        offset,
+    };
+
+    assert!(files
+        .append(vec![(&rows[5], at(5), 5), (&rows[6], at(6), 6)])
+        .unwrap()
+        .is_empty());
+    // After a rebalance, offset 5 is read again while its file is open: it waits for that
+    // file and adds no row.
+    assert!(files
+        .append(vec![(&rows[5], at(5), 50)])
+        .unwrap()
+        .is_empty());
+    assert_eq!(files.waiting(), 3);
+    // Offset 3 (never written) comes after: the open file is finished first, so that its name
+    // keeps covering only the offsets it holds.
+    let mut released = files.append(vec![(&rows[3], at(3), 3)]).unwrap();
+    released.sort();
+    assert_eq!(released, [5, 6, 50]);
+    assert_eq!(files.close_all().unwrap(), [3]);
+
+    let partition = dir.join("mentions/date=2024-05-01/hour=10");
+    let names: Vec<String> = files_named(&partition);
+    assert_eq!(
+        names,
+        [
+            "part-t.enriched-0-3-3.parquet",
+            "part-t.enriched-0-5-6.parquet"
+        ]
+    );
+    assert_eq!(
+        rows_in(&partition.join(&names[1]).to_string_lossy()),
+        2,
+        "offset 5 is in its file once"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn files_named(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
