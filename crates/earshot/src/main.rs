@@ -46,8 +46,38 @@ enum Command {
     Enricher(ServiceArgs),
     /// Run the router against Kafka.
     Router(ServiceArgs),
-    /// Run the sink against Kafka.
-    Sink(ServiceArgs),
+    /// Run the sink against Kafka (with --migrate: apply PostgreSQL migrations and exit).
+    Sink {
+        #[command(flatten)]
+        args: ServiceArgs,
+        /// Apply pending PostgreSQL migrations to sink.postgres, check the schema and exit.
+        #[arg(long)]
+        migrate: bool,
+    },
+    /// Summarize what the sink stored: tables on the terminal and a self-contained HTML report
+    /// with charts (volume and sentiment per watchlist with spikes, share of voice, alerts and
+    /// response times per team).
+    Report {
+        /// Read the sink's PostgreSQL database (e.g. postgres://user@host/db).
+        #[arg(
+            long,
+            value_name = "URL",
+            required_unless_present = "parquet",
+            conflicts_with = "parquet"
+        )]
+        database_url: Option<String>,
+        /// Read the sink's Parquet files under this directory.
+        #[arg(long, value_name = "DIR")]
+        parquet: Option<PathBuf>,
+        /// Where to write the HTML report.
+        #[arg(
+            long,
+            short,
+            value_name = "FILE",
+            default_value = "earshot-report.html"
+        )]
+        out: PathBuf,
+    },
     /// Run the configured collector sources and print what they yield as NDJSON on standard
     /// output instead of publishing it (no Kafka needed; checkpoints last for the run).
     Collect {
@@ -119,6 +149,11 @@ async fn async_main(cli: Cli) -> ExitCode {
                 Err(code) => code,
             };
         }
+        Command::Report {
+            database_url,
+            parquet,
+            out,
+        } => report(database_url, parquet, out).await,
         Command::Run {
             config,
             postgres,
@@ -165,7 +200,10 @@ async fn async_main(cli: Cli) -> ExitCode {
             outcome.map(|summary| {
                 println!("{summary}");
                 if let Some(dir) = parquet_dir {
-                    println!("Parquet files under {}", dir.display());
+                    println!(
+                        "Parquet files under {0} (summary: earshot report --parquet {0})",
+                        dir.display()
+                    );
                 }
             })
         }
@@ -209,7 +247,20 @@ async fn async_main(cli: Cli) -> ExitCode {
             })
             .await
         }
-        Command::Sink(args) => {
+        Command::Sink {
+            args,
+            migrate: true,
+        } => {
+            service(args, shutdown, |c, _| {
+                Box::pin(async move {
+                    let applied = earshot_sink::migrate(&c).await?;
+                    println!("migrations applied: {applied:?} (schema checked)");
+                    Ok(())
+                })
+            })
+            .await
+        }
+        Command::Sink { args, .. } => {
             service(args, shutdown, |c, s| {
                 Box::pin(async move { Ok(earshot_sink::run(c, s).await?) })
             })
@@ -248,6 +299,30 @@ fn sentiment() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn report(
+    database_url: Option<String>,
+    parquet: Option<PathBuf>,
+    out: PathBuf,
+) -> anyhow::Result<()> {
+    use earshot_sink::report;
+    let dataset = match (database_url, parquet) {
+        (Some(url), _) => {
+            let config: tokio_postgres::Config = url
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--database-url: not a PostgreSQL URL: {e}"))?;
+            report::load_postgres(&config).await?
+        }
+        (None, Some(dir)) => report::load_parquet(&dir)?,
+        (None, None) => anyhow::bail!("give --database-url or --parquet"),
+    };
+    let figures = report::analyze(&dataset);
+    print!("{}", figures.terminal());
+    let html = figures.html(chrono::Utc::now())?;
+    std::fs::write(&out, html).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+    println!("\nHTML report: {}", out.display());
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -433,3 +433,120 @@ fn uuid_like() -> u128 {
 fn path_str(path: &std::path::Path) -> &str {
     path.to_str().expect("temporary paths are UTF-8")
 }
+
+#[test]
+fn the_demo_run_then_report_over_its_parquet_files_agree() {
+    let dir = std::env::temp_dir().join(format!(
+        "earshot-cli-report-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The demo writes its Parquet files under ./earshot-data.
+    let run = base_command(&[])
+        .arg("run")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(run.status.success(), "{summary}");
+    let matched = |watchlist: &str| -> u64 {
+        summary
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("matched {watchlist}")))
+            .and_then(|rest| rest.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no count for {watchlist} in {summary}"))
+    };
+
+    let html = dir.join("report.html");
+    let report = base_command(&[])
+        .args(["report", "--parquet"])
+        .arg(dir.join("earshot-data"))
+        .arg("--out")
+        .arg(&html)
+        .output()
+        .unwrap();
+    let tables = String::from_utf8_lossy(&report.stdout).into_owned();
+    assert!(
+        report.status.success(),
+        "{tables}{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    // The report counts each mention once per watchlist, as the enricher matched it.
+    for watchlist in ["brewtide", "lumora", "parcelly"] {
+        let row = tables
+            .lines()
+            .find(|l| l.starts_with(&format!("{watchlist} ")))
+            .unwrap_or_else(|| panic!("no row for {watchlist} in {tables}"));
+        let mentions: u64 = row.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert_eq!(mentions, matched(watchlist), "{watchlist}: {row}");
+    }
+    let html = std::fs::read_to_string(&html).unwrap();
+    assert!(html.contains("Mentions per hour") && html.contains("Share of voice"));
+
+    // Neither source, or both: usage errors.
+    let neither = earshot(&["report"], &[]);
+    assert_eq!(neither.status.code(), Some(2));
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let nothing = earshot(&["report", "--parquet", path_str(&empty)], &[]);
+    assert_eq!(nothing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&nothing.stderr).contains("no Parquet files"),
+        "{}",
+        String::from_utf8_lossy(&nothing.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sink_migrate_applies_the_schema_once_and_exits() {
+    let base = std::env::var("DATABASE_URL").expect(
+        "DATABASE_URL is not set: run the tests with scripts/test, which starts PostgreSQL",
+    );
+    let schema = format!(
+        "cli_migrate_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let sql = |statement: &str| {
+        let status = Command::new("psql")
+            .args([
+                base.as_str(),
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                statement,
+            ])
+            .status()
+            .expect("psql runs");
+        assert!(status.success(), "{statement}");
+    };
+    sql(&format!("CREATE SCHEMA {schema}"));
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+    let env = [("EARSHOT_SINK__POSTGRES__URL", url.as_str())];
+
+    let first = earshot(&["sink", "--migrate"], &env);
+    let second = earshot(&["sink", "--migrate"], &env);
+    sql(&format!("DROP SCHEMA {schema} CASCADE"));
+    for (output, expected) in [(&first, "[1, 2]"), (&second, "[]")] {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("migrations applied: {expected}")),
+            "{stdout}"
+        );
+    }
+}

@@ -8,6 +8,7 @@
 
 pub mod parquet;
 pub mod postgres;
+pub mod report;
 pub mod rows;
 mod writer;
 
@@ -58,6 +59,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sink
     run_with(services, shutdown).await
 }
 
+/// Applies pending PostgreSQL migrations to `sink.postgres` and checks the schema, then
+/// returns the versions it applied (`earshot sink --migrate`).
+pub async fn migrate(config: &Config) -> Result<Vec<i32>, SinkError> {
+    let Some(postgres) = &config.sink.postgres else {
+        return Err(SinkError::Config(
+            "sink.postgres: not configured; --migrate needs a database".into(),
+        ));
+    };
+    postgres::migrate_database(&postgres::connection_config(postgres)?).await
+}
+
 /// Runs the sink over `services`' bus until `shutdown` (or until a target fails for good).
 pub async fn run_with(services: Services, shutdown: CancellationToken) -> Result<(), SinkError> {
     // Cancelled by shutdown, or by the writer when a target fails for good.
@@ -88,6 +100,9 @@ pub struct SinkStage {
     codecs: Arc<Codecs>,
     enriched_topic: String,
     alerts_topic: String,
+    /// The names Parquet files give the two topics (see [`file_topic`]).
+    enriched_file_topic: Arc<str>,
+    alerts_file_topic: Arc<str>,
     sender: Option<mpsc::Sender<Pending>>,
     writer: Option<JoinHandle<Result<(), SinkError>>>,
     failure: Arc<Mutex<Option<SinkError>>>,
@@ -129,7 +144,13 @@ impl SinkStage {
                 if removed > 0 {
                     tracing::info!(removed, dir = %config.dir.display(), "deleted unfinished Parquet files");
                 }
-                Some(ParquetFiles::new(config))
+                let files = ParquetFiles::new(config)?;
+                tracing::info!(
+                    finished = files.finished_files(),
+                    dir = %config.dir.display(),
+                    "indexed the finished Parquet files; records they hold are not written again"
+                );
+                Some(files)
             }
             None => None,
         };
@@ -152,6 +173,8 @@ impl SinkStage {
             codecs: services.codecs.clone(),
             enriched_topic: services.config.topics.enriched.clone(),
             alerts_topic: services.config.topics.alerts.clone(),
+            enriched_file_topic: file_topic(services, &services.config.topics.enriched),
+            alerts_file_topic: file_topic(services, &services.config.topics.alerts),
             sender: Some(sender),
             writer: Some(writer),
             failure: Arc::default(),
@@ -180,6 +203,19 @@ impl SinkStage {
     }
 }
 
+/// The topic as Parquet file names give it. Kafka offsets outlive the process, so a Kafka
+/// topic is named as it is. The in-memory bus of the embedded mode starts its offsets at 0 on
+/// every run: its topics get a suffix new on each run (`~` cannot occur in a Kafka topic
+/// name), so one run's files neither replace nor hide another's.
+fn file_topic(services: &Services, topic: &str) -> Arc<str> {
+    match services.bus {
+        earshot_core::service::Bus::Kafka => Arc::from(topic),
+        earshot_core::service::Bus::Memory(_) => {
+            Arc::from(format!("{topic}~{}", uuid::Uuid::new_v4().simple()))
+        }
+    }
+}
+
 impl Stage for SinkStage {
     fn name(&self) -> &'static str {
         GROUP
@@ -196,7 +232,22 @@ impl Stage for SinkStage {
             let Some(sender) = &self.sender else {
                 return Box::pin(async { Err(StageError::Interrupted) }) as Completion;
             };
-            if sender.send(Pending { item, done }).await.is_err() {
+            let topic = if *record.topic == *self.enriched_topic {
+                &self.enriched_file_topic
+            } else {
+                &self.alerts_file_topic
+            };
+            let position = parquet::Position {
+                topic: topic.clone(),
+                partition: record.partition,
+                offset: record.offset,
+            };
+            let pending = Pending {
+                item,
+                position,
+                done,
+            };
+            if sender.send(pending).await.is_err() {
                 // The writer has stopped (it failed; the loop is stopping too).
                 return Box::pin(async { Err(StageError::Interrupted) }) as Completion;
             }

@@ -1,35 +1,54 @@
 //! The Parquet target: `mentions` and `alerts` as Snappy-compressed Parquet files, partitioned
-//! as `<dir>/<table>/date=YYYY-MM-DD/hour=HH/part-<first micros>-<uuid>.parquet` by the UTC
-//! hour of each row's `collected_at` (mentions) or `created_at` (alerts).
+//! as `<dir>/<table>/date=YYYY-MM-DD/hour=HH/` by the UTC hour of each row's `collected_at`
+//! (mentions) or `created_at` (alerts), one file at a time per (partition directory, Kafka
+//! topic, Kafka partition).
 //!
-//! Exactly-once-friendly, not exactly-once: rows are appended to an open
-//! `<name>.parquet.tmp` per partition; the file is finished, fsynced and renamed to
-//! `<name>.parquet` when it holds `roll_rows` rows, has been open `roll_secs`, or at shutdown.
-//! Only then do the records behind its rows complete, so no offset is ever stored for a row
-//! that exists only in a `.tmp` file. At start, leftover `.tmp` files are deleted: their
-//! records were never acknowledged and will be read again.
+//! Exactly once per record, by offsets in file names:
+//! - Rows are appended to an open `part-<topic>-<partition>-<first offset>.parquet.tmp`; the
+//!   file is finished, fsynced and renamed to
+//!   `part-<topic>-<partition>-<first offset>-<last offset>.parquet` when it holds `roll_rows`
+//!   rows (its size), has been open `roll_secs`, or at shutdown. Only then do the records
+//!   behind its rows complete, so no offset is ever stored for a row that exists only in a
+//!   `.tmp` file.
+//! - At start, leftover `.tmp` files are deleted (their records were never acknowledged and
+//!   will be read again), and the names of the finished files are read into an index of
+//!   offset ranges per (directory, topic, partition). The index keeps one range per file
+//!   (files closed while running are added), so it grows with the archive: move old
+//!   partitions elsewhere when the directory holds millions of files.
+//! - A record whose offset a finished file of its own directory, topic and partition covers
+//!   is already written: it completes at once and writes nothing. Records of one partition
+//!   arrive in offset order, so a file covering `first..=last` holds every record of that range
+//!   that belongs in its directory (except rows PostgreSQL rejected, which it rejects again).
+//!   A crash after a rename but before the offsets are committed therefore replays records
+//!   that write nothing, and a crash before the rename rewrites the deleted `.tmp` file's rows.
+//!   A record read again while its file is still open joins that file without a second row.
 //!
-//! A crash after a rename but before the offsets are committed replays those records, which
-//! then land in a second file; a mention matching several watchlists also arrives several
-//! times and may land in several files. So **readers dedupe on `id`** (views over the files
-//! do `SELECT DISTINCT ON (id) …`, or `QUALIFY row_number() OVER (PARTITION BY id) = 1`).
+//! What this does not dedupe: the enriched topic holds one copy of a mention per matched
+//! watchlist, keyed by watchlist, so copies may sit in different Kafka partitions and land in
+//! different files. Readers of `mentions` dedupe on `id` (`SELECT DISTINCT ON (id) …`, or
+//! `QUALIFY row_number() OVER (PARTITION BY id) = 1`); the `watchlists` column lists every
+//! match of the mention. The offsets in the names are those of the topic as it is: a topic
+//! deleted and recreated starts its offsets again, so move the old files away first.
 //!
 //! Columns are those of the PostgreSQL tables (ids as UUID strings, timestamps as
-//! `Timestamp(Microsecond, "UTC")`, `written_at` the time the row was appended); match and
-//! delivery rows are in PostgreSQL only. Each sink replica needs a directory of its own: the
-//! start-up cleanup would delete another replica's open files.
+//! `Timestamp(Microsecond, "UTC")`, `written_at` the time the row was appended), plus the
+//! mentions' `watchlists` and the alerts' `receivers` (lists of strings); match and delivery
+//! rows are in PostgreSQL only.
+//! Each sink replica needs a directory of its own: the start-up cleanup would delete another
+//! replica's open files.
 //!
 //! File I/O is synchronous, on the writer task: appends only encode into the writer's
 //! buffers, and the disk is touched when a file is finished, once per roll.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrow_array::builder::{ListBuilder, StringBuilder};
 use arrow_array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
 use chrono::{DateTime, Utc};
@@ -70,71 +89,141 @@ impl ParquetError {
     }
 }
 
+/// Where a record sits in Kafka (or the in-memory bus): names the files its row goes to and
+/// recognizes it when it is read again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Position {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// One file at a time per partition directory, topic and Kafka partition.
+type FileKey = (PathBuf, Arc<str>, i32);
+
 /// The open files of both tables. `W` is what waits for a file to be closed (a completion).
 pub struct ParquetFiles<W> {
     dir: PathBuf,
     roll_rows: usize,
     roll_after: Duration,
-    /// By partition directory (which includes the table).
-    open: HashMap<PathBuf, OpenFile<W>>,
+    open: HashMap<FileKey, OpenFile<W>>,
+    /// Offset ranges of the finished files: a record in one of them is already written.
+    finished: HashMap<FileKey, Vec<(i64, i64)>>,
 }
 
 struct OpenFile<W> {
     writer: ArrowWriter<File>,
+    partition_dir: PathBuf,
     tmp_path: PathBuf,
-    final_path: PathBuf,
+    /// `part-<topic>-<partition>`.
+    stem: String,
+    first_offset: i64,
+    last_offset: i64,
     rows: usize,
     opened: Instant,
     waiters: Vec<W>,
 }
 
+/// What one file of a batch receives.
+struct Group<'a, R, W> {
+    rows: Vec<&'a R>,
+    ids: HashSet<Uuid>,
+    waiters: Vec<W>,
+    first_offset: i64,
+    last_offset: i64,
+}
+
 impl<W> ParquetFiles<W> {
-    pub fn new(config: &earshot_core::config::ParquetConfig) -> Self {
-        ParquetFiles {
+    /// Indexes the finished files under `config.dir` (run [`remove_leftovers`] first).
+    pub fn new(config: &earshot_core::config::ParquetConfig) -> Result<Self, ParquetError> {
+        let mut finished: HashMap<FileKey, Vec<(i64, i64)>> = HashMap::new();
+        for table in [MentionRow::TABLE, AlertRow::TABLE] {
+            index_finished_files(&config.dir.join(table), &mut finished)?;
+        }
+        Ok(ParquetFiles {
             dir: config.dir.clone(),
             roll_rows: config.roll_rows.max(1),
             roll_after: Duration::from_secs(config.roll_secs),
             open: HashMap::new(),
-        }
+            finished,
+        })
     }
 
-    /// Appends rows, each with what waits for it (a row given twice, by id, is written once).
-    /// Returns the waiters of the files that rolled.
-    pub fn append<R: ParquetRow>(&mut self, rows: Vec<(&R, W)>) -> Result<Vec<W>, ParquetError> {
-        let mut by_id: HashMap<Uuid, usize> = HashMap::new();
-        let mut partitions: BTreeMap<PathBuf, (Vec<&R>, Vec<W>)> = BTreeMap::new();
-        let mut partition_of_row: Vec<PathBuf> = Vec::new();
-        for (row, waiter) in rows {
-            let partition = match by_id.get(&row.id()) {
-                Some(&index) => partition_of_row[index].clone(),
-                None => {
-                    let partition = partition_dir(&self.dir, R::TABLE, row.partition_time());
-                    by_id.insert(row.id(), partition_of_row.len());
-                    partition_of_row.push(partition.clone());
-                    partitions.entry(partition.clone()).or_default().0.push(row);
-                    partition
+    /// How many finished files the index knows.
+    pub fn finished_files(&self) -> usize {
+        self.finished.values().map(Vec::len).sum()
+    }
+
+    /// Appends rows, each with its record's position and what waits for it, in the order the
+    /// records were read. A record already in a finished file is released at once without
+    /// writing; one already in an open file waits for that file without a second row; a row
+    /// given twice for one file (by id) is written once. Returns the waiters released (the
+    /// already written records and those of the files that rolled).
+    pub fn append<R: ParquetRow>(
+        &mut self,
+        rows: Vec<(&R, Position, W)>,
+    ) -> Result<Vec<W>, ParquetError> {
+        let mut released = Vec::new();
+        let mut groups: BTreeMap<FileKey, Group<'_, R, W>> = BTreeMap::new();
+        let mut replayed = 0usize;
+        for (row, position, waiter) in rows {
+            let partition = partition_dir(&self.dir, R::TABLE, row.partition_time());
+            let key = (partition, position.topic, position.partition);
+            let offset = position.offset;
+            if self.is_finished(&key, offset) {
+                replayed += 1;
+                released.push(waiter);
+                continue;
+            }
+            if let Some(file) = self.open.get_mut(&key) {
+                if (file.first_offset..=file.last_offset).contains(&offset) {
+                    file.waiters.push(waiter);
+                    continue;
                 }
-            };
-            partitions.entry(partition).or_default().1.push(waiter);
+                if offset < file.first_offset {
+                    // Read again from before this file (after a rebalance): the file's name
+                    // must keep covering only what it holds, so it is finished first.
+                    released.extend(self.close(&key)?);
+                }
+            }
+            let group = groups.entry(key).or_insert_with(|| Group {
+                rows: Vec::new(),
+                ids: HashSet::new(),
+                waiters: Vec::new(),
+                first_offset: offset,
+                last_offset: offset,
+            });
+            if group.ids.insert(row.id()) {
+                group.rows.push(row);
+            }
+            group.waiters.push(waiter);
+            group.first_offset = group.first_offset.min(offset);
+            group.last_offset = group.last_offset.max(offset);
+        }
+        if replayed > 0 {
+            tracing::info!(
+                replayed,
+                table = R::TABLE,
+                "records already in finished Parquet files completed without writing"
+            );
         }
         let written_at = Utc::now();
-        let mut released = Vec::new();
-        for (partition, (rows, waiters)) in partitions {
-            let batch =
-                R::record_batch(&rows, written_at).map_err(|e| ParquetError::new(&partition, e))?;
-            if !self.open.contains_key(&partition) {
-                let file = OpenFile::create(&partition, &batch, rows[0].partition_time())?;
-                self.open.insert(partition.clone(), file);
+        for (key, group) in groups {
+            let batch = R::record_batch(&group.rows, written_at)
+                .map_err(|e| ParquetError::new(&key.0, e))?;
+            if !self.open.contains_key(&key) {
+                let file = OpenFile::create(&key, group.first_offset, &batch)?;
+                self.open.insert(key.clone(), file);
             }
-            let file = self.open.get_mut(&partition).expect("opened above");
+            let file = self.open.get_mut(&key).expect("opened above");
             file.writer
                 .write(&batch)
                 .map_err(|e| ParquetError::new(&file.tmp_path, e))?;
             file.rows += batch.num_rows();
-            file.waiters.extend(waiters);
+            file.last_offset = file.last_offset.max(group.last_offset);
+            file.waiters.extend(group.waiters);
             if file.rows >= self.roll_rows {
-                let file = self.open.remove(&partition).expect("present");
-                released.extend(file.close()?);
+                released.extend(self.close(&key)?);
             }
         }
         Ok(released)
@@ -142,25 +231,25 @@ impl<W> ParquetFiles<W> {
 
     /// Closes the files open for `roll_secs` or longer; returns their waiters.
     pub fn roll_due(&mut self, now: Instant) -> Result<Vec<W>, ParquetError> {
-        let due: Vec<PathBuf> = self
+        let due: Vec<FileKey> = self
             .open
             .iter()
             .filter(|(_, f)| f.opened + self.roll_after <= now)
-            .map(|(p, _)| p.clone())
+            .map(|(key, _)| key.clone())
             .collect();
         let mut released = Vec::new();
-        for partition in due {
-            let file = self.open.remove(&partition).expect("present");
-            released.extend(file.close()?);
+        for key in due {
+            released.extend(self.close(&key)?);
         }
         Ok(released)
     }
 
     /// Closes every open file; returns their waiters.
     pub fn close_all(&mut self) -> Result<Vec<W>, ParquetError> {
+        let keys: Vec<FileKey> = self.open.keys().cloned().collect();
         let mut released = Vec::new();
-        for (_, file) in self.open.drain() {
-            released.extend(file.close()?);
+        for key in keys {
+            released.extend(self.close(&key)?);
         }
         Ok(released)
     }
@@ -174,18 +263,32 @@ impl<W> ParquetFiles<W> {
     pub fn waiting(&self) -> usize {
         self.open.values().map(|f| f.waiters.len()).sum()
     }
+
+    fn is_finished(&self, key: &FileKey, offset: i64) -> bool {
+        self.finished.get(key).is_some_and(|ranges| {
+            ranges
+                .iter()
+                .any(|(first, last)| (*first..=*last).contains(&offset))
+        })
+    }
+
+    fn close(&mut self, key: &FileKey) -> Result<Vec<W>, ParquetError> {
+        let Some(file) = self.open.remove(key) else {
+            return Ok(Vec::new());
+        };
+        let range = (file.first_offset, file.last_offset);
+        let waiters = file.close()?;
+        self.finished.entry(key.clone()).or_default().push(range);
+        Ok(waiters)
+    }
 }
 
 impl<W> OpenFile<W> {
-    fn create(
-        partition: &Path,
-        first: &RecordBatch,
-        first_time: DateTime<Utc>,
-    ) -> Result<Self, ParquetError> {
-        std::fs::create_dir_all(partition).map_err(|e| ParquetError::new(partition, e))?;
-        let name = format!("part-{}-{}", first_time.timestamp_micros(), Uuid::new_v4());
-        let tmp_path = partition.join(format!("{name}.parquet.tmp"));
-        let final_path = partition.join(format!("{name}.parquet"));
+    fn create(key: &FileKey, first_offset: i64, first: &RecordBatch) -> Result<Self, ParquetError> {
+        let (partition_dir, topic, partition) = key;
+        std::fs::create_dir_all(partition_dir).map_err(|e| ParquetError::new(partition_dir, e))?;
+        let stem = format!("part-{topic}-{partition}");
+        let tmp_path = partition_dir.join(format!("{stem}-{first_offset}.parquet.tmp"));
         let file = File::create(&tmp_path).map_err(|e| ParquetError::new(&tmp_path, e))?;
         let properties = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
@@ -194,16 +297,25 @@ impl<W> OpenFile<W> {
             .map_err(|e| ParquetError::new(&tmp_path, e))?;
         Ok(OpenFile {
             writer,
+            partition_dir: partition_dir.clone(),
             tmp_path,
-            final_path,
+            stem,
+            first_offset,
+            last_offset: first_offset,
             rows: 0,
             opened: Instant::now(),
             waiters: Vec::new(),
         })
     }
 
-    /// Finishes the file, makes it durable and gives it its final name.
+    /// Finishes the file, makes it durable and gives it its final name. A file of that name
+    /// already there (written before a crash, its `.tmp` rewritten since) holds the same
+    /// records and is replaced.
     fn close(self) -> Result<Vec<W>, ParquetError> {
+        let final_path = self.partition_dir.join(format!(
+            "{}-{}-{}.parquet",
+            self.stem, self.first_offset, self.last_offset
+        ));
         let file = self
             .writer
             .into_inner()
@@ -211,17 +323,55 @@ impl<W> OpenFile<W> {
         file.sync_all()
             .map_err(|e| ParquetError::new(&self.tmp_path, e))?;
         drop(file);
-        std::fs::rename(&self.tmp_path, &self.final_path)
-            .map_err(|e| ParquetError::new(&self.final_path, e))?;
-        if let Some(parent) = self.final_path.parent() {
-            // The rename is durable once the directory is.
-            File::open(parent)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| ParquetError::new(parent, e))?;
-        }
-        tracing::info!(path = %self.final_path.display(), rows = self.rows, "Parquet file written");
+        std::fs::rename(&self.tmp_path, &final_path)
+            .map_err(|e| ParquetError::new(&final_path, e))?;
+        // The rename is durable once the directory is.
+        File::open(&self.partition_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| ParquetError::new(&self.partition_dir, e))?;
+        tracing::info!(path = %final_path.display(), rows = self.rows, "Parquet file written");
         Ok(self.waiters)
     }
+}
+
+/// The topic, partition and offset range a finished file's name gives:
+/// `part-<topic>-<partition>-<first>-<last>.parquet`. Topic names may hold `-`, so the name
+/// is read from the right. Files named otherwise (by earlier versions) give nothing.
+pub fn parse_file_name(name: &str) -> Option<(String, i32, i64, i64)> {
+    let rest = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    let mut parts = rest.rsplitn(4, '-');
+    let last: i64 = parts.next()?.parse().ok()?;
+    let first: i64 = parts.next()?.parse().ok()?;
+    let partition: i32 = parts.next()?.parse().ok()?;
+    let topic = parts.next().filter(|t| !t.is_empty())?;
+    (first <= last).then(|| (topic.to_owned(), partition, first, last))
+}
+
+fn index_finished_files(
+    dir: &Path,
+    finished: &mut HashMap<FileKey, Vec<(i64, i64)>>,
+) -> Result<(), ParquetError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(ParquetError::new(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| ParquetError::new(dir, e))?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(|e| ParquetError::new(&path, e))?;
+        if kind.is_dir() {
+            index_finished_files(&path, finished)?;
+        } else if let Some((topic, partition, first, last)) =
+            parse_file_name(&entry.file_name().to_string_lossy())
+        {
+            finished
+                .entry((dir.to_owned(), Arc::from(topic), partition))
+                .or_default()
+                .push((first, last));
+        }
+    }
+    Ok(())
 }
 
 /// `<dir>/<table>/date=YYYY-MM-DD/hour=HH`, in UTC.
@@ -403,6 +553,38 @@ impl ParquetRow for MentionRow {
                 false,
             ),
             (
+                "sentences_count",
+                Arc::new(Int32Array::from_iter_values(
+                    rows.iter().map(|r| r.sentences_count),
+                )),
+                false,
+            ),
+            (
+                "sentences_mean_compound",
+                float64s(rows.iter().map(|r| r.sentences_mean_compound)),
+                false,
+            ),
+            (
+                "sentences_min_compound",
+                float64s(rows.iter().map(|r| r.sentences_min_compound)),
+                false,
+            ),
+            (
+                "sentences_max_compound",
+                float64s(rows.iter().map(|r| r.sentences_max_compound)),
+                false,
+            ),
+            (
+                "sentences_most_negative",
+                strings(rows.iter().map(|r| r.sentences_most_negative.as_str())),
+                false,
+            ),
+            (
+                "watchlists",
+                string_lists(rows.iter().map(|r| &r.watchlists)),
+                false,
+            ),
+            (
                 "written_at",
                 timestamps(rows.iter().map(|_| written_at)),
                 false,
@@ -479,6 +661,11 @@ impl ParquetRow for AlertRow {
                 timestamps(rows.iter().map(|r| r.mention_collected_at)),
                 false,
             ),
+            (
+                "receivers",
+                string_lists(rows.iter().map(|r| &r.receivers)),
+                false,
+            ),
         ])
     }
 }
@@ -495,6 +682,17 @@ fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
 
 fn optional_strings<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
     Arc::new(StringArray::from_iter(values))
+}
+
+fn string_lists<'a>(values: impl Iterator<Item = &'a Vec<String>>) -> ArrayRef {
+    let mut builder = ListBuilder::new(StringBuilder::new());
+    for list in values {
+        for value in list {
+            builder.values().append_value(value);
+        }
+        builder.append(true);
+    }
+    Arc::new(builder.finish())
 }
 
 fn int64s(values: impl Iterator<Item = i64>) -> ArrayRef {
@@ -544,6 +742,30 @@ mod tests {
         check_partition(
             1_700_006_400_000_000,
             "/data/mentions/date=2023-11-15/hour=00",
+        );
+    }
+
+    fn check_name(name: &str, expected: Option<(&str, i32, i64, i64)>) {
+        assert_eq!(
+            parse_file_name(name),
+            expected.map(|(t, p, f, l)| (t.to_owned(), p, f, l)),
+            "{name}"
+        );
+    }
+
+    #[test]
+    fn finished_file_names_give_topic_partition_and_offsets() {
+        check_name(
+            "part-earshot.mentions.enriched-3-100-199.parquet",
+            Some(("earshot.mentions.enriched", 3, 100, 199)),
+        );
+        check_name("part-my-topic-0-7-7.parquet", Some(("my-topic", 0, 7, 7)));
+        check_name("part-t-0-7.parquet.tmp", None);
+        check_name("part-t-0-9-7.parquet", None);
+        check_name("part--0-1-2.parquet", None);
+        check_name(
+            "part-1714557600000000-0b7e3a52-1c4e-4d7e-9f00-6a1b2c3d4e5f.parquet",
+            None,
         );
     }
 

@@ -9,9 +9,9 @@
 //!
 //! Failures: connection problems, timeouts and other server errors are retried with
 //! exponential backoff (100 ms to 5 s) until the batch commits or shutdown begins, with the
-//! readiness check `sink: postgres reachable` failing meanwhile. A data exception or
-//! integrity violation (SQLSTATE classes 22 and 23, e.g. a NUL byte in a text) is a bad row,
-//! not a bad database: the batch is then written item by item and only the item PostgreSQL
+//! readiness check `sink: postgres reachable` failing meanwhile. A data exception, integrity
+//! violation or exceeded limit (SQLSTATE classes 22, 23 and 54, e.g. a NUL byte in a text, a
+//! value too long for its index) is a bad row, not a bad database: the batch is then written item by item and only the item PostgreSQL
 //! rejects fails.
 
 use std::collections::HashSet;
@@ -30,7 +30,13 @@ use crate::rows::{AlertRow, DeliveryRow, Item, MatchRow, MentionRow};
 use crate::SinkError;
 
 /// Migrations, in order; each runs once per database, in the transaction that records it.
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/0002_sentences_acknowledgements_views.sql"),
+    ),
+];
 
 /// Key of the advisory lock that serializes migrations across sink replicas ("earshot").
 const MIGRATION_LOCK_KEY: i64 = 0x0065_6172_7368_6f74;
@@ -102,6 +108,11 @@ pub const MENTIONS: Table = Table {
         col("reach", Type::INT8),
         col("urgency", Type::FLOAT8),
         col("enriched_at", Type::TIMESTAMPTZ),
+        col("sentences_count", Type::INT4),
+        col("sentences_mean_compound", Type::FLOAT8),
+        col("sentences_min_compound", Type::FLOAT8),
+        col("sentences_max_compound", Type::FLOAT8),
+        col("sentences_most_negative", Type::TEXT),
     ],
     defaulted: &[col("written_at", Type::TIMESTAMPTZ)],
     on_conflict: OnConflict::Keep,
@@ -140,6 +151,11 @@ fn mention_values(m: &MentionRow) -> Vec<&(dyn ToSql + Sync)> {
         &m.reach,
         &m.urgency,
         &m.enriched_at,
+        &m.sentences_count,
+        &m.sentences_mean_compound,
+        &m.sentences_min_compound,
+        &m.sentences_max_compound,
+        &m.sentences_most_negative,
     ]
 }
 
@@ -175,7 +191,11 @@ pub const ALERTS: Table = Table {
         col("threshold", Type::FLOAT8),
         col("mention_collected_at", Type::TIMESTAMPTZ),
     ],
-    defaulted: &[],
+    // Filled by the router (acknowledgements); never written by the sink.
+    defaulted: &[
+        col("acknowledged_at", Type::TIMESTAMPTZ),
+        col("resolved_at", Type::TIMESTAMPTZ),
+    ],
     on_conflict: OnConflict::Keep,
 };
 
@@ -555,6 +575,19 @@ fn column_list(table: &Table) -> String {
         .join(", ")
 }
 
+/// Connects once, applies pending [`MIGRATIONS`] and checks the schema; returns the versions
+/// applied.
+pub async fn migrate_database(config: &tokio_postgres::Config) -> Result<Vec<i32>, SinkError> {
+    let (mut client, connection) = config.connect(NoTls).await?;
+    let connection = tokio::spawn(connection);
+    let applied = migrate(&mut client).await?;
+    check_schema(&client).await?;
+    drop(client);
+    // The connection ends once the client is gone; its error (if any) was already reported.
+    let _ = connection.await;
+    Ok(applied)
+}
+
 /// Applies pending [`MIGRATIONS`] in one transaction under an advisory lock, so replicas that
 /// start together apply each migration once. Returns the versions applied.
 pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error> {
@@ -641,7 +674,9 @@ fn schema_problems(found: &[(String, String, String)]) -> Vec<String> {
     problems
 }
 
-/// SQLSTATE class 22 (data exception) or 23 (integrity constraint violation): the row is bad.
+/// SQLSTATE class 22 (data exception), 23 (integrity constraint violation) or 54 (program
+/// limit exceeded, e.g. a value too long for its index): the row is bad, and retrying it would
+/// block the sink for good.
 fn is_rejection(error: &tokio_postgres::Error) -> bool {
     error
         .code()
@@ -649,7 +684,9 @@ fn is_rejection(error: &tokio_postgres::Error) -> bool {
 }
 
 fn is_rejection_code(sqlstate: &str) -> bool {
-    sqlstate.starts_with("22") || sqlstate.starts_with("23")
+    ["22", "23", "54"]
+        .iter()
+        .any(|class| sqlstate.starts_with(class))
 }
 
 /// Worth retrying at start: the server is not (yet) reachable or not accepting connections.
@@ -772,6 +809,7 @@ mod tests {
         check_rejection("22021", true); // invalid byte sequence (NUL in text)
         check_rejection("22008", true); // datetime field overflow
         check_rejection("23502", true); // not null violation
+        check_rejection("54000", true); // index row size exceeds the maximum
         check_rejection("08006", false); // connection failure
         check_rejection("57P01", false); // admin shutdown
         check_rejection("40001", false); // serialization failure

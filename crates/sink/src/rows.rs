@@ -69,6 +69,13 @@ pub struct MentionRow {
     pub reach: i64,
     pub urgency: f64,
     pub enriched_at: DateTime<Utc>,
+    pub sentences_count: i32,
+    pub sentences_mean_compound: f64,
+    pub sentences_min_compound: f64,
+    pub sentences_max_compound: f64,
+    pub sentences_most_negative: String,
+    /// Every watchlist the mention matched (for Parquet, which has no match table).
+    pub watchlists: Vec<String>,
 }
 
 /// A row of `mention_matches`.
@@ -95,6 +102,9 @@ pub struct AlertRow {
     pub score: f64,
     pub threshold: f64,
     pub mention_collected_at: DateTime<Utc>,
+    /// The receivers of its deliveries, deduped in order (for Parquet, which has no
+    /// deliveries table; a receiver is the team the alert went to).
+    pub receivers: Vec<String>,
 }
 
 /// A row of `deliveries`.
@@ -125,8 +135,7 @@ pub fn mention_item(enriched: EnrichedMention) -> Result<Item, RowError> {
         watchlist: _,
         matches,
         sentiment,
-        // Stored by the sink once its tables carry the sentence-level view.
-        sentences: _,
+        sentences,
         language,
         language_confidence,
         spam_score,
@@ -136,7 +145,7 @@ pub fn mention_item(enriched: EnrichedMention) -> Result<Item, RowError> {
         enriched_at,
     } = enriched;
     let id = mention.id;
-    let row = MentionRow {
+    let mut row = MentionRow {
         id,
         native_id: mention.native_id,
         source_kind: mention.source.kind,
@@ -167,6 +176,12 @@ pub fn mention_item(enriched: EnrichedMention) -> Result<Item, RowError> {
         reach,
         urgency,
         enriched_at: timestamp("enriched_at", enriched_at)?,
+        sentences_count: sentences.count,
+        sentences_mean_compound: sentences.mean_compound,
+        sentences_min_compound: sentences.min_compound,
+        sentences_max_compound: sentences.max_compound,
+        sentences_most_negative: sentences.most_negative,
+        watchlists: Vec::new(),
     };
     let mut rows: Vec<MatchRow> = Vec::with_capacity(matches.len());
     for m in matches {
@@ -180,6 +195,7 @@ pub fn mention_item(enriched: EnrichedMention) -> Result<Item, RowError> {
             });
         }
     }
+    row.watchlists = rows.iter().map(|m| m.watchlist.clone()).collect();
     Ok(Item::Mention {
         mention: row,
         matches: rows,
@@ -189,7 +205,11 @@ pub fn mention_item(enriched: EnrichedMention) -> Result<Item, RowError> {
 /// The item of one alert.
 pub fn alert_item(alert: Alert) -> Result<Item, RowError> {
     let mut deliveries = Vec::with_capacity(alert.deliveries.len());
+    let mut receivers: Vec<String> = Vec::new();
     for delivery in alert.deliveries {
+        if !receivers.contains(&delivery.receiver) {
+            receivers.push(delivery.receiver.clone());
+        }
         deliveries.push(DeliveryRow {
             id: delivery.id,
             alert_id: alert.id,
@@ -220,6 +240,7 @@ pub fn alert_item(alert: Alert) -> Result<Item, RowError> {
         score: alert.score,
         threshold: alert.threshold,
         mention_collected_at: timestamp("mention_collected_at", alert.mention_collected_at)?,
+        receivers,
     };
     Ok(Item::Alert {
         alert: row,
@@ -307,6 +328,7 @@ mod tests {
         };
         let got: Vec<&str> = matches.iter().map(|m| m.watchlist.as_str()).collect();
         assert_eq!(got, expected, "matches of {watchlists:?}");
+        assert_eq!(mention.watchlists, expected, "watchlists of {watchlists:?}");
         assert!(matches.iter().all(|m| m.mention_id == mention.id));
     }
 
@@ -368,6 +390,7 @@ mod tests {
         assert_eq!(deliveries.len(), 1);
         assert_eq!(deliveries[0].alert_id, alert.id);
         assert_eq!(deliveries[0].status, "failed");
+        assert_eq!(alert.receivers, ["ops"]);
         assert_eq!(alert.mention_collected_at.timestamp_micros(), 4);
     }
 }

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::parquet::ParquetFiles;
+use crate::parquet::{ParquetFiles, Position};
 use crate::postgres::Postgres;
 use crate::rows::Item;
 use crate::SinkError;
@@ -30,6 +30,8 @@ use crate::SinkError;
 /// An item and the completion it resolves.
 pub struct Pending {
     pub item: Item,
+    /// Where the record is: Parquet files are named by it.
+    pub position: Position,
     pub done: oneshot::Sender<Result<(), StageError>>,
 }
 
@@ -143,18 +145,23 @@ impl Writer {
     async fn write_chunk(&mut self, chunk: Vec<Pending>) -> Result<(), SinkError> {
         let mut items = Vec::with_capacity(chunk.len());
         let mut waiters = Vec::with_capacity(chunk.len());
-        for Pending { item, done } in chunk {
+        for Pending {
+            item,
+            position,
+            done,
+        } in chunk
+        {
             waiters.push(Waiter {
                 done,
                 collected_at_micros: item.collected_at().timestamp_micros(),
             });
-            items.push(item);
+            items.push((item, position));
         }
 
         // PostgreSQL first; keep the items it took.
-        let mut accepted: Vec<(Item, Waiter)> = Vec::with_capacity(items.len());
+        let mut accepted: Vec<((Item, Position), Waiter)> = Vec::with_capacity(items.len());
         if let Some(postgres) = &mut self.postgres {
-            let refs: Vec<&Item> = items.iter().collect();
+            let refs: Vec<&Item> = items.iter().map(|(item, _)| item).collect();
             let outcomes = postgres.write(&refs, &self.stop).await;
             for ((item, waiter), outcome) in items.into_iter().zip(waiters).zip(outcomes) {
                 match outcome {
@@ -170,13 +177,15 @@ impl Writer {
             self.succeed(accepted.into_iter().map(|(_, waiter)| waiter).collect());
             return Ok(());
         };
-        let (items, waiters): (Vec<Item>, Vec<Waiter>) = accepted.into_iter().unzip();
+        let (items, waiters): (Vec<(Item, Position)>, Vec<Waiter>) = accepted.into_iter().unzip();
         let mut mention_rows = Vec::new();
         let mut alert_rows = Vec::new();
-        for (item, waiter) in items.iter().zip(waiters) {
+        for ((item, position), waiter) in items.iter().zip(waiters) {
             match item {
-                Item::Mention { mention, .. } => mention_rows.push((mention, waiter)),
-                Item::Alert { alert, .. } => alert_rows.push((alert, waiter)),
+                Item::Mention { mention, .. } => {
+                    mention_rows.push((mention, position.clone(), waiter))
+                }
+                Item::Alert { alert, .. } => alert_rows.push((alert, position.clone(), waiter)),
             }
         }
         let mut released = parquet.append(mention_rows)?;

@@ -11,8 +11,8 @@ use earshot_core::bus::{headers, OutRecord};
 use earshot_core::config::{ParquetConfig, PostgresConfig};
 use earshot_core::memory::MemoryBus;
 use earshot_core::model::{
-    Alert, Author, Delivery, DeliveryStatus, Engagement, EnrichedMention, Mention, Sentiment,
-    Source, WatchlistMatch,
+    Alert, Author, Delivery, DeliveryStatus, Engagement, EnrichedMention, Mention,
+    SentenceSentiment, Sentiment, Source, WatchlistMatch,
 };
 use earshot_core::{Config, Publisher, Services};
 use earshot_sink::SinkError;
@@ -94,6 +94,10 @@ async fn connect(url: &str) -> Client {
         .expect("connecting to DATABASE_URL");
     tokio::spawn(connection);
     client
+}
+
+fn config_for(url: &str) -> Config {
+    config(url, None)
 }
 
 fn config(url: &str, parquet_dir: Option<&Path>) -> Config {
@@ -260,7 +264,13 @@ fn enriched(
             pos: 0.3,
             compound: 0.4,
         },
-        sentences: Default::default(),
+        sentences: SentenceSentiment {
+            count: 2,
+            mean_compound: 0.1,
+            min_compound: -0.3,
+            max_compound: 0.5,
+            most_negative: format!("{text}, sadly."),
+        },
         language: Some("en".into()),
         language_confidence: 0.99,
         spam_score: 0.01,
@@ -352,7 +362,10 @@ async fn a_replayed_batch_writes_each_row_once_and_changes_nothing() {
     let row = db
         .client
         .query_one(
-            "SELECT text, author_followers, created_at, collected_at, sentiment_compound FROM mentions WHERE native_id = 'replay-3'",
+            "SELECT text, author_followers, created_at, collected_at, sentiment_compound, \
+             sentences_count, sentences_mean_compound, sentences_min_compound, \
+             sentences_max_compound, sentences_most_negative \
+             FROM mentions WHERE native_id = 'replay-3'",
             &[],
         )
         .await
@@ -370,6 +383,11 @@ async fn a_replayed_batch_writes_each_row_once_and_changes_nothing() {
         BASE_MICROS + 3
     );
     assert_eq!(row.get::<_, f64>(4), 0.4);
+    assert_eq!(row.get::<_, i32>(5), 2);
+    assert_eq!(row.get::<_, f64>(6), 0.1);
+    assert_eq!(row.get::<_, f64>(7), -0.3);
+    assert_eq!(row.get::<_, f64>(8), 0.5);
+    assert_eq!(row.get::<_, String>(9), "post 3, sadly.");
     db.drop().await;
 }
 
@@ -516,7 +534,14 @@ async fn parquet_files_appear_only_when_rolled_and_hold_every_row() {
         .unwrap()
         .to_string_lossy()
         .into_owned();
-    assert!(name.starts_with(&format!("part-{BASE_MICROS}-")), "{name}");
+    // Named by topic (with this run's suffix: the in-memory bus starts at offset 0 on every
+    // run), partition and offset range.
+    let (topic, partition, first, last) = earshot_sink::parquet::parse_file_name(&name).unwrap();
+    assert!(
+        topic.starts_with(&format!("{}~", sink.services.config.topics.enriched)),
+        "{name}"
+    );
+    assert_eq!((partition, first, last), (0, 0, 4), "{name}");
     assert_eq!(parquet_rows(&finished[0]), 5);
     assert!(files(&dir, ".parquet.tmp").is_empty());
 
@@ -638,8 +663,8 @@ async fn replicas_starting_together_apply_each_migration_once() {
     );
     let mut applied = [applied_a.unwrap(), applied_b.unwrap()];
     applied.sort();
-    assert_eq!(applied, [vec![], vec![1]]);
-    assert_eq!(db.count("earshot_schema_migrations").await, 1);
+    assert_eq!(applied, [vec![], vec![1, 2]]);
+    assert_eq!(db.count("earshot_schema_migrations").await, 2);
     db.drop().await;
 }
 
@@ -777,5 +802,473 @@ async fn a_later_successful_delivery_replaces_a_failed_one_and_never_the_reverse
         "the delivered attempt count is kept"
     );
     assert_eq!(db.count("alerts").await, 1);
+    db.drop().await;
+}
+
+/// Mentions and alerts with known values for the views: sentiment and spam scores on the
+/// buckets' boundaries, two UTC days, alerts with and without acknowledgements.
+async fn seed_view_data(db: &TestDb) {
+    db.client
+        .batch_execute(
+            "
+            INSERT INTO mentions (id, native_id, source_kind, source_instance, author_handle,
+                author_verified, text, created_at, collected_at, likes, reposts, replies,
+                has_media, sentiment_neg, sentiment_neu, sentiment_pos, sentiment_compound,
+                language_confidence, spam_score, intent, reach, urgency, enriched_at)
+            SELECT id::uuid, id, 'mastodon', 'example.social', 'a', false, 't', at, at,
+                0, 0, 0, false, 0, 1, 0, compound, 1, spam, intent, 0, 0, at
+            FROM (VALUES
+                ('00000000-0000-0000-0000-000000000001', timestamptz '2024-05-01 10:05Z', -0.05, 0.0, 'complaint'),
+                ('00000000-0000-0000-0000-000000000002', timestamptz '2024-05-01 10:30Z', 0.05, 0.9, 'question'),
+                ('00000000-0000-0000-0000-000000000003', timestamptz '2024-05-01 10:59:59Z', -0.0499, 0.5, 'complaint'),
+                ('00000000-0000-0000-0000-000000000004', timestamptz '2024-05-01 11:00Z', 0.0499, 0.1, 'complaint'),
+                ('00000000-0000-0000-0000-000000000005', timestamptz '2024-05-02 00:10Z', 0.9, 0.0, 'praise')
+            ) AS v(id, at, compound, spam, intent);
+            INSERT INTO mention_matches (mention_id, watchlist, relevance, clause) VALUES
+                ('00000000-0000-0000-0000-000000000001', 'a', 1, 'a'),
+                ('00000000-0000-0000-0000-000000000002', 'a', 1, 'a'),
+                ('00000000-0000-0000-0000-000000000002', 'b', 1, 'b'),
+                ('00000000-0000-0000-0000-000000000003', 'b', 1, 'b'),
+                ('00000000-0000-0000-0000-000000000004', 'a', 1, 'a'),
+                ('00000000-0000-0000-0000-000000000005', 'a', 1, 'a');
+            INSERT INTO alerts (id, created_at, route, watchlist, mention_id, mention_text,
+                author_handle, score_name, score, threshold, mention_collected_at, acknowledged_at)
+            SELECT id::uuid, timestamptz '2024-05-01 10:00Z', route, 'a',
+                '00000000-0000-0000-0000-000000000001', 't', 'a', 'urgency', 1, 0.5,
+                timestamptz '2024-05-01 10:00Z', timestamptz '2024-05-01 10:00Z' + ack
+            FROM (VALUES
+                ('00000000-0000-0000-0000-0000000000a1', 'r1', interval '60 seconds'),
+                ('00000000-0000-0000-0000-0000000000a2', 'r1', interval '300 seconds'),
+                ('00000000-0000-0000-0000-0000000000a3', 'r2', NULL),
+                ('00000000-0000-0000-0000-0000000000a4', 'r2', interval '10 seconds'),
+                ('00000000-0000-0000-0000-0000000000a5', 'r3', NULL)
+            ) AS v(id, route, ack);
+            INSERT INTO deliveries (id, alert_id, channel, receiver, status, attempts)
+            SELECT gen_random_uuid(), alert_id::uuid, 'webhook', receiver, status, 1
+            FROM (VALUES
+                ('00000000-0000-0000-0000-0000000000a1', 'ops', 'delivered'),
+                ('00000000-0000-0000-0000-0000000000a2', 'ops', 'failed'),
+                ('00000000-0000-0000-0000-0000000000a3', 'ops', 'delivered'),
+                ('00000000-0000-0000-0000-0000000000a3', 'sales', 'delivered'),
+                ('00000000-0000-0000-0000-0000000000a4', 'sales', 'delivered')
+            ) AS v(alert_id, receiver, status);
+            ",
+        )
+        .await
+        .unwrap();
+}
+
+/// Every row of a view as text, each column formatted by PostgreSQL (floats rounded to
+/// 4 decimals, times in UTC), sorted.
+async fn view_rows(db: &TestDb, query: &str) -> Vec<String> {
+    db.client
+        .batch_execute("SET TIME ZONE 'UTC'")
+        .await
+        .unwrap();
+    let mut rows: Vec<String> = db
+        .client
+        .query(&format!("SELECT row(v.*)::text FROM ({query}) v"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[tokio::test]
+async fn the_analytics_views_give_the_expected_rows_on_known_data() {
+    let db = TestDb::new().await;
+    let mut config = config(&db.url, None);
+    config.sink.postgres.as_mut().unwrap().url = Some(db.url.clone());
+    assert_eq!(earshot_sink::migrate(&config).await.unwrap(), [1, 2]);
+    assert_eq!(
+        earshot_sink::migrate(&config).await.unwrap(),
+        Vec::<i32>::new(),
+        "a second --migrate applies nothing"
+    );
+    seed_view_data(&db).await;
+
+    assert_eq!(
+        view_rows(
+            &db,
+            "SELECT watchlist, hour, sentiment, intent, mentions FROM mentions_hourly"
+        )
+        .await,
+        [
+            r#"(a,"2024-05-01 10:00:00+00",negative,complaint,1)"#,
+            r#"(a,"2024-05-01 10:00:00+00",positive,question,1)"#,
+            r#"(a,"2024-05-01 11:00:00+00",neutral,complaint,1)"#,
+            r#"(a,"2024-05-02 00:00:00+00",positive,praise,1)"#,
+            r#"(b,"2024-05-01 10:00:00+00",neutral,complaint,1)"#,
+            r#"(b,"2024-05-01 10:00:00+00",positive,question,1)"#,
+        ]
+    );
+    assert_eq!(
+        view_rows(
+            &db,
+            "SELECT day, watchlist, mentions, round(share::numeric, 4) FROM share_of_voice"
+        )
+        .await,
+        [
+            r#"("2024-05-01 00:00:00+00",a,3,0.6000)"#,
+            r#"("2024-05-01 00:00:00+00",b,2,0.4000)"#,
+            r#"("2024-05-02 00:00:00+00",a,1,1.0000)"#,
+        ]
+    );
+    assert_eq!(
+        view_rows(
+            &db,
+            "SELECT day, watchlist, mentions, spam, round(share::numeric, 4) FROM spam_share"
+        )
+        .await,
+        [
+            r#"("2024-05-01 00:00:00+00",a,3,1,0.3333)"#,
+            r#"("2024-05-01 00:00:00+00",b,2,2,1.0000)"#,
+            r#"("2024-05-02 00:00:00+00",a,1,0,0.0000)"#,
+        ]
+    );
+    assert_eq!(
+        view_rows(
+            &db,
+            "SELECT team, route, alerts, delivered FROM alerts_by_team"
+        )
+        .await,
+        [
+            r#"("(none)",r3,1,0)"#,
+            "(ops,r1,2,1)",
+            "(ops,r2,1,1)",
+            "(sales,r2,2,2)",
+        ]
+    );
+    assert_eq!(
+        view_rows(
+            &db,
+            "SELECT team, alerts, acknowledged, round(p50_secs::numeric, 4), \
+             round(p90_secs::numeric, 4), round(p99_secs::numeric, 4) FROM response_times"
+        )
+        .await,
+        [
+            r#"("(none)",1,0,,,)"#,
+            "(ops,3,2,180.0000,276.0000,297.6000)",
+            "(sales,2,1,10.0000,10.0000,10.0000)",
+        ]
+    );
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn the_report_from_postgres_agrees_with_the_views() {
+    use earshot_sink::report::{self, ResponseTimes, TeamRouteAlerts};
+    let db = TestDb::new().await;
+    let config = config(&db.url, None);
+    earshot_sink::migrate(&config).await.unwrap();
+    seed_view_data(&db).await;
+
+    let dataset = report::load_postgres(&db.url.parse().unwrap())
+        .await
+        .unwrap();
+    let figures = report::analyze(&dataset);
+    assert_eq!(figures.mentions, 5);
+    assert_eq!(figures.hours.len(), 15, "10:00 on May 1 to 00:00 on May 2");
+    let summary: Vec<(&str, u64, u64, u64, u64, u64)> = figures
+        .watchlists
+        .iter()
+        .map(|w| {
+            (
+                w.watchlist.as_str(),
+                w.mentions,
+                w.negative,
+                w.neutral,
+                w.positive,
+                w.spam,
+            )
+        })
+        .collect();
+    assert_eq!(summary, [("a", 4, 1, 1, 2, 1), ("b", 2, 0, 1, 1, 2)]);
+    assert_eq!(figures.watchlists[0].hourly[0].mentions, 2);
+    assert!((figures.watchlists[0].share_of_voice - 4.0 / 6.0).abs() < 1e-12);
+    let team_route = |team: &str, route: &str, alerts| TeamRouteAlerts {
+        team: team.into(),
+        route: route.into(),
+        alerts,
+    };
+    assert_eq!(
+        figures.alerts_by_team,
+        [
+            team_route("(none)", "r3", 1),
+            team_route("ops", "r1", 2),
+            team_route("ops", "r2", 1),
+            team_route("sales", "r2", 2),
+        ]
+    );
+    let rounded = |v: Option<f64>| v.map(|v| (v * 1000.0).round() / 1000.0);
+    let times: Vec<ResponseTimes> = figures
+        .response_times
+        .into_iter()
+        .map(|r| ResponseTimes {
+            p50_secs: rounded(r.p50_secs),
+            p90_secs: rounded(r.p90_secs),
+            p99_secs: rounded(r.p99_secs),
+            ..r
+        })
+        .collect();
+    let response = |team: &str, alerts, acknowledged, p: Option<(f64, f64, f64)>| ResponseTimes {
+        team: team.into(),
+        alerts,
+        acknowledged,
+        p50_secs: p.map(|p| p.0),
+        p90_secs: p.map(|p| p.1),
+        p99_secs: p.map(|p| p.2),
+    };
+    assert_eq!(
+        times,
+        [
+            response("(none)", 1, 0, None),
+            response("ops", 3, 2, Some((180.0, 276.0, 297.6))),
+            response("sales", 2, 1, Some((10.0, 10.0, 10.0))),
+        ],
+        "the same figures as the response_times view"
+    );
+    db.drop().await;
+}
+
+/// A TCP forwarder to PostgreSQL that can be taken down (open connections cut, new ones
+/// closed at once) and brought back: the network fault between the sink and its database.
+struct Outage {
+    port: u16,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Outage {
+    async fn start(target: String) -> Outage {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (flag, cuts) = (down.clone(), cut.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the connection closes at once
+                }
+                let mut cut = cuts.subscribe();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Outage { port, down, cut }
+    }
+
+    fn take_down(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn bring_back(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn postgres_going_down_mid_run_holds_offsets_fails_readiness_and_catches_up() {
+    let db = TestDb::new().await;
+    let config: tokio_postgres::Config = db.url.parse().unwrap();
+    let (host, port) = match (&config.get_hosts()[0], config.get_ports()[0]) {
+        (tokio_postgres::config::Host::Tcp(host), port) => (host.clone(), port),
+        _ => panic!("DATABASE_URL must be a TCP address for this test"),
+    };
+    let outage = Outage::start(format!("{host}:{port}")).await;
+    let url = db.url.replacen(
+        &format!("{host}:{port}"),
+        &format!("127.0.0.1:{}", outage.port),
+        1,
+    );
+    assert_ne!(url, db.url);
+    let sink = RunningSink::start(config_for(&url)).await;
+    sink.publish_enriched(&enriched("down-0", "before", BASE_MICROS, &["brand"]))
+        .await;
+    sink.wait_done(1).await;
+
+    outage.take_down();
+    for n in 1..4 {
+        let mention = enriched(&format!("down-{n}"), "during", BASE_MICROS, &["brand"]);
+        sink.publish_enriched(&mention).await;
+    }
+    sink.wait_received(4).await;
+    wait_for("the readiness check to fail", || {
+        sink.services
+            .health
+            .not_ready()
+            .iter()
+            .any(|name| name == "sink: postgres reachable")
+    })
+    .await;
+    assert!(
+        !sink.bus.is_idle(),
+        "no offset moves while PostgreSQL is down"
+    );
+    assert_eq!(
+        db.count("mentions").await,
+        1,
+        "nothing was committed meanwhile"
+    );
+    let errors = sink
+        .services
+        .metrics
+        .errors
+        .with_label_values(&["sink", "postgres"])
+        .get();
+    assert!(errors >= 1, "failed attempts are counted");
+
+    outage.bring_back();
+    sink.wait_done(4).await;
+    let readiness = sink.services.health.not_ready();
+    assert!(
+        sink.bus
+            .records(&sink.services.config.topics.deadletter)
+            .is_empty(),
+        "an outage dead-letters nothing"
+    );
+    sink.stop().await.unwrap();
+    assert_eq!(db.count("mentions").await, 4);
+    assert_eq!(db.count("mention_matches").await, 4);
+    assert!(readiness.is_empty(), "ready again: {readiness:?}");
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn records_the_schema_cannot_take_are_dead_lettered_with_the_reason() {
+    let db = TestDb::new().await;
+    let sink = RunningSink::start(config_for(&db.url)).await;
+    // Too long: a match key over the b-tree index's limit (PostgreSQL: program limit exceeded).
+    // (Random, so that PostgreSQL cannot compress it under the limit.)
+    let long_name: String = (0..200)
+        .map(|_| Uuid::new_v4().simple().to_string())
+        .collect();
+    let too_long = enriched("long-0", "fine", BASE_MICROS, &[&long_name]);
+    // Bad encoding: a text that is not UTF-8, which the Avro decoder refuses.
+    let valid = enriched("utf8-0", "caf\u{e9} ok", BASE_MICROS, &["brand"]);
+    let mut bad_utf8 = sink.services.codecs.enriched.encode(&valid).unwrap();
+    let at = bad_utf8
+        .windows(3)
+        .position(|w| w == "caf".as_bytes())
+        .unwrap();
+    bad_utf8[at + 3] = 0xFF; // the first byte of 'é' becomes an invalid UTF-8 byte
+    let good = enriched("fine-0", "fine", BASE_MICROS, &["brand"]);
+
+    sink.publish_enriched(&too_long).await;
+    sink.publish(&sink.services.config.topics.enriched, bad_utf8)
+        .await;
+    sink.publish_enriched(&good).await;
+    sink.wait_done(3).await;
+
+    let dead_letters = sink.bus.records(&sink.services.config.topics.deadletter);
+    let reasons: Vec<(String, String)> = dead_letters
+        .iter()
+        .map(|record| {
+            let header = |name: &str| {
+                record
+                    .headers
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            };
+            (header(headers::DLQ_ERROR_TYPE), header(headers::DLQ_ERROR))
+        })
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    let reason = |kind: &str| {
+        reasons
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, reason)| reason.clone())
+            .unwrap_or_else(|| panic!("no {kind} dead letter in {reasons:?}"))
+    };
+    let rejected = reason("rejected");
+    assert!(
+        rejected.starts_with("mention_matches.") && rejected.contains("index row"),
+        "names the table and PostgreSQL's reason: {rejected}"
+    );
+    assert!(
+        reason("decode").contains("not valid utf-8"),
+        "names the encoding problem: {reasons:?}"
+    );
+    sink.stop().await.unwrap();
+    let written: Vec<String> = db
+        .client
+        .query("SELECT native_id FROM mentions ORDER BY native_id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        written,
+        ["fine-0"],
+        "the rejected mention left no partial row"
+    );
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_postgres_too_slow_to_answer_is_not_ready_and_the_batch_commits_once_it_answers() {
+    let db = TestDb::new().await;
+    let sink = RunningSink::start(config_for(&db.url)).await;
+    sink.publish_enriched(&enriched("slow-0", "before", BASE_MICROS, &["brand"]))
+        .await;
+    sink.wait_done(1).await;
+
+    // Another session holds the table: the sink's next write waits longer than its 15 s
+    // attempt timeout, gives the connection up, and retries.
+    let (mut locker, connection) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE mentions IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    sink.publish_enriched(&enriched("slow-1", "during", BASE_MICROS, &["brand"]))
+        .await;
+    sink.wait_received(2).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while !sink
+        .services
+        .health
+        .not_ready()
+        .iter()
+        .any(|name| name == "sink: postgres reachable")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readiness never failed while PostgreSQL did not answer"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !sink.bus.is_idle(),
+        "the waiting record is not acknowledged"
+    );
+    lock.rollback().await.unwrap();
+
+    sink.wait_done(2).await;
+    let readiness = sink.services.health.not_ready();
+    sink.stop().await.unwrap();
+    assert_eq!(db.count("mentions").await, 2);
+    assert_eq!(db.count("mention_matches").await, 2);
+    assert!(readiness.is_empty(), "ready again: {readiness:?}");
     db.drop().await;
 }
