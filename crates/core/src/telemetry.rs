@@ -42,6 +42,10 @@ pub struct Metrics {
     pub deliveries: IntCounterVec,
     /// `earshot_watchlist_matches_total{watchlist}`
     pub watchlist_matches: IntCounterVec,
+    /// `earshot_sentiment_compound{watchlist}`: VADER compound of each enriched copy, by the
+    /// watchlist it is keyed by (`none` when unmatched); -0.05 and 0.05 are bucket bounds, so
+    /// the negative and positive shares can be read off the buckets.
+    pub sentiment: HistogramVec,
     /// `earshot_alerts_total{route}`
     pub alerts: IntCounterVec,
     /// `earshot_source_items_total{source}`: mentions a collector source yielded, by source
@@ -168,6 +172,18 @@ impl Metrics {
         registry
             .register(Box::new(latency.clone()))
             .expect("metric registered once");
+        let sentiment = HistogramVec::new(
+            HistogramOpts::new(
+                "earshot_sentiment_compound",
+                "VADER compound sentiment of enriched mentions, -1..1, by watchlist.",
+            )
+            .buckets(vec![-0.75, -0.5, -0.25, -0.05, 0.05, 0.25, 0.5, 0.75, 1.0]),
+            &["watchlist"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(sentiment.clone()))
+            .expect("metric registered once");
         Metrics {
             registry,
             received,
@@ -179,6 +195,7 @@ impl Metrics {
             latency,
             deliveries,
             watchlist_matches,
+            sentiment,
             alerts,
             source_items,
             source_errors,

@@ -38,7 +38,11 @@ async fn sigterm_of_each_service_under_load_exits_in_time_and_loses_nothing() {
     run_scenario(Fault::Terminate).await;
 }
 
+/// The scenarios run one at a time: each loads the machine's cores as a whole deployment would.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn run_scenario(fault: Fault) {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let count: usize = std::env::var("EARSHOT_CHAOS_MENTIONS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -90,7 +94,7 @@ async fn run_scenario(fault: Fault) {
     let last_acknowledged = Instant::now();
 
     let mentions_in_postgres = || query_count(&postgres_url, "SELECT count(*) FROM mentions");
-    let deadline = Duration::from_secs(180);
+    let deadline = Duration::from_secs(300);
     while mentions_in_postgres().await < acknowledged.len() as i64 {
         if last_acknowledged.elapsed() > deadline {
             break;
@@ -98,13 +102,8 @@ async fn run_scenario(fault: Fault) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let catch_up = last_acknowledged.elapsed();
-    let stored = mentions_in_postgres().await;
-    let distinct = query_count(
-        &postgres_url,
-        "SELECT count(DISTINCT native_id) FROM mentions",
-    )
-    .await;
-    let missing = missing_ids(&postgres_url, &acknowledged).await;
+    // One snapshot for every count, so that rows still arriving cannot skew one against another.
+    let (stored, distinct, missing) = stored_rows(&postgres_url, &acknowledged).await;
     wait_until(
         Duration::from_secs(60),
         "every expected alert at the webhook",
@@ -322,22 +321,25 @@ async fn post_until_acknowledged(
     acknowledged
 }
 
-/// The acknowledged native ids that are not in PostgreSQL.
-async fn missing_ids(postgres_url: &str, acknowledged: &[String]) -> Vec<String> {
+/// From one read of the mentions table: its rows, its distinct native ids, and the
+/// acknowledged native ids that are not among them.
+async fn stored_rows(postgres_url: &str, acknowledged: &[String]) -> (i64, i64, Vec<String>) {
     let (client, connection) = tokio_postgres::connect(postgres_url, tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(connection);
-    let stored: HashSet<String> = client
+    let rows: Vec<String> = client
         .query("SELECT native_id FROM mentions", &[])
         .await
         .unwrap()
         .iter()
         .map(|row| row.get(0))
         .collect();
-    acknowledged
+    let distinct: HashSet<&String> = rows.iter().collect();
+    let missing = acknowledged
         .iter()
-        .filter(|id| !stored.contains(*id))
+        .filter(|id| !distinct.contains(id))
         .cloned()
-        .collect()
+        .collect();
+    (rows.len() as i64, distinct.len() as i64, missing)
 }

@@ -212,6 +212,15 @@ impl Stage for EnricherStage {
                         .with_label_values(&[&copy.watchlist])
                         .inc();
                 }
+                let watchlist = if copy.watchlist.is_empty() {
+                    "none"
+                } else {
+                    &copy.watchlist
+                };
+                self.metrics
+                    .sentiment
+                    .with_label_values(&[watchlist])
+                    .observe(copy.sentiment.compound);
                 let payload = match enriched_codec.encode(copy) {
                     Ok(payload) => payload,
                     Err(error) => {
