@@ -242,26 +242,83 @@ pub struct WatchlistConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RouterConfig {
-    /// Routes, tried in order; every matching route raises its own alert.
+    /// The routing tree's top level. A mention goes down the tree like an Alertmanager alert:
+    /// among siblings the first route that matches takes it (later siblings are tried only
+    /// when that route sets `continue`), then its child routes are tried the same way; the
+    /// deepest routes that match raise the alerts.
     pub routes: Vec<RouteConfig>,
     /// Receivers the routes name.
     pub receivers: Vec<ReceiverConfig>,
+    /// Named times (business hours, weekends, holidays) that activate or mute routes.
+    pub time_intervals: Vec<TimeIntervalConfig>,
     /// Retry policy of deliveries.
     pub delivery: DeliveryConfig,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One node of the routing tree. `watchlist`, `score` and `threshold` are shorthands kept from
+/// the flat routes: `watchlist: acme` is the matcher `watchlist = acme`, and `score: reach`
+/// with `threshold: 1000` is `reach >= 1000`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RouteConfig {
-    /// Unique route name, recorded in each alert.
+    /// Unique route name across the whole tree, recorded in each alert.
     pub name: String,
-    /// The watchlist a mention must match.
-    pub watchlist: String,
-    /// The score tested against `threshold`.
-    pub score: ScoreName,
-    /// The route fires when the score is at least this.
-    pub threshold: f64,
-    /// The receiver to deliver to.
-    pub receiver: String,
+    /// The watchlist a mention must be keyed by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watchlist: Option<String>,
+    /// The score tested against `threshold` (set both or neither).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<ScoreName>,
+    /// The route matches when `score` is at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// Conditions that must all hold, `field op value`: text fields (watchlist, intent,
+    /// language, source, author) take `=`, `!=`, `=~` and `!~` (anchored regular
+    /// expressions); numeric fields (sentiment.compound, sentiment.neg, urgency, spam_score,
+    /// reach, relevance) take `=`, `!=`, `>`, `>=`, `<` and `<=`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matchers: Vec<String>,
+    /// The receiver of the alerts this route raises; inherited from the parent when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiver: Option<String>,
+    /// After this route matched, go on trying its later siblings.
+    #[serde(default, rename = "continue")]
+    pub continue_matching: bool,
+    /// Child routes, tried when this one matches; when none matches, this route raises the
+    /// alert itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteConfig>,
+    /// The route matches only inside one of these `time_intervals` (all the time when empty).
+    /// Outside, it does not match and the mention goes on to its siblings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active_time_intervals: Vec<String>,
+    /// The route does not match inside any of these `time_intervals`; the mention goes on to
+    /// its siblings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mute_time_intervals: Vec<String>,
+}
+
+/// A named set of times, read in one time zone. An instant is inside when its weekday, time
+/// of day and date each match (an empty list matches anything).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TimeIntervalConfig {
+    /// Unique name routes refer to.
+    pub name: String,
+    /// IANA time zone of the weekdays, times and dates, e.g. `Europe/Paris`; UTC by default.
+    #[serde(default = "utc")]
+    pub time_zone: String,
+    /// Days of the week, one (`saturday`) or an inclusive range (`monday:friday`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weekdays: Vec<String>,
+    /// Times of day, `09:00-17:00` (start included, end excluded; `24:00` ends the day).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub times: Vec<String>,
+    /// Dates, `2026-12-25` (holidays).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dates: Vec<String>,
+}
+
+fn utc() -> String {
+    "UTC".to_owned()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -663,35 +720,7 @@ impl Config {
                 },
             }
         }
-        let mut routes = Vec::new();
-        for (i, route) in self.router.routes.iter().enumerate() {
-            let path = format!("router.routes[{i}]");
-            if routes.contains(&route.name.as_str()) {
-                errors.push(
-                    format!("{path}.name"),
-                    format!("duplicate route name {:?}", route.name),
-                );
-            }
-            routes.push(&route.name);
-            if !watchlists.contains(&route.watchlist.as_str()) {
-                errors.push(
-                    format!("{path}.watchlist"),
-                    format!(
-                        "no watchlist named {:?} in enricher.watchlists",
-                        route.watchlist
-                    ),
-                );
-            }
-            if !receivers.contains(&route.receiver.as_str()) {
-                errors.push(
-                    format!("{path}.receiver"),
-                    format!("no receiver named {:?} in router.receivers", route.receiver),
-                );
-            }
-            if !route.threshold.is_finite() {
-                errors.push(format!("{path}.threshold"), "must be a finite number");
-            }
-        }
+        validate_routing(&self.router, &watchlists, &receivers, errors);
         let delivery = &self.router.delivery;
         if delivery.max_attempts == 0 {
             errors.push("router.delivery.max_attempts", "must be at least 1");
@@ -719,6 +748,145 @@ impl Config {
             }
         }
     }
+}
+
+/// Checks the time intervals and the routing tree: names, references, matchers, and that
+/// every route that can raise an alert has a receiver.
+fn validate_routing(
+    router: &RouterConfig,
+    watchlists: &[&str],
+    receivers: &[&str],
+    errors: &mut ConfigErrors,
+) {
+    use crate::routing;
+    let mut intervals: Vec<&str> = Vec::new();
+    for (i, interval) in router.time_intervals.iter().enumerate() {
+        let path = format!("router.time_intervals[{i}]");
+        if interval.name.trim().is_empty() {
+            errors.push(format!("{path}.name"), "must not be empty");
+        } else if intervals.contains(&interval.name.as_str()) {
+            errors.push(
+                format!("{path}.name"),
+                format!("duplicate time interval name {:?}", interval.name),
+            );
+        }
+        intervals.push(&interval.name);
+        if let Err(e) = routing::parse_time_zone(&interval.time_zone) {
+            errors.push(format!("{path}.time_zone"), e);
+        }
+        for (j, days) in interval.weekdays.iter().enumerate() {
+            if let Err(e) = routing::parse_weekdays(days) {
+                errors.push(format!("{path}.weekdays[{j}]"), e);
+            }
+        }
+        for (j, times) in interval.times.iter().enumerate() {
+            if let Err(e) = times.parse::<routing::TimeRange>() {
+                errors.push(format!("{path}.times[{j}]"), e);
+            }
+        }
+        for (j, date) in interval.dates.iter().enumerate() {
+            if let Err(e) = routing::parse_date(date) {
+                errors.push(format!("{path}.dates[{j}]"), e);
+            }
+        }
+    }
+    struct Walk<'a> {
+        watchlists: &'a [&'a str],
+        receivers: &'a [&'a str],
+        intervals: &'a [&'a str],
+        names: Vec<&'a str>,
+    }
+    fn walk<'a>(
+        state: &mut Walk<'a>,
+        routes: &'a [RouteConfig],
+        parent: &str,
+        inherited_receiver: Option<&'a str>,
+        errors: &mut ConfigErrors,
+    ) {
+        for (i, route) in routes.iter().enumerate() {
+            let path = format!("{parent}[{i}]");
+            if route.name.trim().is_empty() {
+                errors.push(format!("{path}.name"), "must not be empty");
+            } else if state.names.contains(&route.name.as_str()) {
+                errors.push(
+                    format!("{path}.name"),
+                    format!("duplicate route name {:?}", route.name),
+                );
+            }
+            state.names.push(&route.name);
+            if let Some(watchlist) = &route.watchlist {
+                if !state.watchlists.contains(&watchlist.as_str()) {
+                    errors.push(
+                        format!("{path}.watchlist"),
+                        format!("no watchlist named {watchlist:?} in enricher.watchlists"),
+                    );
+                }
+            }
+            match (route.score, route.threshold) {
+                (Some(_), Some(threshold)) if !threshold.is_finite() => {
+                    errors.push(format!("{path}.threshold"), "must be a finite number")
+                }
+                (Some(_), None) => errors.push(
+                    format!("{path}.threshold"),
+                    "required with score: the route matches when the score reaches it",
+                ),
+                (None, Some(_)) => errors.push(
+                    format!("{path}.score"),
+                    "required with threshold: name the score it applies to",
+                ),
+                _ => {}
+            }
+            for (j, matcher) in route.matchers.iter().enumerate() {
+                if let Err(e) = matcher.parse::<crate::routing::Matcher>() {
+                    errors.push(format!("{path}.matchers[{j}]"), e);
+                }
+            }
+            for (key, names) in [
+                ("active_time_intervals", &route.active_time_intervals),
+                ("mute_time_intervals", &route.mute_time_intervals),
+            ] {
+                for (j, name) in names.iter().enumerate() {
+                    if !state.intervals.contains(&name.as_str()) {
+                        errors.push(
+                            format!("{path}.{key}[{j}]"),
+                            format!("no time interval named {name:?} in router.time_intervals"),
+                        );
+                    }
+                }
+            }
+            if let Some(receiver) = &route.receiver {
+                if !state.receivers.contains(&receiver.as_str()) {
+                    errors.push(
+                        format!("{path}.receiver"),
+                        format!("no receiver named {receiver:?} in router.receivers"),
+                    );
+                }
+            }
+            let receiver = route.receiver.as_deref().or(inherited_receiver);
+            // A route raises an alert itself when none of its children matches, which can
+            // happen whenever it has any: it needs a receiver then too.
+            if receiver.is_none() {
+                errors.push(
+                    format!("{path}.receiver"),
+                    "required: neither this route nor any route above it names a receiver",
+                );
+            }
+            walk(
+                state,
+                &route.routes,
+                &format!("{path}.routes"),
+                receiver,
+                errors,
+            );
+        }
+    }
+    let mut state = Walk {
+        watchlists,
+        receivers,
+        intervals: &intervals,
+        names: Vec::new(),
+    };
+    walk(&mut state, &router.routes, "router.routes", None, errors);
 }
 
 /// Properties that hold secrets: they must come from `secret_properties_env` or
@@ -980,6 +1148,66 @@ surprise: true
             "router.routes[0].watchlist: no watchlist named \"nope\"",
             "router.routes[0].receiver: no receiver named \"missing\"",
             "surprise: unknown section",
+        ];
+        for want in expected {
+            assert!(
+                found.iter().any(|p| p.starts_with(want)),
+                "missing {want:?} in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn routing_tree_problems_are_reported_with_their_paths() {
+        let found = problems(
+            r#"
+enricher:
+  watchlists:
+    - { name: acme, terms: ["acme"] }
+router:
+  receivers:
+    - { name: care, console: true }
+  time_intervals:
+    - name: office
+      time_zone: Europe/Atlantis
+      weekdays: ["monday:friday", "funday"]
+      times: ["17:00-09:00"]
+      dates: ["25/12/2026"]
+    - name: office
+  routes:
+    - name: acme
+      watchlist: acme
+      receiver: care
+      active_time_intervals: [office, lunch]
+      routes:
+        - name: angry
+          matchers: ["sentiment.compound < -0.5", "mood = bad", "reach =~ 1.*"]
+        - name: acme
+          score: reach
+    - name: orphan
+      threshold: 3
+      mute_time_intervals: [weekends]
+      routes:
+        - name: orphan-child
+          receiver: nobody
+"#,
+        );
+        let expected = [
+            "router.time_intervals[0].time_zone: \"Europe/Atlantis\" is not an IANA time zone",
+            "router.time_intervals[0].weekdays[1]: \"funday\" is not a day of the week",
+            "router.time_intervals[0].times[0]: \"17:00-09:00\" ends before it starts",
+            "router.time_intervals[0].dates[0]: \"25/12/2026\" is not a date",
+            "router.time_intervals[1].name: duplicate time interval name \"office\"",
+            "router.routes[0].active_time_intervals[1]: no time interval named \"lunch\"",
+            "router.routes[0].routes[0].matchers[1]: \"mood\" is not a field",
+            "router.routes[0].routes[0].matchers[2]: reach is a number",
+            "router.routes[0].routes[1].name: duplicate route name \"acme\"",
+            "router.routes[0].routes[1].threshold: required with score",
+            "router.routes[1].score: required with threshold",
+            "router.routes[1].mute_time_intervals[0]: no time interval named \"weekends\"",
+            "router.routes[1].receiver: required: neither this route nor any route above it",
+            "router.routes[1].routes[0].receiver: no receiver named \"nobody\"",
         ];
         for want in expected {
             assert!(

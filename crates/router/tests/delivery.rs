@@ -447,11 +447,13 @@ fn router_config(url: &str, allow_private: bool, max_attempts: u32) -> RouterCon
     RouterConfig {
         routes: vec![RouteConfig {
             name: ROUTE.into(),
-            watchlist: "acme".into(),
-            score: ScoreName::Reach,
-            threshold: 1000.0,
-            receiver: RECEIVER.into(),
+            watchlist: Some("acme".into()),
+            score: Some(ScoreName::Reach),
+            threshold: Some(1000.0),
+            receiver: Some(RECEIVER.into()),
+            ..RouteConfig::default()
         }],
+        time_intervals: vec![],
         receivers: vec![ReceiverConfig {
             name: RECEIVER.into(),
             webhook: Some(WebhookConfig {
