@@ -358,6 +358,10 @@ pub struct ReceiverConfig {
     /// Print each alert on standard output (the embedded mode's demo receiver).
     #[serde(default)]
     pub console: bool,
+    /// Raise no alert: routes to this receiver catch mentions so that nothing else does
+    /// (Alertmanager's receiver without integrations).
+    #[serde(default)]
+    pub discard: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -696,11 +700,14 @@ impl Config {
                 );
             }
             receivers.push(&receiver.name);
-            match (&receiver.webhook, receiver.console) {
-                (None, false) => errors.push(&path, "set a channel: webhook or console"),
-                (Some(_), true) => errors.push(&path, "set only one channel: webhook or console"),
-                (None, true) => {}
-                (Some(webhook), false) => match (&webhook.url, &webhook.url_env) {
+            let channels = usize::from(receiver.webhook.is_some())
+                + usize::from(receiver.console)
+                + usize::from(receiver.discard);
+            match (&receiver.webhook, channels) {
+                (_, 0) => errors.push(&path, "set a channel: webhook, console or discard"),
+                (_, 2..) => errors.push(&path, "set only one channel: webhook, console or discard"),
+                (None, _) => {}
+                (Some(webhook), _) => match (&webhook.url, &webhook.url_env) {
                     (None, None) => errors.push(format!("{path}.webhook"), "set url or url_env"),
                     (Some(_), Some(_)) => {
                         errors.push(format!("{path}.webhook"), "set only one of url and url_env")

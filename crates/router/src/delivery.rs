@@ -66,6 +66,10 @@ impl Deliverer {
     ) -> Result<Self, RouterError> {
         let mut receivers = HashMap::new();
         for receiver in &config.receivers {
+            if receiver.discard {
+                // The routing tree raises no alert for it.
+                continue;
+            }
             let channel = match &receiver.webhook {
                 Some(webhook) => {
                     let raw = match (&webhook.url, &webhook.url_env) {

@@ -24,6 +24,8 @@ pub struct RoutesError {
 pub struct Routes {
     roots: Vec<Node>,
     intervals: HashMap<String, Interval>,
+    /// Receivers with `discard`: their routes catch mentions and raise nothing.
+    discard: Vec<String>,
 }
 
 /// Where one mention went: the matched route, the path of route names from the top of the
@@ -32,6 +34,8 @@ pub struct Routes {
 pub struct Routed {
     pub path: Vec<String>,
     pub receiver: String,
+    /// The receiver discards: the route stops the mention and no alert is raised.
+    pub discarded: bool,
     pub alert: Alert,
 }
 
@@ -109,7 +113,17 @@ impl Routes {
             );
         }
         let roots = nodes(&config.routes, "router.routes")?;
-        Ok(Routes { roots, intervals })
+        let discard = config
+            .receivers
+            .iter()
+            .filter(|r| r.discard)
+            .map(|r| r.name.clone())
+            .collect();
+        Ok(Routes {
+            roots,
+            intervals,
+            discard,
+        })
     }
 
     /// The alerts one enriched copy raises at `at` (routing time: time intervals are read at
@@ -117,11 +131,13 @@ impl Routes {
     pub fn evaluate(&self, enriched: &EnrichedMention) -> Vec<(Alert, String)> {
         self.route(enriched, Utc::now())
             .into_iter()
+            .filter(|routed| !routed.discarded)
             .map(|routed| (routed.alert, routed.receiver))
             .collect()
     }
 
-    /// Every route the mention reaches at `at`, in tree order, with its path.
+    /// Every route the mention reaches at `at`, in tree order, with its path (including the
+    /// routes to discarding receivers, which raise no alert).
     pub fn route(&self, enriched: &EnrichedMention, at: DateTime<Utc>) -> Vec<Routed> {
         let mut found = Vec::new();
         let mut path = Vec::new();
@@ -150,7 +166,9 @@ impl Routes {
             let child_matched = self.descend(&node.children, enriched, at, path, receiver, found);
             if !child_matched {
                 if let Some(receiver) = receiver {
-                    found.push(routed(path, receiver, enriched));
+                    let mut routed = routed(path, receiver, enriched);
+                    routed.discarded = self.discard.iter().any(|d| d == receiver);
+                    found.push(routed);
                 }
             }
             path.pop();
@@ -247,6 +265,7 @@ fn routed(path: &[&Node], receiver: &str, enriched: &EnrichedMention) -> Routed 
     Routed {
         path: path.iter().map(|node| node.name.clone()).collect(),
         receiver: receiver.to_owned(),
+        discarded: false,
         alert: Alert {
             id: alert_id(mention.id, &leaf.name),
             created_at: now_micros(),
@@ -328,6 +347,7 @@ receivers:
   - { name: care, console: true }
   - { name: oncall, console: true }
   - { name: everything, console: true }
+  - { name: drop, discard: true }
 time_intervals:
   - name: paris-office-hours
     time_zone: Europe/Paris
@@ -337,6 +357,9 @@ time_intervals:
     time_zone: Europe/Paris
     dates: ["2026-12-25"]
 routes:
+  - name: bots
+    matchers: ["author =~ \"@.*bot\""]
+    receiver: drop
   - name: audit
     receiver: everything
     matchers: ["reach >= 1000000"]
@@ -496,6 +519,25 @@ routes:
                 "acme > acme-influencer -> care",
             ],
         );
+        check(
+            "a discarding route stops bots",
+            FixtureMention {
+                author: "@dealsbot".into(),
+                reach: 2_000_000,
+                ..angry_complaint()
+            },
+            office,
+            &["bots -> drop"],
+        );
+        assert!(routes
+            .evaluate(
+                &FixtureMention {
+                    author: "@dealsbot".into(),
+                    ..mention()
+                }
+                .enriched("bot")
+            )
+            .is_empty());
         check(
             "continue at the top: audit and the acme tree",
             FixtureMention {

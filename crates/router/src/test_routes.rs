@@ -28,6 +28,36 @@ use serde::Deserialize;
 
 use crate::routes::Routes;
 
+/// Why `earshot test-routes` could not check the fixtures at all.
+#[derive(Debug, thiserror::Error)]
+pub enum TestRoutesError {
+    #[error(transparent)]
+    Fixtures(#[from] FixturesError),
+    #[error("{0}")]
+    Config(earshot_core::config::ConfigErrors),
+    #[error(transparent)]
+    Routes(#[from] crate::RoutesError),
+}
+
+/// Loads the fixtures and the configuration they test (`config_file` when given, else the
+/// fixture file's `config`, else `default_yaml`), and checks every case.
+pub fn run(
+    fixtures_file: &Path,
+    config_file: Option<&Path>,
+    default_yaml: &str,
+) -> Result<Report, TestRoutesError> {
+    let fixtures = Fixtures::load(fixtures_file)?;
+    let file = config_file.or(fixtures.config.as_deref());
+    let config = earshot_core::Config::load(earshot_core::config::ConfigSources {
+        defaults_yaml: file.is_none().then_some(default_yaml),
+        file,
+        environment: true,
+    })
+    .map_err(TestRoutesError::Config)?;
+    let routes = Routes::new(&config.router)?;
+    Ok(check(&routes, &fixtures))
+}
+
 /// A fixture file that cannot be read.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {reason}")]
@@ -235,7 +265,13 @@ pub fn check(routes: &Routes, fixtures: &Fixtures) -> Report {
             let _ = writeln!(report.text, "       no route matched");
         }
         for r in &routed {
-            let _ = writeln!(report.text, "       {} -> {}", r.path_text(), r.receiver);
+            let note = if r.discarded { " (discards)" } else { "" };
+            let _ = writeln!(
+                report.text,
+                "       {} -> {}{note}",
+                r.path_text(),
+                r.receiver
+            );
         }
         for problem in &problems {
             let _ = writeln!(report.text, "       {problem}");

@@ -462,6 +462,7 @@ fn router_config(url: &str, allow_private: bool, max_attempts: u32) -> RouterCon
                 allow_private,
             }),
             console: false,
+            discard: false,
         }],
         delivery: DeliveryConfig {
             max_attempts,
