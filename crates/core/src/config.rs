@@ -348,13 +348,23 @@ impl ScoreName {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A receiver: exactly one channel.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ReceiverConfig {
     /// Unique receiver name.
     pub name: String,
-    /// A generic JSON webhook.
+    /// A generic JSON webhook, optionally signed with HMAC-SHA256.
     #[serde(default)]
     pub webhook: Option<WebhookConfig>,
+    /// A Slack incoming webhook (a Block Kit message).
+    #[serde(default)]
+    pub slack: Option<SlackConfig>,
+    /// A Microsoft Teams incoming webhook (an Adaptive Card).
+    #[serde(default)]
+    pub teams: Option<TeamsConfig>,
+    /// PagerDuty Events API v2.
+    #[serde(default)]
+    pub pagerduty: Option<PagerDutyConfig>,
     /// Print each alert on standard output (the embedded mode's demo receiver).
     #[serde(default)]
     pub console: bool,
@@ -364,7 +374,7 @@ pub struct ReceiverConfig {
     pub discard: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WebhookConfig {
     /// Target URL. Prefer `url_env` when the URL carries a token.
     #[serde(default)]
@@ -375,6 +385,73 @@ pub struct WebhookConfig {
     /// Allow targets on loopback or private addresses (off by default; on for local demos).
     #[serde(default)]
     pub allow_private: bool,
+    /// Environment variable holding the HMAC-SHA256 signing key; requests then carry
+    /// `X-Earshot-Timestamp` and `X-Earshot-Signature` (see the README for verification).
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// File holding the signing key (trailing newline ignored); or `secret_env`.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SlackConfig {
+    /// The incoming webhook URL. It carries a token: prefer `url_env`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Environment variable holding the incoming webhook URL.
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// Allow targets on loopback or private addresses (for local tests).
+    #[serde(default)]
+    pub allow_private: bool,
+    /// Least time between two messages to this channel; Slack allows about one per second.
+    #[serde(default = "one_second")]
+    pub min_interval_ms: u64,
+}
+
+fn one_second() -> u64 {
+    1_000
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TeamsConfig {
+    /// The incoming webhook (Workflows) URL. It carries a signature: prefer `url_env`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Environment variable holding the webhook URL.
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// Allow targets on loopback or private addresses (for local tests).
+    #[serde(default)]
+    pub allow_private: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PagerDutyConfig {
+    /// The Events API v2 endpoint.
+    #[serde(default = "pagerduty_events_url")]
+    pub url: String,
+    /// Environment variable holding the integration's routing key.
+    #[serde(default)]
+    pub routing_key_env: Option<String>,
+    /// File holding the routing key (trailing newline ignored); or `routing_key_env`.
+    #[serde(default)]
+    pub routing_key_file: Option<PathBuf>,
+    /// Event severity: `critical`, `error`, `warning` or `info`.
+    #[serde(default = "warning")]
+    pub severity: String,
+    /// Allow targets on loopback or private addresses (for local tests).
+    #[serde(default)]
+    pub allow_private: bool,
+}
+
+fn pagerduty_events_url() -> String {
+    "https://events.pagerduty.com/v2/enqueue".to_owned()
+}
+
+fn warning() -> String {
+    "warning".to_owned()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -700,32 +777,7 @@ impl Config {
                 );
             }
             receivers.push(&receiver.name);
-            let channels = usize::from(receiver.webhook.is_some())
-                + usize::from(receiver.console)
-                + usize::from(receiver.discard);
-            match (&receiver.webhook, channels) {
-                (_, 0) => errors.push(&path, "set a channel: webhook, console or discard"),
-                (_, 2..) => errors.push(&path, "set only one channel: webhook, console or discard"),
-                (None, _) => {}
-                (Some(webhook), _) => match (&webhook.url, &webhook.url_env) {
-                    (None, None) => errors.push(format!("{path}.webhook"), "set url or url_env"),
-                    (Some(_), Some(_)) => {
-                        errors.push(format!("{path}.webhook"), "set only one of url and url_env")
-                    }
-                    (Some(url), None) => match reqwest::Url::parse(url) {
-                        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
-                        Ok(parsed) => errors.push(
-                            format!("{path}.webhook.url"),
-                            format!("scheme {:?} is not http or https", parsed.scheme()),
-                        ),
-                        Err(e) => errors.push(
-                            format!("{path}.webhook.url"),
-                            format!("{url:?} is not a URL: {e}"),
-                        ),
-                    },
-                    (None, Some(_)) => {}
-                },
-            }
+            validate_receiver(receiver, &path, errors);
         }
         validate_routing(&self.router, &watchlists, &receivers, errors);
         let delivery = &self.router.delivery;
@@ -754,6 +806,82 @@ impl Config {
                 errors.push("sink.parquet.roll_rows", "must be at least 1");
             }
         }
+    }
+}
+
+/// One receiver: exactly one channel, and each channel's target and secrets named once.
+fn validate_receiver(receiver: &ReceiverConfig, path: &str, errors: &mut ConfigErrors) {
+    let channels = usize::from(receiver.webhook.is_some())
+        + usize::from(receiver.slack.is_some())
+        + usize::from(receiver.teams.is_some())
+        + usize::from(receiver.pagerduty.is_some())
+        + usize::from(receiver.console)
+        + usize::from(receiver.discard);
+    const KINDS: &str = "webhook, slack, teams, pagerduty, console or discard";
+    match channels {
+        0 => errors.push(path, format!("set a channel: {KINDS}")),
+        1 => {}
+        _ => errors.push(path, format!("set only one channel: {KINDS}")),
+    }
+    let target =
+        |key: &str, url: &Option<String>, url_env: &Option<String>, errors: &mut ConfigErrors| {
+            match (url, url_env) {
+                (None, None) => errors.push(format!("{path}.{key}"), "set url or url_env"),
+                (Some(_), Some(_)) => {
+                    errors.push(format!("{path}.{key}"), "set only one of url and url_env")
+                }
+                (Some(url), None) => check_http_url(&format!("{path}.{key}.url"), url, errors),
+                (None, Some(_)) => {}
+            }
+        };
+    if let Some(webhook) = &receiver.webhook {
+        target("webhook", &webhook.url, &webhook.url_env, errors);
+        if webhook.secret_env.is_some() && webhook.secret_file.is_some() {
+            errors.push(
+                format!("{path}.webhook"),
+                "set only one of secret_env and secret_file",
+            );
+        }
+    }
+    if let Some(slack) = &receiver.slack {
+        target("slack", &slack.url, &slack.url_env, errors);
+    }
+    if let Some(teams) = &receiver.teams {
+        target("teams", &teams.url, &teams.url_env, errors);
+    }
+    if let Some(pagerduty) = &receiver.pagerduty {
+        check_http_url(&format!("{path}.pagerduty.url"), &pagerduty.url, errors);
+        match (&pagerduty.routing_key_env, &pagerduty.routing_key_file) {
+            (None, None) => errors.push(
+                format!("{path}.pagerduty"),
+                "set routing_key_env or routing_key_file",
+            ),
+            (Some(_), Some(_)) => errors.push(
+                format!("{path}.pagerduty"),
+                "set only one of routing_key_env and routing_key_file",
+            ),
+            _ => {}
+        }
+        if !["critical", "error", "warning", "info"].contains(&pagerduty.severity.as_str()) {
+            errors.push(
+                format!("{path}.pagerduty.severity"),
+                format!(
+                    "{:?} is not one of critical, error, warning or info",
+                    pagerduty.severity
+                ),
+            );
+        }
+    }
+}
+
+fn check_http_url(path: &str, url: &str, errors: &mut ConfigErrors) {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+        Ok(parsed) => errors.push(
+            path,
+            format!("scheme {:?} is not http or https", parsed.scheme()),
+        ),
+        Err(e) => errors.push(path, format!("{url:?} is not a URL: {e}")),
     }
 }
 
@@ -1215,6 +1343,48 @@ router:
             "router.routes[1].mute_time_intervals[0]: no time interval named \"weekends\"",
             "router.routes[1].receiver: required: neither this route nor any route above it",
             "router.routes[1].routes[0].receiver: no receiver named \"nobody\"",
+        ];
+        for want in expected {
+            assert!(
+                found.iter().any(|p| p.starts_with(want)),
+                "missing {want:?} in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn receivers_have_one_channel_with_its_target_and_secrets() {
+        let found = problems(
+            r#"
+router:
+  receivers:
+    - name: ok-slack
+      slack: { url_env: SLACK_URL }
+    - name: ok-pagerduty
+      pagerduty: { routing_key_file: /run/secrets/pd }
+    - name: ok-signed
+      webhook: { url: "https://hooks.example.com/earshot", secret_env: HOOK_KEY }
+    - name: two
+      slack: { url_env: SLACK_URL }
+      console: true
+    - name: none
+    - name: teams-without-url
+      teams: {}
+    - name: pd
+      pagerduty: { url: "ftp://pd", severity: loud }
+    - name: signed-twice
+      webhook: { url_env: U, secret_env: K, secret_file: /k }
+"#,
+        );
+        let expected = [
+            "router.receivers[3]: set only one channel",
+            "router.receivers[4]: set a channel: webhook, slack, teams, pagerduty, console or discard",
+            "router.receivers[5].teams: set url or url_env",
+            "router.receivers[6].pagerduty.url: scheme \"ftp\" is not http or https",
+            "router.receivers[6].pagerduty: set routing_key_env or routing_key_file",
+            "router.receivers[6].pagerduty.severity: \"loud\" is not one of",
+            "router.receivers[7].webhook: set only one of secret_env and secret_file",
         ];
         for want in expected {
             assert!(

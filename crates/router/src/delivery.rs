@@ -1,7 +1,11 @@
-//! Delivery of alerts to receivers: a generic JSON webhook (with retries, exponential backoff
-//! with jitter, `Retry-After`, a stable idempotency key) and the console (the demo receiver).
+//! Delivery of alerts to receivers: a generic JSON webhook (optionally signed with
+//! HMAC-SHA256), Slack and Microsoft Teams incoming webhooks, PagerDuty Events API v2, and the
+//! console (the demo receiver). Every HTTP channel retries with exponential backoff and
+//! jitter, honours `Retry-After`, and reuses one delivery id (the idempotency key, and
+//! PagerDuty's `dedup_key` is the alert id) across retries. The message bodies are in
+//! `channels`.
 //!
-//! Outbound webhook targets that resolve to loopback, private, link-local or cloud metadata
+//! Outbound targets that resolve to loopback, private, link-local or cloud metadata
 //! addresses are refused unless the receiver sets `allow_private`.
 
 use std::collections::HashMap;
@@ -9,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use earshot_core::config::{DeliveryConfig, RouterConfig};
+use earshot_core::config::{DeliveryConfig, ReceiverConfig, RouterConfig};
 use earshot_core::model::{
     delivery_id, now_micros, Alert, Delivery, DeliveryStatus, EnrichedMention,
 };
@@ -18,21 +22,62 @@ use earshot_core::StageError;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::RouterError;
+use crate::{channels, RouterError};
 
 /// Where a receiver's alerts go.
 pub enum Channel {
+    /// Generic JSON webhook; signed when it has a key.
     Webhook {
-        url: reqwest::Url,
-        allow_private: bool,
+        target: Target,
+        signing_key: Option<Vec<u8>>,
+    },
+    /// Slack incoming webhook, paced to one message per `min_interval`.
+    Slack {
+        target: Target,
+        pacing: Pacing,
+    },
+    /// Microsoft Teams incoming webhook.
+    Teams {
+        target: Target,
+    },
+    /// PagerDuty Events API v2.
+    PagerDuty {
+        target: Target,
+        routing_key: String,
+        severity: String,
     },
     Console,
+}
+
+/// An HTTP endpoint and whether it may be on a private address.
+pub struct Target {
+    pub url: reqwest::Url,
+    pub allow_private: bool,
+}
+
+/// Spaces a channel's messages: holding the lock while waiting makes senders queue.
+pub struct Pacing {
+    min_interval: Duration,
+    next: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Pacing {
+    async fn wait_turn(&self) {
+        let mut next = self.next.lock().await;
+        if let Some(at) = *next {
+            tokio::time::sleep_until(at).await;
+        }
+        *next = Some(tokio::time::Instant::now() + self.min_interval);
+    }
 }
 
 impl Channel {
     fn kind(&self) -> &'static str {
         match self {
             Channel::Webhook { .. } => "webhook",
+            Channel::Slack { .. } => "slack",
+            Channel::Teams { .. } => "teams",
+            Channel::PagerDuty { .. } => "pagerduty",
             Channel::Console => "console",
         }
     }
@@ -70,31 +115,7 @@ impl Deliverer {
                 // The routing tree raises no alert for it.
                 continue;
             }
-            let channel = match &receiver.webhook {
-                Some(webhook) => {
-                    let raw = match (&webhook.url, &webhook.url_env) {
-                        (Some(url), _) => url.clone(),
-                        (None, Some(var)) => {
-                            std::env::var(var).map_err(|_| RouterError::Receiver {
-                                receiver: receiver.name.clone(),
-                                reason: format!(
-                                    "environment variable {var} (webhook.url_env) is not set"
-                                ),
-                            })?
-                        }
-                        (None, None) => unreachable!("validated: url or url_env"),
-                    };
-                    let url = reqwest::Url::parse(&raw).map_err(|e| RouterError::Receiver {
-                        receiver: receiver.name.clone(),
-                        reason: format!("webhook URL is invalid: {e}"),
-                    })?;
-                    Channel::Webhook {
-                        url,
-                        allow_private: webhook.allow_private,
-                    }
-                }
-                None => Channel::Console,
-            };
+            let channel = channel(receiver)?;
             receivers.insert(receiver.name.clone(), channel);
         }
         let client = |public_only: bool| {
@@ -148,9 +169,45 @@ impl Deliverer {
                     print_alert(alert, enriched, receiver);
                     Ok(())
                 }
-                Channel::Webhook { url, allow_private } => {
-                    self.post_webhook(url, *allow_private, id, alert, enriched)
+                Channel::Slack { target, pacing } => {
+                    pacing.wait_turn().await;
+                    let body = channels::slack(alert, enriched);
+                    self.post(target, &body, &[]).await
+                }
+                Channel::Teams { target } => {
+                    self.post(target, &channels::teams(alert, enriched), &[])
                         .await
+                }
+                Channel::PagerDuty {
+                    target,
+                    routing_key,
+                    severity,
+                } => {
+                    let body = channels::pagerduty(alert, enriched, routing_key, severity);
+                    self.post(target, &body, &[]).await
+                }
+                Channel::Webhook {
+                    target,
+                    signing_key,
+                } => {
+                    let body = serde_json::json!({
+                        "delivery_id": id.to_string(),
+                        "alert": alert,
+                        "mention": enriched,
+                    });
+                    let body = serde_json::to_vec(&body).expect("JSON values serialize");
+                    let mut headers = vec![
+                        ("Idempotency-Key", id.to_string()),
+                        ("X-Earshot-Delivery", id.to_string()),
+                        ("X-Earshot-Alert", alert.id.to_string()),
+                    ];
+                    if let Some(key) = signing_key {
+                        let timestamp = chrono::Utc::now().timestamp().to_string();
+                        let signature = channels::signature(key, id, &timestamp, &body);
+                        headers.push(("X-Earshot-Timestamp", timestamp));
+                        headers.push(("X-Earshot-Signature", signature));
+                    }
+                    self.post_bytes(target, body, &headers).await
                 }
             };
             match result {
@@ -193,15 +250,24 @@ impl Deliverer {
         })
     }
 
-    async fn post_webhook(
+    async fn post(
         &self,
-        url: &reqwest::Url,
-        allow_private: bool,
-        delivery: uuid::Uuid,
-        alert: &Alert,
-        enriched: &EnrichedMention,
+        target: &Target,
+        body: &serde_json::Value,
+        headers: &[(&str, String)],
     ) -> Result<(), AttemptError> {
-        let http = if allow_private {
+        let body = serde_json::to_vec(body).expect("JSON values serialize");
+        self.post_bytes(target, body, headers).await
+    }
+
+    async fn post_bytes(
+        &self,
+        target: &Target,
+        body: Vec<u8>,
+        headers: &[(&str, String)],
+    ) -> Result<(), AttemptError> {
+        let url = &target.url;
+        let http = if target.allow_private {
             &self.any_http
         } else {
             // A literal IP address is not resolved, so it is checked here; names are checked
@@ -209,29 +275,23 @@ impl Deliverer {
             check_literal_address(url)?;
             &self.public_http
         };
-        let body = serde_json::json!({
-            "delivery_id": delivery.to_string(),
-            "alert": alert,
-            "mention": enriched,
-        });
-        let response = http
+        let mut request = http
             .post(url.clone())
-            .header("Idempotency-Key", delivery.to_string())
-            .header("X-Earshot-Delivery", delivery.to_string())
-            .header("X-Earshot-Alert", alert.id.to_string())
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| {
-                let message = format!("POST {url}: {}", error_chain(&e));
-                // A refused private address is final; any other failure on the way may pass.
-                let retry = !message.contains(NOT_PUBLIC);
-                AttemptError {
-                    message,
-                    retry,
-                    retry_after: None,
-                }
-            })?;
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.map_err(|e| {
+            let message = format!("POST {}: {}", redacted(url), error_chain(&e));
+            // A refused private address is final; any other failure on the way may pass.
+            let retry = !message.contains(NOT_PUBLIC);
+            AttemptError {
+                message,
+                retry,
+                retry_after: None,
+            }
+        })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -244,11 +304,17 @@ impl Deliverer {
             .map(|wait| wait.min(Duration::from_secs(300)));
         let retry = status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408;
         Err(AttemptError {
-            message: format!("POST {url}: HTTP {status}"),
+            message: format!("POST {}: HTTP {status}", redacted(url)),
             retry,
             retry_after,
         })
     }
+}
+
+/// The URL without its path and query: Slack, Teams and many webhooks carry their token
+/// there, and errors end up in logs and dead-letter headers.
+fn redacted(url: &reqwest::Url) -> String {
+    format!("{}://{}", url.scheme(), url.authority())
 }
 
 fn jitter(base: Duration) -> Duration {
@@ -298,6 +364,80 @@ fn check_literal_address(url: &reqwest::Url) -> Result<(), AttemptError> {
         }),
         _ => Ok(()),
     }
+}
+
+/// The channel of one receiver, with its secrets read from the environment or files.
+fn channel(receiver: &ReceiverConfig) -> Result<Channel, RouterError> {
+    let fail = |reason: String| RouterError::Receiver {
+        receiver: receiver.name.clone(),
+        reason,
+    };
+    let target = |url: &Option<String>, url_env: &Option<String>, allow_private: bool| {
+        let raw = match (url, url_env) {
+            (Some(url), _) => url.clone(),
+            (None, Some(var)) => std::env::var(var)
+                .map_err(|_| fail(format!("environment variable {var} (url_env) is not set")))?,
+            (None, None) => unreachable!("validated: url or url_env"),
+        };
+        let url = reqwest::Url::parse(&raw).map_err(|e| fail(format!("URL is invalid: {e}")))?;
+        Ok::<_, RouterError>(Target { url, allow_private })
+    };
+    if let Some(webhook) = &receiver.webhook {
+        let signing_key = secret(&webhook.secret_env, &webhook.secret_file)
+            .map_err(&fail)?
+            .map(String::into_bytes);
+        return Ok(Channel::Webhook {
+            target: target(&webhook.url, &webhook.url_env, webhook.allow_private)?,
+            signing_key,
+        });
+    }
+    if let Some(slack) = &receiver.slack {
+        return Ok(Channel::Slack {
+            target: target(&slack.url, &slack.url_env, slack.allow_private)?,
+            pacing: Pacing {
+                min_interval: Duration::from_millis(slack.min_interval_ms),
+                next: tokio::sync::Mutex::new(None),
+            },
+        });
+    }
+    if let Some(teams) = &receiver.teams {
+        return Ok(Channel::Teams {
+            target: target(&teams.url, &teams.url_env, teams.allow_private)?,
+        });
+    }
+    if let Some(pagerduty) = &receiver.pagerduty {
+        let routing_key = secret(&pagerduty.routing_key_env, &pagerduty.routing_key_file)
+            .map_err(&fail)?
+            .expect("validated: routing_key_env or routing_key_file");
+        return Ok(Channel::PagerDuty {
+            target: target(&Some(pagerduty.url.clone()), &None, pagerduty.allow_private)?,
+            routing_key,
+            severity: pagerduty.severity.clone(),
+        });
+    }
+    Ok(Channel::Console)
+}
+
+/// A secret from an environment variable or a file (its trailing newline dropped); `None`
+/// when neither is configured.
+fn secret(
+    env: &Option<String>,
+    file: &Option<std::path::PathBuf>,
+) -> Result<Option<String>, String> {
+    let value = match (env, file) {
+        (Some(var), _) => {
+            std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?
+        }
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .trim_end_matches(['\n', '\r'])
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    if value.is_empty() {
+        return Err("the secret is empty".to_owned());
+    }
+    Ok(Some(value))
 }
 
 /// Resolves with the system resolver and refuses names with any non-public address.

@@ -6,6 +6,7 @@
 //! [`Routes::route`] is the pure step (the routing tree, in `routes`); [`RouterStage`] the
 //! stage the runner drives; `test_routes` checks fixtures against the tree.
 
+mod channels;
 mod delivery;
 mod routes;
 pub mod test_routes;

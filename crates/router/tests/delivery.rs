@@ -458,11 +458,10 @@ fn router_config(url: &str, allow_private: bool, max_attempts: u32) -> RouterCon
             name: RECEIVER.into(),
             webhook: Some(WebhookConfig {
                 url: Some(url.to_owned()),
-                url_env: None,
                 allow_private,
+                ..WebhookConfig::default()
             }),
-            console: false,
-            discard: false,
+            ..ReceiverConfig::default()
         }],
         delivery: DeliveryConfig {
             max_attempts,
