@@ -368,10 +368,28 @@ pub struct ReceiverConfig {
     /// Print each alert on standard output (the embedded mode's demo receiver).
     #[serde(default)]
     pub console: bool,
+    /// This receiver's retry policy, when it differs from `router.delivery` (each key
+    /// falls back to `router.delivery`'s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryConfig>,
     /// Raise no alert: routes to this receiver catch mentions so that nothing else does
     /// (Alertmanager's receiver without integrations).
     #[serde(default)]
     pub discard: bool,
+}
+
+/// A receiver's own retry policy; unset keys take `router.delivery`'s.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RetryConfig {
+    /// Attempts per delivery before it is dead-lettered.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// First retry delay; doubles up to `max_backoff_ms`.
+    #[serde(default)]
+    pub initial_backoff_ms: Option<u64>,
+    /// Longest retry delay.
+    #[serde(default)]
+    pub max_backoff_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -466,6 +484,27 @@ pub struct DeliveryConfig {
     pub request_timeout_ms: u64,
     /// Deliveries in flight at once.
     pub concurrency: usize,
+    /// Consecutive failed attempts to one receiver that open its circuit: its deliveries
+    /// then fail at once (and are dead-lettered) instead of retrying, so that a dead channel
+    /// does not hold up the others. 0 disables the breaker.
+    pub breaker_failures: u32,
+    /// How long an open circuit stays open; then one attempt probes the receiver.
+    pub breaker_open_ms: u64,
+}
+
+impl DeliveryConfig {
+    /// The policy of one receiver: its `retry` keys over these.
+    pub fn for_receiver(&self, receiver: &ReceiverConfig) -> DeliveryConfig {
+        let mut policy = self.clone();
+        if let Some(retry) = &receiver.retry {
+            policy.max_attempts = retry.max_attempts.unwrap_or(policy.max_attempts);
+            policy.initial_backoff_ms = retry
+                .initial_backoff_ms
+                .unwrap_or(policy.initial_backoff_ms);
+            policy.max_backoff_ms = retry.max_backoff_ms.unwrap_or(policy.max_backoff_ms);
+        }
+        policy
+    }
 }
 
 impl Default for DeliveryConfig {
@@ -476,6 +515,8 @@ impl Default for DeliveryConfig {
             max_backoff_ms: 10_000,
             request_timeout_ms: 10_000,
             concurrency: 64,
+            breaker_failures: 10,
+            breaker_open_ms: 30_000,
         }
     }
 }
@@ -792,6 +833,22 @@ impl Config {
                 "router.delivery.initial_backoff_ms",
                 "must not exceed max_backoff_ms",
             );
+        }
+        for (i, receiver) in self.router.receivers.iter().enumerate() {
+            let Some(retry) = &receiver.retry else {
+                continue;
+            };
+            let path = format!("router.receivers[{i}].retry");
+            let policy = delivery.for_receiver(receiver);
+            if retry.max_attempts == Some(0) {
+                errors.push(format!("{path}.max_attempts"), "must be at least 1");
+            }
+            if policy.initial_backoff_ms > policy.max_backoff_ms {
+                errors.push(
+                    format!("{path}.initial_backoff_ms"),
+                    "must not exceed max_backoff_ms (router.delivery's when unset here)",
+                );
+            }
         }
         if let Some(pg) = &self.sink.postgres {
             if pg.url.is_none() && pg.url_env.is_none() {
@@ -1375,6 +1432,9 @@ router:
       pagerduty: { url: "ftp://pd", severity: loud }
     - name: signed-twice
       webhook: { url_env: U, secret_env: K, secret_file: /k }
+    - name: patient
+      console: true
+      retry: { max_attempts: 0, initial_backoff_ms: 60000 }
 "#,
         );
         let expected = [
@@ -1385,6 +1445,8 @@ router:
             "router.receivers[6].pagerduty: set routing_key_env or routing_key_file",
             "router.receivers[6].pagerduty.severity: \"loud\" is not one of",
             "router.receivers[7].webhook: set only one of secret_env and secret_file",
+            "router.receivers[8].retry.max_attempts: must be at least 1",
+            "router.receivers[8].retry.initial_backoff_ms: must not exceed max_backoff_ms",
         ];
         for want in expected {
             assert!(

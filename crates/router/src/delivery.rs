@@ -84,16 +84,70 @@ impl Channel {
 }
 
 pub struct Deliverer {
-    receivers: HashMap<String, Channel>,
+    receivers: HashMap<String, Receiver>,
     /// Resolves host names to public addresses only, at connection time, so that a name
     /// cannot be re-pointed at a private address between a check and the request.
     public_http: reqwest::Client,
     /// For receivers with `allow_private`.
     any_http: reqwest::Client,
-    policy: DeliveryConfig,
     permits: Arc<Semaphore>,
     metrics: Metrics,
     shutdown: CancellationToken,
+}
+
+/// A receiver: its channel, retry policy and circuit breaker.
+struct Receiver {
+    channel: Channel,
+    policy: DeliveryConfig,
+    breaker: Breaker,
+}
+
+/// Counts consecutive failed attempts to one receiver. At `breaker_failures` the circuit
+/// opens for `breaker_open_ms`: deliveries fail without trying, so that their records are
+/// dead-lettered and committed instead of holding the partition behind a dead channel. When
+/// the time is up the next attempt goes through (a probe): a success closes the circuit, a
+/// failure opens it again.
+#[derive(Default)]
+struct Breaker {
+    state: std::sync::Mutex<BreakerState>,
+}
+
+#[derive(Default)]
+struct BreakerState {
+    consecutive_failures: u32,
+    open_until: Option<tokio::time::Instant>,
+}
+
+impl Breaker {
+    /// The failure count when the circuit is open now.
+    fn open(&self, policy: &DeliveryConfig) -> Option<u32> {
+        if policy.breaker_failures == 0 {
+            return None;
+        }
+        let state = self.state.lock().expect("breaker lock");
+        let open = state
+            .open_until
+            .is_some_and(|until| tokio::time::Instant::now() < until);
+        open.then_some(state.consecutive_failures)
+    }
+
+    fn succeeded(&self) {
+        let mut state = self.state.lock().expect("breaker lock");
+        state.consecutive_failures = 0;
+        state.open_until = None;
+    }
+
+    /// Counts a failed attempt; true when it opened the circuit.
+    fn failed(&self, policy: &DeliveryConfig) -> bool {
+        let mut state = self.state.lock().expect("breaker lock");
+        state.consecutive_failures += 1;
+        if policy.breaker_failures == 0 || state.consecutive_failures < policy.breaker_failures {
+            return false;
+        }
+        state.open_until =
+            Some(tokio::time::Instant::now() + Duration::from_millis(policy.breaker_open_ms));
+        true
+    }
 }
 
 /// Why one attempt failed, and whether to try again.
@@ -116,7 +170,14 @@ impl Deliverer {
                 continue;
             }
             let channel = channel(receiver)?;
-            receivers.insert(receiver.name.clone(), channel);
+            receivers.insert(
+                receiver.name.clone(),
+                Receiver {
+                    channel,
+                    policy: config.delivery.for_receiver(receiver),
+                    breaker: Breaker::default(),
+                },
+            );
         }
         let client = |public_only: bool| {
             let mut builder = reqwest::Client::builder()
@@ -137,7 +198,6 @@ impl Deliverer {
             public_http,
             any_http,
             permits: Arc::new(Semaphore::new(config.delivery.concurrency)),
-            policy: config.delivery.clone(),
             metrics,
             shutdown,
         })
@@ -151,7 +211,11 @@ impl Deliverer {
         enriched: &EnrichedMention,
         receiver: &str,
     ) -> Result<Delivery, StageError> {
-        let channel = self.receivers.get(receiver).ok_or_else(|| {
+        let Receiver {
+            channel,
+            policy,
+            breaker,
+        } = self.receivers.get(receiver).ok_or_else(|| {
             StageError::permanent("config", format!("no receiver named {receiver}"))
         })?;
         let id = delivery_id(alert.id, receiver);
@@ -161,8 +225,14 @@ impl Deliverer {
             .await
             .map_err(|_| StageError::Interrupted)?;
         let mut attempts = 0;
-        let mut backoff = Duration::from_millis(self.policy.initial_backoff_ms);
+        let mut backoff = Duration::from_millis(policy.initial_backoff_ms);
         let outcome = loop {
+            if let Some(failures) = breaker.open(policy) {
+                break Err(format!(
+                    "circuit open after {failures} consecutive failed attempts to this receiver; not tried (next probe within {} ms)",
+                    policy.breaker_open_ms
+                ));
+            }
             attempts += 1;
             let result = match channel {
                 Channel::Console => {
@@ -210,9 +280,19 @@ impl Deliverer {
                     self.post_bytes(target, body, &headers).await
                 }
             };
+            let opened = match &result {
+                Ok(()) => {
+                    breaker.succeeded();
+                    false
+                }
+                Err(_) => breaker.failed(policy),
+            };
+            if opened {
+                tracing::error!(receiver, failures = policy.breaker_failures, open_ms = policy.breaker_open_ms, "circuit opened: deliveries to this receiver fail at once until it is probed again");
+            }
             match result {
                 Ok(()) => break Ok(()),
-                Err(error) if !error.retry || attempts >= self.policy.max_attempts => {
+                Err(error) if !error.retry || attempts >= policy.max_attempts || opened => {
                     break Err(error.message)
                 }
                 Err(error) => {
@@ -222,7 +302,7 @@ impl Deliverer {
                         _ = tokio::time::sleep(wait) => {}
                         _ = self.shutdown.cancelled() => return Err(StageError::Interrupted),
                     }
-                    backoff = (backoff * 2).min(Duration::from_millis(self.policy.max_backoff_ms));
+                    backoff = (backoff * 2).min(Duration::from_millis(policy.max_backoff_ms));
                 }
             }
         };

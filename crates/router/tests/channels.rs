@@ -358,6 +358,100 @@ async fn signed_webhooks_verify_with_the_documented_recipe() {
     assert_eq!(endpoint.requests().last().unwrap().verified, Some(false));
 }
 
+/// A dead receiver opens its circuit after `breaker_failures` consecutive failed attempts:
+/// its deliveries then fail without a request (to be dead-lettered) while another receiver
+/// keeps delivering; after `breaker_open_ms` one attempt probes it again.
+#[tokio::test]
+async fn a_dead_receiver_opens_its_circuit_and_the_others_keep_delivering() {
+    let dead = Fake::start(|_, _, _| (503, vec![], String::new())).await;
+    let alive = Fake::start(|_, _, _| (200, vec![], String::new())).await;
+    let hook = |name: &str, url: String| ReceiverConfig {
+        name: name.into(),
+        webhook: Some(WebhookConfig {
+            url: Some(url),
+            allow_private: true,
+            ..WebhookConfig::default()
+        }),
+        ..ReceiverConfig::default()
+    };
+    let config = RouterConfig {
+        receivers: vec![
+            hook("dead", dead.url("/hook")),
+            hook("alive", alive.url("/hook")),
+        ],
+        delivery: DeliveryConfig {
+            max_attempts: 2,
+            initial_backoff_ms: 10,
+            max_backoff_ms: 10,
+            breaker_failures: 3,
+            breaker_open_ms: 300,
+            ..DeliveryConfig::default()
+        },
+        ..RouterConfig::default()
+    };
+    let deliverer = Deliverer::new(&config, Metrics::default(), CancellationToken::new()).unwrap();
+    let (alert, enriched) = sample("breaker");
+
+    let first = deliverer.deliver(&alert, &enriched, "dead").await.unwrap();
+    assert_eq!((first.status, first.attempts), (DeliveryStatus::Failed, 2));
+    // The third consecutive failure opens the circuit: no retry after it.
+    let second = deliverer.deliver(&alert, &enriched, "dead").await.unwrap();
+    assert_eq!(
+        (second.status, second.attempts),
+        (DeliveryStatus::Failed, 1)
+    );
+    let third = deliverer.deliver(&alert, &enriched, "dead").await.unwrap();
+    assert_eq!((third.status, third.attempts), (DeliveryStatus::Failed, 0));
+    assert!(
+        third
+            .last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("circuit open"),
+        "{third:?}"
+    );
+    assert_eq!(dead.requests().len(), 3);
+
+    let other = deliverer.deliver(&alert, &enriched, "alive").await.unwrap();
+    assert_eq!(other.status, DeliveryStatus::Delivered);
+
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let probe = deliverer.deliver(&alert, &enriched, "dead").await.unwrap();
+    assert_eq!((probe.status, probe.attempts), (DeliveryStatus::Failed, 1));
+    assert_eq!(
+        dead.requests().len(),
+        4,
+        "one probe after the circuit's open time"
+    );
+}
+
+/// Each receiver's `retry` overrides `router.delivery`.
+#[tokio::test]
+async fn a_receiver_has_its_own_retry_policy() {
+    let failing = Fake::start(|_, _, _| (500, vec![], String::new())).await;
+    let mut receiver = ReceiverConfig {
+        name: "hook".into(),
+        webhook: Some(WebhookConfig {
+            url: Some(failing.url("/hook")),
+            allow_private: true,
+            ..WebhookConfig::default()
+        }),
+        ..ReceiverConfig::default()
+    };
+    receiver.retry = Some(earshot_core::config::RetryConfig {
+        max_attempts: Some(2),
+        ..Default::default()
+    });
+    let deliverer = deliverer_with(receiver, 5);
+    let (alert, enriched) = sample("own-policy");
+    let delivery = deliverer.deliver(&alert, &enriched, "hook").await.unwrap();
+    assert_eq!(
+        (delivery.status, delivery.attempts),
+        (DeliveryStatus::Failed, 2)
+    );
+    assert_eq!(failing.requests().len(), 2);
+}
+
 /// Slack's own checks of an incoming-webhook message, those that matter here: `text` or
 /// `blocks`, known block types, a header of plain text up to 150 characters.
 fn slack_checks(body: &Value) -> Result<(), &'static str> {
@@ -424,6 +518,7 @@ fn deliverer_with(receiver: ReceiverConfig, max_attempts: u32) -> Deliverer {
             max_backoff_ms: 50,
             request_timeout_ms: 5_000,
             concurrency: 4,
+            ..DeliveryConfig::default()
         },
         ..RouterConfig::default()
     };

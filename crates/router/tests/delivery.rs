@@ -469,6 +469,7 @@ fn router_config(url: &str, allow_private: bool, max_attempts: u32) -> RouterCon
             max_backoff_ms: 50,
             request_timeout_ms: 5_000,
             concurrency: 4,
+            ..DeliveryConfig::default()
         },
     }
 }
