@@ -51,6 +51,9 @@ impl AvroRecord for EnrichedMention {
 }
 impl AvroRecord for Alert {
     const SCHEMA: &'static str = ALERT_SCHEMA;
+    const HISTORY: &'static [&'static str] = &[include_str!(
+        "../../../schemas/history/alert.2cc6512aae6ee46d.avsc"
+    )];
 }
 
 /// Why a payload could not be encoded or decoded. Decode errors are permanent for the record:
@@ -409,6 +412,9 @@ mod tests {
                 last_error: Some("HTTP 500".into()),
                 delivered_at: None,
             }],
+            route_path: vec!["lumora".into(), "route".into()],
+            review_required: true,
+            review_topics: vec!["legal".into()],
         }
     }
 

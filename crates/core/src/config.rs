@@ -251,6 +251,10 @@ pub struct RouterConfig {
     pub receivers: Vec<ReceiverConfig>,
     /// Named times (business hours, weekends, holidays) that activate or mute routes.
     pub time_intervals: Vec<TimeIntervalConfig>,
+    /// Policy guardrail: mentions touching sensitive topics also go to a review receiver,
+    /// and every alert they raise is marked "no public reply before review".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review: Option<ReviewConfig>,
     /// Retry policy of deliveries.
     pub delivery: DeliveryConfig,
 }
@@ -296,6 +300,29 @@ pub struct RouteConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mute_time_intervals: Vec<String>,
 }
+
+/// Sensitive topics and the receiver that reviews them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReviewConfig {
+    /// The review team's receiver. A mention touching a topic raises an alert to it on the
+    /// route named `review`, whatever the routing tree does with it.
+    pub receiver: String,
+    /// The topics (legal, safety, health, politics, ...).
+    pub topics: Vec<SensitiveTopicConfig>,
+}
+
+/// A sensitive topic: terms matched in the post's text, case-insensitively, on word
+/// boundaries.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SensitiveTopicConfig {
+    /// Unique name, recorded in the alert's `review_topics`.
+    pub name: String,
+    /// Words or phrases; any one marks the mention.
+    pub terms: Vec<String>,
+}
+
+/// The route name of review alerts; reserved in the routing tree when `router.review` is set.
+pub const REVIEW_ROUTE: &str = "review";
 
 /// A named set of times, read in one time zone. An instant is inside when its weekday, time
 /// of day and date each match (an empty list matches anything).
@@ -1079,6 +1106,47 @@ fn validate_routing(
         names: Vec::new(),
     };
     walk(&mut state, &router.routes, "router.routes", None, errors);
+    if let Some(review) = &router.review {
+        if !receivers.contains(&review.receiver.as_str()) {
+            errors.push(
+                "router.review.receiver",
+                format!(
+                    "no receiver named {:?} in router.receivers",
+                    review.receiver
+                ),
+            );
+        }
+        if state.names.contains(&REVIEW_ROUTE) {
+            errors.push(
+                "router.routes",
+                format!("the route name {REVIEW_ROUTE:?} is reserved for review alerts when router.review is set"),
+            );
+        }
+        if review.topics.is_empty() {
+            errors.push("router.review.topics", "must list at least one topic");
+        }
+        let mut topics = Vec::new();
+        for (i, topic) in review.topics.iter().enumerate() {
+            let path = format!("router.review.topics[{i}]");
+            if topic.name.trim().is_empty() {
+                errors.push(format!("{path}.name"), "must not be empty");
+            } else if topics.contains(&topic.name.as_str()) {
+                errors.push(
+                    format!("{path}.name"),
+                    format!("duplicate topic name {:?}", topic.name),
+                );
+            }
+            topics.push(&topic.name);
+            if topic.terms.is_empty() {
+                errors.push(format!("{path}.terms"), "must list at least one term");
+            }
+            for (j, term) in topic.terms.iter().enumerate() {
+                if term.trim().is_empty() {
+                    errors.push(format!("{path}.terms[{j}]"), "must not be empty");
+                }
+            }
+        }
+    }
 }
 
 /// Properties that hold secrets: they must come from `secret_properties_env` or
@@ -1435,6 +1503,13 @@ router:
     - name: patient
       console: true
       retry: { max_attempts: 0, initial_backoff_ms: 60000 }
+  routes:
+    - { name: review, receiver: patient }
+  review:
+    receiver: lawyers
+    topics:
+      - { name: legal, terms: ["lawsuit", ""] }
+      - { name: legal, terms: [] }
 "#,
         );
         let expected = [
@@ -1447,6 +1522,11 @@ router:
             "router.receivers[7].webhook: set only one of secret_env and secret_file",
             "router.receivers[8].retry.max_attempts: must be at least 1",
             "router.receivers[8].retry.initial_backoff_ms: must not exceed max_backoff_ms",
+            "router.review.receiver: no receiver named \"lawyers\"",
+            "router.routes: the route name \"review\" is reserved",
+            "router.review.topics[0].terms[1]: must not be empty",
+            "router.review.topics[1].name: duplicate topic name \"legal\"",
+            "router.review.topics[1].terms: must list at least one term",
         ];
         for want in expected {
             assert!(

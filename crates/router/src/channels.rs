@@ -47,6 +47,15 @@ pub fn slack(alert: &Alert, enriched: &EnrichedMention) -> Value {
             "elements": [{"type": "mrkdwn", "text": escape_slack(&why(alert))}],
         }),
     ];
+    if alert.review_required {
+        blocks.insert(
+            1,
+            json!({
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": format!(":warning: *{}*", review_warning(alert))},
+            }),
+        );
+    }
     if let Some(url) = &alert.mention_url {
         blocks.push(json!({
             "type": "actions",
@@ -82,6 +91,15 @@ pub fn teams(alert: &Alert, enriched: &EnrichedMention) -> Value {
             {"type": "TextBlock", "text": why(alert), "isSubtle": true, "size": "Small", "wrap": true},
         ],
     });
+    if alert.review_required {
+        card["body"]
+            .as_array_mut()
+            .expect("the card body is a list")
+            .insert(
+                1,
+                json!({"type": "TextBlock", "text": review_warning(alert), "color": "Attention", "weight": "Bolder", "wrap": true}),
+            );
+    }
     if let Some(url) = &alert.mention_url {
         card["actions"] = json!([{"type": "Action.OpenUrl", "title": "Open the post", "url": url}]);
     }
@@ -117,6 +135,18 @@ pub fn pagerduty(
             ),
             ("why".to_owned(), Value::String(why(alert))),
             ("alert_id".to_owned(), Value::String(alert.id.to_string())),
+            (
+                "route_path".to_owned(),
+                Value::String(alert.route_path.join(" > ")),
+            ),
+            (
+                "review_required".to_owned(),
+                Value::Bool(alert.review_required),
+            ),
+            (
+                "review_topics".to_owned(),
+                Value::String(alert.review_topics.join(", ")),
+            ),
         ])
         .collect();
     let mut event = json!({
@@ -159,6 +189,14 @@ pub fn signature(key: &[u8], delivery: uuid::Uuid, timestamp: &str, body: &[u8])
         text.push_str(&format!("{byte:02x}"));
     }
     text
+}
+
+/// The guardrail's warning on alerts about sensitive topics.
+pub fn review_warning(alert: &Alert) -> String {
+    format!(
+        "No public reply before review (sensitive: {})",
+        alert.review_topics.join(", ")
+    )
 }
 
 fn title(alert: &Alert) -> String {

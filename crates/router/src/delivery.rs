@@ -575,8 +575,13 @@ fn print_alert(alert: &Alert, enriched: &EnrichedMention, receiver: &str) {
         .take(140)
         .collect::<String>()
         .replace('\n', " ");
+    let review = if alert.review_required {
+        format!(" [{}]", channels::review_warning(alert))
+    } else {
+        String::new()
+    };
     println!(
-        "ALERT [{route} → {receiver}] {watchlist} {score_name}={score:.2} (≥ {threshold}) {author} (reach {reach}): {text}",
+        "ALERT{review} [{route} → {receiver}] {watchlist} {score_name}={score:.2} (≥ {threshold}) {author} (reach {reach}): {text}",
         route = alert.route,
         watchlist = alert.watchlist,
         score_name = alert.score_name,

@@ -23,9 +23,12 @@ pub struct RoutesError {
 /// The routing tree, parsed.
 pub struct Routes {
     roots: Vec<Node>,
+    review: Option<Review>,
     intervals: HashMap<String, Interval>,
     /// Receivers with `discard`: their routes catch mentions and raise nothing.
     discard: Vec<String>,
+    /// Sensitive topic names in config order, for stable `review_topics`.
+    topic_order: Vec<String>,
 }
 
 /// Where one mention went: the matched route, the path of route names from the top of the
@@ -56,6 +59,36 @@ struct Node {
     active: Vec<String>,
     mute: Vec<String>,
     children: Vec<Node>,
+}
+
+/// The sensitive-topic guardrail: one automaton over every topic's terms.
+struct Review {
+    receiver: String,
+    terms: aho_corasick::AhoCorasick,
+    /// The topic of each pattern, by pattern index.
+    topic_of: Vec<String>,
+}
+
+impl Review {
+    /// The topics whose terms occur in `text` on word boundaries, in config order.
+    fn topics(&self, text: &str, order: &[String]) -> Vec<String> {
+        let mut found: Vec<&str> = Vec::new();
+        // Overlapping search: "class action lawsuit" must find both terms, and a match
+        // rejected for its boundaries must not hide a shorter one at the same place.
+        for m in self.terms.find_overlapping_iter(text) {
+            let before = text[..m.start()].chars().next_back();
+            let after = text[m.end()..].chars().next();
+            let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+            if !word(before) && !word(after) {
+                found.push(&self.topic_of[m.pattern().as_usize()]);
+            }
+        }
+        order
+            .iter()
+            .filter(|topic| found.contains(&topic.as_str()))
+            .cloned()
+            .collect()
+    }
 }
 
 struct Interval {
@@ -113,6 +146,36 @@ impl Routes {
             );
         }
         let roots = nodes(&config.routes, "router.routes")?;
+        let review = match &config.review {
+            None => None,
+            Some(review) => {
+                let mut patterns = Vec::new();
+                let mut topic_of = Vec::new();
+                for topic in &review.topics {
+                    for term in &topic.terms {
+                        patterns.push(term.trim().to_owned());
+                        topic_of.push(topic.name.clone());
+                    }
+                }
+                let terms = aho_corasick::AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .build(&patterns)
+                    .map_err(|e| RoutesError {
+                        path: "router.review.topics".into(),
+                        reason: e.to_string(),
+                    })?;
+                Some(Review {
+                    receiver: review.receiver.clone(),
+                    terms,
+                    topic_of,
+                })
+            }
+        };
+        let topic_order = config
+            .review
+            .iter()
+            .flat_map(|r| r.topics.iter().map(|t| t.name.clone()))
+            .collect();
         let discard = config
             .receivers
             .iter()
@@ -121,6 +184,8 @@ impl Routes {
             .collect();
         Ok(Routes {
             roots,
+            review,
+            topic_order,
             intervals,
             discard,
         })
@@ -142,6 +207,26 @@ impl Routes {
         let mut found = Vec::new();
         let mut path = Vec::new();
         self.descend(&self.roots, enriched, at, &mut path, None, &mut found);
+        if let Some(review) = &self.review {
+            let topics = review.topics(&enriched.mention.text, &self.topic_order);
+            if !topics.is_empty() {
+                // The review team sees it whatever the tree did, on its own route (one
+                // stable alert id per mention); the other alerts carry the warning too.
+                let reached = found
+                    .iter()
+                    .any(|r| r.receiver == review.receiver && !r.discarded);
+                if !reached {
+                    let node = Node::review();
+                    let mut alert = routed(&[&node], &review.receiver, enriched);
+                    alert.discarded = self.discard.contains(&review.receiver);
+                    found.push(alert);
+                }
+                for routed in &mut found {
+                    routed.alert.review_required = true;
+                    routed.alert.review_topics = topics.clone();
+                }
+            }
+        }
         found
     }
 
@@ -198,6 +283,22 @@ impl Routes {
             }
         }
         node.matchers.iter().all(|m| matcher_holds(m, enriched))
+    }
+}
+
+impl Node {
+    /// The route of review alerts.
+    fn review() -> Node {
+        Node {
+            name: earshot_core::config::REVIEW_ROUTE.to_owned(),
+            matchers: Vec::new(),
+            score: None,
+            receiver: None,
+            continue_matching: false,
+            active: Vec::new(),
+            mute: Vec::new(),
+            children: Vec::new(),
+        }
     }
 }
 
@@ -280,6 +381,9 @@ fn routed(path: &[&Node], receiver: &str, enriched: &EnrichedMention) -> Routed 
             threshold,
             mention_collected_at: mention.collected_at,
             deliveries: Vec::new(),
+            route_path: path.iter().map(|node| node.name.clone()).collect(),
+            review_required: false,
+            review_topics: Vec::new(),
         },
     }
 }
@@ -348,6 +452,12 @@ receivers:
   - { name: oncall, console: true }
   - { name: everything, console: true }
   - { name: drop, discard: true }
+  - { name: legal-review, console: true }
+review:
+  receiver: legal-review
+  topics:
+    - { name: legal, terms: ["lawsuit", "class action", "sue"] }
+    - { name: health, terms: ["food poisoning"] }
 time_intervals:
   - name: paris-office-hours
     time_zone: Europe/Paris
@@ -546,6 +656,46 @@ routes:
             },
             office,
             &["audit -> everything", "acme > acme-influencer -> care"],
+        );
+    }
+
+    /// Sensitive topics: every alert is marked, and the review team gets its own.
+    #[test]
+    fn sensitive_topics_go_to_review_and_mark_every_alert() {
+        let routes = routes();
+        let at: DateTime<Utc> = "2026-11-25T09:30:00Z".parse().unwrap();
+        let check = |text: &str, expected: &[&str], topics: &[&str]| {
+            let m = FixtureMention {
+                text: text.into(),
+                ..angry_complaint()
+            };
+            let found = routes.route(&m.enriched(text), at);
+            let paths: Vec<String> = found
+                .iter()
+                .map(|r| format!("{} -> {}", r.path_text(), r.receiver))
+                .collect();
+            assert_eq!(paths, expected, "{text}");
+            for r in &found {
+                assert_eq!(r.alert.review_required, !topics.is_empty(), "{text}");
+                assert_eq!(r.alert.review_topics, topics, "{text}");
+                assert_eq!(r.alert.route_path, r.path, "{text}");
+            }
+        };
+        check(
+            "Acme, see you in court: class action LAWSUIT incoming",
+            &["acme > acme-angry-office -> care", "review -> legal-review"],
+            &["legal"],
+        );
+        check(
+            "Acme gave my kid food poisoning, I will sue",
+            &["acme > acme-angry-office -> care", "review -> legal-review"],
+            &["legal", "health"],
+        );
+        // Word boundaries: "suede" and "lawsuits" are not the terms.
+        check(
+            "Acme suede shoes fell apart; no lawsuits here",
+            &["acme > acme-angry-office -> care"],
+            &[],
         );
     }
 

@@ -265,7 +265,13 @@ pub fn check(routes: &Routes, fixtures: &Fixtures) -> Report {
             let _ = writeln!(report.text, "       no route matched");
         }
         for r in &routed {
-            let note = if r.discarded { " (discards)" } else { "" };
+            let mut note = if r.discarded { " (discards)" } else { "" }.to_owned();
+            if r.alert.review_required {
+                note.push_str(&format!(
+                    " (no public reply before review: {})",
+                    r.alert.review_topics.join(", ")
+                ));
+            }
             let _ = writeln!(
                 report.text,
                 "       {} -> {}{note}",

@@ -358,6 +358,60 @@ async fn signed_webhooks_verify_with_the_documented_recipe() {
     assert_eq!(endpoint.requests().last().unwrap().verified, Some(false));
 }
 
+/// An alert about a sensitive topic says "no public reply before review" on every channel.
+#[tokio::test]
+async fn sensitive_alerts_carry_the_review_warning() {
+    let slack = Fake::start(|_, _, body| match slack_checks(body) {
+        Ok(()) => (200, vec![], "ok".to_owned()),
+        Err(problem) => (400, vec![], problem.to_owned()),
+    })
+    .await;
+    let teams = Fake::start(|_, _, _| (202, vec![], String::new())).await;
+    let config = RouterConfig {
+        receivers: vec![
+            ReceiverConfig {
+                name: "slack".into(),
+                slack: Some(SlackConfig {
+                    url: Some(slack.url("/services/T/B/X")),
+                    allow_private: true,
+                    ..SlackConfig::default()
+                }),
+                ..ReceiverConfig::default()
+            },
+            ReceiverConfig {
+                name: "teams".into(),
+                teams: Some(TeamsConfig {
+                    url: Some(teams.url("/invoke")),
+                    allow_private: true,
+                    ..TeamsConfig::default()
+                }),
+                ..ReceiverConfig::default()
+            },
+        ],
+        ..RouterConfig::default()
+    };
+    let deliverer = Deliverer::new(&config, Metrics::default(), CancellationToken::new()).unwrap();
+    let (mut alert, enriched) = sample("sensitive");
+    alert.review_required = true;
+    alert.review_topics = vec!["legal".into(), "health".into()];
+    for receiver in ["slack", "teams"] {
+        let delivery = deliverer
+            .deliver(&alert, &enriched, receiver)
+            .await
+            .unwrap();
+        assert_eq!(delivery.status, DeliveryStatus::Delivered, "{delivery:?}");
+    }
+    let warning = "No public reply before review (sensitive: legal, health)";
+    let slack_body = &slack.requests()[0].body;
+    assert_eq!(
+        slack_body["blocks"][1]["text"]["text"],
+        format!(":warning: *{warning}*")
+    );
+    let card = &teams.requests()[0].body["attachments"][0]["content"];
+    assert_eq!(card["body"][1]["text"], warning);
+    assert_eq!(card["body"][1]["color"], "Attention");
+}
+
 /// A dead receiver opens its circuit after `breaker_failures` consecutive failed attempts:
 /// its deliveries then fail without a request (to be dead-lettered) while another receiver
 /// keeps delivering; after `breaker_open_ms` one attempt probes it again.
@@ -588,6 +642,9 @@ fn sample(native_id: &str) -> (Alert, EnrichedMention) {
         threshold: 1000.0,
         mention_collected_at: mention.collected_at,
         deliveries: Vec::new(),
+        route_path: vec!["acme-reach".into()],
+        review_required: false,
+        review_topics: vec![],
     };
     (alert, enriched)
 }

@@ -454,6 +454,7 @@ fn router_config(url: &str, allow_private: bool, max_attempts: u32) -> RouterCon
             ..RouteConfig::default()
         }],
         time_intervals: vec![],
+        review: None,
         receivers: vec![ReceiverConfig {
             name: RECEIVER.into(),
             webhook: Some(WebhookConfig {
@@ -541,6 +542,9 @@ fn sample_alert() -> (Alert, EnrichedMention) {
         threshold: 1000.0,
         mention_collected_at: mention.collected_at,
         deliveries: Vec::new(),
+        route_path: vec![],
+        review_required: false,
+        review_topics: vec![],
     };
     (alert, enriched)
 }
