@@ -392,6 +392,9 @@ pub struct ReceiverConfig {
     /// PagerDuty Events API v2.
     #[serde(default)]
     pub pagerduty: Option<PagerDutyConfig>,
+    /// Email over SMTP, STARTTLS required.
+    #[serde(default)]
+    pub email: Option<EmailConfig>,
     /// Print each alert on standard output (the embedded mode's demo receiver).
     #[serde(default)]
     pub console: bool,
@@ -489,6 +492,39 @@ pub struct PagerDutyConfig {
     /// Allow targets on loopback or private addresses (for local tests).
     #[serde(default)]
     pub allow_private: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EmailConfig {
+    /// The SMTP relay's host name (its TLS certificate must name it).
+    pub host: String,
+    /// The submission port; STARTTLS is required, a relay that does not offer it is refused.
+    #[serde(default = "submission_port")]
+    pub port: u16,
+    /// The sender, `Earshot <alerts@example.com>`.
+    pub from: String,
+    /// The recipients.
+    pub to: Vec<String>,
+    /// SMTP user name (AUTH after STARTTLS); none sends without authentication.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Environment variable holding the SMTP password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the SMTP password (trailing newline ignored); or `password_env`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// A PEM file of extra certificate authorities to trust (a private relay's); the public
+    /// web roots are always trusted.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Allow a relay on a loopback or private address.
+    #[serde(default)]
+    pub allow_private: bool,
+}
+
+fn submission_port() -> u16 {
+    587
 }
 
 fn pagerduty_events_url() -> String {
@@ -896,12 +932,13 @@ impl Config {
 /// One receiver: exactly one channel, and each channel's target and secrets named once.
 fn validate_receiver(receiver: &ReceiverConfig, path: &str, errors: &mut ConfigErrors) {
     let channels = usize::from(receiver.webhook.is_some())
+        + usize::from(receiver.email.is_some())
         + usize::from(receiver.slack.is_some())
         + usize::from(receiver.teams.is_some())
         + usize::from(receiver.pagerduty.is_some())
         + usize::from(receiver.console)
         + usize::from(receiver.discard);
-    const KINDS: &str = "webhook, slack, teams, pagerduty, console or discard";
+    const KINDS: &str = "webhook, slack, teams, pagerduty, email, console or discard";
     match channels {
         0 => errors.push(path, format!("set a channel: {KINDS}")),
         1 => {}
@@ -932,6 +969,44 @@ fn validate_receiver(receiver: &ReceiverConfig, path: &str, errors: &mut ConfigE
     }
     if let Some(teams) = &receiver.teams {
         target("teams", &teams.url, &teams.url_env, errors);
+    }
+    if let Some(email) = &receiver.email {
+        if email.host.trim().is_empty() {
+            errors.push(format!("{path}.email.host"), "must name the SMTP relay");
+        }
+        if let Err(e) = email.from.parse::<lettre::message::Mailbox>() {
+            errors.push(
+                format!("{path}.email.from"),
+                format!("{:?} is not an address: {e}", email.from),
+            );
+        }
+        if email.to.is_empty() {
+            errors.push(
+                format!("{path}.email.to"),
+                "must list at least one recipient",
+            );
+        }
+        for (j, to) in email.to.iter().enumerate() {
+            if let Err(e) = to.parse::<lettre::message::Mailbox>() {
+                errors.push(
+                    format!("{path}.email.to[{j}]"),
+                    format!("{to:?} is not an address: {e}"),
+                );
+            }
+        }
+        let password = email.password_env.is_some() || email.password_file.is_some();
+        if email.password_env.is_some() && email.password_file.is_some() {
+            errors.push(
+                format!("{path}.email"),
+                "set only one of password_env and password_file",
+            );
+        }
+        if email.username.is_some() != password {
+            errors.push(
+                format!("{path}.email"),
+                "set username with password_env or password_file, or none of them",
+            );
+        }
     }
     if let Some(pagerduty) = &receiver.pagerduty {
         check_http_url(&format!("{path}.pagerduty.url"), &pagerduty.url, errors);
@@ -1503,6 +1578,10 @@ router:
     - name: patient
       console: true
       retry: { max_attempts: 0, initial_backoff_ms: 60000 }
+    - name: mail
+      email: { host: smtp.example.com, from: "not an address", to: [], username: earshot }
+    - name: ok-mail
+      email: { host: smtp.example.com, from: "Earshot <alerts@example.com>", to: ["care@example.com"], username: u, password_file: /p }
   routes:
     - { name: review, receiver: patient }
   review:
@@ -1514,7 +1593,7 @@ router:
         );
         let expected = [
             "router.receivers[3]: set only one channel",
-            "router.receivers[4]: set a channel: webhook, slack, teams, pagerduty, console or discard",
+            "router.receivers[4]: set a channel: webhook, slack, teams, pagerduty, email, console or discard",
             "router.receivers[5].teams: set url or url_env",
             "router.receivers[6].pagerduty.url: scheme \"ftp\" is not http or https",
             "router.receivers[6].pagerduty: set routing_key_env or routing_key_file",
@@ -1522,6 +1601,9 @@ router:
             "router.receivers[7].webhook: set only one of secret_env and secret_file",
             "router.receivers[8].retry.max_attempts: must be at least 1",
             "router.receivers[8].retry.initial_backoff_ms: must not exceed max_backoff_ms",
+            "router.receivers[9].email.from: \"not an address\" is not an address",
+            "router.receivers[9].email.to: must list at least one recipient",
+            "router.receivers[9].email: set username with password_env or password_file",
             "router.review.receiver: no receiver named \"lawyers\"",
             "router.routes: the route name \"review\" is reserved",
             "router.review.topics[0].terms[1]: must not be empty",

@@ -171,6 +171,45 @@ pub fn pagerduty(
     event
 }
 
+/// A plain-text email: the subject names the watchlist and route (and the review warning
+/// first, when there is one); the `Message-ID` is the delivery id, the same on every retry,
+/// so that mail clients show a retried message once.
+pub fn email(
+    alert: &Alert,
+    enriched: &EnrichedMention,
+    delivery: uuid::Uuid,
+    from: &lettre::message::Mailbox,
+    to: &[lettre::message::Mailbox],
+) -> Result<lettre::Message, lettre::error::Error> {
+    let mut subject = title(alert);
+    let mut body = String::new();
+    if alert.review_required {
+        subject = format!("[REVIEW] {subject}");
+        body.push_str(&format!("{}\n\n", review_warning(alert)));
+    }
+    body.push_str(&format!(
+        "{} on {} (reach {}):\n\n{}\n\n",
+        alert.author_handle, enriched.mention.source.kind, enriched.reach, alert.mention_text
+    ));
+    for (name, value) in scores(enriched) {
+        body.push_str(&format!("{name}: {value}\n"));
+    }
+    body.push_str(&format!("\n{}\n", why(alert)));
+    if let Some(url) = &alert.mention_url {
+        body.push_str(&format!("\nThe post: {url}\n"));
+    }
+    body.push_str(&format!("\nAlert {}\n", alert.id));
+    let mut builder = lettre::Message::builder()
+        .from(from.clone())
+        .subject(cut(&subject, 200))
+        .message_id(Some(format!("<{delivery}@earshot>")))
+        .header(lettre::message::header::ContentType::TEXT_PLAIN);
+    for recipient in to {
+        builder = builder.to(recipient.clone());
+    }
+    builder.body(body)
+}
+
 /// `v1=` and the hex HMAC-SHA256, under `key`, of `<delivery id>.<timestamp>.<body>`.
 /// Binding the delivery id and the timestamp stops a captured request from being replayed
 /// later or as another delivery.

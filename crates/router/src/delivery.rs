@@ -46,7 +46,19 @@ pub enum Channel {
         routing_key: String,
         severity: String,
     },
+    /// Email over SMTP, STARTTLS required.
+    Email(Box<Email>),
     Console,
+}
+
+/// An email receiver: its relay and its envelope.
+pub struct Email {
+    transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+    host: String,
+    port: u16,
+    from: lettre::message::Mailbox,
+    to: Vec<lettre::message::Mailbox>,
+    allow_private: bool,
 }
 
 /// An HTTP endpoint and whether it may be on a private address.
@@ -78,6 +90,7 @@ impl Channel {
             Channel::Slack { .. } => "slack",
             Channel::Teams { .. } => "teams",
             Channel::PagerDuty { .. } => "pagerduty",
+            Channel::Email(_) => "email",
             Channel::Console => "console",
         }
     }
@@ -169,7 +182,10 @@ impl Deliverer {
                 // The routing tree raises no alert for it.
                 continue;
             }
-            let channel = channel(receiver)?;
+            let channel = channel(
+                receiver,
+                Duration::from_millis(config.delivery.request_timeout_ms),
+            )?;
             receivers.insert(
                 receiver.name.clone(),
                 Receiver {
@@ -256,6 +272,7 @@ impl Deliverer {
                     let body = channels::pagerduty(alert, enriched, routing_key, severity);
                     self.post(target, &body, &[]).await
                 }
+                Channel::Email(email) => self.send_email(email, id, alert, enriched).await,
                 Channel::Webhook {
                     target,
                     signing_key,
@@ -327,6 +344,53 @@ impl Deliverer {
             attempts: attempts as i32,
             last_error,
             delivered_at,
+        })
+    }
+
+    async fn send_email(
+        &self,
+        email: &Email,
+        delivery: uuid::Uuid,
+        alert: &Alert,
+        enriched: &EnrichedMention,
+    ) -> Result<(), AttemptError> {
+        use lettre::AsyncTransport;
+        if !email.allow_private {
+            // lettre resolves the relay itself, so the check is made here, just before
+            // (a name re-pointed in between is not caught, unlike the HTTP channels).
+            let addresses = tokio::net::lookup_host((email.host.as_str(), email.port))
+                .await
+                .map_err(|e| AttemptError {
+                    message: format!("SMTP {}: {e}", email.host),
+                    retry: true,
+                    retry_after: None,
+                })?;
+            for address in addresses {
+                if !is_public(address.ip()) {
+                    return Err(AttemptError {
+                        message: format!("refusing to send to {} ({}): {NOT_PUBLIC} (set allow_private on the receiver to allow it)", email.host, address.ip()),
+                        retry: false,
+                        retry_after: None,
+                    });
+                }
+            }
+        }
+        let message =
+            channels::email(alert, enriched, delivery, &email.from, &email.to).map_err(|e| {
+                AttemptError {
+                    message: format!("building the email: {e}"),
+                    retry: false,
+                    retry_after: None,
+                }
+            })?;
+        email.transport.send(message).await.map(drop).map_err(|e| {
+            // 5xx replies will not pass later; 4xx replies, timeouts and connection or TLS
+            // failures may.
+            AttemptError {
+                message: format!("SMTP {}: {}", email.host, error_chain(&e)),
+                retry: !e.is_permanent(),
+                retry_after: None,
+            }
         })
     }
 
@@ -447,7 +511,7 @@ fn check_literal_address(url: &reqwest::Url) -> Result<(), AttemptError> {
 }
 
 /// The channel of one receiver, with its secrets read from the environment or files.
-fn channel(receiver: &ReceiverConfig) -> Result<Channel, RouterError> {
+fn channel(receiver: &ReceiverConfig, request_timeout: Duration) -> Result<Channel, RouterError> {
     let fail = |reason: String| RouterError::Receiver {
         receiver: receiver.name.clone(),
         reason,
@@ -484,6 +548,48 @@ fn channel(receiver: &ReceiverConfig) -> Result<Channel, RouterError> {
         return Ok(Channel::Teams {
             target: target(&teams.url, &teams.url_env, teams.allow_private)?,
         });
+    }
+    if let Some(email) = &receiver.email {
+        let mut tls = lettre::transport::smtp::client::TlsParameters::builder(email.host.clone());
+        if let Some(path) = &email.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+            let certificate = lettre::transport::smtp::client::Certificate::from_pem(&pem)
+                .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+            tls = tls.add_root_certificate(certificate);
+        }
+        let tls = tls.build_rustls().map_err(|e| fail(e.to_string()))?;
+        let mut transport =
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(&email.host)
+                .port(email.port)
+                .tls(lettre::transport::smtp::client::Tls::Required(tls))
+                .timeout(Some(request_timeout));
+        if let Some(username) = &email.username {
+            let password = secret(&email.password_env, &email.password_file)
+                .map_err(&fail)?
+                .expect("validated: a password with the username");
+            transport =
+                transport.credentials(lettre::transport::smtp::authentication::Credentials::new(
+                    username.clone(),
+                    password,
+                ));
+        }
+        let parse = |text: &str| {
+            text.parse::<lettre::message::Mailbox>()
+                .map_err(|e| fail(format!("{text:?} is not an address: {e}")))
+        };
+        return Ok(Channel::Email(Box::new(Email {
+            transport: transport.build(),
+            host: email.host.clone(),
+            port: email.port,
+            from: parse(&email.from)?,
+            to: email
+                .to
+                .iter()
+                .map(|to| parse(to))
+                .collect::<Result<_, _>>()?,
+            allow_private: email.allow_private,
+        })));
     }
     if let Some(pagerduty) = &receiver.pagerduty {
         let routing_key = secret(&pagerduty.routing_key_env, &pagerduty.routing_key_file)
