@@ -383,6 +383,10 @@ tests:
   - name: wrongly expected to reach care
     mention: { watchlist: acme, intent: legal_threat }
     expect: [care]
+  - name: wrongly expected to need review
+    mention: { watchlist: acme, intent: legal_threat }
+    expect: [legal]
+    expect_review: [legal]
 "#,
     );
     let output = earshot(
@@ -402,7 +406,10 @@ ok   a legal threat
 FAIL wrongly expected to reach care
        acme > acme-lawsuit -> legal
        expected receivers [\"care\"], got [\"legal\"]
-1 passed, 1 failed
+FAIL wrongly expected to need review
+       acme > acme-lawsuit -> legal
+       expected review topics [\"legal\"], got []
+1 passed, 2 failed
 ";
     assert_eq!(stdout, expected);
 

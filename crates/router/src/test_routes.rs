@@ -15,6 +15,7 @@
 //!       sentiment: { compound: -0.7, neg: 0.4 }
 //!     expect: [care-team]       # receivers, in tree order; [] when no alert
 //!     expect_routes: ["acme > acme-angry"] # optional: the matched route paths
+//!     expect_review: [legal]    # optional: sensitive topics marked on the alerts
 //! ```
 
 use std::fmt::Write as _;
@@ -93,6 +94,9 @@ pub struct RouteTest {
     /// When set, the matched route paths (`parent > child`) too.
     #[serde(default)]
     pub expect_routes: Option<Vec<String>>,
+    /// When set, the sensitive topics the alerts must be marked with (`[]`: none).
+    #[serde(default)]
+    pub expect_review: Option<Vec<String>>,
 }
 
 /// The routable fields of an enriched mention; the rest get neutral values.
@@ -257,6 +261,17 @@ pub fn check(routes: &Routes, fixtures: &Fixtures) -> Report {
         if let Some(expected) = &case.expect_routes {
             if &paths != expected {
                 problems.push(format!("expected routes {expected:?}, got {paths:?}"));
+            }
+        }
+        if let Some(expected) = &case.expect_review {
+            let topics = routed
+                .first()
+                .map(|r| r.alert.review_topics.clone())
+                .unwrap_or_default();
+            if &topics != expected {
+                problems.push(format!(
+                    "expected review topics {expected:?}, got {topics:?}"
+                ));
             }
         }
         let verdict = if problems.is_empty() { "ok  " } else { "FAIL" };
