@@ -235,6 +235,14 @@ impl Deliverer {
             StageError::permanent("config", format!("no receiver named {receiver}"))
         })?;
         let id = delivery_id(alert.id, receiver);
+        // Messages queued behind a paced channel wait here, before taking a permit, so that
+        // a busy Slack channel does not use up the permits the other receivers need.
+        if let Channel::Slack { pacing, .. } = channel {
+            tokio::select! {
+                _ = pacing.wait_turn() => {}
+                _ = self.shutdown.cancelled() => return Err(StageError::Interrupted),
+            }
+        }
         let _permit = self
             .permits
             .acquire()
@@ -256,7 +264,9 @@ impl Deliverer {
                     Ok(())
                 }
                 Channel::Slack { target, pacing } => {
-                    pacing.wait_turn().await;
+                    if attempts > 1 {
+                        pacing.wait_turn().await;
+                    }
                     let body = channels::slack(alert, enriched);
                     self.post(target, &body, &[]).await
                 }

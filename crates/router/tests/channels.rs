@@ -129,6 +129,65 @@ async fn slack_messages_to_one_channel_are_spaced_by_min_interval() {
     }
 }
 
+/// Messages waiting for their turn on a paced Slack channel do not hold the delivery permits:
+/// with one permit, a webhook delivery goes through while the second Slack message waits.
+#[tokio::test]
+async fn a_paced_slack_channel_does_not_hold_up_other_receivers() {
+    let slack = Fake::start(|_, _, _| (200, vec![], "ok".to_owned())).await;
+    let hook = Fake::start(|_, _, _| (200, vec![], String::new())).await;
+    let config = RouterConfig {
+        receivers: vec![
+            ReceiverConfig {
+                name: "slack".into(),
+                slack: Some(SlackConfig {
+                    url: Some(slack.url("/services/T/B/X")),
+                    allow_private: true,
+                    min_interval_ms: 1_500,
+                    ..SlackConfig::default()
+                }),
+                ..ReceiverConfig::default()
+            },
+            ReceiverConfig {
+                name: "hook".into(),
+                webhook: Some(WebhookConfig {
+                    url: Some(hook.url("/hook")),
+                    allow_private: true,
+                    ..WebhookConfig::default()
+                }),
+                ..ReceiverConfig::default()
+            },
+        ],
+        delivery: DeliveryConfig {
+            concurrency: 1,
+            ..DeliveryConfig::default()
+        },
+        ..RouterConfig::default()
+    };
+    let deliverer =
+        Arc::new(Deliverer::new(&config, Metrics::default(), CancellationToken::new()).unwrap());
+    let finished = Arc::new(Mutex::new(Vec::new()));
+    let send = |receiver: &'static str, id: &'static str| {
+        let (deliverer, finished) = (deliverer.clone(), finished.clone());
+        tokio::spawn(async move {
+            let (alert, enriched) = sample(id);
+            let delivery = deliverer
+                .deliver(&alert, &enriched, receiver)
+                .await
+                .unwrap();
+            assert_eq!(delivery.status, DeliveryStatus::Delivered);
+            finished.lock().unwrap().push(id);
+        })
+    };
+    let first = send("slack", "slack-a");
+    first.await.unwrap();
+    let second = send("slack", "slack-b");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let other = send("hook", "hook-a");
+    other.await.unwrap();
+    second.await.unwrap();
+    assert_eq!(*finished.lock().unwrap(), ["slack-a", "hook-a", "slack-b"]);
+}
+
 #[tokio::test]
 async fn slack_refusing_the_payload_is_not_retried() {
     let slack = Fake::start(|_, _, _| (400, vec![], "invalid_blocks".to_owned())).await;
