@@ -251,6 +251,10 @@ pub struct RouterConfig {
     pub receivers: Vec<ReceiverConfig>,
     /// Named times (business hours, weekends, holidays) that activate or mute routes.
     pub time_intervals: Vec<TimeIntervalConfig>,
+    /// Silences: alerts of mentions matching a silence's matchers are not raised while it is
+    /// in force.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub silences: Vec<SilenceConfig>,
     /// Policy guardrail: mentions touching sensitive topics also go to a review receiver,
     /// and every alert they raise is marked "no public reply before review".
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -299,6 +303,22 @@ pub struct RouteConfig {
     /// its siblings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mute_time_intervals: Vec<String>,
+}
+
+/// A silence: while in force, mentions matching every matcher raise no alert (except the
+/// review alert of a sensitive topic, which a silence does not stop).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SilenceConfig {
+    /// Conditions, as in routes (`field op value`); all must hold.
+    pub matchers: Vec<String>,
+    /// Start, RFC 3339 (`2026-11-27T08:00:00Z`); in force from the start when unset.
+    #[serde(default)]
+    pub starts_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Expiry, RFC 3339; required, so that no silence is forgotten forever.
+    pub ends_at: chrono::DateTime<chrono::Utc>,
+    /// Why, and who set it.
+    #[serde(default)]
+    pub comment: String,
 }
 
 /// Sensitive topics and the receiver that reviews them.
@@ -1181,6 +1201,26 @@ fn validate_routing(
         names: Vec::new(),
     };
     walk(&mut state, &router.routes, "router.routes", None, errors);
+    for (i, silence) in router.silences.iter().enumerate() {
+        let path = format!("router.silences[{i}]");
+        if silence.matchers.is_empty() {
+            errors.push(
+                format!("{path}.matchers"),
+                "must list at least one matcher (a silence of everything is a typo)",
+            );
+        }
+        for (j, matcher) in silence.matchers.iter().enumerate() {
+            if let Err(e) = matcher.parse::<crate::routing::Matcher>() {
+                errors.push(format!("{path}.matchers[{j}]"), e);
+            }
+        }
+        if silence
+            .starts_at
+            .is_some_and(|start| start >= silence.ends_at)
+        {
+            errors.push(format!("{path}.ends_at"), "must be after starts_at");
+        }
+    }
     if let Some(review) = &router.review {
         if !receivers.contains(&review.receiver.as_str()) {
             errors.push(
@@ -1584,6 +1624,9 @@ router:
       email: { host: smtp.example.com, from: "Earshot <alerts@example.com>", to: ["care@example.com"], username: u, password_file: /p }
   routes:
     - { name: review, receiver: patient }
+  silences:
+    - { matchers: [], ends_at: "2026-12-01T00:00:00Z" }
+    - { matchers: ["mood = calm"], starts_at: "2026-12-02T00:00:00Z", ends_at: "2026-12-01T00:00:00Z" }
   review:
     receiver: lawyers
     topics:
@@ -1604,6 +1647,9 @@ router:
             "router.receivers[9].email.from: \"not an address\" is not an address",
             "router.receivers[9].email.to: must list at least one recipient",
             "router.receivers[9].email: set username with password_env or password_file",
+            "router.silences[0].matchers: must list at least one matcher",
+            "router.silences[1].matchers[0]: \"mood\" is not a field",
+            "router.silences[1].ends_at: must be after starts_at",
             "router.review.receiver: no receiver named \"lawyers\"",
             "router.routes: the route name \"review\" is reserved",
             "router.review.topics[0].terms[1]: must not be empty",

@@ -23,6 +23,7 @@ pub struct RoutesError {
 /// The routing tree, parsed.
 pub struct Routes {
     roots: Vec<Node>,
+    silences: Vec<Silence>,
     review: Option<Review>,
     intervals: HashMap<String, Interval>,
     /// Receivers with `discard`: their routes catch mentions and raise nothing.
@@ -39,6 +40,8 @@ pub struct Routed {
     pub receiver: String,
     /// The receiver discards: the route stops the mention and no alert is raised.
     pub discarded: bool,
+    /// A silence in force matches the mention: no alert is raised.
+    pub silenced: bool,
     pub alert: Alert,
 }
 
@@ -59,6 +62,20 @@ struct Node {
     active: Vec<String>,
     mute: Vec<String>,
     children: Vec<Node>,
+}
+
+struct Silence {
+    matchers: Vec<Matcher>,
+    starts_at: Option<DateTime<Utc>>,
+    ends_at: DateTime<Utc>,
+}
+
+impl Silence {
+    fn silences(&self, enriched: &EnrichedMention, at: DateTime<Utc>) -> bool {
+        self.starts_at.is_none_or(|start| start <= at)
+            && at < self.ends_at
+            && self.matchers.iter().all(|m| matcher_holds(m, enriched))
+    }
 }
 
 /// The sensitive-topic guardrail: one automaton over every topic's terms.
@@ -182,8 +199,28 @@ impl Routes {
             .filter(|r| r.discard)
             .map(|r| r.name.clone())
             .collect();
+        let mut silences = Vec::new();
+        for (i, silence) in config.silences.iter().enumerate() {
+            let matchers = silence
+                .matchers
+                .iter()
+                .enumerate()
+                .map(|(j, text)| {
+                    text.parse().map_err(|reason| RoutesError {
+                        path: format!("router.silences[{i}].matchers[{j}]"),
+                        reason,
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            silences.push(Silence {
+                matchers,
+                starts_at: silence.starts_at,
+                ends_at: silence.ends_at,
+            });
+        }
         Ok(Routes {
             roots,
+            silences,
             review,
             topic_order,
             intervals,
@@ -196,7 +233,7 @@ impl Routes {
     pub fn evaluate(&self, enriched: &EnrichedMention) -> Vec<(Alert, String)> {
         self.route(enriched, Utc::now())
             .into_iter()
-            .filter(|routed| !routed.discarded)
+            .filter(|routed| !routed.discarded && !routed.silenced)
             .map(|routed| (routed.alert, routed.receiver))
             .collect()
     }
@@ -207,6 +244,11 @@ impl Routes {
         let mut found = Vec::new();
         let mut path = Vec::new();
         self.descend(&self.roots, enriched, at, &mut path, None, &mut found);
+        if self.silences.iter().any(|s| s.silences(enriched, at)) {
+            for routed in &mut found {
+                routed.silenced = true;
+            }
+        }
         if let Some(review) = &self.review {
             let topics = review.topics(&enriched.mention.text, &self.topic_order);
             if !topics.is_empty() {
@@ -214,7 +256,7 @@ impl Routes {
                 // stable alert id per mention); the other alerts carry the warning too.
                 let reached = found
                     .iter()
-                    .any(|r| r.receiver == review.receiver && !r.discarded);
+                    .any(|r| r.receiver == review.receiver && !r.discarded && !r.silenced);
                 if !reached {
                     let node = Node::review();
                     let mut alert = routed(&[&node], &review.receiver, enriched);
@@ -367,6 +409,7 @@ fn routed(path: &[&Node], receiver: &str, enriched: &EnrichedMention) -> Routed 
         path: path.iter().map(|node| node.name.clone()).collect(),
         receiver: receiver.to_owned(),
         discarded: false,
+        silenced: false,
         alert: Alert {
             id: alert_id(mention.id, &leaf.name),
             created_at: now_micros(),
@@ -453,6 +496,11 @@ receivers:
   - { name: everything, console: true }
   - { name: drop, discard: true }
   - { name: legal-review, console: true }
+silences:
+  - matchers: ["author = \"@noisy\""]
+    starts_at: "2026-11-25T00:00:00Z"
+    ends_at: "2026-11-26T00:00:00Z"
+    comment: "a known troll, for one day"
 review:
   receiver: legal-review
   topics:
@@ -696,6 +744,48 @@ routes:
             "Acme suede shoes fell apart; no lawsuits here",
             &["acme > acme-angry-office -> care"],
             &[],
+        );
+    }
+
+    /// A silence mutes alerts while in force, but not the review alert of a sensitive topic.
+    #[test]
+    fn silences_mute_alerts_until_they_expire() {
+        let routes = routes();
+        let check = |at: &str, text: &str, expected: &[(&str, bool)]| {
+            let m = FixtureMention {
+                author: "@noisy".into(),
+                text: text.into(),
+                ..angry_complaint()
+            };
+            let found: Vec<(String, bool)> = routes
+                .route(&m.enriched(text), at.parse().unwrap())
+                .iter()
+                .map(|r| (r.path_text(), r.silenced))
+                .collect();
+            let expected: Vec<(String, bool)> =
+                expected.iter().map(|(p, s)| (p.to_string(), *s)).collect();
+            assert_eq!(found, expected, "{at} {text}");
+        };
+        check(
+            "2026-11-25T09:30:00Z",
+            "acme!",
+            &[("acme > acme-angry-office", true)],
+        );
+        check(
+            "2026-11-25T09:30:00Z",
+            "acme, see you in court: lawsuit",
+            &[("acme > acme-angry-office", true), ("review", false)],
+        );
+        check(
+            "2026-11-24T09:30:00Z",
+            "acme!",
+            &[("acme > acme-angry-office", false)],
+        );
+        // Expired.
+        check(
+            "2026-11-26T09:30:00Z",
+            "acme!",
+            &[("acme > acme-angry-office", false)],
         );
     }
 

@@ -249,7 +249,12 @@ pub fn check(routes: &Routes, fixtures: &Fixtures) -> Report {
     for case in &fixtures.tests {
         let at = case.at.unwrap_or_else(Utc::now);
         let routed = routes.route(&case.mention.enriched(&case.name), at);
-        let receivers: Vec<&str> = routed.iter().map(|r| r.receiver.as_str()).collect();
+        // A silenced alert reaches no receiver.
+        let receivers: Vec<&str> = routed
+            .iter()
+            .filter(|r| !r.silenced)
+            .map(|r| r.receiver.as_str())
+            .collect();
         let paths: Vec<String> = routed.iter().map(|r| r.path_text()).collect();
         let mut problems = Vec::new();
         if receivers != case.expect {
@@ -281,6 +286,9 @@ pub fn check(routes: &Routes, fixtures: &Fixtures) -> Report {
         }
         for r in &routed {
             let mut note = if r.discarded { " (discards)" } else { "" }.to_owned();
+            if r.silenced {
+                note.push_str(" (silenced)");
+            }
             if r.alert.review_required {
                 note.push_str(&format!(
                     " (no public reply before review: {})",

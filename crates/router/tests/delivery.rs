@@ -454,6 +454,7 @@ fn router_config(url: &str, allow_private: bool, max_attempts: u32) -> RouterCon
             ..RouteConfig::default()
         }],
         time_intervals: vec![],
+        silences: vec![],
         review: None,
         receivers: vec![ReceiverConfig {
             name: RECEIVER.into(),
