@@ -1594,7 +1594,7 @@ router:
     }
 
     #[test]
-    fn receivers_have_one_channel_with_its_target_and_secrets() {
+    fn receivers_silences_and_review_are_checked_with_their_paths() {
         let found = problems(
             r#"
 router:
