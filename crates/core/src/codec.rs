@@ -52,6 +52,9 @@ impl AvroRecord for EnrichedMention {
 }
 impl AvroRecord for Alert {
     const SCHEMA: &'static str = ALERT_SCHEMA;
+    const HISTORY: &'static [&'static str] = &[include_str!(
+        "../../../schemas/history/alert.2cc6512aae6ee46d.avsc"
+    )];
 }
 impl AvroRecord for SourceHealthEvent {
     const SCHEMA: &'static str = SOURCE_HEALTH_SCHEMA;
@@ -417,6 +420,9 @@ mod tests {
                 last_error: Some("HTTP 500".into()),
                 delivered_at: None,
             }],
+            route_path: vec!["lumora".into(), "route".into()],
+            review_required: true,
+            review_topics: vec!["legal".into()],
         }
     }
 

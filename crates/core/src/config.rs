@@ -618,26 +618,130 @@ pub struct WatchlistConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RouterConfig {
-    /// Routes, tried in order; every matching route raises its own alert.
+    /// The routing tree's top level. A mention goes down the tree like an Alertmanager alert:
+    /// among siblings the first route that matches takes it (later siblings are tried only
+    /// when that route sets `continue`), then its child routes are tried the same way; the
+    /// deepest routes that match raise the alerts.
     pub routes: Vec<RouteConfig>,
     /// Receivers the routes name.
     pub receivers: Vec<ReceiverConfig>,
+    /// Named times (business hours, weekends, holidays) that activate or mute routes.
+    pub time_intervals: Vec<TimeIntervalConfig>,
+    /// Silences: alerts of mentions matching a silence's matchers are not raised while it is
+    /// in force.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub silences: Vec<SilenceConfig>,
+    /// Policy guardrail: mentions touching sensitive topics also go to a review receiver,
+    /// and every alert they raise is marked "no public reply before review".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review: Option<ReviewConfig>,
     /// Retry policy of deliveries.
     pub delivery: DeliveryConfig,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One node of the routing tree. `watchlist`, `score` and `threshold` are shorthands kept from
+/// the flat routes: `watchlist: acme` is the matcher `watchlist = acme`, and `score: reach`
+/// with `threshold: 1000` is `reach >= 1000`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RouteConfig {
-    /// Unique route name, recorded in each alert.
+    /// Unique route name across the whole tree, recorded in each alert.
     pub name: String,
-    /// The watchlist a mention must match.
-    pub watchlist: String,
-    /// The score tested against `threshold`.
-    pub score: ScoreName,
-    /// The route fires when the score is at least this.
-    pub threshold: f64,
-    /// The receiver to deliver to.
+    /// The watchlist a mention must be keyed by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watchlist: Option<String>,
+    /// The score tested against `threshold` (set both or neither).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<ScoreName>,
+    /// The route matches when `score` is at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// Conditions that must all hold, `field op value`: text fields (watchlist, intent,
+    /// language, source, author) take `=`, `!=`, `=~` and `!~` (anchored regular
+    /// expressions); numeric fields (sentiment.compound, sentiment.neg, urgency, spam_score,
+    /// reach, relevance) take `=`, `!=`, `>`, `>=`, `<` and `<=`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matchers: Vec<String>,
+    /// The receiver of the alerts this route raises; inherited from the parent when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiver: Option<String>,
+    /// After this route matched, go on trying its later siblings.
+    #[serde(default, rename = "continue")]
+    pub continue_matching: bool,
+    /// Child routes, tried when this one matches; when none matches, this route raises the
+    /// alert itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteConfig>,
+    /// The route matches only inside one of these `time_intervals` (all the time when empty).
+    /// Outside, it does not match and the mention goes on to its siblings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active_time_intervals: Vec<String>,
+    /// The route does not match inside any of these `time_intervals`; the mention goes on to
+    /// its siblings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mute_time_intervals: Vec<String>,
+}
+
+/// A silence: while in force, mentions matching every matcher raise no alert (except the
+/// review alert of a sensitive topic, which a silence does not stop).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SilenceConfig {
+    /// Conditions, as in routes (`field op value`); all must hold.
+    pub matchers: Vec<String>,
+    /// Start, RFC 3339 (`2026-11-27T08:00:00Z`); in force from the start when unset.
+    #[serde(default)]
+    pub starts_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Expiry, RFC 3339; required, so that no silence is forgotten forever.
+    pub ends_at: chrono::DateTime<chrono::Utc>,
+    /// Why, and who set it.
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// Sensitive topics and the receiver that reviews them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReviewConfig {
+    /// The review team's receiver. A mention touching a topic raises an alert to it on the
+    /// route named `review`, whatever the routing tree does with it.
     pub receiver: String,
+    /// The topics (legal, safety, health, politics, ...).
+    pub topics: Vec<SensitiveTopicConfig>,
+}
+
+/// A sensitive topic: terms matched in the post's text, case-insensitively, on word
+/// boundaries.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SensitiveTopicConfig {
+    /// Unique name, recorded in the alert's `review_topics`.
+    pub name: String,
+    /// Words or phrases; any one marks the mention.
+    pub terms: Vec<String>,
+}
+
+/// The route name of review alerts; reserved in the routing tree when `router.review` is set.
+pub const REVIEW_ROUTE: &str = "review";
+
+/// A named set of times, read in one time zone. An instant is inside when its weekday, time
+/// of day and date each match (an empty list matches anything).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TimeIntervalConfig {
+    /// Unique name routes refer to.
+    pub name: String,
+    /// IANA time zone of the weekdays, times and dates, e.g. `Europe/Paris`; UTC by default.
+    #[serde(default = "utc")]
+    pub time_zone: String,
+    /// Days of the week, one (`saturday`) or an inclusive range (`monday:friday`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weekdays: Vec<String>,
+    /// Times of day, `09:00-17:00` (start included, end excluded; `24:00` ends the day).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub times: Vec<String>,
+    /// Dates, `2026-12-25` (holidays).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dates: Vec<String>,
+}
+
+fn utc() -> String {
+    "UTC".to_owned()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -667,19 +771,54 @@ impl ScoreName {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A receiver: exactly one channel.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ReceiverConfig {
     /// Unique receiver name.
     pub name: String,
-    /// A generic JSON webhook.
+    /// A generic JSON webhook, optionally signed with HMAC-SHA256.
     #[serde(default)]
     pub webhook: Option<WebhookConfig>,
+    /// A Slack incoming webhook (a Block Kit message).
+    #[serde(default)]
+    pub slack: Option<SlackConfig>,
+    /// A Microsoft Teams incoming webhook (an Adaptive Card).
+    #[serde(default)]
+    pub teams: Option<TeamsConfig>,
+    /// PagerDuty Events API v2.
+    #[serde(default)]
+    pub pagerduty: Option<PagerDutyConfig>,
+    /// Email over SMTP, STARTTLS required.
+    #[serde(default)]
+    pub email: Option<EmailConfig>,
     /// Print each alert on standard output (the embedded mode's demo receiver).
     #[serde(default)]
     pub console: bool,
+    /// This receiver's retry policy, when it differs from `router.delivery` (each key
+    /// falls back to `router.delivery`'s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryConfig>,
+    /// Raise no alert: routes to this receiver catch mentions so that nothing else does
+    /// (Alertmanager's receiver without integrations).
+    #[serde(default)]
+    pub discard: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A receiver's own retry policy; unset keys take `router.delivery`'s.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RetryConfig {
+    /// Attempts per delivery before it is dead-lettered.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// First retry delay; doubles up to `max_backoff_ms`.
+    #[serde(default)]
+    pub initial_backoff_ms: Option<u64>,
+    /// Longest retry delay.
+    #[serde(default)]
+    pub max_backoff_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WebhookConfig {
     /// Target URL. Prefer `url_env` when the URL carries a token.
     #[serde(default)]
@@ -690,6 +829,106 @@ pub struct WebhookConfig {
     /// Allow targets on loopback or private addresses (off by default; on for local demos).
     #[serde(default)]
     pub allow_private: bool,
+    /// Environment variable holding the HMAC-SHA256 signing key; requests then carry
+    /// `X-Earshot-Timestamp` and `X-Earshot-Signature` (see the README for verification).
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// File holding the signing key (trailing newline ignored); or `secret_env`.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SlackConfig {
+    /// The incoming webhook URL. It carries a token: prefer `url_env`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Environment variable holding the incoming webhook URL.
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// Allow targets on loopback or private addresses (for local tests).
+    #[serde(default)]
+    pub allow_private: bool,
+    /// Least time between two messages to this channel; Slack allows about one per second.
+    #[serde(default = "one_second")]
+    pub min_interval_ms: u64,
+}
+
+fn one_second() -> u64 {
+    1_000
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TeamsConfig {
+    /// The incoming webhook (Workflows) URL. It carries a signature: prefer `url_env`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Environment variable holding the webhook URL.
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// Allow targets on loopback or private addresses (for local tests).
+    #[serde(default)]
+    pub allow_private: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PagerDutyConfig {
+    /// The Events API v2 endpoint.
+    #[serde(default = "pagerduty_events_url")]
+    pub url: String,
+    /// Environment variable holding the integration's routing key.
+    #[serde(default)]
+    pub routing_key_env: Option<String>,
+    /// File holding the routing key (trailing newline ignored); or `routing_key_env`.
+    #[serde(default)]
+    pub routing_key_file: Option<PathBuf>,
+    /// Event severity: `critical`, `error`, `warning` or `info`.
+    #[serde(default = "warning")]
+    pub severity: String,
+    /// Allow targets on loopback or private addresses (for local tests).
+    #[serde(default)]
+    pub allow_private: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EmailConfig {
+    /// The SMTP relay's host name (its TLS certificate must name it).
+    pub host: String,
+    /// The submission port; STARTTLS is required, a relay that does not offer it is refused.
+    #[serde(default = "submission_port")]
+    pub port: u16,
+    /// The sender, `Earshot <alerts@example.com>`.
+    pub from: String,
+    /// The recipients.
+    pub to: Vec<String>,
+    /// SMTP user name (AUTH after STARTTLS); none sends without authentication.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Environment variable holding the SMTP password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the SMTP password (trailing newline ignored); or `password_env`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// A PEM file of extra certificate authorities to trust (a private relay's); the public
+    /// web roots are always trusted.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Allow a relay on a loopback or private address.
+    #[serde(default)]
+    pub allow_private: bool,
+}
+
+fn submission_port() -> u16 {
+    587
+}
+
+fn pagerduty_events_url() -> String {
+    "https://events.pagerduty.com/v2/enqueue".to_owned()
+}
+
+fn warning() -> String {
+    "warning".to_owned()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -704,6 +943,27 @@ pub struct DeliveryConfig {
     pub request_timeout_ms: u64,
     /// Deliveries in flight at once.
     pub concurrency: usize,
+    /// Consecutive failed attempts to one receiver that open its circuit: its deliveries
+    /// then fail at once (and are dead-lettered) instead of retrying, so that a dead channel
+    /// does not hold up the others. 0 disables the breaker.
+    pub breaker_failures: u32,
+    /// How long an open circuit stays open; then one attempt probes the receiver.
+    pub breaker_open_ms: u64,
+}
+
+impl DeliveryConfig {
+    /// The policy of one receiver: its `retry` keys over these.
+    pub fn for_receiver(&self, receiver: &ReceiverConfig) -> DeliveryConfig {
+        let mut policy = self.clone();
+        if let Some(retry) = &receiver.retry {
+            policy.max_attempts = retry.max_attempts.unwrap_or(policy.max_attempts);
+            policy.initial_backoff_ms = retry
+                .initial_backoff_ms
+                .unwrap_or(policy.initial_backoff_ms);
+            policy.max_backoff_ms = retry.max_backoff_ms.unwrap_or(policy.max_backoff_ms);
+        }
+        policy
+    }
 }
 
 impl Default for DeliveryConfig {
@@ -714,6 +974,8 @@ impl Default for DeliveryConfig {
             max_backoff_ms: 10_000,
             request_timeout_ms: 10_000,
             concurrency: 64,
+            breaker_failures: 10,
+            breaker_open_ms: 30_000,
         }
     }
 }
@@ -1013,59 +1275,9 @@ impl Config {
                 );
             }
             receivers.push(&receiver.name);
-            match (&receiver.webhook, receiver.console) {
-                (None, false) => errors.push(&path, "set a channel: webhook or console"),
-                (Some(_), true) => errors.push(&path, "set only one channel: webhook or console"),
-                (None, true) => {}
-                (Some(webhook), false) => match (&webhook.url, &webhook.url_env) {
-                    (None, None) => errors.push(format!("{path}.webhook"), "set url or url_env"),
-                    (Some(_), Some(_)) => {
-                        errors.push(format!("{path}.webhook"), "set only one of url and url_env")
-                    }
-                    (Some(url), None) => match reqwest::Url::parse(url) {
-                        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
-                        Ok(parsed) => errors.push(
-                            format!("{path}.webhook.url"),
-                            format!("scheme {:?} is not http or https", parsed.scheme()),
-                        ),
-                        Err(e) => errors.push(
-                            format!("{path}.webhook.url"),
-                            format!("{url:?} is not a URL: {e}"),
-                        ),
-                    },
-                    (None, Some(_)) => {}
-                },
-            }
+            validate_receiver(receiver, &path, errors);
         }
-        let mut routes = Vec::new();
-        for (i, route) in self.router.routes.iter().enumerate() {
-            let path = format!("router.routes[{i}]");
-            if routes.contains(&route.name.as_str()) {
-                errors.push(
-                    format!("{path}.name"),
-                    format!("duplicate route name {:?}", route.name),
-                );
-            }
-            routes.push(&route.name);
-            if !watchlists.contains(&route.watchlist.as_str()) {
-                errors.push(
-                    format!("{path}.watchlist"),
-                    format!(
-                        "no watchlist named {:?} in enricher.watchlists",
-                        route.watchlist
-                    ),
-                );
-            }
-            if !receivers.contains(&route.receiver.as_str()) {
-                errors.push(
-                    format!("{path}.receiver"),
-                    format!("no receiver named {:?} in router.receivers", route.receiver),
-                );
-            }
-            if !route.threshold.is_finite() {
-                errors.push(format!("{path}.threshold"), "must be a finite number");
-            }
-        }
+        validate_routing(&self.router, &watchlists, &receivers, errors);
         let delivery = &self.router.delivery;
         if delivery.max_attempts == 0 {
             errors.push("router.delivery.max_attempts", "must be at least 1");
@@ -1079,6 +1291,22 @@ impl Config {
                 "must not exceed max_backoff_ms",
             );
         }
+        for (i, receiver) in self.router.receivers.iter().enumerate() {
+            let Some(retry) = &receiver.retry else {
+                continue;
+            };
+            let path = format!("router.receivers[{i}].retry");
+            let policy = delivery.for_receiver(receiver);
+            if retry.max_attempts == Some(0) {
+                errors.push(format!("{path}.max_attempts"), "must be at least 1");
+            }
+            if policy.initial_backoff_ms > policy.max_backoff_ms {
+                errors.push(
+                    format!("{path}.initial_backoff_ms"),
+                    "must not exceed max_backoff_ms (router.delivery's when unset here)",
+                );
+            }
+        }
         if let Some(pg) = &self.sink.postgres {
             if pg.url.is_none() && pg.url_env.is_none() {
                 errors.push("sink.postgres", "set url or url_env");
@@ -1090,6 +1318,321 @@ impl Config {
         if let Some(parquet) = &self.sink.parquet {
             if parquet.roll_rows == 0 {
                 errors.push("sink.parquet.roll_rows", "must be at least 1");
+            }
+        }
+    }
+}
+
+/// One receiver: exactly one channel, and each channel's target and secrets named once.
+fn validate_receiver(receiver: &ReceiverConfig, path: &str, errors: &mut ConfigErrors) {
+    let channels = usize::from(receiver.webhook.is_some())
+        + usize::from(receiver.email.is_some())
+        + usize::from(receiver.slack.is_some())
+        + usize::from(receiver.teams.is_some())
+        + usize::from(receiver.pagerduty.is_some())
+        + usize::from(receiver.console)
+        + usize::from(receiver.discard);
+    const KINDS: &str = "webhook, slack, teams, pagerduty, email, console or discard";
+    match channels {
+        0 => errors.push(path, format!("set a channel: {KINDS}")),
+        1 => {}
+        _ => errors.push(path, format!("set only one channel: {KINDS}")),
+    }
+    let target =
+        |key: &str, url: &Option<String>, url_env: &Option<String>, errors: &mut ConfigErrors| {
+            match (url, url_env) {
+                (None, None) => errors.push(format!("{path}.{key}"), "set url or url_env"),
+                (Some(_), Some(_)) => {
+                    errors.push(format!("{path}.{key}"), "set only one of url and url_env")
+                }
+                (Some(url), None) => check_http_url(&format!("{path}.{key}.url"), url, errors),
+                (None, Some(_)) => {}
+            }
+        };
+    if let Some(webhook) = &receiver.webhook {
+        target("webhook", &webhook.url, &webhook.url_env, errors);
+        if webhook.secret_env.is_some() && webhook.secret_file.is_some() {
+            errors.push(
+                format!("{path}.webhook"),
+                "set only one of secret_env and secret_file",
+            );
+        }
+    }
+    if let Some(slack) = &receiver.slack {
+        target("slack", &slack.url, &slack.url_env, errors);
+    }
+    if let Some(teams) = &receiver.teams {
+        target("teams", &teams.url, &teams.url_env, errors);
+    }
+    if let Some(email) = &receiver.email {
+        if email.host.trim().is_empty() {
+            errors.push(format!("{path}.email.host"), "must name the SMTP relay");
+        }
+        if let Err(e) = email.from.parse::<lettre::message::Mailbox>() {
+            errors.push(
+                format!("{path}.email.from"),
+                format!("{:?} is not an address: {e}", email.from),
+            );
+        }
+        if email.to.is_empty() {
+            errors.push(
+                format!("{path}.email.to"),
+                "must list at least one recipient",
+            );
+        }
+        for (j, to) in email.to.iter().enumerate() {
+            if let Err(e) = to.parse::<lettre::message::Mailbox>() {
+                errors.push(
+                    format!("{path}.email.to[{j}]"),
+                    format!("{to:?} is not an address: {e}"),
+                );
+            }
+        }
+        let password = email.password_env.is_some() || email.password_file.is_some();
+        if email.password_env.is_some() && email.password_file.is_some() {
+            errors.push(
+                format!("{path}.email"),
+                "set only one of password_env and password_file",
+            );
+        }
+        if email.username.is_some() != password {
+            errors.push(
+                format!("{path}.email"),
+                "set username with password_env or password_file, or none of them",
+            );
+        }
+    }
+    if let Some(pagerduty) = &receiver.pagerduty {
+        check_http_url(&format!("{path}.pagerduty.url"), &pagerduty.url, errors);
+        match (&pagerduty.routing_key_env, &pagerduty.routing_key_file) {
+            (None, None) => errors.push(
+                format!("{path}.pagerduty"),
+                "set routing_key_env or routing_key_file",
+            ),
+            (Some(_), Some(_)) => errors.push(
+                format!("{path}.pagerduty"),
+                "set only one of routing_key_env and routing_key_file",
+            ),
+            _ => {}
+        }
+        if !["critical", "error", "warning", "info"].contains(&pagerduty.severity.as_str()) {
+            errors.push(
+                format!("{path}.pagerduty.severity"),
+                format!(
+                    "{:?} is not one of critical, error, warning or info",
+                    pagerduty.severity
+                ),
+            );
+        }
+    }
+}
+
+fn check_http_url(path: &str, url: &str, errors: &mut ConfigErrors) {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+        Ok(parsed) => errors.push(
+            path,
+            format!("scheme {:?} is not http or https", parsed.scheme()),
+        ),
+        Err(e) => errors.push(path, format!("{url:?} is not a URL: {e}")),
+    }
+}
+
+/// Checks the time intervals and the routing tree: names, references, matchers, and that
+/// every route that can raise an alert has a receiver.
+fn validate_routing(
+    router: &RouterConfig,
+    watchlists: &[&str],
+    receivers: &[&str],
+    errors: &mut ConfigErrors,
+) {
+    use crate::routing;
+    let mut intervals: Vec<&str> = Vec::new();
+    for (i, interval) in router.time_intervals.iter().enumerate() {
+        let path = format!("router.time_intervals[{i}]");
+        if interval.name.trim().is_empty() {
+            errors.push(format!("{path}.name"), "must not be empty");
+        } else if intervals.contains(&interval.name.as_str()) {
+            errors.push(
+                format!("{path}.name"),
+                format!("duplicate time interval name {:?}", interval.name),
+            );
+        }
+        intervals.push(&interval.name);
+        if let Err(e) = routing::parse_time_zone(&interval.time_zone) {
+            errors.push(format!("{path}.time_zone"), e);
+        }
+        for (j, days) in interval.weekdays.iter().enumerate() {
+            if let Err(e) = routing::parse_weekdays(days) {
+                errors.push(format!("{path}.weekdays[{j}]"), e);
+            }
+        }
+        for (j, times) in interval.times.iter().enumerate() {
+            if let Err(e) = times.parse::<routing::TimeRange>() {
+                errors.push(format!("{path}.times[{j}]"), e);
+            }
+        }
+        for (j, date) in interval.dates.iter().enumerate() {
+            if let Err(e) = routing::parse_date(date) {
+                errors.push(format!("{path}.dates[{j}]"), e);
+            }
+        }
+    }
+    struct Walk<'a> {
+        watchlists: &'a [&'a str],
+        receivers: &'a [&'a str],
+        intervals: &'a [&'a str],
+        names: Vec<&'a str>,
+    }
+    fn walk<'a>(
+        state: &mut Walk<'a>,
+        routes: &'a [RouteConfig],
+        parent: &str,
+        inherited_receiver: Option<&'a str>,
+        errors: &mut ConfigErrors,
+    ) {
+        for (i, route) in routes.iter().enumerate() {
+            let path = format!("{parent}[{i}]");
+            if route.name.trim().is_empty() {
+                errors.push(format!("{path}.name"), "must not be empty");
+            } else if state.names.contains(&route.name.as_str()) {
+                errors.push(
+                    format!("{path}.name"),
+                    format!("duplicate route name {:?}", route.name),
+                );
+            }
+            state.names.push(&route.name);
+            if let Some(watchlist) = &route.watchlist {
+                if !state.watchlists.contains(&watchlist.as_str()) {
+                    errors.push(
+                        format!("{path}.watchlist"),
+                        format!("no watchlist named {watchlist:?} in enricher.watchlists"),
+                    );
+                }
+            }
+            match (route.score, route.threshold) {
+                (Some(_), Some(threshold)) if !threshold.is_finite() => {
+                    errors.push(format!("{path}.threshold"), "must be a finite number")
+                }
+                (Some(_), None) => errors.push(
+                    format!("{path}.threshold"),
+                    "required with score: the route matches when the score reaches it",
+                ),
+                (None, Some(_)) => errors.push(
+                    format!("{path}.score"),
+                    "required with threshold: name the score it applies to",
+                ),
+                _ => {}
+            }
+            for (j, matcher) in route.matchers.iter().enumerate() {
+                if let Err(e) = matcher.parse::<crate::routing::Matcher>() {
+                    errors.push(format!("{path}.matchers[{j}]"), e);
+                }
+            }
+            for (key, names) in [
+                ("active_time_intervals", &route.active_time_intervals),
+                ("mute_time_intervals", &route.mute_time_intervals),
+            ] {
+                for (j, name) in names.iter().enumerate() {
+                    if !state.intervals.contains(&name.as_str()) {
+                        errors.push(
+                            format!("{path}.{key}[{j}]"),
+                            format!("no time interval named {name:?} in router.time_intervals"),
+                        );
+                    }
+                }
+            }
+            if let Some(receiver) = &route.receiver {
+                if !state.receivers.contains(&receiver.as_str()) {
+                    errors.push(
+                        format!("{path}.receiver"),
+                        format!("no receiver named {receiver:?} in router.receivers"),
+                    );
+                }
+            }
+            let receiver = route.receiver.as_deref().or(inherited_receiver);
+            // A route raises an alert itself when none of its children matches, which can
+            // happen whenever it has any: it needs a receiver then too.
+            if receiver.is_none() {
+                errors.push(
+                    format!("{path}.receiver"),
+                    "required: neither this route nor any route above it names a receiver",
+                );
+            }
+            walk(
+                state,
+                &route.routes,
+                &format!("{path}.routes"),
+                receiver,
+                errors,
+            );
+        }
+    }
+    let mut state = Walk {
+        watchlists,
+        receivers,
+        intervals: &intervals,
+        names: Vec::new(),
+    };
+    walk(&mut state, &router.routes, "router.routes", None, errors);
+    for (i, silence) in router.silences.iter().enumerate() {
+        let path = format!("router.silences[{i}]");
+        if silence.matchers.is_empty() {
+            errors.push(
+                format!("{path}.matchers"),
+                "must list at least one matcher (a silence of everything is a typo)",
+            );
+        }
+        for (j, matcher) in silence.matchers.iter().enumerate() {
+            if let Err(e) = matcher.parse::<crate::routing::Matcher>() {
+                errors.push(format!("{path}.matchers[{j}]"), e);
+            }
+        }
+        if silence
+            .starts_at
+            .is_some_and(|start| start >= silence.ends_at)
+        {
+            errors.push(format!("{path}.ends_at"), "must be after starts_at");
+        }
+    }
+    if let Some(review) = &router.review {
+        if !receivers.contains(&review.receiver.as_str()) {
+            errors.push(
+                "router.review.receiver",
+                format!(
+                    "no receiver named {:?} in router.receivers",
+                    review.receiver
+                ),
+            );
+        }
+        if state.names.contains(&REVIEW_ROUTE) {
+            errors.push(
+                "router.routes",
+                format!("the route name {REVIEW_ROUTE:?} is reserved for review alerts when router.review is set"),
+            );
+        }
+        if review.topics.is_empty() {
+            errors.push("router.review.topics", "must list at least one topic");
+        }
+        let mut topics = Vec::new();
+        for (i, topic) in review.topics.iter().enumerate() {
+            let path = format!("router.review.topics[{i}]");
+            if topic.name.trim().is_empty() {
+                errors.push(format!("{path}.name"), "must not be empty");
+            } else if topics.contains(&topic.name.as_str()) {
+                errors.push(
+                    format!("{path}.name"),
+                    format!("duplicate topic name {:?}", topic.name),
+                );
+            }
+            topics.push(&topic.name);
+            if topic.terms.is_empty() {
+                errors.push(format!("{path}.terms"), "must list at least one term");
+            }
+            for (j, term) in topic.terms.iter().enumerate() {
+                if term.trim().is_empty() {
+                    errors.push(format!("{path}.terms[{j}]"), "must not be empty");
+                }
             }
         }
     }
@@ -1443,17 +1986,6 @@ fn check_source_name<'a>(
     names.push(name);
 }
 
-fn check_http_url(path: &str, url: &str, errors: &mut ConfigErrors) {
-    match reqwest::Url::parse(url) {
-        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
-        Ok(parsed) => errors.push(
-            path,
-            format!("scheme {:?} is not http or https", parsed.scheme()),
-        ),
-        Err(e) => errors.push(path, format!("{url:?} is not a URL: {e}")),
-    }
-}
-
 fn valid_topic_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 249
@@ -1589,6 +2121,138 @@ surprise: true
             "router.routes[0].watchlist: no watchlist named \"nope\"",
             "router.routes[0].receiver: no receiver named \"missing\"",
             "surprise: unknown section",
+        ];
+        for want in expected {
+            assert!(
+                found.iter().any(|p| p.starts_with(want)),
+                "missing {want:?} in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn routing_tree_problems_are_reported_with_their_paths() {
+        let found = problems(
+            r#"
+enricher:
+  watchlists:
+    - { name: acme, terms: ["acme"] }
+router:
+  receivers:
+    - { name: care, console: true }
+  time_intervals:
+    - name: office
+      time_zone: Europe/Atlantis
+      weekdays: ["monday:friday", "funday"]
+      times: ["17:00-09:00"]
+      dates: ["25/12/2026"]
+    - name: office
+  routes:
+    - name: acme
+      watchlist: acme
+      receiver: care
+      active_time_intervals: [office, lunch]
+      routes:
+        - name: angry
+          matchers: ["sentiment.compound < -0.5", "mood = bad", "reach =~ 1.*"]
+        - name: acme
+          score: reach
+    - name: orphan
+      threshold: 3
+      mute_time_intervals: [weekends]
+      routes:
+        - name: orphan-child
+          receiver: nobody
+"#,
+        );
+        let expected = [
+            "router.time_intervals[0].time_zone: \"Europe/Atlantis\" is not an IANA time zone",
+            "router.time_intervals[0].weekdays[1]: \"funday\" is not a day of the week",
+            "router.time_intervals[0].times[0]: \"17:00-09:00\" ends before it starts",
+            "router.time_intervals[0].dates[0]: \"25/12/2026\" is not a date",
+            "router.time_intervals[1].name: duplicate time interval name \"office\"",
+            "router.routes[0].active_time_intervals[1]: no time interval named \"lunch\"",
+            "router.routes[0].routes[0].matchers[1]: \"mood\" is not a field",
+            "router.routes[0].routes[0].matchers[2]: reach is a number",
+            "router.routes[0].routes[1].name: duplicate route name \"acme\"",
+            "router.routes[0].routes[1].threshold: required with score",
+            "router.routes[1].score: required with threshold",
+            "router.routes[1].mute_time_intervals[0]: no time interval named \"weekends\"",
+            "router.routes[1].receiver: required: neither this route nor any route above it",
+            "router.routes[1].routes[0].receiver: no receiver named \"nobody\"",
+        ];
+        for want in expected {
+            assert!(
+                found.iter().any(|p| p.starts_with(want)),
+                "missing {want:?} in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn receivers_silences_and_review_are_checked_with_their_paths() {
+        let found = problems(
+            r#"
+router:
+  receivers:
+    - name: ok-slack
+      slack: { url_env: SLACK_URL }
+    - name: ok-pagerduty
+      pagerduty: { routing_key_file: /run/secrets/pd }
+    - name: ok-signed
+      webhook: { url: "https://hooks.example.com/earshot", secret_env: HOOK_KEY }
+    - name: two
+      slack: { url_env: SLACK_URL }
+      console: true
+    - name: none
+    - name: teams-without-url
+      teams: {}
+    - name: pd
+      pagerduty: { url: "ftp://pd", severity: loud }
+    - name: signed-twice
+      webhook: { url_env: U, secret_env: K, secret_file: /k }
+    - name: patient
+      console: true
+      retry: { max_attempts: 0, initial_backoff_ms: 60000 }
+    - name: mail
+      email: { host: smtp.example.com, from: "not an address", to: [], username: earshot }
+    - name: ok-mail
+      email: { host: smtp.example.com, from: "Earshot <alerts@example.com>", to: ["care@example.com"], username: u, password_file: /p }
+  routes:
+    - { name: review, receiver: patient }
+  silences:
+    - { matchers: [], ends_at: "2026-12-01T00:00:00Z" }
+    - { matchers: ["mood = calm"], starts_at: "2026-12-02T00:00:00Z", ends_at: "2026-12-01T00:00:00Z" }
+  review:
+    receiver: lawyers
+    topics:
+      - { name: legal, terms: ["lawsuit", ""] }
+      - { name: legal, terms: [] }
+"#,
+        );
+        let expected = [
+            "router.receivers[3]: set only one channel",
+            "router.receivers[4]: set a channel: webhook, slack, teams, pagerduty, email, console or discard",
+            "router.receivers[5].teams: set url or url_env",
+            "router.receivers[6].pagerduty.url: scheme \"ftp\" is not http or https",
+            "router.receivers[6].pagerduty: set routing_key_env or routing_key_file",
+            "router.receivers[6].pagerduty.severity: \"loud\" is not one of",
+            "router.receivers[7].webhook: set only one of secret_env and secret_file",
+            "router.receivers[8].retry.max_attempts: must be at least 1",
+            "router.receivers[8].retry.initial_backoff_ms: must not exceed max_backoff_ms",
+            "router.receivers[9].email.from: \"not an address\" is not an address",
+            "router.receivers[9].email.to: must list at least one recipient",
+            "router.receivers[9].email: set username with password_env or password_file",
+            "router.silences[0].matchers: must list at least one matcher",
+            "router.silences[1].matchers[0]: \"mood\" is not a field",
+            "router.silences[1].ends_at: must be after starts_at",
+            "router.review.receiver: no receiver named \"lawyers\"",
+            "router.routes: the route name \"review\" is reserved",
+            "router.review.topics[0].terms[1]: must not be empty",
+            "router.review.topics[1].name: duplicate topic name \"legal\"",
+            "router.review.topics[1].terms: must list at least one term",
         ];
         for want in expected {
             assert!(

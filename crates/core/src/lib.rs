@@ -10,6 +10,7 @@ pub mod kafka;
 pub mod memory;
 pub mod model;
 pub mod registry;
+pub mod routing;
 pub mod runner;
 pub mod service;
 pub mod shutdown;

@@ -161,6 +161,15 @@ pub struct Alert {
     pub mention_collected_at: i64,
     #[serde(default)]
     pub deliveries: Vec<Delivery>,
+    /// Route names from the top of the routing tree down to `route`.
+    #[serde(default)]
+    pub route_path: Vec<String>,
+    /// No public reply before review: the mention touches a sensitive topic.
+    #[serde(default)]
+    pub review_required: bool,
+    /// The sensitive topics it touches.
+    #[serde(default)]
+    pub review_topics: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

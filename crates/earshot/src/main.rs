@@ -2,8 +2,8 @@
 //!
 //! `earshot run` runs the whole pipeline in one process (no Kafka, no PostgreSQL needed);
 //! `earshot collector|enricher|router|sink` run one service against Kafka, as Kubernetes runs
-//! them; `earshot check-config` validates a configuration; `earshot sentiment` scores lines of
-//! text with VADER.
+//! them; `earshot check-config` validates a configuration; `earshot test-routes` checks
+//! routing fixtures; `earshot sentiment` scores lines of text with VADER.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,6 +93,17 @@ enum Command {
         /// YAML or TOML configuration file.
         file: PathBuf,
     },
+    /// Check routing fixtures: route each mention of FILE through the routing tree, print the
+    /// matched route paths and receivers, and exit 1 when any case reaches other receivers
+    /// than it expects (64 on an invalid configuration, 65 on an unreadable fixture file).
+    TestRoutes {
+        /// YAML or TOML fixtures (see `earshot_router::test_routes`).
+        file: PathBuf,
+        /// The configuration to test; by default the fixture file's `config`, else the
+        /// built-in demo configuration.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Score lines of text with VADER (the scores of vaderSentiment 3.3.2): reads
     /// `id<TAB>text` lines on stdin (a line without a tab is a text whose id is its line
     /// number), writes `id<TAB>neg<TAB>neu<TAB>pos<TAB>compound` on stdout. A line that cannot
@@ -154,6 +165,7 @@ async fn async_main(cli: Cli) -> ExitCode {
             parquet,
             out,
         } => report(database_url, parquet, out).await,
+        Command::TestRoutes { file, config } => return test_routes(&file, config.as_deref()),
         Command::Run {
             config,
             postgres,
@@ -275,6 +287,33 @@ async fn async_main(cli: Cli) -> ExitCode {
             }
             eprintln!("earshot: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `earshot test-routes`: the logic is in the router crate.
+fn test_routes(file: &std::path::Path, config: Option<&std::path::Path>) -> ExitCode {
+    use earshot_router::test_routes::{run, TestRoutesError};
+    match run(file, config, embedded::DEMO_CONFIG) {
+        Ok(report) => {
+            print!("{}", report.text);
+            if report.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(TestRoutesError::Fixtures(error)) => {
+            eprintln!("earshot test-routes: {error}");
+            ExitCode::from(EXIT_DATA)
+        }
+        Err(TestRoutesError::Config(errors)) => {
+            eprint!("{errors}");
+            ExitCode::from(EXIT_CONFIG as u8)
+        }
+        Err(error) => {
+            eprintln!("earshot test-routes: {error}");
+            ExitCode::from(EXIT_CONFIG as u8)
         }
     }
 }

@@ -550,3 +550,114 @@ fn sink_migrate_applies_the_schema_once_and_exits() {
         );
     }
 }
+/// The project's own routing fixtures pass: every case reaches the receivers it expects.
+#[test]
+fn the_shipped_routing_fixtures_pass() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for file in [
+        "deploy/earshot.example.routes.yaml",
+        "crates/earshot/src/demo-routes.yaml",
+    ] {
+        let path = root.join(file);
+        let output = earshot(&["test-routes", path_str(&path)], &[]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{file}:\n{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains(" 0 failed"), "{file}:\n{stdout}");
+    }
+}
+
+/// A case that reaches other receivers than it expects fails the run (exit 1), and the
+/// report shows the route path it took; an invalid configuration exits 64, an unreadable
+/// fixture file 65.
+#[test]
+fn test_routes_prints_the_matched_path_and_fails_on_a_wrong_expectation() {
+    let config = temp_file(
+        "earshot.yaml",
+        r#"
+enricher:
+  watchlists:
+    - { name: acme, terms: ["Acme"] }
+router:
+  receivers:
+    - { name: care, console: true }
+    - { name: legal, console: true }
+  routes:
+    - name: acme
+      watchlist: acme
+      receiver: care
+      routes:
+        - name: acme-lawsuit
+          matchers: ["intent = legal_threat"]
+          receiver: legal
+"#,
+    );
+    let fixtures = temp_file(
+        "routes.yaml",
+        r#"
+tests:
+  - name: a legal threat
+    mention: { watchlist: acme, intent: legal_threat }
+    expect: [legal]
+  - name: wrongly expected to reach care
+    mention: { watchlist: acme, intent: legal_threat }
+    expect: [care]
+  - name: wrongly expected to need review
+    mention: { watchlist: acme, intent: legal_threat }
+    expect: [legal]
+    expect_review: [legal]
+"#,
+    );
+    let output = earshot(
+        &[
+            "test-routes",
+            path_str(&fixtures.path),
+            "--config",
+            path_str(&config.path),
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let expected = "\
+ok   a legal threat
+       acme > acme-lawsuit -> legal
+FAIL wrongly expected to reach care
+       acme > acme-lawsuit -> legal
+       expected receivers [\"care\"], got [\"legal\"]
+FAIL wrongly expected to need review
+       acme > acme-lawsuit -> legal
+       expected review topics [\"legal\"], got []
+1 passed, 2 failed
+";
+    assert_eq!(stdout, expected);
+
+    let bad_config = temp_file(
+        "bad.yaml",
+        "router:\n  routes:\n    - { name: r, matchers: [\"mood = bad\"] }\n",
+    );
+    let output = earshot(
+        &[
+            "test-routes",
+            path_str(&fixtures.path),
+            "--config",
+            path_str(&bad_config.path),
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("router.routes[0].matchers[0]: \"mood\" is not a field"),
+        "{stderr}"
+    );
+
+    let bad_fixtures = temp_file("bad-routes.yaml", "tests:\n  - name: no mention\n");
+    let output = earshot(&["test-routes", path_str(&bad_fixtures.path)], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(65), "{stderr}");
+    assert!(stderr.contains("bad-routes.yaml"), "{stderr}");
+}

@@ -1,7 +1,11 @@
-//! Delivery of alerts to receivers: a generic JSON webhook (with retries, exponential backoff
-//! with jitter, `Retry-After`, a stable idempotency key) and the console (the demo receiver).
+//! Delivery of alerts to receivers: a generic JSON webhook (optionally signed with
+//! HMAC-SHA256), Slack and Microsoft Teams incoming webhooks, PagerDuty Events API v2, and the
+//! console (the demo receiver). Every HTTP channel retries with exponential backoff and
+//! jitter, honours `Retry-After`, and reuses one delivery id (the idempotency key, and
+//! PagerDuty's `dedup_key` is the alert id) across retries. The message bodies are in
+//! `channels`.
 //!
-//! Outbound webhook targets that resolve to loopback, private, link-local or cloud metadata
+//! Outbound targets that resolve to loopback, private, link-local or cloud metadata
 //! addresses are refused unless the receiver sets `allow_private`.
 
 use std::collections::HashMap;
@@ -9,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use earshot_core::config::{DeliveryConfig, RouterConfig};
+use earshot_core::config::{DeliveryConfig, ReceiverConfig, RouterConfig};
 use earshot_core::model::{
     delivery_id, now_micros, Alert, Delivery, DeliveryStatus, EnrichedMention,
 };
@@ -18,37 +22,145 @@ use earshot_core::StageError;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::RouterError;
+use crate::{channels, RouterError};
 
 /// Where a receiver's alerts go.
 pub enum Channel {
+    /// Generic JSON webhook; signed when it has a key.
     Webhook {
-        url: reqwest::Url,
-        allow_private: bool,
+        target: Target,
+        signing_key: Option<Vec<u8>>,
     },
+    /// Slack incoming webhook, paced to one message per `min_interval`.
+    Slack {
+        target: Target,
+        pacing: Pacing,
+    },
+    /// Microsoft Teams incoming webhook.
+    Teams {
+        target: Target,
+    },
+    /// PagerDuty Events API v2.
+    PagerDuty {
+        target: Target,
+        routing_key: String,
+        severity: String,
+    },
+    /// Email over SMTP, STARTTLS required.
+    Email(Box<Email>),
     Console,
+}
+
+/// An email receiver: its relay and its envelope.
+pub struct Email {
+    transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+    host: String,
+    port: u16,
+    from: lettre::message::Mailbox,
+    to: Vec<lettre::message::Mailbox>,
+    allow_private: bool,
+}
+
+/// An HTTP endpoint and whether it may be on a private address.
+pub struct Target {
+    pub url: reqwest::Url,
+    pub allow_private: bool,
+}
+
+/// Spaces a channel's messages: holding the lock while waiting makes senders queue.
+pub struct Pacing {
+    min_interval: Duration,
+    next: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Pacing {
+    async fn wait_turn(&self) {
+        let mut next = self.next.lock().await;
+        if let Some(at) = *next {
+            tokio::time::sleep_until(at).await;
+        }
+        *next = Some(tokio::time::Instant::now() + self.min_interval);
+    }
 }
 
 impl Channel {
     fn kind(&self) -> &'static str {
         match self {
             Channel::Webhook { .. } => "webhook",
+            Channel::Slack { .. } => "slack",
+            Channel::Teams { .. } => "teams",
+            Channel::PagerDuty { .. } => "pagerduty",
+            Channel::Email(_) => "email",
             Channel::Console => "console",
         }
     }
 }
 
 pub struct Deliverer {
-    receivers: HashMap<String, Channel>,
+    receivers: HashMap<String, Receiver>,
     /// Resolves host names to public addresses only, at connection time, so that a name
     /// cannot be re-pointed at a private address between a check and the request.
     public_http: reqwest::Client,
     /// For receivers with `allow_private`.
     any_http: reqwest::Client,
-    policy: DeliveryConfig,
     permits: Arc<Semaphore>,
     metrics: Metrics,
     shutdown: CancellationToken,
+}
+
+/// A receiver: its channel, retry policy and circuit breaker.
+struct Receiver {
+    channel: Channel,
+    policy: DeliveryConfig,
+    breaker: Breaker,
+}
+
+/// Counts consecutive failed attempts to one receiver. At `breaker_failures` the circuit
+/// opens for `breaker_open_ms`: deliveries fail without trying, so that their records are
+/// dead-lettered and committed instead of holding the partition behind a dead channel. When
+/// the time is up the next attempt goes through (a probe): a success closes the circuit, a
+/// failure opens it again.
+#[derive(Default)]
+struct Breaker {
+    state: std::sync::Mutex<BreakerState>,
+}
+
+#[derive(Default)]
+struct BreakerState {
+    consecutive_failures: u32,
+    open_until: Option<tokio::time::Instant>,
+}
+
+impl Breaker {
+    /// The failure count when the circuit is open now.
+    fn open(&self, policy: &DeliveryConfig) -> Option<u32> {
+        if policy.breaker_failures == 0 {
+            return None;
+        }
+        let state = self.state.lock().expect("breaker lock");
+        let open = state
+            .open_until
+            .is_some_and(|until| tokio::time::Instant::now() < until);
+        open.then_some(state.consecutive_failures)
+    }
+
+    fn succeeded(&self) {
+        let mut state = self.state.lock().expect("breaker lock");
+        state.consecutive_failures = 0;
+        state.open_until = None;
+    }
+
+    /// Counts a failed attempt; true when it opened the circuit.
+    fn failed(&self, policy: &DeliveryConfig) -> bool {
+        let mut state = self.state.lock().expect("breaker lock");
+        state.consecutive_failures += 1;
+        if policy.breaker_failures == 0 || state.consecutive_failures < policy.breaker_failures {
+            return false;
+        }
+        state.open_until =
+            Some(tokio::time::Instant::now() + Duration::from_millis(policy.breaker_open_ms));
+        true
+    }
 }
 
 /// Why one attempt failed, and whether to try again.
@@ -66,32 +178,22 @@ impl Deliverer {
     ) -> Result<Self, RouterError> {
         let mut receivers = HashMap::new();
         for receiver in &config.receivers {
-            let channel = match &receiver.webhook {
-                Some(webhook) => {
-                    let raw = match (&webhook.url, &webhook.url_env) {
-                        (Some(url), _) => url.clone(),
-                        (None, Some(var)) => {
-                            std::env::var(var).map_err(|_| RouterError::Receiver {
-                                receiver: receiver.name.clone(),
-                                reason: format!(
-                                    "environment variable {var} (webhook.url_env) is not set"
-                                ),
-                            })?
-                        }
-                        (None, None) => unreachable!("validated: url or url_env"),
-                    };
-                    let url = reqwest::Url::parse(&raw).map_err(|e| RouterError::Receiver {
-                        receiver: receiver.name.clone(),
-                        reason: format!("webhook URL is invalid: {e}"),
-                    })?;
-                    Channel::Webhook {
-                        url,
-                        allow_private: webhook.allow_private,
-                    }
-                }
-                None => Channel::Console,
-            };
-            receivers.insert(receiver.name.clone(), channel);
+            if receiver.discard {
+                // The routing tree raises no alert for it.
+                continue;
+            }
+            let channel = channel(
+                receiver,
+                Duration::from_millis(config.delivery.request_timeout_ms),
+            )?;
+            receivers.insert(
+                receiver.name.clone(),
+                Receiver {
+                    channel,
+                    policy: config.delivery.for_receiver(receiver),
+                    breaker: Breaker::default(),
+                },
+            );
         }
         let client = |public_only: bool| {
             let mut builder = reqwest::Client::builder()
@@ -112,7 +214,6 @@ impl Deliverer {
             public_http,
             any_http,
             permits: Arc::new(Semaphore::new(config.delivery.concurrency)),
-            policy: config.delivery.clone(),
             metrics,
             shutdown,
         })
@@ -126,32 +227,99 @@ impl Deliverer {
         enriched: &EnrichedMention,
         receiver: &str,
     ) -> Result<Delivery, StageError> {
-        let channel = self.receivers.get(receiver).ok_or_else(|| {
+        let Receiver {
+            channel,
+            policy,
+            breaker,
+        } = self.receivers.get(receiver).ok_or_else(|| {
             StageError::permanent("config", format!("no receiver named {receiver}"))
         })?;
         let id = delivery_id(alert.id, receiver);
+        // Messages queued behind a paced channel wait here, before taking a permit, so that
+        // a busy Slack channel does not use up the permits the other receivers need.
+        if let Channel::Slack { pacing, .. } = channel {
+            tokio::select! {
+                _ = pacing.wait_turn() => {}
+                _ = self.shutdown.cancelled() => return Err(StageError::Interrupted),
+            }
+        }
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| StageError::Interrupted)?;
         let mut attempts = 0;
-        let mut backoff = Duration::from_millis(self.policy.initial_backoff_ms);
+        let mut backoff = Duration::from_millis(policy.initial_backoff_ms);
         let outcome = loop {
+            if let Some(failures) = breaker.open(policy) {
+                break Err(format!(
+                    "circuit open after {failures} consecutive failed attempts to this receiver; not tried (next probe within {} ms)",
+                    policy.breaker_open_ms
+                ));
+            }
             attempts += 1;
             let result = match channel {
                 Channel::Console => {
                     print_alert(alert, enriched, receiver);
                     Ok(())
                 }
-                Channel::Webhook { url, allow_private } => {
-                    self.post_webhook(url, *allow_private, id, alert, enriched)
+                Channel::Slack { target, pacing } => {
+                    if attempts > 1 {
+                        pacing.wait_turn().await;
+                    }
+                    let body = channels::slack(alert, enriched);
+                    self.post(target, &body, &[]).await
+                }
+                Channel::Teams { target } => {
+                    self.post(target, &channels::teams(alert, enriched), &[])
                         .await
                 }
+                Channel::PagerDuty {
+                    target,
+                    routing_key,
+                    severity,
+                } => {
+                    let body = channels::pagerduty(alert, enriched, routing_key, severity);
+                    self.post(target, &body, &[]).await
+                }
+                Channel::Email(email) => self.send_email(email, id, alert, enriched).await,
+                Channel::Webhook {
+                    target,
+                    signing_key,
+                } => {
+                    let body = serde_json::json!({
+                        "delivery_id": id.to_string(),
+                        "alert": alert,
+                        "mention": enriched,
+                    });
+                    let body = serde_json::to_vec(&body).expect("JSON values serialize");
+                    let mut headers = vec![
+                        ("Idempotency-Key", id.to_string()),
+                        ("X-Earshot-Delivery", id.to_string()),
+                        ("X-Earshot-Alert", alert.id.to_string()),
+                    ];
+                    if let Some(key) = signing_key {
+                        let timestamp = chrono::Utc::now().timestamp().to_string();
+                        let signature = channels::signature(key, id, &timestamp, &body);
+                        headers.push(("X-Earshot-Timestamp", timestamp));
+                        headers.push(("X-Earshot-Signature", signature));
+                    }
+                    self.post_bytes(target, body, &headers).await
+                }
             };
+            let opened = match &result {
+                Ok(()) => {
+                    breaker.succeeded();
+                    false
+                }
+                Err(_) => breaker.failed(policy),
+            };
+            if opened {
+                tracing::error!(receiver, failures = policy.breaker_failures, open_ms = policy.breaker_open_ms, "circuit opened: deliveries to this receiver fail at once until it is probed again");
+            }
             match result {
                 Ok(()) => break Ok(()),
-                Err(error) if !error.retry || attempts >= self.policy.max_attempts => {
+                Err(error) if !error.retry || attempts >= policy.max_attempts || opened => {
                     break Err(error.message)
                 }
                 Err(error) => {
@@ -161,7 +329,7 @@ impl Deliverer {
                         _ = tokio::time::sleep(wait) => {}
                         _ = self.shutdown.cancelled() => return Err(StageError::Interrupted),
                     }
-                    backoff = (backoff * 2).min(Duration::from_millis(self.policy.max_backoff_ms));
+                    backoff = (backoff * 2).min(Duration::from_millis(policy.max_backoff_ms));
                 }
             }
         };
@@ -189,15 +357,71 @@ impl Deliverer {
         })
     }
 
-    async fn post_webhook(
+    async fn send_email(
         &self,
-        url: &reqwest::Url,
-        allow_private: bool,
+        email: &Email,
         delivery: uuid::Uuid,
         alert: &Alert,
         enriched: &EnrichedMention,
     ) -> Result<(), AttemptError> {
-        let http = if allow_private {
+        use lettre::AsyncTransport;
+        if !email.allow_private {
+            // lettre resolves the relay itself, so the check is made here, just before
+            // (a name re-pointed in between is not caught, unlike the HTTP channels).
+            let addresses = tokio::net::lookup_host((email.host.as_str(), email.port))
+                .await
+                .map_err(|e| AttemptError {
+                    message: format!("SMTP {}: {e}", email.host),
+                    retry: true,
+                    retry_after: None,
+                })?;
+            for address in addresses {
+                if !is_public(address.ip()) {
+                    return Err(AttemptError {
+                        message: format!("refusing to send to {} ({}): {NOT_PUBLIC} (set allow_private on the receiver to allow it)", email.host, address.ip()),
+                        retry: false,
+                        retry_after: None,
+                    });
+                }
+            }
+        }
+        let message =
+            channels::email(alert, enriched, delivery, &email.from, &email.to).map_err(|e| {
+                AttemptError {
+                    message: format!("building the email: {e}"),
+                    retry: false,
+                    retry_after: None,
+                }
+            })?;
+        email.transport.send(message).await.map(drop).map_err(|e| {
+            // 5xx replies will not pass later; 4xx replies, timeouts and connection or TLS
+            // failures may.
+            AttemptError {
+                message: format!("SMTP {}: {}", email.host, error_chain(&e)),
+                retry: !e.is_permanent(),
+                retry_after: None,
+            }
+        })
+    }
+
+    async fn post(
+        &self,
+        target: &Target,
+        body: &serde_json::Value,
+        headers: &[(&str, String)],
+    ) -> Result<(), AttemptError> {
+        let body = serde_json::to_vec(body).expect("JSON values serialize");
+        self.post_bytes(target, body, headers).await
+    }
+
+    async fn post_bytes(
+        &self,
+        target: &Target,
+        body: Vec<u8>,
+        headers: &[(&str, String)],
+    ) -> Result<(), AttemptError> {
+        let url = &target.url;
+        let http = if target.allow_private {
             &self.any_http
         } else {
             // A literal IP address is not resolved, so it is checked here; names are checked
@@ -205,29 +429,23 @@ impl Deliverer {
             check_literal_address(url)?;
             &self.public_http
         };
-        let body = serde_json::json!({
-            "delivery_id": delivery.to_string(),
-            "alert": alert,
-            "mention": enriched,
-        });
-        let response = http
+        let mut request = http
             .post(url.clone())
-            .header("Idempotency-Key", delivery.to_string())
-            .header("X-Earshot-Delivery", delivery.to_string())
-            .header("X-Earshot-Alert", alert.id.to_string())
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| {
-                let message = format!("POST {url}: {}", error_chain(&e));
-                // A refused private address is final; any other failure on the way may pass.
-                let retry = !message.contains(NOT_PUBLIC);
-                AttemptError {
-                    message,
-                    retry,
-                    retry_after: None,
-                }
-            })?;
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.map_err(|e| {
+            let message = format!("POST {}: {}", redacted(url), error_chain(&e));
+            // A refused private address is final; any other failure on the way may pass.
+            let retry = !message.contains(NOT_PUBLIC);
+            AttemptError {
+                message,
+                retry,
+                retry_after: None,
+            }
+        })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -240,11 +458,17 @@ impl Deliverer {
             .map(|wait| wait.min(Duration::from_secs(300)));
         let retry = status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408;
         Err(AttemptError {
-            message: format!("POST {url}: HTTP {status}"),
+            message: format!("POST {}: HTTP {status}", redacted(url)),
             retry,
             retry_after,
         })
     }
+}
+
+/// The URL without its path and query: Slack, Teams and many webhooks carry their token
+/// there, and errors end up in logs and dead-letter headers.
+fn redacted(url: &reqwest::Url) -> String {
+    format!("{}://{}", url.scheme(), url.authority())
 }
 
 fn jitter(base: Duration) -> Duration {
@@ -294,6 +518,122 @@ fn check_literal_address(url: &reqwest::Url) -> Result<(), AttemptError> {
         }),
         _ => Ok(()),
     }
+}
+
+/// The channel of one receiver, with its secrets read from the environment or files.
+fn channel(receiver: &ReceiverConfig, request_timeout: Duration) -> Result<Channel, RouterError> {
+    let fail = |reason: String| RouterError::Receiver {
+        receiver: receiver.name.clone(),
+        reason,
+    };
+    let target = |url: &Option<String>, url_env: &Option<String>, allow_private: bool| {
+        let raw = match (url, url_env) {
+            (Some(url), _) => url.clone(),
+            (None, Some(var)) => std::env::var(var)
+                .map_err(|_| fail(format!("environment variable {var} (url_env) is not set")))?,
+            (None, None) => unreachable!("validated: url or url_env"),
+        };
+        let url = reqwest::Url::parse(&raw).map_err(|e| fail(format!("URL is invalid: {e}")))?;
+        Ok::<_, RouterError>(Target { url, allow_private })
+    };
+    if let Some(webhook) = &receiver.webhook {
+        let signing_key = secret(&webhook.secret_env, &webhook.secret_file)
+            .map_err(&fail)?
+            .map(String::into_bytes);
+        return Ok(Channel::Webhook {
+            target: target(&webhook.url, &webhook.url_env, webhook.allow_private)?,
+            signing_key,
+        });
+    }
+    if let Some(slack) = &receiver.slack {
+        return Ok(Channel::Slack {
+            target: target(&slack.url, &slack.url_env, slack.allow_private)?,
+            pacing: Pacing {
+                min_interval: Duration::from_millis(slack.min_interval_ms),
+                next: tokio::sync::Mutex::new(None),
+            },
+        });
+    }
+    if let Some(teams) = &receiver.teams {
+        return Ok(Channel::Teams {
+            target: target(&teams.url, &teams.url_env, teams.allow_private)?,
+        });
+    }
+    if let Some(email) = &receiver.email {
+        let mut tls = lettre::transport::smtp::client::TlsParameters::builder(email.host.clone());
+        if let Some(path) = &email.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+            let certificate = lettre::transport::smtp::client::Certificate::from_pem(&pem)
+                .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+            tls = tls.add_root_certificate(certificate);
+        }
+        let tls = tls.build_rustls().map_err(|e| fail(e.to_string()))?;
+        let mut transport =
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(&email.host)
+                .port(email.port)
+                .tls(lettre::transport::smtp::client::Tls::Required(tls))
+                .timeout(Some(request_timeout));
+        if let Some(username) = &email.username {
+            let password = secret(&email.password_env, &email.password_file)
+                .map_err(&fail)?
+                .expect("validated: a password with the username");
+            transport =
+                transport.credentials(lettre::transport::smtp::authentication::Credentials::new(
+                    username.clone(),
+                    password,
+                ));
+        }
+        let parse = |text: &str| {
+            text.parse::<lettre::message::Mailbox>()
+                .map_err(|e| fail(format!("{text:?} is not an address: {e}")))
+        };
+        return Ok(Channel::Email(Box::new(Email {
+            transport: transport.build(),
+            host: email.host.clone(),
+            port: email.port,
+            from: parse(&email.from)?,
+            to: email
+                .to
+                .iter()
+                .map(|to| parse(to))
+                .collect::<Result<_, _>>()?,
+            allow_private: email.allow_private,
+        })));
+    }
+    if let Some(pagerduty) = &receiver.pagerduty {
+        let routing_key = secret(&pagerduty.routing_key_env, &pagerduty.routing_key_file)
+            .map_err(&fail)?
+            .expect("validated: routing_key_env or routing_key_file");
+        return Ok(Channel::PagerDuty {
+            target: target(&Some(pagerduty.url.clone()), &None, pagerduty.allow_private)?,
+            routing_key,
+            severity: pagerduty.severity.clone(),
+        });
+    }
+    Ok(Channel::Console)
+}
+
+/// A secret from an environment variable or a file (its trailing newline dropped); `None`
+/// when neither is configured.
+fn secret(
+    env: &Option<String>,
+    file: &Option<std::path::PathBuf>,
+) -> Result<Option<String>, String> {
+    let value = match (env, file) {
+        (Some(var), _) => {
+            std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?
+        }
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .trim_end_matches(['\n', '\r'])
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    if value.is_empty() {
+        return Err("the secret is empty".to_owned());
+    }
+    Ok(Some(value))
 }
 
 /// Resolves with the system resolver and refuses names with any non-public address.
@@ -351,8 +691,13 @@ fn print_alert(alert: &Alert, enriched: &EnrichedMention, receiver: &str) {
         .take(140)
         .collect::<String>()
         .replace('\n', " ");
+    let review = if alert.review_required {
+        format!(" [{}]", channels::review_warning(alert))
+    } else {
+        String::new()
+    };
     println!(
-        "ALERT [{route} → {receiver}] {watchlist} {score_name}={score:.2} (≥ {threshold}) {author} (reach {reach}): {text}",
+        "ALERT{review} [{route} → {receiver}] {watchlist} {score_name}={score:.2} (≥ {threshold}) {author} (reach {reach}): {text}",
         route = alert.route,
         watchlist = alert.watchlist,
         score_name = alert.score_name,

@@ -3,23 +3,26 @@
 //!
 //! A delivery that still fails after every retry is never dropped: the alert goes to the
 //! dead-letter topic with the reason, and to the alerts topic with status `failed`.
-//! [`Routes::evaluate`] is the pure step; [`RouterStage`] the stage the runner drives.
+//! [`Routes::route`] is the pure step (the routing tree, in `routes`); [`RouterStage`] the
+//! stage the runner drives; `test_routes` checks fixtures against the tree.
 
+mod channels;
 mod delivery;
+mod routes;
+pub mod test_routes;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use earshot_core::bus::{headers, OutRecord, Publisher};
-use earshot_core::config::{RouteConfig, RouterConfig, ScoreName};
-use earshot_core::model::{alert_id, now_micros, Alert, DeliveryStatus, EnrichedMention};
+use earshot_core::model::DeliveryStatus;
 use earshot_core::telemetry::{trace_context, Metrics};
 use earshot_core::{Completion, InRecord, Services, Stage, StageError};
 use futures::future::{BoxFuture, FutureExt};
 use tokio_util::sync::CancellationToken;
 
 pub use delivery::{Channel, Deliverer};
+pub use routes::{Routed, Routes, RoutesError};
 
 const STAGE: &str = "router";
 
@@ -29,6 +32,8 @@ pub enum RouterError {
     Service(#[from] earshot_core::service::ServiceError),
     #[error(transparent)]
     Bus(#[from] earshot_core::bus::BusError),
+    #[error(transparent)]
+    Routes(#[from] RoutesError),
     #[error("receiver {receiver}: {reason}")]
     Receiver { receiver: String, reason: String },
 }
@@ -53,73 +58,6 @@ pub async fn run_with(services: Services, shutdown: CancellationToken) -> Result
     Ok(())
 }
 
-/// The routing rules, by watchlist.
-pub struct Routes {
-    by_watchlist: HashMap<String, Vec<RouteConfig>>,
-}
-
-impl Routes {
-    pub fn new(config: &RouterConfig) -> Self {
-        let mut by_watchlist: HashMap<String, Vec<RouteConfig>> = HashMap::new();
-        for route in &config.routes {
-            by_watchlist
-                .entry(route.watchlist.clone())
-                .or_default()
-                .push(route.clone());
-        }
-        Routes { by_watchlist }
-    }
-
-    /// The alerts one enriched copy raises: one per route of its watchlist whose score reaches
-    /// the threshold. Deliveries are filled in by the deliverer.
-    pub fn evaluate(&self, enriched: &EnrichedMention) -> Vec<(Alert, String)> {
-        let Some(routes) = self.by_watchlist.get(&enriched.watchlist) else {
-            return Vec::new();
-        };
-        routes
-            .iter()
-            .filter_map(|route| {
-                let score = score(route.score, enriched)?;
-                (score >= route.threshold).then(|| {
-                    let mention = &enriched.mention;
-                    let alert = Alert {
-                        id: alert_id(mention.id, &route.name),
-                        created_at: now_micros(),
-                        route: route.name.clone(),
-                        watchlist: enriched.watchlist.clone(),
-                        mention_id: mention.id,
-                        mention_url: mention.url.clone(),
-                        mention_text: mention.text.clone(),
-                        author_handle: mention.author.handle.clone(),
-                        score_name: route.score.as_str().to_owned(),
-                        score,
-                        threshold: route.threshold,
-                        mention_collected_at: mention.collected_at,
-                        deliveries: Vec::new(),
-                    };
-                    (alert, route.receiver.clone())
-                })
-            })
-            .collect()
-    }
-}
-
-fn score(name: ScoreName, enriched: &EnrichedMention) -> Option<f64> {
-    Some(match name {
-        ScoreName::Urgency => enriched.urgency,
-        ScoreName::Relevance => {
-            enriched
-                .matches
-                .iter()
-                .find(|m| m.watchlist == enriched.watchlist)?
-                .relevance
-        }
-        ScoreName::Negativity => -enriched.sentiment.compound,
-        ScoreName::Reach => enriched.reach as f64,
-        ScoreName::Spam => enriched.spam_score,
-    })
-}
-
 /// The router as a stage: decode, evaluate routes, deliver, publish each alert.
 pub struct RouterStage {
     routes: Routes,
@@ -139,7 +77,7 @@ impl RouterStage {
     ) -> Result<Self, RouterError> {
         let config = &services.config.router;
         Ok(RouterStage {
-            routes: Routes::new(config),
+            routes: Routes::new(config)?,
             deliverer: Arc::new(Deliverer::new(config, services.metrics.clone(), shutdown)?),
             services: services.clone(),
             publisher,

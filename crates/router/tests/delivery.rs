@@ -447,19 +447,23 @@ fn router_config(url: &str, allow_private: bool, max_attempts: u32) -> RouterCon
     RouterConfig {
         routes: vec![RouteConfig {
             name: ROUTE.into(),
-            watchlist: "acme".into(),
-            score: ScoreName::Reach,
-            threshold: 1000.0,
-            receiver: RECEIVER.into(),
+            watchlist: Some("acme".into()),
+            score: Some(ScoreName::Reach),
+            threshold: Some(1000.0),
+            receiver: Some(RECEIVER.into()),
+            ..RouteConfig::default()
         }],
+        time_intervals: vec![],
+        silences: vec![],
+        review: None,
         receivers: vec![ReceiverConfig {
             name: RECEIVER.into(),
             webhook: Some(WebhookConfig {
                 url: Some(url.to_owned()),
-                url_env: None,
                 allow_private,
+                ..WebhookConfig::default()
             }),
-            console: false,
+            ..ReceiverConfig::default()
         }],
         delivery: DeliveryConfig {
             max_attempts,
@@ -467,6 +471,7 @@ fn router_config(url: &str, allow_private: bool, max_attempts: u32) -> RouterCon
             max_backoff_ms: 50,
             request_timeout_ms: 5_000,
             concurrency: 4,
+            ..DeliveryConfig::default()
         },
     }
 }
@@ -538,6 +543,9 @@ fn sample_alert() -> (Alert, EnrichedMention) {
         threshold: 1000.0,
         mention_collected_at: mention.collected_at,
         deliveries: Vec::new(),
+        route_path: vec![],
+        review_required: false,
+        review_topics: vec![],
     };
     (alert, enriched)
 }

@@ -383,6 +383,9 @@ mod tests {
                 last_error: Some("503".into()),
                 delivered_at: None,
             }],
+            route_path: vec![],
+            review_required: false,
+            review_topics: vec![],
         };
         let Item::Alert { alert, deliveries } = alert_item(alert).unwrap() else {
             panic!("not an alert")

@@ -308,6 +308,9 @@ fn alert(mention: &EnrichedMention, route: &str) -> Alert {
                 delivered_at: Some(mention.mention.collected_at + 20_000),
             })
             .collect(),
+        route_path: vec![],
+        review_required: false,
+        review_topics: vec![],
     }
 }
 
