@@ -302,14 +302,7 @@ impl Collector {
                     count_ack(result, &mut summary, &self.sent)?;
                 }
             }
-            // Straight into the ingest struct: the `Value` step is only taken for a line
-            // that fails, to give the same error as the endpoint ("not JSON: …" or the field).
-            let parsed = match serde_json::from_str::<ingest::IngestMention>(&line) {
-                Ok(item) => item.into_mention(&source),
-                Err(_) => serde_json::from_str(&line)
-                    .map_err(|e| format!("not JSON: {e}"))
-                    .and_then(|value| ingest::to_mention(value, &source)),
-            };
+            let parsed = ingest::parse_item(ingest::RawItem::Line(&line), &source);
             let published = match parsed {
                 Ok(mention) => self.publish(&mention).await.map_err(|error| (error, true)),
                 Err(error) => Err((error, false)),
@@ -508,7 +501,7 @@ async fn ingest_handler(
     let mut rejected = Vec::new();
     let mut acks = Vec::with_capacity(items.len());
     for (item, value) in items {
-        let mention = value.and_then(|v| ingest::to_mention(v, &state.source));
+        let mention = ingest::parse_item(value, &state.source);
         match mention {
             Ok(mention) => match state.collector.publish(&mention).await {
                 Ok(ack) => acks.push(ack),
