@@ -109,6 +109,8 @@ pub async fn collect(
         sources::Output::Print,
         Arc::new(polite_client(config)?),
         settings,
+        // Printed lines need no acknowledgement.
+        Duration::from_secs(1),
         shutdown,
     )
     .await;
@@ -197,6 +199,7 @@ impl Collector {
             sources::Output::Publish(Box::new(self.clone())),
             Arc::new(polite_client(config)?),
             health_settings(&self.services),
+            Duration::from_millis(self.services.config.kafka.drain_timeout_ms),
             shutdown,
         ))))
     }
