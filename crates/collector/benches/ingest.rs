@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 const ROUNDS: usize = 3;
 const HTTP_BATCH: usize = 1_000;
-const HTTP_CONNECTIONS: usize = 4;
+const HTTP_CONNECTIONS: usize = 16;
 const TOKEN: &str = "bench-token-0123456789abcdef";
 
 fn main() {
@@ -88,20 +88,25 @@ async fn bench(bootstrap: String, count: usize) {
     let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
     let path = std::env::temp_dir().join(format!("{run}.ndjson"));
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    // The baseline sends exactly what the collector sends: the encoded Avro records.
+    // The baseline sends exactly what the collector sends: the key, the encoded Avro record
+    // and a traceparent header.
     let source = Source {
         kind: "replay".into(),
         instance: path.display().to_string(),
     };
-    let records: Vec<(Bytes, Bytes)> = lines
+    let records: Vec<(Bytes, Bytes, Bytes)> = lines
         .iter()
         .map(|line| {
             let mention = ingest::to_mention(serde_json::from_str(line).unwrap(), &source).unwrap();
             let payload = services.codecs.mention.encode(&mention).unwrap();
-            (Bytes::from(mention.id.to_string()), Bytes::from(payload))
+            (
+                Bytes::from(mention.id.to_string()),
+                Bytes::from(payload),
+                Bytes::from(earshot_core::telemetry::trace_context::new_traceparent()),
+            )
         })
         .collect();
-    let payload_bytes: usize = records.iter().map(|(_, p)| p.len()).sum();
+    let payload_bytes: usize = records.iter().map(|(_, p, _)| p.len()).sum();
     println!(
         "{count} mentions, {:.0} bytes of NDJSON and {:.0} bytes of Avro per mention",
         bytes as f64 / count as f64,
@@ -162,7 +167,7 @@ async fn bench(bootstrap: String, count: usize) {
     for (name, elapsed) in [
         ("NDJSON replay (`Collector::replay`)", best[1]),
         (
-            "HTTP ingest (`POST /v1/mentions`, 1,000 per request, 4 connections)",
+            "HTTP ingest (`POST /v1/mentions`, 1,000 per request, 16 connections)",
             best[2],
         ),
     ] {

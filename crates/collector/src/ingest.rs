@@ -106,12 +106,20 @@ impl IngestMention {
     }
 }
 
-/// One item of a request body: its position (1-based line or array index) and the parsed
-/// JSON, or why it is not JSON.
-pub type BodyItem = (usize, Result<serde_json::Value, String>);
+/// One item of a request body, not validated yet.
+#[derive(Debug)]
+pub enum RawItem<'a> {
+    /// A line of an NDJSON body, parsed later straight into [`IngestMention`].
+    Line(&'a str),
+    /// An element of a JSON array body, or a single-object body.
+    Value(serde_json::Value),
+}
+
+/// One item of a request body: its position (1-based line or array index) and the item.
+pub type BodyItem<'a> = (usize, RawItem<'a>);
 
 /// Splits a request body into items: one JSON object, a JSON array of objects, or NDJSON.
-pub fn split_body(body: &[u8]) -> Result<Vec<BodyItem>, String> {
+pub fn split_body(body: &[u8]) -> Result<Vec<BodyItem<'_>>, String> {
     let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
     let trimmed = text.trim_start();
     if trimmed.is_empty() {
@@ -123,24 +131,34 @@ pub fn split_body(body: &[u8]) -> Result<Vec<BodyItem>, String> {
         return Ok(values
             .into_iter()
             .enumerate()
-            .map(|(i, v)| (i + 1, Ok(v)))
+            .map(|(i, v)| (i + 1, RawItem::Value(v)))
             .collect());
     }
     // One (possibly pretty-printed) object, else NDJSON.
     if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
-        return Ok(vec![(1, Ok(value))]);
+        return Ok(vec![(1, RawItem::Value(value))]);
     }
     Ok(text
         .lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| {
-            (
-                i + 1,
-                serde_json::from_str(line).map_err(|e| format!("not JSON: {e}")),
-            )
-        })
+        .map(|(i, line)| (i + 1, RawItem::Line(line)))
         .collect())
+}
+
+/// Parses and validates one item. A line goes straight into [`IngestMention`]; only a line
+/// that fails is parsed again as a `Value`, to say whether it is not JSON at all or which
+/// field is wrong, exactly as for an array element.
+pub fn parse_item(item: RawItem<'_>, default_source: &Source) -> Result<Mention, String> {
+    match item {
+        RawItem::Value(value) => to_mention(value, default_source),
+        RawItem::Line(line) => match serde_json::from_str::<IngestMention>(line) {
+            Ok(ingest) => ingest.into_mention(default_source),
+            Err(_) => serde_json::from_str(line)
+                .map_err(|e| format!("not JSON: {e}"))
+                .and_then(|value| to_mention(value, default_source)),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -201,14 +219,26 @@ mod tests {
     fn bodies_may_be_an_object_an_array_or_ndjson() {
         assert_eq!(split_body(b"{\n \"a\": 1\n}").unwrap().len(), 1);
         assert_eq!(split_body(b"[{}, {}, {}]").unwrap().len(), 3);
-        let items = split_body(b"{}\n\nnot json\n{}\n").unwrap();
+        let line = r#"{"native_id":"1","author":{"handle":"@a"},"text":"x"}"#;
+        let body = format!("{line}\n\nnot json\n{{\"native_id\":\"2\"}}\n");
+        let items: Vec<(usize, Result<Mention, String>)> = split_body(body.as_bytes())
+            .unwrap()
+            .into_iter()
+            .map(|(n, item)| (n, parse_item(item, &source())))
+            .collect();
         assert_eq!(
             items
                 .iter()
                 .map(|(n, r)| (*n, r.is_ok()))
                 .collect::<Vec<_>>(),
-            vec![(1, true), (3, false), (4, true)]
+            vec![(1, true), (3, false), (4, false)]
         );
+        assert!(items[1].1.as_ref().unwrap_err().starts_with("not JSON: "));
+        assert!(items[2]
+            .1
+            .as_ref()
+            .unwrap_err()
+            .contains("missing field `author`"));
         assert!(split_body(b"   ").is_err());
         assert!(split_body(&[0xff, 0xfe]).is_err());
     }

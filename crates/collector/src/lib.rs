@@ -109,6 +109,8 @@ pub async fn collect(
         sources::Output::Print,
         Arc::new(polite_client(config)?),
         settings,
+        // Printed lines need no acknowledgement.
+        Duration::from_secs(1),
         shutdown,
     )
     .await;
@@ -197,6 +199,7 @@ impl Collector {
             sources::Output::Publish(Box::new(self.clone())),
             Arc::new(polite_client(config)?),
             health_settings(&self.services),
+            Duration::from_millis(self.services.config.kafka.drain_timeout_ms),
             shutdown,
         ))))
     }
@@ -302,9 +305,7 @@ impl Collector {
                     count_ack(result, &mut summary, &self.sent)?;
                 }
             }
-            let parsed = serde_json::from_str(&line)
-                .map_err(|e| format!("not JSON: {e}"))
-                .and_then(|value| ingest::to_mention(value, &source));
+            let parsed = ingest::parse_item(ingest::RawItem::Line(&line), &source);
             let published = match parsed {
                 Ok(mention) => self.publish(&mention).await.map_err(|error| (error, true)),
                 Err(error) => Err((error, false)),
@@ -503,7 +504,7 @@ async fn ingest_handler(
     let mut rejected = Vec::new();
     let mut acks = Vec::with_capacity(items.len());
     for (item, value) in items {
-        let mention = value.and_then(|v| ingest::to_mention(v, &state.source));
+        let mention = ingest::parse_item(value, &state.source);
         match mention {
             Ok(mention) => match state.collector.publish(&mention).await {
                 Ok(ack) => acks.push(ack),

@@ -311,3 +311,121 @@ async fn a_hashtag_stream_is_followed_and_its_gaps_backfilled_on_reconnect() {
     );
     assert!(server.lock().unwrap().connections >= 2);
 }
+
+/// Against real Kafka: the collector is stopped after two live posts, three more are posted
+/// while it is down, and the restarted collector backfills them from the checkpoint it
+/// saved (the last status id), then follows the stream again. Every post is on the raw
+/// topic exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_collector_backfills_what_was_posted_while_it_was_down() {
+    let server: Shared = Default::default();
+    let addr = mastodon_server(server.clone()).await;
+    std::env::set_var("EARSHOT_TEST_MASTODON_TOKEN", TOKEN);
+    let run = format!(
+        "mastodon_restart_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let mut config = Config::default();
+    config.kafka.bootstrap_servers = std::env::var("KAFKA_BOOTSTRAP_SERVERS").expect(
+        "KAFKA_BOOTSTRAP_SERVERS is not set: run the tests with scripts/test, which starts Kafka",
+    );
+    config.kafka.group_prefix = run.clone();
+    config.kafka.session_timeout_ms = 6_000;
+    config.topics.raw = format!("{run}.raw");
+    config.topics.enriched = format!("{run}.enriched");
+    config.topics.alerts = format!("{run}.alerts");
+    config.topics.deadletter = format!("{run}.deadletter");
+    config.topics.checkpoints = format!("{run}.checkpoints");
+    config.topics.source_health = format!("{run}.health");
+    config.collector.sources.mastodon = vec![MastodonSourceConfig {
+        name: "social-acme".into(),
+        server: format!("http://{addr}"),
+        timeline: MastodonTimeline::Hashtag,
+        hashtag: Some("acme".into()),
+        access_token_env: Some("EARSHOT_TEST_MASTODON_TOKEN".into()),
+        backfill_page_size: 40,
+        usual_interval_ms: 60_000,
+    }];
+    config.collector.politeness.per_host_interval_ms = 0;
+    config.collector.politeness.initial_backoff_ms = 20;
+    let start = |config: Config| async move {
+        let shutdown = CancellationToken::new();
+        let services = Services::kafka(config).await.unwrap();
+        let task = tokio::spawn(earshot_collector::run_with(services, shutdown.clone()));
+        (shutdown, task)
+    };
+
+    let (shutdown, task) = start(config.clone()).await;
+    wait_until(Duration::from_secs(30), "a stream connection", || {
+        server.lock().unwrap().stream.is_some()
+    })
+    .await;
+    post(&server, 1001, "Acme one");
+    post(&server, 1002, "Acme two");
+    let ids = raw_ids(&config, 2).await;
+    assert_eq!(ids, ["1001", "1002"]);
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    server.lock().unwrap().stream = None;
+
+    for id in 1003..=1005 {
+        post(&server, id, &format!("Acme while down {id}"));
+    }
+    let (shutdown, task) = start(config.clone()).await;
+    wait_until(Duration::from_secs(30), "the second connection", || {
+        server.lock().unwrap().stream.is_some()
+    })
+    .await;
+    post(&server, 1006, "Acme live again");
+    let ids = raw_ids(&config, 6).await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(
+        ids,
+        ["1001", "1002", "1003", "1004", "1005", "1006"],
+        "each post exactly once"
+    );
+    assert_eq!(
+        server.lock().unwrap().timeline_requests[0],
+        "1002",
+        "backfilled from the checkpoint"
+    );
+}
+
+/// Status ids (the last segment of the native id) on the raw topic, read by a fresh group
+/// until `count` came and nothing more arrives for two seconds.
+async fn raw_ids(config: &Config, count: usize) -> Vec<String> {
+    use earshot_core::bus::Subscription;
+    let services = Services::kafka(config.clone()).await.unwrap();
+    let health = earshot_core::telemetry::Health::new(Duration::from_secs(60));
+    let mut reader = earshot_core::kafka::KafkaSubscription::new(
+        &config.kafka,
+        &format!("reader_{}", uuid::Uuid::new_v4().simple()),
+        &[&config.topics.raw],
+        earshot_core::telemetry::Metrics::default(),
+        health.ready_flag("joined"),
+        health.ready_flag("broker"),
+    )
+    .unwrap();
+    let mut ids = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let wait = Duration::from_secs(if ids.len() >= count { 2 } else { 1 });
+        match tokio::time::timeout(wait, reader.recv()).await {
+            Ok(Some(Ok(record))) => {
+                let mention = services
+                    .codecs
+                    .mention
+                    .decode(&record.payload.unwrap())
+                    .await
+                    .unwrap();
+                ids.push(mention.native_id.rsplit('/').next().unwrap().to_owned());
+            }
+            Ok(other) => panic!("consuming failed: {:?}", other.map(|r| r.err())),
+            Err(_) if ids.len() >= count => break,
+            Err(_) => {}
+        }
+    }
+    ids.sort();
+    ids
+}

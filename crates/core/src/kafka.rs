@@ -829,12 +829,12 @@ fn read_latest(
 
 /// The benchmarks' baseline: a bare rdkafka producer with the settings of
 /// [`KafkaPublisher`] (idempotent, acks=all, lz4, linger 5 ms) sending `records` (key,
-/// payload) to `topic` as fast as its queue takes them, and waiting for every
-/// acknowledgement. It lives here because only this module talks to rdkafka.
+/// payload, `traceparent` header) to `topic` as fast as its queue takes them, and waiting
+/// for every acknowledgement. It lives here because only this module talks to rdkafka.
 pub async fn produce_bare(
     config: &KafkaConfig,
     topic: &str,
-    records: &[(Bytes, Bytes)],
+    records: &[(Bytes, Bytes, Bytes)],
 ) -> Result<(), BusError> {
     let producer: FutureProducer = base_config(config)?
         .set("client.id", "earshot-bench-baseline")
@@ -853,13 +853,17 @@ pub async fn produce_bare(
             reason: format!("creating the producer failed: {e}"),
         })?;
     let mut deliveries = Vec::with_capacity(records.len());
-    for (key, payload) in records {
+    for (key, payload, traceparent) in records {
         loop {
-            match producer.send_result(
-                FutureRecord::to(topic)
-                    .key(key.as_ref())
-                    .payload(payload.as_ref()),
-            ) {
+            let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+                key: crate::bus::headers::TRACEPARENT,
+                value: Some(traceparent.as_ref()),
+            });
+            let record = FutureRecord::to(topic)
+                .key(key.as_ref())
+                .payload(payload.as_ref())
+                .headers(headers);
+            match producer.send_result(record) {
                 Ok(delivery) => {
                     deliveries.push(delivery);
                     break;

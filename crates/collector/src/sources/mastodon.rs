@@ -6,8 +6,8 @@
 //! opened first and the gap since that id is then backfilled over REST
 //! (`/api/v1/timelines/public` or `/tag/:hashtag`), paging forward with `min_id`: `since_id`
 //! would return only the newest page and leave a hole when more than a page was posted.
-//! Events that arrived meanwhile wait in the open stream; overlap between the two is removed
-//! by the stable id downstream.
+//! Events that arrived meanwhile wait in the open stream; a status the backfill already
+//! yielded is skipped when its `update` comes through the stream.
 //!
 //! A status's native id is its `uri`, which is the same on every server the post federates
 //! to, so one post is one mention whichever server it is read from. A boost yields the
@@ -38,6 +38,9 @@ pub struct MastodonSource {
     config: MastodonSourceConfig,
     token: Option<String>,
     state: MastodonCheckpoint,
+    /// Ids the backfill of the current connection yielded: the same statuses may also wait
+    /// in the stream, opened before the backfill, and are not yielded twice.
+    backfilled: std::collections::HashSet<String>,
 }
 
 impl MastodonSource {
@@ -54,6 +57,7 @@ impl MastodonSource {
             config,
             token,
             state,
+            backfilled: Default::default(),
         }
     }
 
@@ -146,6 +150,7 @@ impl MastodonSource {
                     highest = status.id.clone();
                 }
                 mentions.push(to_mention(status, context.source()));
+                self.backfilled.insert(status.id.clone());
             }
             if highest == last_id {
                 // The server ignored min_id; stop rather than loop.
@@ -169,6 +174,9 @@ impl MastodonSource {
     ) -> Option<Mention> {
         match event.event.as_str() {
             "update" | "status.update" => match serde_json::from_str::<Status>(&event.data) {
+                Ok(status) if event.event == "update" && self.backfilled.contains(&status.id) => {
+                    None
+                }
                 Ok(status) => {
                     let newer = self
                         .state
@@ -220,6 +228,7 @@ impl Source for MastodonSource {
         }
         // The stream is open: whatever is posted from now on waits in it while the gap is
         // backfilled.
+        self.backfilled.clear();
         self.backfill(context).await?;
         context.health.succeeded();
         let mut events = response.bytes_stream().eventsource();

@@ -307,6 +307,7 @@ pub async fn run_sources(
     output: Output,
     http: Arc<PoliteClient>,
     health: health::HealthSettings,
+    drain_timeout: Duration,
     shutdown: CancellationToken,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
@@ -320,7 +321,18 @@ pub async fn run_sources(
         );
         // Named by its span: task names need tokio_unstable.
         let span = tracing::info_span!("source", key = %instance.key());
-        tasks.spawn(supervise(instance, store, output, http, health, shutdown).instrument(span));
+        tasks.spawn(
+            supervise(
+                instance,
+                store,
+                output,
+                http,
+                health,
+                drain_timeout,
+                shutdown,
+            )
+            .instrument(span),
+        );
     }
     while tasks.join_next().await.is_some() {}
 }
@@ -335,6 +347,7 @@ async fn supervise(
     output: Output,
     http: Arc<PoliteClient>,
     settings: health::HealthSettings,
+    drain_timeout: Duration,
     shutdown: CancellationToken,
 ) {
     let key = instance.key();
@@ -421,7 +434,14 @@ async fn supervise(
         // Whatever was emitted is acknowledged and its checkpoint saved before the lease is
         // released, so that the next owner starts exactly where this one stopped.
         drop(context);
-        let _ = committer.await;
+        if tokio::time::timeout(drain_timeout, committer)
+            .await
+            .is_err()
+        {
+            // Not acknowledged in time: the checkpoint stays where it was, and what follows
+            // it is read again by the next run (duplicates, not loss).
+            tracing::warn!(source = %key, "acknowledgements did not arrive within the drain timeout; the last checkpoint is kept");
+        }
         stop.cancel();
         watchdog.abort();
         watch_lease.abort();
