@@ -503,6 +503,7 @@ fn kafka_config(run: &str) -> Config {
     config.enricher.watchlists = vec![WatchlistConfig {
         name: "acme".into(),
         terms: vec!["Acme".into()],
+        query: None,
         sentiment_lexicon: Default::default(),
     }];
     config

@@ -228,8 +228,18 @@ pub struct EnricherConfig {
 pub struct WatchlistConfig {
     /// Unique name; the enriched topic is keyed by it.
     pub name: String,
-    /// Plain terms, matched case-insensitively on word boundaries; any one matches.
+    /// Plain terms, matched case- and accent-insensitively as whole words (also inside
+    /// `#hashtags` and `@mentions`); any one matches. Shorthand for `query: a OR b OR ...`;
+    /// with a `query` too, the watchlist matches either.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub terms: Vec<String>,
+    /// A boolean query in the watchlist language: terms, "exact phrases", wildcards
+    /// (`refund*`), AND / OR / NOT (juxtaposition is AND), parentheses, `NEAR/n` and ordered
+    /// `NEAR/nf`, `#hashtag`, `@mention`, and the fields `author:`, `site:`, `lang:`,
+    /// `source:`, `url:` and `followers:>N`. Case- and accent-insensitive. Example:
+    /// `(lumora OR #lumora) AND (refund* OR "money back") NOT author:lumora_help`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
     /// Sentiment valences that differ for this watchlist's audience, word to VADER valence
     /// (-4 most negative .. 4 most positive; 0 makes a word neutral). A skate brand's
     /// `sick: 2.5` is praise; a game's `killer: 0` is no threat. Mentions keyed by this
@@ -608,12 +618,19 @@ impl Config {
                 );
             }
             watchlists.push(&watchlist.name);
-            if watchlist.terms.is_empty() {
-                errors.push(format!("{path}.terms"), "must list at least one term");
+            if watchlist.terms.is_empty() && watchlist.query.is_none() {
+                errors.push(&path, "needs a query or at least one term");
             }
             for (j, term) in watchlist.terms.iter().enumerate() {
                 if term.trim().is_empty() {
                     errors.push(format!("{path}.terms[{j}]"), "must not be empty");
+                } else if let Err(error) = earshot_query::Node::any_of_terms(&[term]) {
+                    errors.push(format!("{path}.terms[{j}]"), error);
+                }
+            }
+            if let Some(query) = &watchlist.query {
+                if let Err(error) = earshot_query::parse(query) {
+                    errors.push(format!("{path}.query"), format!("{error} in {query:?}"));
                 }
             }
             for (word, valence) in &watchlist.sentiment_lexicon {
@@ -934,6 +951,34 @@ enricher:
     }
 
     #[test]
+    fn watchlist_queries_that_do_not_parse_are_reported_with_position_and_expectation() {
+        let found = problems(
+            r#"
+enricher:
+  watchlists:
+    - name: ok
+      query: '(lumora OR #lumora) AND refund* NOT author:lumora_help'
+    - name: open
+      query: '(lumora OR lamp'
+    - name: near
+      query: 'lumora NEAR broken'
+    - name: both
+      terms: ["lumora", "re*fund"]
+      query: 'lumora AND'
+"#,
+        );
+        assert_eq!(
+            found,
+            [
+                "enricher.watchlists[1].query: at character 16: expected ')', found the end of the query in \"(lumora OR lamp\"",
+                "enricher.watchlists[2].query: at character 8: expected a distance after NEAR, such as NEAR/3 or NEAR/3f, found \"NEAR\" in \"lumora NEAR broken\"",
+                "enricher.watchlists[3].terms[1]: at character 3: expected '*' only at the end of a word (refund*), found \"re*fund\"",
+                "enricher.watchlists[3].query: at character 11: expected a term, \"phrase\", #hashtag, @mention, field:value or '(', found the end of the query in \"lumora AND\"",
+            ]
+        );
+    }
+
+    #[test]
     fn every_problem_is_reported_at_once_with_its_key_path() {
         let found = problems(
             r#"
@@ -974,7 +1019,7 @@ surprise: true
             "topics: topic \"earshot.alerts\" is used for two purposes",
             "telemetry.listen: invalid socket address",
             "enricher.watchlists.1.extra: unknown key",
-            "enricher.watchlists[0].terms: must list at least one term",
+            "enricher.watchlists[0]: needs a query or at least one term",
             "enricher.watchlists[1].name: duplicate watchlist name \"acme\"",
             "router.receivers[0].webhook.url: scheme \"ftp\" is not http or https",
             "router.routes[0].watchlist: no watchlist named \"nope\"",

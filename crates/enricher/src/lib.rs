@@ -95,7 +95,7 @@ impl Enricher {
     /// engines land, language, spam, intent and urgency stay at their documented defaults
     /// (none, 0, "unknown", 0); reach is followers plus engagement.
     pub fn enrich(&self, mention: Mention) -> Vec<EnrichedMention> {
-        let matches = self.matcher.matches(&mention.text);
+        let matches = self.matcher.matches(&mention, mention.lang_hint.as_deref());
         let analysis = self.sentiment.analyze(&mention.text);
         let engagement = &mention.engagement;
         let reach = mention.author.followers.unwrap_or(0).max(0)
@@ -281,6 +281,7 @@ mod tests {
         let watchlist = |name: &str, lexicon: &[(&str, f64)]| WatchlistConfig {
             name: name.into(),
             terms: vec![name.into()],
+            query: None,
             sentiment_lexicon: lexicon.iter().map(|&(w, v)| (w.to_owned(), v)).collect(),
         };
         Enricher::new(&EnricherConfig {

@@ -269,11 +269,21 @@ fn evaluate(node: &Node, doc: &Prepared<'_>, hits: &mut Vec<Hit>) -> Option<Stri
             Some(pattern.source.clone())
         }
         Node::Or(children) => {
-            let held: Vec<String> = children
+            let mut held: Vec<(&Node, String)> = children
                 .iter()
-                .filter_map(|child| evaluate(child, doc, hits).map(|clause| grouped(child, clause)))
+                .filter_map(|child| evaluate(child, doc, hits).map(|clause| (child, clause)))
                 .collect();
-            (!held.is_empty()).then(|| held.join(" OR "))
+            match held.len() {
+                0 => None,
+                // One branch held: it is the clause, as it would read on its own.
+                1 => held.pop().map(|(_, clause)| clause),
+                _ => Some(
+                    held.into_iter()
+                        .map(|(child, clause)| grouped(child, clause))
+                        .collect::<Vec<_>>()
+                        .join(" OR "),
+                ),
+            }
         }
         Node::And(children) => {
             let before = hits.len();
