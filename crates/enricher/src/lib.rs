@@ -6,6 +6,7 @@
 //! wrapper the stage runner drives.
 
 mod matcher;
+pub mod offline;
 
 use std::collections::HashMap;
 use std::sync::Arc;
