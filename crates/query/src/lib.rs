@@ -23,9 +23,13 @@ mod parse;
 mod text;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use rustc_hash::FxHashMap;
 
 pub use parse::{parse, Comparison, FieldTest, Node, ParseError, TextPattern, WordPattern};
 pub use text::{fold, tokenize, Token, TokenKind};
+
+/// The vocabulary number of a word or token that has none.
+pub const NO_ID: u32 = u32::MAX;
 
 /// What a query is evaluated against: a mention's text and fields.
 #[derive(Debug, Clone, Copy, Default)]
@@ -69,10 +73,16 @@ pub struct QuerySet {
     owners: Vec<Vec<u32>>,
     /// Queries that can match without any literal (`NOT x`, fields only): always evaluated.
     always: Vec<u32>,
+    /// Every whole word of the queries, numbered; tokens are looked up once per document.
+    vocabulary: FxHashMap<String, u32>,
 }
 
 impl QuerySet {
-    pub fn new(queries: Vec<WatchlistQuery>) -> Self {
+    pub fn new(mut queries: Vec<WatchlistQuery>) -> Self {
+        let mut vocabulary = FxHashMap::default();
+        for query in &mut queries {
+            number_words(&mut query.query, &mut vocabulary);
+        }
         let mut literals: Vec<String> = Vec::new();
         let mut owners: Vec<Vec<u32>> = Vec::new();
         let mut index_of = std::collections::HashMap::new();
@@ -106,6 +116,7 @@ impl QuerySet {
             automaton,
             owners,
             always,
+            vocabulary,
         }
     }
 
@@ -148,12 +159,18 @@ impl QuerySet {
         if candidates.is_empty() {
             return Vec::new();
         }
-        let prepared = Prepared::new(document);
+        let prepared = Prepared::new(document, &self.vocabulary);
         let mut out = Vec::new();
         let mut hits = Vec::new();
         for index in candidates {
+            let query = &self.queries[index].query;
+            // Most candidates do not match: a yes/no pass that allocates nothing first, the
+            // clause and spans only for the matches.
+            if !holds(query, &prepared) {
+                continue;
+            }
             hits.clear();
-            if let Some(clause) = evaluate(&self.queries[index].query, &prepared, &mut hits) {
+            if let Some(clause) = evaluate(query, &prepared, &mut hits) {
                 let hits = outermost(&mut hits);
                 out.push(QueryMatch {
                     index,
@@ -169,10 +186,33 @@ impl QuerySet {
     /// Every clause of watchlist `index` with whether it holds on `document` and the text it
     /// found, one per line, indented by depth: why a query did or did not match.
     pub fn explain(&self, index: usize, document: &Document<'_>) -> String {
-        let prepared = Prepared::new(document);
+        let prepared = Prepared::new(document, &self.vocabulary);
         let mut out = String::new();
         trace(&self.queries[index].query, &prepared, 0, &mut out);
         out
+    }
+}
+
+/// Numbers the whole (not wildcard) words of `node` in `vocabulary`.
+fn number_words(node: &mut Node, vocabulary: &mut FxHashMap<String, u32>) {
+    match node {
+        Node::Text(pattern) => {
+            for word in pattern.words.iter_mut().filter(|w| !w.prefix) {
+                let next = vocabulary.len() as u32;
+                word.id = *vocabulary.entry(word.text.clone()).or_insert(next);
+            }
+        }
+        Node::Or(children) | Node::And(children) => {
+            for child in children {
+                number_words(child, vocabulary);
+            }
+        }
+        Node::Not(child) => number_words(child, vocabulary),
+        Node::Near { left, right, .. } => {
+            number_words(left, vocabulary);
+            number_words(right, vocabulary);
+        }
+        Node::Field(_) => {}
     }
 }
 
@@ -231,7 +271,11 @@ struct Prepared<'a> {
 }
 
 impl<'a> Prepared<'a> {
-    fn new(document: &'a Document<'a>) -> Self {
+    fn new(document: &'a Document<'a>, vocabulary: &FxHashMap<String, u32>) -> Self {
+        let mut tokens = tokenize(document.text);
+        for token in &mut tokens {
+            token.id = vocabulary.get(&token.norm).copied().unwrap_or(NO_ID);
+        }
         let url = document.url.map(fold);
         let host = url.as_deref().map(|url| {
             let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
@@ -240,7 +284,7 @@ impl<'a> Prepared<'a> {
         });
         Prepared {
             document,
-            tokens: tokenize(document.text),
+            tokens,
             author: fold(document.author.trim().trim_start_matches('@')),
             url,
             host,
@@ -335,6 +379,18 @@ fn evaluate(node: &Node, doc: &Prepared<'_>, hits: &mut Vec<Hit>) -> Option<Stri
     }
 }
 
+/// Whether `node` matches, as [`evaluate`] decides, without building the clause or spans.
+fn holds(node: &Node, doc: &Prepared<'_>) -> bool {
+    match node {
+        Node::Text(pattern) => occurs(pattern, &doc.tokens),
+        Node::Or(children) => children.iter().any(|child| holds(child, doc)),
+        Node::And(children) => children.iter().all(|child| holds(child, doc)),
+        Node::Not(child) => !holds(child, doc),
+        Node::Near { .. } => evaluate(node, doc, &mut Vec::new()).is_some(),
+        Node::Field(test) => field_holds(test, doc),
+    }
+}
+
 fn grouped(child: &Node, clause: String) -> String {
     match child {
         Node::Or(_) | Node::And(_) if clause.contains(' ') => format!("({clause})"),
@@ -359,6 +415,18 @@ fn positions(node: &Node, tokens: &[Token]) -> Vec<(usize, usize)> {
         Node::Or(children) => children.iter().flat_map(|c| positions(c, tokens)).collect(),
         _ => Vec::new(),
     }
+}
+
+fn occurs(pattern: &TextPattern, tokens: &[Token]) -> bool {
+    let n = pattern.words.len();
+    tokens.len() >= n
+        && (0..=tokens.len() - n).any(|i| {
+            pattern
+                .words
+                .iter()
+                .zip(&tokens[i..i + n])
+                .all(|(word, token)| word_matches(word, token))
+        })
 }
 
 fn occurrences(pattern: &TextPattern, tokens: &[Token]) -> Vec<(usize, usize)> {
@@ -391,7 +459,8 @@ fn word_matches(word: &WordPattern, token: &Token) -> bool {
         && if word.prefix {
             token.norm.starts_with(&word.text)
         } else {
-            token.norm == word.text
+            // Within a set both sides are numbered; the strings compare equal exactly then.
+            token.id == word.id && (word.id != NO_ID || token.norm == word.text)
         }
 }
 

@@ -59,6 +59,9 @@ pub struct WordPattern {
     pub text: String,
     /// `refund*`: any token starting with `text`.
     pub prefix: bool,
+    /// The word's number in its [`crate::QuerySet`]'s vocabulary, so that evaluation
+    /// compares numbers instead of strings; [`crate::NO_ID`] outside a set.
+    pub id: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -415,6 +418,7 @@ fn text_node(source: &str, position: usize) -> Result<Node, ParseError> {
             kind: token.kind,
             text: token.norm,
             prefix,
+            id: crate::NO_ID,
         }));
     }
     if words.is_empty() {

@@ -27,6 +27,8 @@ pub struct Token {
     pub end: u32,
     /// Folded text (lower case, accents removed, `’` as `'`); without `#`/`@`.
     pub norm: String,
+    /// `norm`'s number in a query set's vocabulary, [`crate::NO_ID`] when not in it.
+    pub id: u32,
 }
 
 /// Lower case, accents removed (NFD without combining marks) and the typographic apostrophe
@@ -76,6 +78,7 @@ pub fn tokenize(text: &str) -> Vec<Token> {
             start: i as u32,
             end: end as u32,
             norm: fold(body),
+            id: crate::NO_ID,
         });
         debug_assert!(end > i && end <= bytes.len());
         i = end;
