@@ -5,6 +5,7 @@
 //! [`Enricher::enrich`] is the pure processing step; [`EnricherStage`] is the Kafka-facing
 //! wrapper the stage runner drives.
 
+mod language;
 mod matcher;
 pub mod offline;
 
@@ -96,7 +97,8 @@ impl Enricher {
     /// engines land, language, spam, intent and urgency stay at their documented defaults
     /// (none, 0, "unknown", 0); reach is followers plus engagement.
     pub fn enrich(&self, mention: Mention) -> Vec<EnrichedMention> {
-        let matches = self.matcher.matches(&mention, mention.lang_hint.as_deref());
+        let language = language::detect(&mention.text, mention.lang_hint.as_deref());
+        let matches = self.matcher.matches(&mention, language.code.as_deref());
         let analysis = self.sentiment.analyze(&mention.text);
         let engagement = &mention.engagement;
         let reach = mention.author.followers.unwrap_or(0).max(0)
@@ -109,8 +111,8 @@ impl Enricher {
             matches,
             sentiment: sentiment_of(&analysis),
             sentences: sentences_of(analysis),
-            language: None,
-            language_confidence: 0.0,
+            language: language.code,
+            language_confidence: language.confidence,
             spam_score: 0.0,
             intent: "unknown".to_owned(),
             reach,
