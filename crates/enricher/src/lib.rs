@@ -117,6 +117,7 @@ impl Enricher {
             intent: "unknown".to_owned(),
             reach,
             urgency: 0.0,
+            signals: Default::default(),
             enriched_at: now_micros(),
         };
         if template.matches.is_empty() {
