@@ -217,12 +217,75 @@ pub struct ReplayConfig {
     pub rate_per_sec: u32,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EnricherConfig {
     /// Named watchlists: brands, products, competitors, topics.
     pub watchlists: Vec<WatchlistConfig>,
+    /// Intent cue phrases per language (ISO 639-1) and intent, replacing the built-in list of
+    /// that intent in that language; other intents and languages keep theirs. Intents:
+    /// complaint, question, praise, purchase_intent, churn_threat, crisis_risk, opportunity.
+    /// A cue matches whole words, case- and accent-insensitively.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub intent_cues: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    /// Link-farm and SEO phrases added to the built-in list ("replica watches", "payday
+    /// loan", "packers and movers", ...); one found makes a mention likely spam.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub spam_phrases: Vec<String>,
+    /// Weights of the urgency score (see RELIABILITY.md, "Urgency").
+    pub urgency: UrgencyWeights,
+    /// Text longer than this is cut (at a character boundary) and flagged `text_truncated`.
+    pub max_text_bytes: usize,
 }
+
+impl Default for EnricherConfig {
+    fn default() -> Self {
+        EnricherConfig {
+            watchlists: Vec::new(),
+            intent_cues: BTreeMap::new(),
+            spam_phrases: Vec::new(),
+            urgency: UrgencyWeights::default(),
+            max_text_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Urgency = (negativity·w_n + intent·w_i + reach·w_r + velocity·w_v) / (w_n + w_i + w_r + w_v),
+/// times 1 − spam_score.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UrgencyWeights {
+    /// Weight of negativity (max(0, −compound sentiment)).
+    pub negativity: f64,
+    /// Weight of the most urgent intent's severity (crisis 1, churn 0.8, complaint 0.6, ...).
+    pub intent: f64,
+    /// Weight of the reach score.
+    pub reach: f64,
+    /// Weight of engagement velocity.
+    pub velocity: f64,
+}
+
+impl Default for UrgencyWeights {
+    fn default() -> Self {
+        UrgencyWeights {
+            negativity: 0.35,
+            intent: 0.35,
+            reach: 0.2,
+            velocity: 0.1,
+        }
+    }
+}
+
+/// The intents the enricher knows, most urgent first.
+pub const INTENTS: [&str; 7] = [
+    "crisis_risk",
+    "churn_threat",
+    "complaint",
+    "question",
+    "purchase_intent",
+    "opportunity",
+    "praise",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WatchlistConfig {
@@ -646,6 +709,48 @@ impl Config {
                 }
             }
         }
+        let enricher = &self.enricher;
+        for (lang, intents) in &enricher.intent_cues {
+            let path = format!("enricher.intent_cues.{lang}");
+            if lang.len() != 2 || !lang.chars().all(|c| c.is_ascii_lowercase()) {
+                errors.push(&path, "must be a two-letter ISO 639-1 language code");
+            }
+            for (intent, cues) in intents {
+                if !INTENTS.contains(&intent.as_str()) {
+                    errors.push(
+                        format!("{path}.{intent}"),
+                        format!("unknown intent; expected one of {}", INTENTS.join(", ")),
+                    );
+                }
+                for (k, cue) in cues.iter().enumerate() {
+                    if cue.trim().is_empty() {
+                        errors.push(format!("{path}.{intent}[{k}]"), "must not be empty");
+                    }
+                }
+            }
+        }
+        for (k, phrase) in enricher.spam_phrases.iter().enumerate() {
+            if phrase.trim().is_empty() {
+                errors.push(format!("enricher.spam_phrases[{k}]"), "must not be empty");
+            }
+        }
+        let weights = &enricher.urgency;
+        for (name, weight) in [
+            ("negativity", weights.negativity),
+            ("intent", weights.intent),
+            ("reach", weights.reach),
+            ("velocity", weights.velocity),
+        ] {
+            if !(weight >= 0.0 && weight.is_finite()) {
+                errors.push(format!("enricher.urgency.{name}"), "must be 0 or more");
+            }
+        }
+        if weights.negativity + weights.intent + weights.reach + weights.velocity <= 0.0 {
+            errors.push("enricher.urgency", "at least one weight must be above 0");
+        }
+        if enricher.max_text_bytes < 1024 {
+            errors.push("enricher.max_text_bytes", "must be at least 1024");
+        }
         let mut receivers = Vec::new();
         for (i, receiver) in self.router.receivers.iter().enumerate() {
             let path = format!("router.receivers[{i}]");
@@ -974,6 +1079,33 @@ enricher:
                 "enricher.watchlists[2].query: at character 8: expected a distance after NEAR, such as NEAR/3 or NEAR/3f, found \"NEAR\" in \"lumora NEAR broken\"",
                 "enricher.watchlists[3].terms[1]: at character 3: expected '*' only at the end of a word (refund*), found \"re*fund\"",
                 "enricher.watchlists[3].query: at character 11: expected a term, \"phrase\", #hashtag, @mention, field:value or '(', found the end of the query in \"lumora AND\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn intent_cues_urgency_weights_and_text_cap_are_checked() {
+        let found = problems(
+            r#"
+enricher:
+  intent_cues:
+    en: { complaint: ["meh"], gossip: ["tea"] }
+    english: { praise: [""] }
+  spam_phrases: ["  "]
+  urgency: { negativity: -1, intent: 0, reach: 0, velocity: 0 }
+  max_text_bytes: 10
+"#,
+        );
+        assert_eq!(
+            found,
+            [
+                "enricher.intent_cues.en.gossip: unknown intent; expected one of crisis_risk, churn_threat, complaint, question, purchase_intent, opportunity, praise",
+                "enricher.intent_cues.english: must be a two-letter ISO 639-1 language code",
+                "enricher.intent_cues.english.praise[0]: must not be empty",
+                "enricher.spam_phrases[0]: must not be empty",
+                "enricher.urgency.negativity: must be 0 or more",
+                "enricher.urgency: at least one weight must be above 0",
+                "enricher.max_text_bytes: must be at least 1024",
             ]
         );
     }

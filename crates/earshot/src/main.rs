@@ -250,14 +250,17 @@ fn test_queries(file: &std::path::Path, config: Option<&std::path::Path>) -> Exi
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    let watchlists = match config {
+    let enricher = match config {
         Some(path) => match load(None, Some(path)) {
-            Ok(config) => config.enricher.watchlists,
+            Ok(config) => config.enricher,
             Err(code) => return code,
         },
-        None => fixture.watchlists,
+        None => earshot_core::config::EnricherConfig {
+            watchlists: fixture.watchlists,
+            ..Default::default()
+        },
     };
-    let problems = offline::fixture_problems(&watchlists, &fixture.cases);
+    let problems = offline::fixture_problems(&enricher.watchlists, &fixture.cases);
     if !problems.is_empty() {
         eprintln!(
             "earshot test-queries: {}",
@@ -265,7 +268,7 @@ fn test_queries(file: &std::path::Path, config: Option<&std::path::Path>) -> Exi
         );
         return ExitCode::from(EXIT_CONFIG as u8);
     }
-    match offline::test_queries(&watchlists, &fixture.cases, std::io::stdout().lock()) {
+    match offline::test_queries(&enricher, &fixture.cases, std::io::stdout().lock()) {
         Ok(summary) => {
             println!("{} cases, {} failures", summary.cases, summary.failures);
             if summary.failures == 0 {

@@ -65,7 +65,10 @@ fn main() {
             &format!("{topic} NOT (giveaway OR #ad)"),
         ));
     }
-    let enricher = Enricher::new(&EnricherConfig { watchlists });
+    let enricher = Enricher::new(&EnricherConfig {
+        watchlists,
+        ..EnricherConfig::default()
+    });
     let analyzer = SentimentAnalyzer::default();
 
     let copies: usize = mentions

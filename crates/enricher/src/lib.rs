@@ -8,6 +8,7 @@
 mod language;
 mod matcher;
 pub mod offline;
+pub mod signals;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -66,6 +67,8 @@ pub struct Enricher {
     sentiment: SentimentAnalyzer,
     /// VADER with a watchlist's `sentiment_lexicon` applied, for the watchlists that have one.
     watchlist_sentiment: HashMap<String, SentimentAnalyzer>,
+    /// Spam, intent, reach and urgency.
+    signals: signals::Signals,
 }
 
 impl Enricher {
@@ -85,6 +88,7 @@ impl Enricher {
             .collect();
         Enricher {
             matcher: WatchlistMatcher::new(&config.watchlists),
+            signals: signals::Signals::new(config),
             sentiment,
             watchlist_sentiment,
         }
@@ -92,19 +96,38 @@ impl Enricher {
 
     /// Enriches one mention: one record per matched watchlist, or one unmatched record.
     ///
+    /// Bad input is enriched as far as it goes and flagged in `signals.flags`, never dropped:
+    /// text over `max_text_bytes` is cut (`text_truncated`), empty text matches nothing
+    /// (`empty_text`), negative counts are read as unknown (`invalid_followers`,
+    /// `invalid_engagement`), an implausible `created_at` gives no velocity
+    /// (`invalid_created_at`), an undetected language is `unknown_language`.
+    ///
     /// Sentiment is VADER's, whole text and per sentence, with the watchlist's lexicon
-    /// overrides for the copy keyed by a watchlist that has some. Until the understanding
-    /// engines land, language, spam, intent and urgency stay at their documented defaults
-    /// (none, 0, "unknown", 0); reach is followers plus engagement.
-    pub fn enrich(&self, mention: Mention) -> Vec<EnrichedMention> {
+    /// overrides for the copy keyed by a watchlist that has some; the other scores are the
+    /// same on every copy.
+    pub fn enrich(&self, mut mention: Mention) -> Vec<EnrichedMention> {
+        let mut flags = Vec::new();
+        if self.signals.cap_text(&mut mention) {
+            flags.push("text_truncated".to_owned());
+        }
         let language = language::detect(&mention.text, mention.lang_hint.as_deref());
         let matches = self.matcher.matches(&mention, language.code.as_deref());
         let analysis = self.sentiment.analyze(&mention.text);
+        let scores = self.signals.score(
+            &mention,
+            analysis.scores.compound,
+            language.code.as_deref(),
+            flags,
+        );
         let engagement = &mention.engagement;
-        let reach = mention.author.followers.unwrap_or(0).max(0)
-            + engagement.likes.max(0)
-            + engagement.reposts.max(0)
-            + engagement.replies.max(0);
+        let reach = mention
+            .author
+            .followers
+            .unwrap_or(0)
+            .max(0)
+            .saturating_add(engagement.likes.max(0))
+            .saturating_add(engagement.reposts.max(0))
+            .saturating_add(engagement.replies.max(0));
         let template = EnrichedMention {
             mention,
             watchlist: String::new(),
@@ -113,11 +136,20 @@ impl Enricher {
             sentences: sentences_of(analysis),
             language: language.code,
             language_confidence: language.confidence,
-            spam_score: 0.0,
-            intent: "unknown".to_owned(),
+            spam_score: scores.spam_score,
+            intent: scores
+                .intents
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "unknown".to_owned()),
             reach,
-            urgency: 0.0,
-            signals: Default::default(),
+            urgency: scores.urgency,
+            signals: earshot_core::model::Signals {
+                intents: scores.intents,
+                spam_reasons: scores.spam_reasons,
+                reach_score: scores.reach_score,
+                flags: scores.flags,
+            },
             enriched_at: now_micros(),
         };
         if template.matches.is_empty() {
@@ -293,6 +325,7 @@ mod tests {
                 watchlist("skateco", &[("sick", 2.5)]),
                 watchlist("parcelly", &[]),
             ],
+            ..EnricherConfig::default()
         })
     }
 

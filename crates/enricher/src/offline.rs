@@ -125,17 +125,15 @@ pub struct FixtureSummary {
     pub failures: usize,
 }
 
-/// Runs every case through the [`Enricher`] built from `watchlists`, writing each failure with
+/// Runs every case through the [`Enricher`] built from `config`, writing each failure with
 /// the clause trace of the watchlist concerned. Invalid watchlists or cases naming a
 /// watchlist that does not exist are reported all at once as [`FixtureError::Invalid`].
 pub fn test_queries(
-    watchlists: &[WatchlistConfig],
+    config: &EnricherConfig,
     cases: &[Case],
     mut output: impl Write,
 ) -> Result<FixtureSummary, io::Error> {
-    let enricher = Enricher::new(&EnricherConfig {
-        watchlists: watchlists.to_vec(),
-    });
+    let enricher = Enricher::new(config);
     let mut summary = FixtureSummary {
         cases: cases.len(),
         failures: 0,
@@ -277,7 +275,11 @@ mod tests {
             case("lumora is great", &[], &["lumora"]),
         ];
         let mut out = Vec::new();
-        let summary = test_queries(&watchlists, &cases, &mut out).unwrap();
+        let config = EnricherConfig {
+            watchlists: watchlists.to_vec(),
+            ..EnricherConfig::default()
+        };
+        let summary = test_queries(&config, &cases, &mut out).unwrap();
         assert_eq!(
             summary,
             FixtureSummary {
@@ -313,6 +315,7 @@ mod tests {
     fn enrich_ndjson_writes_one_record_per_watchlist_and_reports_bad_lines() {
         let enricher = Enricher::new(&EnricherConfig {
             watchlists: vec![watchlist("lumora", "lumora"), watchlist("lamps", "lamp*")],
+            ..EnricherConfig::default()
         });
         let mention = mention_of(&case("Lumora lamps", &[], &[]), 0);
         let input = format!(
