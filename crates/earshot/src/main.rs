@@ -188,8 +188,10 @@ async fn async_main(cli: Cli) -> ExitCode {
             .await
         }
         Command::Enricher(args) => {
+            // The watchlists reload from this file on SIGHUP or when it changes.
+            let file = args.config.clone();
             service(args, shutdown, |c, s| {
-                Box::pin(async move { Ok(earshot_enricher::run(c, s).await?) })
+                Box::pin(async move { Ok(earshot_enricher::run_reloading(c, file, s).await?) })
             })
             .await
         }

@@ -8,6 +8,7 @@
 mod language;
 mod matcher;
 pub mod offline;
+pub mod reload;
 pub mod signals;
 
 use std::collections::HashMap;
@@ -46,13 +47,37 @@ pub async fn run(
     run_with(services, shutdown).await
 }
 
+/// Runs the enricher against Kafka until `shutdown`, reloading the watchlists from
+/// `config_file` on SIGHUP or when it changes (see [`reload`]).
+pub async fn run_reloading(
+    config: earshot_core::Config,
+    config_file: Option<std::path::PathBuf>,
+    shutdown: CancellationToken,
+) -> Result<(), EnricherError> {
+    let services = Services::kafka_serving_telemetry(config, &shutdown).await?;
+    run_with_reload(services, config_file, shutdown).await
+}
+
 /// Runs the enricher on the given services (Kafka or the embedded bus) until `shutdown`.
 pub async fn run_with(
     services: Services,
     shutdown: CancellationToken,
 ) -> Result<(), EnricherError> {
+    run_with_reload(services, None, shutdown).await
+}
+
+/// [`run_with`], reloading the watchlists from `config_file` when one is given.
+pub async fn run_with_reload(
+    services: Services,
+    config_file: Option<std::path::PathBuf>,
+    shutdown: CancellationToken,
+) -> Result<(), EnricherError> {
     let publisher = services.publisher("earshot-enricher")?;
-    let stage = EnricherStage::new(&services, publisher.clone());
+    let mut stage = EnricherStage::new(&services, publisher.clone());
+    if let Some(path) = config_file {
+        let updates = reload::spawn(path, stage.enricher.clone(), reload::POLL, shutdown.clone());
+        stage.updates = Some(updates);
+    }
     let raw = services.config.topics.raw.clone();
     services
         .run_consumer(stage, STAGE, &[&raw], publisher, shutdown)
@@ -197,7 +222,9 @@ fn sentences_of(analysis: Analysis) -> SentenceSentiment {
 
 /// The enricher as a stage: decode `Mention`, enrich, publish each result keyed by watchlist.
 pub struct EnricherStage {
-    enricher: Enricher,
+    enricher: Arc<Enricher>,
+    /// New enrichers from the reloader, taken between two records.
+    updates: Option<tokio::sync::watch::Receiver<Arc<Enricher>>>,
     codecs: Arc<Codecs>,
     publisher: Arc<dyn Publisher>,
     metrics: Metrics,
@@ -210,7 +237,8 @@ pub struct EnricherStage {
 impl EnricherStage {
     pub fn new(services: &Services, publisher: Arc<dyn Publisher>) -> Self {
         EnricherStage {
-            enricher: Enricher::new(&services.config.enricher),
+            enricher: Arc::new(Enricher::new(&services.config.enricher)),
+            updates: None,
             codecs: services.codecs.clone(),
             publisher,
             sent: services.metrics.sent.with_label_values(&[STAGE]),
@@ -237,6 +265,11 @@ impl Stage for EnricherStage {
                 }
             };
             let collected_at = mention.collected_at;
+            if let Some(updates) = &mut self.updates {
+                if updates.has_changed().unwrap_or(false) {
+                    self.enricher = updates.borrow_and_update().clone();
+                }
+            }
             let enriched = self.enricher.enrich(mention);
             let traceparent =
                 Bytes::from(trace_context::child(record.header(headers::TRACEPARENT)));
