@@ -360,14 +360,12 @@ fn evaluate(node: &Node, doc: &Prepared<'_>, hits: &mut Vec<Hit>) -> Option<Stri
             let before = hits.len();
             for &(a_start, a_end) in &lefts {
                 for &(b_start, b_end) in &rights {
-                    let gap = if a_end <= b_start {
-                        Some(b_start - a_end)
-                    } else if !ordered && b_end <= a_start {
-                        Some(a_start - b_end)
-                    } else {
-                        None
-                    };
-                    if gap.is_some_and(|gap| gap <= *distance as usize) {
+                    if within(
+                        (a_start, a_end),
+                        (b_start, b_end),
+                        *distance as usize,
+                        *ordered,
+                    ) {
                         hits.push(hit(&doc.tokens, a_start, a_end));
                         hits.push(hit(&doc.tokens, b_start, b_end));
                     }
@@ -386,9 +384,35 @@ fn holds(node: &Node, doc: &Prepared<'_>) -> bool {
         Node::Or(children) => children.iter().any(|child| holds(child, doc)),
         Node::And(children) => children.iter().all(|child| holds(child, doc)),
         Node::Not(child) => !holds(child, doc),
-        Node::Near { .. } => evaluate(node, doc, &mut Vec::new()).is_some(),
+        Node::Near {
+            left,
+            right,
+            distance,
+            ordered,
+        } => {
+            let rights = positions(right, &doc.tokens);
+            !rights.is_empty()
+                && positions(left, &doc.tokens).iter().any(|&a| {
+                    rights
+                        .iter()
+                        .any(|&b| within(a, b, *distance as usize, *ordered))
+                })
+        }
         Node::Field(test) => field_holds(test, doc),
     }
+}
+
+/// Whether token ranges `a` and `b` are at most `distance` words apart (`a` first when
+/// `ordered`); overlapping ranges are not.
+fn within(a: (usize, usize), b: (usize, usize), distance: usize, ordered: bool) -> bool {
+    let gap = if a.1 <= b.0 {
+        Some(b.0 - a.1)
+    } else if !ordered && b.1 <= a.0 {
+        Some(a.0 - b.1)
+    } else {
+        None
+    };
+    gap.is_some_and(|gap| gap <= distance)
 }
 
 fn grouped(child: &Node, clause: String) -> String {
