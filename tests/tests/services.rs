@@ -503,6 +503,7 @@ fn kafka_config(run: &str) -> Config {
     config.enricher.watchlists = vec![WatchlistConfig {
         name: "acme".into(),
         terms: vec!["Acme".into()],
+        query: None,
         sentiment_lexicon: Default::default(),
     }];
     config
@@ -728,4 +729,112 @@ async fn partitions_are_committed_before_they_are_revoked() {
         .await
         .unwrap()
         .expect("the second member stops gracefully");
+}
+
+/// The enricher reloads its watchlists when its configuration file changes, between two
+/// records: every mention is enriched exactly once, those before the change with the old
+/// watchlists and those after it with the new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watchlists_reload_from_the_file_without_losing_or_repeating_records() {
+    let run = unique("reload");
+    let config = kafka_config(&run);
+    let dir = std::env::temp_dir().join(&run);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("earshot.yaml");
+    let watchlist =
+        |name: &str| format!("enricher:\n  watchlists:\n    - name: {name}\n      terms: [Acme]\n");
+    std::fs::write(&file, watchlist("acme")).unwrap();
+    let services = Services::kafka(config.clone()).await.unwrap();
+    let publish_range = |range: std::ops::Range<usize>| {
+        let services = services.clone();
+        let run = run.clone();
+        let topic = config.topics.raw.clone();
+        async move {
+            let payloads = range
+                .map(|i| Bytes::from(services.codecs.mention.encode(&mention(&run, i)).unwrap()))
+                .collect();
+            publish(&services, &topic, payloads).await;
+        }
+    };
+    publish_range(0..100).await;
+    let shutdown = CancellationToken::new();
+    let enricher = tokio::spawn(earshot_enricher::run_with_reload(
+        services.clone(),
+        Some(file.clone()),
+        shutdown.clone(),
+    ));
+    let mut reader = reader(&config, &format!("{run}-check"), &config.topics.enriched);
+    let mut copies: HashMap<uuid::Uuid, Vec<String>> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while copies.len() < 100 && Instant::now() < deadline {
+        if let Some(record) = next_record(&mut reader, Duration::from_secs(1)).await {
+            record_copy(&services, &mut copies, record).await;
+        }
+    }
+    assert_eq!(
+        copies.len(),
+        100,
+        "the first 100 mentions were not all enriched"
+    );
+
+    std::fs::write(&file, watchlist("acme-renamed")).unwrap();
+    // Probes, one at a time, until one comes out with the new watchlist.
+    let mut probe = 1_000;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    'reloaded: loop {
+        assert!(
+            Instant::now() < deadline,
+            "the watchlists were not reloaded within 30 s"
+        );
+        publish_range(probe..probe + 1).await;
+        probe += 1;
+        while let Some(record) = next_record(&mut reader, Duration::from_millis(300)).await {
+            record_copy(&services, &mut copies, record).await;
+            if copies.values().flatten().any(|w| w == "acme-renamed") {
+                break 'reloaded;
+            }
+        }
+    }
+    publish_range(2_000..2_100).await;
+    let expected = 100 + (probe - 1_000) + 100;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while copies.len() < expected && Instant::now() < deadline {
+        if let Some(record) = next_record(&mut reader, Duration::from_secs(1)).await {
+            record_copy(&services, &mut copies, record).await;
+        }
+    }
+    // Anything late or repeated would arrive within this quiet period.
+    while let Some(record) = next_record(&mut reader, Duration::from_secs(2)).await {
+        record_copy(&services, &mut copies, record).await;
+    }
+    shutdown.cancel();
+    enricher.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert_eq!(copies.len(), expected, "mentions lost");
+    let repeated: Vec<_> = copies.values().filter(|w| w.len() != 1).collect();
+    assert!(repeated.is_empty(), "mentions enriched twice: {repeated:?}");
+    for i in (0..100).chain(2_000..2_100) {
+        let id = mention_id("x", &format!("{run}-{i}"));
+        let want = if i < 100 { "acme" } else { "acme-renamed" };
+        assert_eq!(copies[&id], [want], "mention {i}");
+    }
+}
+
+/// Notes which watchlist an enriched record of `record`'s mention was keyed by.
+async fn record_copy(
+    services: &Services,
+    copies: &mut HashMap<uuid::Uuid, Vec<String>>,
+    record: InRecord,
+) {
+    let enriched = services
+        .codecs
+        .enriched
+        .decode(record.payload.as_deref().unwrap_or_default())
+        .await
+        .expect("the enricher writes decodable records");
+    copies
+        .entry(enriched.mention.id)
+        .or_default()
+        .push(enriched.watchlist);
 }

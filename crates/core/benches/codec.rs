@@ -53,6 +53,7 @@ fn sample() -> EnrichedMention {
         intent: "complaint".into(),
         reach: 48_272,
         urgency: 0.81,
+        signals: Default::default(),
         enriched_at: 1_795_431_601_260_000,
     }
 }

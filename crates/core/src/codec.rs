@@ -46,9 +46,10 @@ impl AvroRecord for Mention {
 }
 impl AvroRecord for EnrichedMention {
     const SCHEMA: &'static str = ENRICHED_MENTION_SCHEMA;
-    const HISTORY: &'static [&'static str] = &[include_str!(
-        "../../../schemas/history/enriched_mention.56c714d59e778f61.avsc"
-    )];
+    const HISTORY: &'static [&'static str] = &[
+        include_str!("../../../schemas/history/enriched_mention.56c714d59e778f61.avsc"),
+        include_str!("../../../schemas/history/enriched_mention.b2b1c53c7c922da6.avsc"),
+    ];
 }
 impl AvroRecord for Alert {
     const SCHEMA: &'static str = ALERT_SCHEMA;
@@ -466,6 +467,7 @@ mod tests {
             intent: "complaint".into(),
             reach: 1204,
             urgency: 0.7,
+            signals: Default::default(),
             enriched_at: 5,
         };
         let codec = Codec::<EnrichedMention>::single_object().unwrap();

@@ -593,19 +593,92 @@ pub struct ReplayConfig {
     pub rate_per_sec: u32,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EnricherConfig {
     /// Named watchlists: brands, products, competitors, topics.
     pub watchlists: Vec<WatchlistConfig>,
+    /// Intent cue phrases per language (ISO 639-1) and intent, replacing the built-in list of
+    /// that intent in that language; other intents and languages keep theirs. Intents:
+    /// complaint, question, praise, purchase_intent, churn_threat, crisis_risk, opportunity.
+    /// A cue matches whole words, case- and accent-insensitively.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub intent_cues: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    /// Link-farm and SEO phrases added to the built-in list ("replica watches", "payday
+    /// loan", "packers and movers", ...); one found makes a mention likely spam.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub spam_phrases: Vec<String>,
+    /// Weights of the urgency score (see RELIABILITY.md, "Urgency").
+    pub urgency: UrgencyWeights,
+    /// Text longer than this is cut (at a character boundary) and flagged `text_truncated`.
+    pub max_text_bytes: usize,
 }
+
+impl Default for EnricherConfig {
+    fn default() -> Self {
+        EnricherConfig {
+            watchlists: Vec::new(),
+            intent_cues: BTreeMap::new(),
+            spam_phrases: Vec::new(),
+            urgency: UrgencyWeights::default(),
+            max_text_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Urgency = (negativity·w_n + intent·w_i + reach·w_r + velocity·w_v) / (w_n + w_i + w_r + w_v),
+/// times 1 − spam_score.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UrgencyWeights {
+    /// Weight of negativity (max(0, −compound sentiment)).
+    pub negativity: f64,
+    /// Weight of the most urgent intent's severity (crisis 1, churn 0.8, complaint 0.6, ...).
+    pub intent: f64,
+    /// Weight of the reach score.
+    pub reach: f64,
+    /// Weight of engagement velocity.
+    pub velocity: f64,
+}
+
+impl Default for UrgencyWeights {
+    fn default() -> Self {
+        UrgencyWeights {
+            negativity: 0.35,
+            intent: 0.35,
+            reach: 0.2,
+            velocity: 0.1,
+        }
+    }
+}
+
+/// The intents the enricher knows, most urgent first.
+pub const INTENTS: [&str; 7] = [
+    "crisis_risk",
+    "churn_threat",
+    "complaint",
+    "question",
+    "purchase_intent",
+    "opportunity",
+    "praise",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WatchlistConfig {
     /// Unique name; the enriched topic is keyed by it.
     pub name: String,
-    /// Plain terms, matched case-insensitively on word boundaries; any one matches.
+    /// Plain terms, matched case- and accent-insensitively as whole words (also inside
+    /// `#hashtags` and `@mentions`); any one matches. Shorthand for `query: a OR b OR ...`;
+    /// with a `query` too, the watchlist matches either.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub terms: Vec<String>,
+    /// A boolean query in the watchlist language: terms, "exact phrases", wildcards
+    /// (`refund*`), AND / OR / NOT (juxtaposition is AND), parentheses, `NEAR/n` and ordered
+    /// `NEAR/nf`, `#hashtag`, `@mention`, and the fields `author:`, `site:`, `lang:`,
+    /// `source:`, `url:` and `followers:>N`. Case- and accent-insensitive. Example:
+    /// `(lumora OR #lumora) AND (refund* OR "money back") NOT author:lumora_help`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
     /// Sentiment valences that differ for this watchlist's audience, word to VADER valence
     /// (-4 most negative .. 4 most positive; 0 makes a word neutral). A skate brand's
     /// `sick: 2.5` is praise; a game's `killer: 0` is no threat. Mentions keyed by this
@@ -1244,12 +1317,19 @@ impl Config {
                 );
             }
             watchlists.push(&watchlist.name);
-            if watchlist.terms.is_empty() {
-                errors.push(format!("{path}.terms"), "must list at least one term");
+            if watchlist.terms.is_empty() && watchlist.query.is_none() {
+                errors.push(&path, "needs a query or at least one term");
             }
             for (j, term) in watchlist.terms.iter().enumerate() {
                 if term.trim().is_empty() {
                     errors.push(format!("{path}.terms[{j}]"), "must not be empty");
+                } else if let Err(error) = earshot_query::Node::any_of_terms(&[term]) {
+                    errors.push(format!("{path}.terms[{j}]"), error);
+                }
+            }
+            if let Some(query) = &watchlist.query {
+                if let Err(error) = earshot_query::parse(query) {
+                    errors.push(format!("{path}.query"), format!("{error} in {query:?}"));
                 }
             }
             for (word, valence) in &watchlist.sentiment_lexicon {
@@ -1264,6 +1344,48 @@ impl Config {
                     errors.push(&key, format!("valence {valence} is outside VADER's -4..4"));
                 }
             }
+        }
+        let enricher = &self.enricher;
+        for (lang, intents) in &enricher.intent_cues {
+            let path = format!("enricher.intent_cues.{lang}");
+            if lang.len() != 2 || !lang.chars().all(|c| c.is_ascii_lowercase()) {
+                errors.push(&path, "must be a two-letter ISO 639-1 language code");
+            }
+            for (intent, cues) in intents {
+                if !INTENTS.contains(&intent.as_str()) {
+                    errors.push(
+                        format!("{path}.{intent}"),
+                        format!("unknown intent; expected one of {}", INTENTS.join(", ")),
+                    );
+                }
+                for (k, cue) in cues.iter().enumerate() {
+                    if cue.trim().is_empty() {
+                        errors.push(format!("{path}.{intent}[{k}]"), "must not be empty");
+                    }
+                }
+            }
+        }
+        for (k, phrase) in enricher.spam_phrases.iter().enumerate() {
+            if phrase.trim().is_empty() {
+                errors.push(format!("enricher.spam_phrases[{k}]"), "must not be empty");
+            }
+        }
+        let weights = &enricher.urgency;
+        for (name, weight) in [
+            ("negativity", weights.negativity),
+            ("intent", weights.intent),
+            ("reach", weights.reach),
+            ("velocity", weights.velocity),
+        ] {
+            if !(weight >= 0.0 && weight.is_finite()) {
+                errors.push(format!("enricher.urgency.{name}"), "must be 0 or more");
+            }
+        }
+        if weights.negativity + weights.intent + weights.reach + weights.velocity <= 0.0 {
+            errors.push("enricher.urgency", "at least one weight must be above 0");
+        }
+        if enricher.max_text_bytes < 1024 {
+            errors.push("enricher.max_text_bytes", "must be at least 1024");
         }
         let mut receivers = Vec::new();
         for (i, receiver) in self.router.receivers.iter().enumerate() {
@@ -2075,6 +2197,61 @@ enricher:
     }
 
     #[test]
+    fn watchlist_queries_that_do_not_parse_are_reported_with_position_and_expectation() {
+        let found = problems(
+            r#"
+enricher:
+  watchlists:
+    - name: ok
+      query: '(lumora OR #lumora) AND refund* NOT author:lumora_help'
+    - name: open
+      query: '(lumora OR lamp'
+    - name: near
+      query: 'lumora NEAR broken'
+    - name: both
+      terms: ["lumora", "re*fund"]
+      query: 'lumora AND'
+"#,
+        );
+        assert_eq!(
+            found,
+            [
+                "enricher.watchlists[1].query: at character 16: expected ')', found the end of the query in \"(lumora OR lamp\"",
+                "enricher.watchlists[2].query: at character 8: expected a distance after NEAR, such as NEAR/3 or NEAR/3f, found \"NEAR\" in \"lumora NEAR broken\"",
+                "enricher.watchlists[3].terms[1]: at character 3: expected '*' only at the end of a word (refund*), found \"re*fund\"",
+                "enricher.watchlists[3].query: at character 11: expected a term, \"phrase\", #hashtag, @mention, field:value or '(', found the end of the query in \"lumora AND\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn intent_cues_urgency_weights_and_text_cap_are_checked() {
+        let found = problems(
+            r#"
+enricher:
+  intent_cues:
+    en: { complaint: ["meh"], gossip: ["tea"] }
+    english: { praise: [""] }
+  spam_phrases: ["  "]
+  urgency: { negativity: -1, intent: 0, reach: 0, velocity: 0 }
+  max_text_bytes: 10
+"#,
+        );
+        assert_eq!(
+            found,
+            [
+                "enricher.intent_cues.en.gossip: unknown intent; expected one of crisis_risk, churn_threat, complaint, question, purchase_intent, opportunity, praise",
+                "enricher.intent_cues.english: must be a two-letter ISO 639-1 language code",
+                "enricher.intent_cues.english.praise[0]: must not be empty",
+                "enricher.spam_phrases[0]: must not be empty",
+                "enricher.urgency.negativity: must be 0 or more",
+                "enricher.urgency: at least one weight must be above 0",
+                "enricher.max_text_bytes: must be at least 1024",
+            ]
+        );
+    }
+
+    #[test]
     fn every_problem_is_reported_at_once_with_its_key_path() {
         let found = problems(
             r#"
@@ -2115,7 +2292,7 @@ surprise: true
             "topics: topic \"earshot.alerts\" is used for two purposes",
             "telemetry.listen: invalid socket address",
             "enricher.watchlists.1.extra: unknown key",
-            "enricher.watchlists[0].terms: must list at least one term",
+            "enricher.watchlists[0]: needs a query or at least one term",
             "enricher.watchlists[1].name: duplicate watchlist name \"acme\"",
             "router.receivers[0].webhook.url: scheme \"ftp\" is not http or https",
             "router.routes[0].watchlist: no watchlist named \"nope\"",

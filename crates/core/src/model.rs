@@ -86,7 +86,27 @@ pub struct EnrichedMention {
     pub reach: i64,
     #[serde(default)]
     pub urgency: f64,
+    /// The reasons behind the scores: intents, spam reasons, reach score, input flags.
+    #[serde(default)]
+    pub signals: Signals,
     pub enriched_at: i64,
+}
+
+/// Why the enricher scored a mention as it did (record `Signals` of the schema).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Signals {
+    /// Every intent that holds, most urgent first.
+    #[serde(default)]
+    pub intents: Vec<String>,
+    /// Why `spam_score` is above 0.
+    #[serde(default)]
+    pub spam_reasons: Vec<String>,
+    /// Audience and momentum, 0..1.
+    #[serde(default)]
+    pub reach_score: f64,
+    /// What was wrong with the input and how it was handled.
+    #[serde(default)]
+    pub flags: Vec<String>,
 }
 
 fn unknown_intent() -> String {

@@ -3,7 +3,9 @@
 //! `earshot run` runs the whole pipeline in one process (no Kafka, no PostgreSQL needed);
 //! `earshot collector|enricher|router|sink` run one service against Kafka, as Kubernetes runs
 //! them; `earshot check-config` validates a configuration; `earshot test-routes` checks
-//! routing fixtures; `earshot sentiment` scores lines of text with VADER.
+//! routing fixtures; `earshot sentiment` scores lines of text with VADER; `earshot
+//! test-queries` checks watchlist queries against fixture posts and `earshot enrich` runs the
+//! enricher offline on NDJSON.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -109,6 +111,24 @@ enum Command {
     /// number), writes `id<TAB>neg<TAB>neu<TAB>pos<TAB>compound` on stdout. A line that cannot
     /// be scored is reported on stderr and skipped; the exit code is then 65.
     Sentiment,
+    /// Check watchlist queries against a fixture file of posts and the watchlists each must
+    /// and must not match; prints every failure with the clause trace and exits 1 on failure,
+    /// 64 when the fixture or its queries are invalid.
+    TestQueries {
+        /// YAML fixture: `watchlists` (unless --config gives them) and `cases`.
+        file: PathBuf,
+        /// Take the watchlists from this configuration's `enricher.watchlists`.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Enrich `Mention` NDJSON on stdin into `EnrichedMention` NDJSON on stdout (one line per
+    /// matched watchlist), with the enricher service's code and the configuration's
+    /// watchlists. A line that is not a Mention is reported on stderr; the exit code is then 65.
+    Enrich {
+        /// YAML or TOML configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Exit code of `earshot sentiment` when some lines were rejected (EX_DATAERR).
@@ -147,6 +167,13 @@ async fn async_main(cli: Cli) -> ExitCode {
     let result = match cli.command {
         // Synchronous and CPU-bound: nothing else runs on the runtime meanwhile.
         Command::Sentiment => return sentiment(),
+        Command::TestQueries { file, config } => return test_queries(&file, config.as_deref()),
+        Command::Enrich { config } => {
+            return match load(None, config.as_deref()) {
+                Ok(config) => enrich(&config),
+                Err(code) => code,
+            }
+        }
         Command::CheckConfig { file } => {
             return match load(None, Some(&file)) {
                 Ok(config) => {
@@ -248,8 +275,10 @@ async fn async_main(cli: Cli) -> ExitCode {
             .await
         }
         Command::Enricher(args) => {
+            // The watchlists reload from this file on SIGHUP or when it changes.
+            let file = args.config.clone();
             service(args, shutdown, |c, s| {
-                Box::pin(async move { Ok(earshot_enricher::run(c, s).await?) })
+                Box::pin(async move { Ok(earshot_enricher::run_reloading(c, file, s).await?) })
             })
             .await
         }
@@ -362,6 +391,70 @@ async fn report(
     std::fs::write(&out, html).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
     println!("\nHTML report: {}", out.display());
     Ok(())
+}
+
+/// `earshot test-queries`: the fixture's cases against its (or the config's) watchlists.
+fn test_queries(file: &std::path::Path, config: Option<&std::path::Path>) -> ExitCode {
+    use earshot_enricher::offline;
+    let fixture = match offline::load_fixture(file) {
+        Ok(fixture) => fixture,
+        Err(error) => {
+            eprintln!("earshot test-queries: {error}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let enricher = match config {
+        Some(path) => match load(None, Some(path)) {
+            Ok(config) => config.enricher,
+            Err(code) => return code,
+        },
+        None => earshot_core::config::EnricherConfig {
+            watchlists: fixture.watchlists,
+            ..Default::default()
+        },
+    };
+    let problems = offline::fixture_problems(&enricher.watchlists, &fixture.cases);
+    if !problems.is_empty() {
+        eprintln!(
+            "earshot test-queries: {}",
+            offline::FixtureError::Invalid(problems)
+        );
+        return ExitCode::from(EXIT_CONFIG as u8);
+    }
+    match offline::test_queries(&enricher, &fixture.cases, std::io::stdout().lock()) {
+        Ok(summary) => {
+            println!("{} cases, {} failures", summary.cases, summary.failures);
+            if summary.failures == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("earshot test-queries: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `earshot enrich`: Mention NDJSON to EnrichedMention NDJSON.
+fn enrich(config: &Config) -> ExitCode {
+    let enricher = earshot_enricher::Enricher::new(&config.enricher);
+    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+    match earshot_enricher::offline::enrich_ndjson(
+        &enricher,
+        stdin.lock(),
+        stdout.lock(),
+        stderr.lock(),
+    ) {
+        Ok(summary) if summary.rejected == 0 => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(EXIT_DATA),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("earshot enrich: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -661,3 +661,109 @@ FAIL wrongly expected to need review
     assert_eq!(output.status.code(), Some(65), "{stderr}");
     assert!(stderr.contains("bad-routes.yaml"), "{stderr}");
 }
+
+/// The project's own query fixtures pass: every construct of the query language matches and
+/// fails to match where the fixture says.
+#[test]
+fn the_project_query_fixtures_pass() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let fixture = root.join("crates/enricher/testdata/queries.yaml");
+    let output = earshot(&["test-queries", path_str(&fixture)], &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.ends_with(" failures\n") && stdout.contains(", 0 failures"),
+        "{stdout}"
+    );
+}
+
+/// A failing case exits 1 and prints the clause trace; a fixture with a broken query or an
+/// unknown watchlist exits 64 naming every problem.
+#[test]
+fn test_queries_prints_failures_with_the_trace_and_exits_non_zero() {
+    let failing = temp_file(
+        "failing.yaml",
+        r#"
+watchlists:
+  - name: lumora
+    query: 'lumora NOT recall'
+cases:
+  - text: "Lumora recall notice"
+    must_match: [lumora]
+  - text: "Lumora lamp"
+    must_match: [lumora]
+"#,
+    );
+    let output = earshot(&["test-queries", path_str(&failing.path)], &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert_eq!(
+        stdout,
+        "FAIL cases[0] must match lumora: \"Lumora recall notice\"\n  ✗ AND\n    ✓ lumora  found [\"Lumora\"]\n    ✗ NOT recall\n      ✓ recall  found [\"recall\"]\n2 cases, 1 failures\n"
+    );
+
+    let invalid = temp_file(
+        "invalid.yaml",
+        "watchlists:\n  - name: a\n    query: '(lumora'\ncases:\n  - text: x\n    must_not_match: [b]\n",
+    );
+    let output = earshot(&["test-queries", path_str(&invalid.path)], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("watchlists[0] \"a\": at character 8: expected ')'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("cases[0]: no watchlist named \"b\""),
+        "{stderr}"
+    );
+}
+
+/// `earshot enrich` turns Mention NDJSON into EnrichedMention NDJSON with the configuration's
+/// watchlists; a bad line is reported with its number and the exit code is 65.
+#[test]
+fn enrich_reads_mentions_and_writes_enriched_mentions() {
+    use std::io::Write as _;
+    let config = temp_file(
+        "config.yaml",
+        "enricher:\n  watchlists:\n    - name: acme\n      query: 'acme NEAR/2 refund*'\n",
+    );
+    let mention = r#"{"id":"6f1c2a9e-4d1b-5d7e-9a43-0c3f2b1a7e55","native_id":"1","source":{"kind":"reddit","instance":"r/x"},"author":{"handle":"@sam","followers":5},"text":"Acme, refunds please!","created_at":0,"collected_at":0}"#;
+    let mut child = base_command(&[])
+        .args(["enrich", "--config", path_str(&config.path)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{mention}\nnot json").unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(65), "{stderr}");
+    assert_eq!(
+        stderr,
+        "line 2: not a Mention: expected ident at line 1 column 2\n"
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert_eq!(lines[0]["watchlist"], "acme");
+    assert_eq!(lines[0]["matches"][0]["clause"], "acme NEAR/2 refund*");
+    assert_eq!(
+        lines[0]["matches"][0]["spans"],
+        serde_json::json!([{"start": 0, "end": 4}, {"start": 6, "end": 13}])
+    );
+    assert!(
+        lines[0]["sentiment"]["compound"].as_f64().unwrap() > 0.0,
+        "{stdout}"
+    );
+}

@@ -5,7 +5,11 @@
 //! [`Enricher::enrich`] is the pure processing step; [`EnricherStage`] is the Kafka-facing
 //! wrapper the stage runner drives.
 
+mod language;
 mod matcher;
+pub mod offline;
+pub mod reload;
+pub mod signals;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,13 +47,37 @@ pub async fn run(
     run_with(services, shutdown).await
 }
 
+/// Runs the enricher against Kafka until `shutdown`, reloading the watchlists from
+/// `config_file` on SIGHUP or when it changes (see [`reload`]).
+pub async fn run_reloading(
+    config: earshot_core::Config,
+    config_file: Option<std::path::PathBuf>,
+    shutdown: CancellationToken,
+) -> Result<(), EnricherError> {
+    let services = Services::kafka_serving_telemetry(config, &shutdown).await?;
+    run_with_reload(services, config_file, shutdown).await
+}
+
 /// Runs the enricher on the given services (Kafka or the embedded bus) until `shutdown`.
 pub async fn run_with(
     services: Services,
     shutdown: CancellationToken,
 ) -> Result<(), EnricherError> {
+    run_with_reload(services, None, shutdown).await
+}
+
+/// [`run_with`], reloading the watchlists from `config_file` when one is given.
+pub async fn run_with_reload(
+    services: Services,
+    config_file: Option<std::path::PathBuf>,
+    shutdown: CancellationToken,
+) -> Result<(), EnricherError> {
     let publisher = services.publisher("earshot-enricher")?;
-    let stage = EnricherStage::new(&services, publisher.clone());
+    let mut stage = EnricherStage::new(&services, publisher.clone());
+    if let Some(path) = config_file {
+        let updates = reload::spawn(path, stage.enricher.clone(), reload::POLL, shutdown.clone());
+        stage.updates = Some(updates);
+    }
     let raw = services.config.topics.raw.clone();
     services
         .run_consumer(stage, STAGE, &[&raw], publisher, shutdown)
@@ -64,6 +92,8 @@ pub struct Enricher {
     sentiment: SentimentAnalyzer,
     /// VADER with a watchlist's `sentiment_lexicon` applied, for the watchlists that have one.
     watchlist_sentiment: HashMap<String, SentimentAnalyzer>,
+    /// Spam, intent, reach and urgency.
+    signals: signals::Signals,
 }
 
 impl Enricher {
@@ -83,6 +113,7 @@ impl Enricher {
             .collect();
         Enricher {
             matcher: WatchlistMatcher::new(&config.watchlists),
+            signals: signals::Signals::new(config),
             sentiment,
             watchlist_sentiment,
         }
@@ -90,30 +121,60 @@ impl Enricher {
 
     /// Enriches one mention: one record per matched watchlist, or one unmatched record.
     ///
+    /// Bad input is enriched as far as it goes and flagged in `signals.flags`, never dropped:
+    /// text over `max_text_bytes` is cut (`text_truncated`), empty text matches nothing
+    /// (`empty_text`), negative counts are read as unknown (`invalid_followers`,
+    /// `invalid_engagement`), an implausible `created_at` gives no velocity
+    /// (`invalid_created_at`), an undetected language is `unknown_language`.
+    ///
     /// Sentiment is VADER's, whole text and per sentence, with the watchlist's lexicon
-    /// overrides for the copy keyed by a watchlist that has some. Until the understanding
-    /// engines land, language, spam, intent and urgency stay at their documented defaults
-    /// (none, 0, "unknown", 0); reach is followers plus engagement.
-    pub fn enrich(&self, mention: Mention) -> Vec<EnrichedMention> {
-        let matches = self.matcher.matches(&mention.text);
+    /// overrides for the copy keyed by a watchlist that has some; the other scores are the
+    /// same on every copy.
+    pub fn enrich(&self, mut mention: Mention) -> Vec<EnrichedMention> {
+        let mut flags = Vec::new();
+        if self.signals.cap_text(&mut mention) {
+            flags.push("text_truncated".to_owned());
+        }
+        let language = language::detect(&mention.text, mention.lang_hint.as_deref());
+        let matches = self.matcher.matches(&mention, language.code.as_deref());
         let analysis = self.sentiment.analyze(&mention.text);
+        let scores = self.signals.score(
+            &mention,
+            analysis.scores.compound,
+            language.code.as_deref(),
+            flags,
+        );
         let engagement = &mention.engagement;
-        let reach = mention.author.followers.unwrap_or(0).max(0)
-            + engagement.likes.max(0)
-            + engagement.reposts.max(0)
-            + engagement.replies.max(0);
+        let reach = mention
+            .author
+            .followers
+            .unwrap_or(0)
+            .max(0)
+            .saturating_add(engagement.likes.max(0))
+            .saturating_add(engagement.reposts.max(0))
+            .saturating_add(engagement.replies.max(0));
         let template = EnrichedMention {
             mention,
             watchlist: String::new(),
             matches,
             sentiment: sentiment_of(&analysis),
             sentences: sentences_of(analysis),
-            language: None,
-            language_confidence: 0.0,
-            spam_score: 0.0,
-            intent: "unknown".to_owned(),
+            language: language.code,
+            language_confidence: language.confidence,
+            spam_score: scores.spam_score,
+            intent: scores
+                .intents
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "unknown".to_owned()),
             reach,
-            urgency: 0.0,
+            urgency: scores.urgency,
+            signals: earshot_core::model::Signals {
+                intents: scores.intents,
+                spam_reasons: scores.spam_reasons,
+                reach_score: scores.reach_score,
+                flags: scores.flags,
+            },
             enriched_at: now_micros(),
         };
         if template.matches.is_empty() {
@@ -161,7 +222,9 @@ fn sentences_of(analysis: Analysis) -> SentenceSentiment {
 
 /// The enricher as a stage: decode `Mention`, enrich, publish each result keyed by watchlist.
 pub struct EnricherStage {
-    enricher: Enricher,
+    enricher: Arc<Enricher>,
+    /// New enrichers from the reloader, taken between two records.
+    updates: Option<tokio::sync::watch::Receiver<Arc<Enricher>>>,
     codecs: Arc<Codecs>,
     publisher: Arc<dyn Publisher>,
     metrics: Metrics,
@@ -174,7 +237,8 @@ pub struct EnricherStage {
 impl EnricherStage {
     pub fn new(services: &Services, publisher: Arc<dyn Publisher>) -> Self {
         EnricherStage {
-            enricher: Enricher::new(&services.config.enricher),
+            enricher: Arc::new(Enricher::new(&services.config.enricher)),
+            updates: None,
             codecs: services.codecs.clone(),
             publisher,
             sent: services.metrics.sent.with_label_values(&[STAGE]),
@@ -201,6 +265,11 @@ impl Stage for EnricherStage {
                 }
             };
             let collected_at = mention.collected_at;
+            if let Some(updates) = &mut self.updates {
+                if updates.has_changed().unwrap_or(false) {
+                    self.enricher = updates.borrow_and_update().clone();
+                }
+            }
             let enriched = self.enricher.enrich(mention);
             let traceparent =
                 Bytes::from(trace_context::child(record.header(headers::TRACEPARENT)));
@@ -290,6 +359,7 @@ mod tests {
         let watchlist = |name: &str, lexicon: &[(&str, f64)]| WatchlistConfig {
             name: name.into(),
             terms: vec![name.into()],
+            query: None,
             sentiment_lexicon: lexicon.iter().map(|&(w, v)| (w.to_owned(), v)).collect(),
         };
         Enricher::new(&EnricherConfig {
@@ -297,6 +367,7 @@ mod tests {
                 watchlist("skateco", &[("sick", 2.5)]),
                 watchlist("parcelly", &[]),
             ],
+            ..EnricherConfig::default()
         })
     }
 

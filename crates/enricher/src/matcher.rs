@@ -1,124 +1,152 @@
-//! Watchlist matching on plain terms: every term of every watchlist compiled into one
-//! Aho-Corasick automaton, ASCII case-insensitive, accepted only on word boundaries.
+//! Watchlist matching: every watchlist's query (its `query`, OR-ed with its plain `terms`)
+//! compiled into one [`QuerySet`], evaluated on a mention's text and fields, and the result
+//! as the `WatchlistMatch` records of the event model.
 
-use std::collections::BTreeMap;
-
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use earshot_core::config::WatchlistConfig;
-use earshot_core::model::{Span, WatchlistMatch};
+use earshot_core::model::{Mention, Span, WatchlistMatch};
+use earshot_query::{Document, Node, QuerySet, WatchlistQuery};
 
 pub struct WatchlistMatcher {
-    automaton: Option<AhoCorasick>,
-    /// Per pattern: (watchlist index, the term as configured).
-    patterns: Vec<(usize, String)>,
-    names: Vec<String>,
+    set: QuerySet,
 }
 
 impl WatchlistMatcher {
+    /// Compiles the watchlists. Config validation rejects a query that does not parse; one
+    /// met here anyway (a config built in code) is left out with an error logged, so the
+    /// other watchlists still match.
     pub fn new(watchlists: &[WatchlistConfig]) -> Self {
-        let mut patterns = Vec::new();
-        for (index, watchlist) in watchlists.iter().enumerate() {
-            for term in &watchlist.terms {
-                patterns.push((index, term.trim().to_owned()));
-            }
-        }
-        let automaton = (!patterns.is_empty()).then(|| {
-            AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                .build(patterns.iter().map(|(_, term)| term.as_str()))
-                .expect("plain terms always compile")
-        });
+        let queries = watchlists
+            .iter()
+            .filter_map(|watchlist| match query_of(watchlist) {
+                Ok(query) => Some(WatchlistQuery {
+                    name: watchlist.name.clone(),
+                    query,
+                }),
+                Err(error) => {
+                    tracing::error!(watchlist = %watchlist.name, %error, "watchlist query left out");
+                    None
+                }
+            })
+            .collect();
         WatchlistMatcher {
-            automaton,
-            patterns,
-            names: watchlists.iter().map(|w| w.name.clone()).collect(),
+            set: QuerySet::new(queries),
         }
     }
 
-    /// The watchlists `text` matches, in configuration order, with the spans of their terms.
-    ///
-    /// Relevance is `1 - 0.5^hits` over the term occurrences found (one hit 0.5, two 0.75,
-    /// three 0.875), a placeholder until query relevance lands.
-    pub fn matches(&self, text: &str) -> Vec<WatchlistMatch> {
-        let Some(automaton) = &self.automaton else {
-            return Vec::new();
-        };
-        let mut found: BTreeMap<usize, (Vec<Span>, Vec<&str>)> = BTreeMap::new();
-        // Overlapping search so that a term inside a longer non-boundary match is still seen.
-        for hit in automaton.find_overlapping_iter(text) {
-            if !on_word_boundaries(text, hit.start(), hit.end()) {
-                continue;
-            }
-            let (watchlist, term) = &self.patterns[hit.pattern().as_usize()];
-            let entry = found.entry(*watchlist).or_default();
-            entry.0.push(Span {
-                start: hit.start() as i32,
-                end: hit.end() as i32,
-            });
-            if !entry.1.contains(&term.as_str()) {
-                entry.1.push(term);
-            }
-        }
-        found
+    /// The compiled set, for tracing why a query did or did not match.
+    pub fn set(&self) -> &QuerySet {
+        &self.set
+    }
+
+    /// The watchlists `mention` matches, in configuration order, each with the clause that
+    /// held, the spans of the text that made it and its relevance. `lang` is the mention's
+    /// language for `lang:`.
+    pub fn matches(&self, mention: &Mention, lang: Option<&str>) -> Vec<WatchlistMatch> {
+        let document = document(mention, lang);
+        self.set
+            .matches(&document)
             .into_iter()
-            .map(|(index, (spans, terms))| (index, (outermost(spans), terms)))
-            .map(|(index, (spans, terms))| WatchlistMatch {
-                watchlist: self.names[index].clone(),
-                relevance: 1.0 - 0.5f64.powi(spans.len().min(30) as i32),
-                clause: terms
-                    .iter()
-                    .map(|t| format!("{t:?}"))
-                    .collect::<Vec<_>>()
-                    .join(" OR "),
-                spans,
+            .map(|found| WatchlistMatch {
+                watchlist: self.set.queries()[found.index].name.clone(),
+                relevance: found.relevance,
+                clause: found.clause,
+                spans: found
+                    .spans
+                    .into_iter()
+                    .map(|(start, end)| Span {
+                        start: start as i32,
+                        end: end as i32,
+                    })
+                    .collect(),
             })
             .collect()
     }
 }
 
-/// Drops spans inside another span of the same watchlist, so that `#lumora` counts once even
-/// when both `#lumora` and `Lumora` are terms.
-fn outermost(mut spans: Vec<Span>) -> Vec<Span> {
-    spans.sort_by_key(|s| (s.start, std::cmp::Reverse(s.end)));
-    let mut kept: Vec<Span> = Vec::with_capacity(spans.len());
-    for span in spans {
-        if kept.last().is_none_or(|last| span.end > last.end) {
-            kept.push(span);
-        }
+/// The fields of a mention that queries look at.
+pub fn document<'a>(mention: &'a Mention, lang: Option<&'a str>) -> Document<'a> {
+    Document {
+        text: &mention.text,
+        author: &mention.author.handle,
+        url: mention.url.as_deref(),
+        source: &mention.source.kind,
+        lang,
+        followers: mention.author.followers,
     }
-    kept
 }
 
-fn on_word_boundaries(text: &str, start: usize, end: usize) -> bool {
-    let before = text[..start].chars().next_back();
-    let after = text[end..].chars().next();
-    let is_word = |c: char| c.is_alphanumeric() || c == '_';
-    before.is_none_or(|c| !is_word(c)) && after.is_none_or(|c| !is_word(c))
+/// The watchlist's `query` OR its `terms`.
+pub fn query_of(watchlist: &WatchlistConfig) -> Result<Node, earshot_query::ParseError> {
+    let terms = (!watchlist.terms.is_empty())
+        .then(|| Node::any_of_terms(&watchlist.terms))
+        .transpose()?;
+    let query = watchlist
+        .query
+        .as_deref()
+        .map(earshot_query::parse)
+        .transpose()?;
+    Ok(match (query, terms) {
+        (Some(query), Some(terms)) => Node::Or(vec![query, terms]),
+        (Some(query), None) => query,
+        (None, Some(terms)) => terms,
+        (None, None) => Node::Or(Vec::new()),
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use earshot_core::model::{mention_id, Author, Engagement, Source};
+
     use super::*;
 
     fn matcher() -> WatchlistMatcher {
+        let watchlist = |name: &str, terms: &[&str], query: Option<&str>| WatchlistConfig {
+            name: name.into(),
+            terms: terms.iter().map(|t| t.to_string()).collect(),
+            query: query.map(str::to_owned),
+            sentiment_lexicon: Default::default(),
+        };
         WatchlistMatcher::new(&[
-            WatchlistConfig {
-                name: "lumora".into(),
-                terms: vec!["Lumora".into(), "#lumora".into()],
-                sentiment_lexicon: Default::default(),
-            },
-            WatchlistConfig {
-                name: "parcelly".into(),
-                terms: vec!["parcelly".into()],
-                sentiment_lexicon: Default::default(),
-            },
+            watchlist("lumora", &["Lumora", "#lumora"], None),
+            watchlist("parcelly", &["parcelly"], None),
+            watchlist(
+                "refunds",
+                &["money back guarantee"],
+                Some("(refund* OR \"money back\") NEAR/3 (lumora OR parcelly) source:reddit"),
+            ),
+            watchlist("big-accounts", &[], Some("lamp followers:>=1000")),
         ])
     }
 
-    fn check(text: &str, expected: &[(&str, usize)]) {
+    fn mention(text: &str, followers: i64) -> Mention {
+        Mention {
+            id: mention_id("test", text),
+            native_id: text.into(),
+            source: Source {
+                kind: "reddit".into(),
+                instance: "unit".into(),
+            },
+            url: None,
+            author: Author {
+                handle: "@sam".into(),
+                name: None,
+                followers: Some(followers),
+                verified: false,
+            },
+            text: text.into(),
+            lang_hint: None,
+            created_at: 0,
+            collected_at: 0,
+            engagement: Engagement::default(),
+            parent_id: None,
+            conversation_id: None,
+            has_media: false,
+        }
+    }
+
+    fn check(text: &str, followers: i64, expected: &[(&str, usize)]) {
         let got: Vec<(String, usize)> = matcher()
-            .matches(text)
+            .matches(&mention(text, followers), None)
             .into_iter()
             .map(|m| (m.watchlist, m.spans.len()))
             .collect();
@@ -128,29 +156,45 @@ mod tests {
     }
 
     #[test]
-    fn terms_match_case_insensitively_on_word_boundaries() {
-        check("My LUMORA lamp died", &[("lumora", 1)]);
-        check("lumora, lumora!", &[("lumora", 2)]);
-        check("Lumoras are great", &[]);
-        check("illumoraX", &[]);
+    fn terms_and_queries_match_together() {
+        check("My LUMORA lamp died", 10, &[("lumora", 1)]);
+        check("lumora, lumora!", 10, &[("lumora", 2)]);
+        check("Lumoras are great", 10, &[]);
+        check("illumoraX", 10, &[]);
         check(
             "@Lumora where is my order via parcelly?",
+            10,
             &[("lumora", 1), ("parcelly", 1)],
         );
-        check("love #lumora", &[("lumora", 1)]);
-        // "#lumora" needs a boundary before "#"; the plain term still matches after it.
-        check("love#lumora", &[("lumora", 1)]);
-        check("#lumora #Lumora lumora", &[("lumora", 3)]);
-        check("nothing here", &[]);
-        check("", &[]);
+        check("love #lumora", 10, &[("lumora", 1)]);
+        check("love#lumora", 10, &[("lumora", 1)]);
+        check("#lumora #Lumora lumora", 10, &[("lumora", 3)]);
+        check(
+            "Parcelly, I want a refund now",
+            10,
+            &[("parcelly", 1), ("refunds", 2)],
+        );
+        check(
+            "a refund, one day, from the parcelly people",
+            10,
+            &[("parcelly", 1)],
+        );
+        check("new lamp", 5000, &[("big-accounts", 1)]);
+        check("new lamp", 999, &[]);
+        check("nothing here", 10, &[]);
+        check("", 10, &[]);
     }
 
     #[test]
-    fn spans_point_at_the_term() {
-        let text = "über Parcelly";
-        let matches = matcher().matches(text);
+    fn spans_point_at_the_text_and_the_clause_says_what_held() {
+        let text = "über Parcelly: money back please";
+        let matches = matcher().matches(&mention(text, 1), None);
         let span = matches[0].spans[0];
         assert_eq!(&text[span.start as usize..span.end as usize], "Parcelly");
-        assert_eq!(matches[0].relevance, 0.5);
+        assert_eq!(matches[1].watchlist, "refunds");
+        assert_eq!(
+            matches[1].clause,
+            "(refund* OR \"money back\") NEAR/3 (lumora OR parcelly) AND source:reddit"
+        );
     }
 }

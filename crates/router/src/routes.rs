@@ -432,6 +432,15 @@ fn routed(path: &[&Node], receiver: &str, enriched: &EnrichedMention) -> Routed 
 }
 
 fn matcher_holds(matcher: &Matcher, enriched: &EnrichedMention) -> bool {
+    if matcher.field == Field::Intent && !enriched.signals.intents.is_empty() {
+        // Several intents may hold: `intent = complaint` (or `=~`) holds when one of them is a
+        // complaint, `intent != complaint` (or `!~`) when none is.
+        let mut intents = enriched.signals.intents.iter();
+        return match matcher.op {
+            Op::Ne | Op::NotRegex => intents.all(|intent| matcher.matches_text(intent)),
+            _ => intents.any(|intent| matcher.matches_text(intent)),
+        };
+    }
     match number(matcher.field, enriched) {
         Some(value) => matcher.matches_number(value),
         None => matcher.matches_text(text(matcher.field, enriched)),

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use earshot_core::model::{
-    mention_id, Author, EnrichedMention, Mention, Sentiment, Source, WatchlistMatch,
+    mention_id, Author, EnrichedMention, Mention, Sentiment, Signals, Source, WatchlistMatch,
 };
 use serde::Deserialize;
 
@@ -230,6 +230,13 @@ impl FixtureMention {
             intent: self.intent.clone(),
             reach: self.reach,
             urgency: self.urgency,
+            signals: Signals {
+                intents: Some(self.intent.clone())
+                    .filter(|intent| !intent.is_empty() && intent != "unknown")
+                    .into_iter()
+                    .collect(),
+                ..Signals::default()
+            },
             enriched_at: 0,
         }
     }

@@ -679,6 +679,7 @@ fn sample(native_id: &str) -> (Alert, EnrichedMention) {
             compound: -0.72,
         },
         sentences: Default::default(),
+        signals: Default::default(),
         language: Some("en".into()),
         language_confidence: 0.99,
         spam_score: 0.0,

@@ -527,6 +527,7 @@ fn sample_alert() -> (Alert, EnrichedMention) {
         intent: "unknown".into(),
         reach: 50_000,
         urgency: 0.0,
+        signals: Default::default(),
         enriched_at: now_micros(),
     };
     let alert = Alert {

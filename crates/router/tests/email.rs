@@ -388,6 +388,7 @@ fn sample(native_id: &str) -> (Alert, EnrichedMention) {
         matches: vec![],
         sentiment: Sentiment::default(),
         sentences: Default::default(),
+        signals: Default::default(),
         language: Some("en".into()),
         language_confidence: 0.99,
         spam_score: 0.0,

@@ -309,6 +309,7 @@ fn enriched(n: usize) -> EnrichedMention {
         intent: "complaint".into(),
         reach: 48_210,
         urgency: 0.61,
+        signals: Default::default(),
         enriched_at: collected_at + 4_000,
     }
 }

@@ -142,6 +142,9 @@ pub fn mention_item(enriched: EnrichedMention) -> Result<Item, RowError> {
         intent,
         reach,
         urgency,
+        // Intents, spam reasons, reach score and input flags: stored by the sink once its
+        // tables carry them.
+        signals: _,
         enriched_at,
     } = enriched;
     let id = mention.id;
@@ -318,6 +321,7 @@ mod tests {
             intent: "question".into(),
             reach: 10,
             urgency: 0.2,
+            signals: Default::default(),
             enriched_at: 3_000_000,
         }
     }

@@ -79,6 +79,7 @@ fn enriched(n: usize, collected_at: i64, watchlists: &[&str]) -> EnrichedMention
         intent: "question".into(),
         reach: 1,
         urgency: 0.0,
+        signals: Default::default(),
         enriched_at: collected_at,
     }
 }

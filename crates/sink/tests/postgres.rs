@@ -277,6 +277,7 @@ fn enriched(
         intent: "question".into(),
         reach: 420,
         urgency: 0.3,
+        signals: Default::default(),
         enriched_at: collected_at + 5_000,
     }
 }

@@ -1,0 +1,278 @@
+//! Text as queries see it: case and accent folding, and a tokenizer that keeps hashtags,
+//! @mentions, URLs, emoji and contractions whole, with the byte range of every token in the
+//! original text so that matches can point at what made them.
+
+use unicode_normalization::char::is_combining_mark;
+use unicode_normalization::UnicodeNormalization;
+
+/// What a token is; a query word matches words and the bodies of hashtags and mentions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Word,
+    /// `#tag`; `norm` holds the body without `#`.
+    Hashtag,
+    /// `@handle`; `norm` holds the body without `@`.
+    Mention,
+    /// `https://…`, `http://…` or `www.…`, whole.
+    Url,
+    /// One emoji, with its modifiers and ZWJ sequence.
+    Emoji,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub kind: TokenKind,
+    /// Byte range in the original text, the whole token (with `#` or `@`).
+    pub start: u32,
+    pub end: u32,
+    /// Folded text (lower case, accents removed, `’` as `'`); without `#`/`@`.
+    pub norm: String,
+    /// `norm`'s number in a query set's vocabulary, [`crate::NO_ID`] when not in it.
+    pub id: u32,
+}
+
+/// Lower case, accents removed (NFD without combining marks) and the typographic apostrophe
+/// as `'`, so that `Café`, `CAFE` and `cafe` compare equal, and so do `don’t` and `don't`.
+pub fn fold(text: &str) -> String {
+    if text.is_ascii() {
+        return text.to_ascii_lowercase();
+    }
+    text.chars()
+        .flat_map(char::to_lowercase)
+        .nfd()
+        .filter(|&c| !is_combining_mark(c))
+        .map(|c| if c == '\u{2019}' { '\'' } else { c })
+        .collect()
+}
+
+/// Splits `text` into tokens. Punctuation and white space separate tokens and are dropped.
+pub fn tokenize(text: &str) -> Vec<Token> {
+    let mut tokens = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < text.len() {
+        let c = text[i..].chars().next().expect("i is on a char boundary");
+        let (kind, end) = if let Some(end) = url_end(text, i) {
+            (TokenKind::Url, end)
+        } else if (c == '#' || c == '@') && starts_word(text, i + 1) {
+            let kind = if c == '#' {
+                TokenKind::Hashtag
+            } else {
+                TokenKind::Mention
+            };
+            (kind, word_end(text, i + 1, c == '@'))
+        } else if is_word_char(c) {
+            (TokenKind::Word, word_end(text, i, false))
+        } else if is_emoji_start(c) {
+            (TokenKind::Emoji, emoji_end(text, i))
+        } else {
+            i += c.len_utf8();
+            continue;
+        };
+        let body = match kind {
+            TokenKind::Hashtag | TokenKind::Mention => &text[i + 1..end],
+            _ => &text[i..end],
+        };
+        tokens.push(Token {
+            kind,
+            start: i as u32,
+            end: end as u32,
+            norm: fold(body),
+            id: crate::NO_ID,
+        });
+        debug_assert!(end > i && end <= bytes.len());
+        i = end;
+    }
+    tokens
+}
+
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+fn starts_word(text: &str, at: usize) -> bool {
+    text[at..].chars().next().is_some_and(is_word_char)
+}
+
+/// End of a word starting at `start`: word characters, joined across an apostrophe (`don't`,
+/// `l’appli`) or, in handles, a dot (`@sam.bsky.social`) when a word character follows.
+fn word_end(text: &str, start: usize, dots: bool) -> usize {
+    let mut end = start;
+    let mut chars = text[start..].char_indices().peekable();
+    while let Some((offset, c)) = chars.next() {
+        if is_word_char(c) {
+            end = start + offset + c.len_utf8();
+            continue;
+        }
+        let joiner = c == '\'' || c == '\u{2019}' || (dots && c == '.');
+        if joiner && end == start + offset && chars.peek().is_some_and(|&(_, n)| is_word_char(n)) {
+            continue;
+        }
+        break;
+    }
+    end
+}
+
+fn url_end(text: &str, start: usize) -> Option<usize> {
+    let rest = &text.as_bytes()[start..];
+    let has_prefix = |prefix: &[u8]| {
+        rest.len() > prefix.len() && rest[..prefix.len()].eq_ignore_ascii_case(prefix)
+    };
+    if !(has_prefix(b"https://") || has_prefix(b"http://") || has_prefix(b"www.")) {
+        return None;
+    }
+    if start > 0 && text[..start].chars().next_back().is_some_and(is_word_char) {
+        return None;
+    }
+    let mut end = start
+        + text[start..]
+            .find(char::is_whitespace)
+            .unwrap_or(text.len() - start);
+    // Sentence punctuation after a link is not part of it.
+    while end > start
+        && matches!(
+            text.as_bytes()[end - 1],
+            b'.' | b',' | b';' | b':' | b'!' | b'?' | b')' | b'"' | b'\''
+        )
+    {
+        end -= 1;
+    }
+    Some(end)
+}
+
+fn is_emoji_start(c: char) -> bool {
+    let c = c as u32;
+    (0x1F000..=0x1FAFF).contains(&c) || (0x2190..=0x2BFF).contains(&c) || c == 0x00A9 || c == 0x00AE
+}
+
+/// Emoji with what attaches to them: variation selectors, skin tones, the keycap mark, a
+/// ZWJ and the emoji after it, the second regional indicator of a flag.
+fn emoji_end(text: &str, start: usize) -> usize {
+    let mut chars = text[start..].char_indices();
+    let (_, first) = chars.next().expect("called on a char");
+    let mut end = start + first.len_utf8();
+    let regional = |c: char| (0x1F1E6..=0x1F1FF).contains(&(c as u32));
+    let mut pending_flag = regional(first);
+    let mut after_zwj = false;
+    for (offset, c) in chars {
+        let code = c as u32;
+        let attaches = after_zwj
+            || code == 0x200D
+            || code == 0xFE0F
+            || code == 0xFE0E
+            || code == 0x20E3
+            || (0x1F3FB..=0x1F3FF).contains(&code)
+            || (pending_flag && regional(c));
+        if !attaches {
+            break;
+        }
+        pending_flag = false;
+        after_zwj = code == 0x200D;
+        end = start + offset + c.len_utf8();
+    }
+    end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str, expected: &[(TokenKind, &str, &str)]) {
+        let got: Vec<(TokenKind, &str, String)> = tokenize(text)
+            .into_iter()
+            .map(|t| (t.kind, &text[t.start as usize..t.end as usize], t.norm))
+            .collect();
+        let expected: Vec<(TokenKind, &str, String)> = expected
+            .iter()
+            .map(|&(k, raw, norm)| (k, raw, norm.to_owned()))
+            .collect();
+        assert_eq!(got, expected, "text: {text:?}");
+    }
+
+    use TokenKind::*;
+
+    #[test]
+    fn tokens_keep_hashtags_mentions_urls_emoji_and_contractions_whole() {
+        check(
+            "Don't DO it",
+            &[
+                (Word, "Don't", "don't"),
+                (Word, "DO", "do"),
+                (Word, "it", "it"),
+            ],
+        );
+        check("don’t", &[(Word, "don’t", "don't")]);
+        check(
+            "rock 'n' roll",
+            &[
+                (Word, "rock", "rock"),
+                (Word, "n", "n"),
+                (Word, "roll", "roll"),
+            ],
+        );
+        check(
+            "#Lumora @Sam.bsky.social hi.",
+            &[
+                (Hashtag, "#Lumora", "lumora"),
+                (Mention, "@Sam.bsky.social", "sam.bsky.social"),
+                (Word, "hi", "hi"),
+            ],
+        );
+        check(
+            "see https://Example.com/a?b=1, ok",
+            &[
+                (Word, "see", "see"),
+                (
+                    Url,
+                    "https://Example.com/a?b=1",
+                    "https://example.com/a?b=1",
+                ),
+                (Word, "ok", "ok"),
+            ],
+        );
+        check("(www.x.org)", &[(Url, "www.x.org", "www.x.org")]);
+        check(
+            "so 😡😡 👍🏽 👨‍👩‍👧 🇫🇷!",
+            &[
+                (Word, "so", "so"),
+                (Emoji, "😡", "😡"),
+                (Emoji, "😡", "😡"),
+                (Emoji, "👍🏽", "👍🏽"),
+                (Emoji, "👨‍👩‍👧", "👨‍👩‍👧"),
+                (Emoji, "🇫🇷", "🇫🇷"),
+            ],
+        );
+        check(
+            "Café CRÈME naïve",
+            &[
+                (Word, "Café", "cafe"),
+                (Word, "CRÈME", "creme"),
+                (Word, "naïve", "naive"),
+            ],
+        );
+        check(
+            "love#lumora a@b",
+            &[
+                (Word, "love", "love"),
+                (Hashtag, "#lumora", "lumora"),
+                (Word, "a", "a"),
+                (Mention, "@b", "b"),
+            ],
+        );
+        check("# @ 's", &[(Word, "s", "s")]);
+        check("", &[]);
+    }
+
+    #[test]
+    fn folding_ignores_case_and_accents() {
+        for (input, expected) in [
+            ("ÉCLAIR", "eclair"),
+            ("Ångström", "angstrom"),
+            ("plain", "plain"),
+            ("İstanbul", "istanbul"),
+            ("l’été", "l'ete"),
+        ] {
+            assert_eq!(fold(input), expected, "{input}");
+        }
+    }
+}
