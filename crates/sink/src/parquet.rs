@@ -580,6 +580,26 @@ impl ParquetRow for MentionRow {
                 false,
             ),
             (
+                "intents",
+                string_lists(rows.iter().map(|r| &r.intents)),
+                false,
+            ),
+            (
+                "spam_reasons",
+                string_lists(rows.iter().map(|r| &r.spam_reasons)),
+                false,
+            ),
+            (
+                "reach_score",
+                float64s(rows.iter().map(|r| r.reach_score)),
+                false,
+            ),
+            (
+                "input_flags",
+                string_lists(rows.iter().map(|r| &r.input_flags)),
+                false,
+            ),
+            (
                 "watchlists",
                 string_lists(rows.iter().map(|r| &r.watchlists)),
                 false,
@@ -659,6 +679,21 @@ impl ParquetRow for AlertRow {
             (
                 "mention_collected_at",
                 timestamps(rows.iter().map(|r| r.mention_collected_at)),
+                false,
+            ),
+            (
+                "route_path",
+                string_lists(rows.iter().map(|r| &r.route_path)),
+                false,
+            ),
+            (
+                "review_required",
+                booleans(rows.iter().map(|r| r.review_required)),
+                false,
+            ),
+            (
+                "review_topics",
+                string_lists(rows.iter().map(|r| &r.review_topics)),
                 false,
             ),
             (

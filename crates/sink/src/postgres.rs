@@ -36,6 +36,10 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
         2,
         include_str!("../migrations/0002_sentences_acknowledgements_views.sql"),
     ),
+    (
+        3,
+        include_str!("../migrations/0003_signals_and_route_path.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serializes migrations across sink replicas ("earshot").
@@ -113,6 +117,10 @@ pub const MENTIONS: Table = Table {
         col("sentences_min_compound", Type::FLOAT8),
         col("sentences_max_compound", Type::FLOAT8),
         col("sentences_most_negative", Type::TEXT),
+        col("intents", Type::TEXT_ARRAY),
+        col("spam_reasons", Type::TEXT_ARRAY),
+        col("reach_score", Type::FLOAT8),
+        col("input_flags", Type::TEXT_ARRAY),
     ],
     defaulted: &[col("written_at", Type::TIMESTAMPTZ)],
     on_conflict: OnConflict::Keep,
@@ -156,6 +164,10 @@ fn mention_values(m: &MentionRow) -> Vec<&(dyn ToSql + Sync)> {
         &m.sentences_min_compound,
         &m.sentences_max_compound,
         &m.sentences_most_negative,
+        &m.intents,
+        &m.spam_reasons,
+        &m.reach_score,
+        &m.input_flags,
     ]
 }
 
@@ -190,6 +202,9 @@ pub const ALERTS: Table = Table {
         col("score", Type::FLOAT8),
         col("threshold", Type::FLOAT8),
         col("mention_collected_at", Type::TIMESTAMPTZ),
+        col("route_path", Type::TEXT_ARRAY),
+        col("review_required", Type::BOOL),
+        col("review_topics", Type::TEXT_ARRAY),
     ],
     // Filled by the router (acknowledgements); never written by the sink.
     defaulted: &[
@@ -213,6 +228,9 @@ fn alert_values(a: &AlertRow) -> Vec<&(dyn ToSql + Sync)> {
         &a.score,
         &a.threshold,
         &a.mention_collected_at,
+        &a.route_path,
+        &a.review_required,
+        &a.review_topics,
     ]
 }
 
@@ -257,6 +275,8 @@ fn information_schema_type(pg_type: &Type) -> &'static str {
         Type::BOOL => "boolean",
         Type::FLOAT8 => "double precision",
         Type::TIMESTAMPTZ => "timestamp with time zone",
+        // information_schema names every array type so; the element type is in udt_name.
+        Type::TEXT_ARRAY => "ARRAY",
         _ => "unexpected type",
     }
 }

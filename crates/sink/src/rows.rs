@@ -74,6 +74,12 @@ pub struct MentionRow {
     pub sentences_min_compound: f64,
     pub sentences_max_compound: f64,
     pub sentences_most_negative: String,
+    /// `signals`: every intent that holds, why spam_score is above 0, reach 0..1, what was
+    /// wrong with the input.
+    pub intents: Vec<String>,
+    pub spam_reasons: Vec<String>,
+    pub reach_score: f64,
+    pub input_flags: Vec<String>,
     /// Every watchlist the mention matched (for Parquet, which has no match table).
     pub watchlists: Vec<String>,
 }
@@ -102,6 +108,11 @@ pub struct AlertRow {
     pub score: f64,
     pub threshold: f64,
     pub mention_collected_at: DateTime<Utc>,
+    /// The routes from the root to the one that raised it.
+    pub route_path: Vec<String>,
+    /// Touches a sensitive topic: no public reply before review.
+    pub review_required: bool,
+    pub review_topics: Vec<String>,
     /// The receivers of its deliveries, deduped in order (for Parquet, which has no
     /// deliveries table; a receiver is the team the alert went to).
     pub receivers: Vec<String>,
@@ -142,9 +153,7 @@ pub fn mention_item(enriched: EnrichedMention) -> Result<Item, RowError> {
         intent,
         reach,
         urgency,
-        // Intents, spam reasons, reach score and input flags: stored by the sink once its
-        // tables carry them.
-        signals: _,
+        signals,
         enriched_at,
     } = enriched;
     let id = mention.id;
@@ -184,6 +193,10 @@ pub fn mention_item(enriched: EnrichedMention) -> Result<Item, RowError> {
         sentences_min_compound: sentences.min_compound,
         sentences_max_compound: sentences.max_compound,
         sentences_most_negative: sentences.most_negative,
+        intents: signals.intents,
+        spam_reasons: signals.spam_reasons,
+        reach_score: signals.reach_score,
+        input_flags: signals.flags,
         watchlists: Vec::new(),
     };
     let mut rows: Vec<MatchRow> = Vec::with_capacity(matches.len());
@@ -243,6 +256,9 @@ pub fn alert_item(alert: Alert) -> Result<Item, RowError> {
         score: alert.score,
         threshold: alert.threshold,
         mention_collected_at: timestamp("mention_collected_at", alert.mention_collected_at)?,
+        route_path: alert.route_path,
+        review_required: alert.review_required,
+        review_topics: alert.review_topics,
         receivers,
     };
     Ok(Item::Alert {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use earshot_core::bus::OutRecord;
 use earshot_core::config::ParquetConfig;
 use earshot_core::model::{
-    Author, Engagement, EnrichedMention, Mention, SentenceSentiment, Sentiment, Source,
+    Author, Engagement, EnrichedMention, Mention, SentenceSentiment, Sentiment, Signals, Source,
     WatchlistMatch,
 };
 use earshot_core::{Config, Services};
@@ -79,7 +79,11 @@ fn enriched(n: usize, collected_at: i64, watchlists: &[&str]) -> EnrichedMention
         intent: "question".into(),
         reach: 1,
         urgency: 0.0,
-        signals: Default::default(),
+        signals: Signals {
+            intents: vec!["question".into()],
+            reach_score: 0.5,
+            ..Signals::default()
+        },
         enriched_at: collected_at,
     }
 }
@@ -360,6 +364,9 @@ async fn a_full_replay_from_kafka_writes_no_row_twice_and_pyarrow_reads_every_co
     assert_eq!(row["sentences_count"], 5);
     assert_eq!(row["sentences_most_negative"], "sentence 5");
     assert_eq!(row["watchlists"], serde_json::json!(["brand", "rival"]));
+    assert_eq!(row["intents"], serde_json::json!(["question"]));
+    assert_eq!(row["reach_score"], 0.5);
+    assert_eq!(row["input_flags"], serde_json::json!([]));
     assert_eq!(row["collected_at"], "2024-05-01 10:00:00.000005+00:00");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -26,8 +26,9 @@ for table in ("mentions", "alerts"):
     rows = dataset.to_table().to_pylist()
     keep = {
         "mentions": ["id", "native_id", "date", "hour", "sentiment_compound", "sentences_count",
-                     "sentences_most_negative", "watchlists", "collected_at", "written_at"],
-        "alerts": ["id", "route", "date", "hour", "created_at"],
+                     "sentences_most_negative", "watchlists", "intents", "reach_score", "input_flags",
+                     "collected_at", "written_at"],
+        "alerts": ["id", "route", "route_path", "review_required", "date", "hour", "created_at"],
     }[table]
     out = []
     for row in rows:

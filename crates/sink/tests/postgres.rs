@@ -12,7 +12,7 @@ use earshot_core::config::{ParquetConfig, PostgresConfig};
 use earshot_core::memory::MemoryBus;
 use earshot_core::model::{
     Alert, Author, Delivery, DeliveryStatus, Engagement, EnrichedMention, Mention,
-    SentenceSentiment, Sentiment, Source, WatchlistMatch,
+    SentenceSentiment, Sentiment, Signals, Source, WatchlistMatch,
 };
 use earshot_core::{Config, Publisher, Services};
 use earshot_sink::SinkError;
@@ -277,7 +277,12 @@ fn enriched(
         intent: "question".into(),
         reach: 420,
         urgency: 0.3,
-        signals: Default::default(),
+        signals: Signals {
+            intents: vec!["question".into(), "purchase_intent".into()],
+            spam_reasons: vec![],
+            reach_score: 0.25,
+            flags: vec!["text_truncated".into()],
+        },
         enriched_at: collected_at + 5_000,
     }
 }
@@ -309,9 +314,9 @@ fn alert(mention: &EnrichedMention, route: &str) -> Alert {
                 delivered_at: Some(mention.mention.collected_at + 20_000),
             })
             .collect(),
-        route_path: vec![],
-        review_required: false,
-        review_topics: vec![],
+        route_path: vec!["root".into(), route.into()],
+        review_required: true,
+        review_topics: vec!["legal".into()],
     }
 }
 
@@ -368,7 +373,8 @@ async fn a_replayed_batch_writes_each_row_once_and_changes_nothing() {
         .query_one(
             "SELECT text, author_followers, created_at, collected_at, sentiment_compound, \
              sentences_count, sentences_mean_compound, sentences_min_compound, \
-             sentences_max_compound, sentences_most_negative \
+             sentences_max_compound, sentences_most_negative, intents, spam_reasons, \
+             reach_score, input_flags \
              FROM mentions WHERE native_id = 'replay-3'",
             &[],
         )
@@ -392,6 +398,24 @@ async fn a_replayed_batch_writes_each_row_once_and_changes_nothing() {
     assert_eq!(row.get::<_, f64>(7), -0.3);
     assert_eq!(row.get::<_, f64>(8), 0.5);
     assert_eq!(row.get::<_, String>(9), "post 3, sadly.");
+    assert_eq!(
+        row.get::<_, Vec<String>>(10),
+        ["question", "purchase_intent"]
+    );
+    assert!(row.get::<_, Vec<String>>(11).is_empty());
+    assert_eq!(row.get::<_, f64>(12), 0.25);
+    assert_eq!(row.get::<_, Vec<String>>(13), ["text_truncated"]);
+    let alert = db
+        .client
+        .query_one(
+            "SELECT route_path, review_required, review_topics FROM alerts LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(alert.get::<_, Vec<String>>(0)[0], "root");
+    assert!(alert.get::<_, bool>(1));
+    assert_eq!(alert.get::<_, Vec<String>>(2), ["legal"]);
     db.drop().await;
 }
 
@@ -667,8 +691,8 @@ async fn replicas_starting_together_apply_each_migration_once() {
     );
     let mut applied = [applied_a.unwrap(), applied_b.unwrap()];
     applied.sort();
-    assert_eq!(applied, [vec![], vec![1, 2]]);
-    assert_eq!(db.count("earshot_schema_migrations").await, 2);
+    assert_eq!(applied, [vec![], vec![1, 2, 3]]);
+    assert_eq!(db.count("earshot_schema_migrations").await, 3);
     db.drop().await;
 }
 
@@ -886,7 +910,7 @@ async fn the_analytics_views_give_the_expected_rows_on_known_data() {
     let db = TestDb::new().await;
     let mut config = config(&db.url, None);
     config.sink.postgres.as_mut().unwrap().url = Some(db.url.clone());
-    assert_eq!(earshot_sink::migrate(&config).await.unwrap(), [1, 2]);
+    assert_eq!(earshot_sink::migrate(&config).await.unwrap(), [1, 2, 3]);
     assert_eq!(
         earshot_sink::migrate(&config).await.unwrap(),
         Vec::<i32>::new(),
