@@ -3,6 +3,8 @@
 //! webhook (202), PagerDuty's Events API v2 (202 with the dedup key, 400 `invalid event`, 5xx),
 //! and a customer's endpoint that verifies the HMAC-SHA256 signature as the README says.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,10 +19,7 @@ use earshot_core::config::{
     DeliveryConfig, PagerDutyConfig, ReceiverConfig, RouterConfig, SlackConfig, TeamsConfig,
     WebhookConfig,
 };
-use earshot_core::model::{
-    alert_id, mention_id, now_micros, Alert, Author, DeliveryStatus, Engagement, EnrichedMention,
-    Mention, Sentiment, Source, WatchlistMatch,
-};
+use earshot_core::model::{Alert, DeliveryStatus, EnrichedMention, Sentiment};
 use earshot_core::telemetry::Metrics;
 use earshot_router::Deliverer;
 use hmac::{KeyInit, Mac};
@@ -640,71 +639,16 @@ fn deliverer_with(receiver: ReceiverConfig, max_attempts: u32) -> Deliverer {
 
 /// An angry complaint by a large account in the `acme` watchlist, and its alert.
 fn sample(native_id: &str) -> (Alert, EnrichedMention) {
-    let mention = Mention {
-        id: mention_id("x", native_id),
-        native_id: native_id.into(),
-        source: Source {
-            kind: "x".into(),
-            instance: "test".into(),
-        },
-        url: Some(format!("https://x.example/status/{native_id}")),
-        author: Author {
-            handle: "@influencer".into(),
-            name: None,
-            followers: Some(50_000),
-            verified: false,
-        },
-        text: "<!channel> my Acme order arrived crushed & nobody answers".into(),
-        lang_hint: Some("en".into()),
-        created_at: now_micros() - 2_000_000,
-        collected_at: now_micros() - 1_000_000,
-        engagement: Engagement::default(),
-        parent_id: None,
-        conversation_id: None,
-        has_media: false,
-    };
-    let enriched = EnrichedMention {
-        mention: mention.clone(),
-        watchlist: "acme".into(),
-        matches: vec![WatchlistMatch {
-            watchlist: "acme".into(),
-            relevance: 0.5,
-            clause: "Acme".into(),
-            spans: vec![],
-        }],
-        sentiment: Sentiment {
-            neg: 0.41,
-            neu: 0.59,
-            pos: 0.0,
-            compound: -0.72,
-        },
-        sentences: Default::default(),
-        signals: Default::default(),
-        language: Some("en".into()),
-        language_confidence: 0.99,
-        spam_score: 0.0,
-        intent: "complaint".into(),
-        reach: 50_000,
-        urgency: 0.6,
-        enriched_at: now_micros(),
-    };
-    let alert = Alert {
-        id: alert_id(mention.id, "acme-reach"),
-        created_at: now_micros(),
-        route: "acme-reach".into(),
-        watchlist: "acme".into(),
-        mention_id: mention.id,
-        mention_url: mention.url.clone(),
-        mention_text: mention.text.clone(),
-        author_handle: mention.author.handle.clone(),
-        score_name: "reach".into(),
-        score: 50_000.0,
-        threshold: 1000.0,
-        mention_collected_at: mention.collected_at,
-        deliveries: Vec::new(),
-        route_path: vec!["acme-reach".into()],
-        review_required: false,
-        review_topics: vec![],
+    let (alert, mut enriched) = common::acme_alert(
+        native_id,
+        "<!channel> my Acme order arrived crushed & nobody answers",
+        "acme-reach",
+    );
+    enriched.sentiment = Sentiment {
+        neg: 0.41,
+        neu: 0.59,
+        pos: 0.0,
+        compound: -0.72,
     };
     (alert, enriched)
 }

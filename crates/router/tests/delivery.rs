@@ -4,6 +4,8 @@
 //! the in-memory bus: a delivery that always fails is published as a failed alert *and*
 //! dead-lettered, and its input offset is still stored.
 
+mod common;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -21,10 +23,7 @@ use earshot_core::config::{
     DeliveryConfig, ReceiverConfig, RouteConfig, RouterConfig, ScoreName, WebhookConfig,
 };
 use earshot_core::memory::MemoryBus;
-use earshot_core::model::{
-    alert_id, delivery_id, mention_id, now_micros, Alert, Author, DeliveryStatus, Engagement,
-    EnrichedMention, Mention, Sentiment, Source, WatchlistMatch,
-};
+use earshot_core::model::{alert_id, delivery_id, Alert, DeliveryStatus, EnrichedMention};
 use earshot_core::telemetry::Metrics;
 use earshot_core::{Config, Services};
 use earshot_router::Deliverer;
@@ -487,67 +486,13 @@ fn deliverer(url: &str, allow_private: bool, max_attempts: u32) -> Deliverer {
 
 /// An enriched mention of the `acme` watchlist with reach 50,000, and the alert it raises.
 fn sample_alert() -> (Alert, EnrichedMention) {
-    let mention = Mention {
-        id: mention_id("x", "delivery-1"),
-        native_id: "delivery-1".into(),
-        source: Source {
-            kind: "x".into(),
-            instance: "test".into(),
-        },
-        url: Some("https://x.example/status/delivery-1".into()),
-        author: Author {
-            handle: "@influencer".into(),
-            name: None,
-            followers: Some(50_000),
-            verified: false,
-        },
-        text: "my Acme order arrived crushed".into(),
-        lang_hint: Some("en".into()),
-        created_at: now_micros() - 2_000_000,
-        collected_at: now_micros() - 1_000_000,
-        engagement: Engagement::default(),
-        parent_id: None,
-        conversation_id: None,
-        has_media: false,
-    };
-    let enriched = EnrichedMention {
-        mention: mention.clone(),
-        watchlist: "acme".into(),
-        matches: vec![WatchlistMatch {
-            watchlist: "acme".into(),
-            relevance: 0.5,
-            clause: "Acme".into(),
-            spans: vec![],
-        }],
-        sentiment: Sentiment::default(),
-        sentences: Default::default(),
-        language: None,
-        language_confidence: 0.0,
-        spam_score: 0.0,
-        intent: "unknown".into(),
-        reach: 50_000,
-        urgency: 0.0,
-        signals: Default::default(),
-        enriched_at: now_micros(),
-    };
-    let alert = Alert {
-        id: alert_id(mention.id, ROUTE),
-        created_at: now_micros(),
-        route: ROUTE.into(),
-        watchlist: "acme".into(),
-        mention_id: mention.id,
-        mention_url: mention.url.clone(),
-        mention_text: mention.text.clone(),
-        author_handle: mention.author.handle.clone(),
-        score_name: "reach".into(),
-        score: 50_000.0,
-        threshold: 1000.0,
-        mention_collected_at: mention.collected_at,
-        deliveries: Vec::new(),
-        route_path: vec![],
-        review_required: false,
-        review_topics: vec![],
-    };
+    let (mut alert, mut enriched) =
+        common::acme_alert("delivery-1", "my Acme order arrived crushed", ROUTE);
+    alert.route_path = vec![];
+    enriched.language = None;
+    enriched.language_confidence = 0.0;
+    enriched.intent = "unknown".into();
+    enriched.urgency = 0.0;
     (alert, enriched)
 }
 

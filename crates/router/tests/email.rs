@@ -3,15 +3,14 @@
 //! AUTH PLAIN, the envelope and DATA with dot-stuffing; it can answer DATA with a transient
 //! 451 or a permanent 554.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use earshot_core::config::{DeliveryConfig, EmailConfig, ReceiverConfig, RouterConfig};
-use earshot_core::model::{
-    alert_id, mention_id, now_micros, Alert, Author, DeliveryStatus, Engagement, EnrichedMention,
-    Mention, Sentiment, Source,
-};
+use earshot_core::model::{now_micros, Alert, DeliveryStatus, EnrichedMention};
 use earshot_core::telemetry::Metrics;
 use earshot_router::Deliverer;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -359,61 +358,11 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 }
 
 fn sample(native_id: &str) -> (Alert, EnrichedMention) {
-    let mention = Mention {
-        id: mention_id("x", native_id),
-        native_id: native_id.into(),
-        source: Source {
-            kind: "x".into(),
-            instance: "test".into(),
-        },
-        url: Some(format!("https://x.example/status/{native_id}")),
-        author: Author {
-            handle: "@influencer".into(),
-            name: None,
-            followers: Some(50_000),
-            verified: false,
-        },
-        text: "my Acme order arrived crushed\n.\nagain".into(),
-        lang_hint: Some("en".into()),
-        created_at: now_micros() - 2_000_000,
-        collected_at: now_micros() - 1_000_000,
-        engagement: Engagement::default(),
-        parent_id: None,
-        conversation_id: None,
-        has_media: false,
-    };
-    let enriched = EnrichedMention {
-        mention: mention.clone(),
-        watchlist: "acme".into(),
-        matches: vec![],
-        sentiment: Sentiment::default(),
-        sentences: Default::default(),
-        signals: Default::default(),
-        language: Some("en".into()),
-        language_confidence: 0.99,
-        spam_score: 0.0,
-        intent: "complaint".into(),
-        reach: 50_000,
-        urgency: 0.6,
-        enriched_at: now_micros(),
-    };
-    let alert = Alert {
-        id: alert_id(mention.id, "acme-reach"),
-        created_at: now_micros(),
-        route: "acme-reach".into(),
-        watchlist: "acme".into(),
-        mention_id: mention.id,
-        mention_url: mention.url.clone(),
-        mention_text: mention.text.clone(),
-        author_handle: mention.author.handle.clone(),
-        score_name: "reach".into(),
-        score: 50_000.0,
-        threshold: 1000.0,
-        mention_collected_at: mention.collected_at,
-        deliveries: Vec::new(),
-        route_path: vec!["acme-reach".into()],
-        review_required: false,
-        review_topics: vec![],
-    };
+    let (alert, mut enriched) = common::acme_alert(
+        native_id,
+        "my Acme order arrived crushed\n.\nagain",
+        "acme-reach",
+    );
+    enriched.matches = vec![];
     (alert, enriched)
 }
