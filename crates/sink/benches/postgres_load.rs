@@ -15,8 +15,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use earshot_core::model::{
-    mention_id, Author, Engagement, EnrichedMention, Mention, SentenceSentiment, Sentiment, Source,
-    Span, WatchlistMatch,
+    mention_id, Author, Engagement, EnrichedMention, Mention, SentenceSentiment, Sentiment,
+    Signals, Source, Span, WatchlistMatch,
 };
 use earshot_core::telemetry::{Health, Metrics};
 use earshot_sink::postgres::{Postgres, MENTIONS, MENTION_MATCHES};
@@ -309,7 +309,12 @@ fn enriched(n: usize) -> EnrichedMention {
         intent: "complaint".into(),
         reach: 48_210,
         urgency: 0.61,
-        signals: Default::default(),
+        signals: Signals {
+            intents: vec!["complaint".into(), "question".into()],
+            spam_reasons: Vec::new(),
+            reach_score: 0.42,
+            flags: Vec::new(),
+        },
         enriched_at: collected_at + 4_000,
     }
 }
@@ -330,6 +335,8 @@ enum Field<'a> {
     Null,
     Text(&'a str),
     Plain(String),
+    /// A PostgreSQL array literal, quoted as text.
+    Array(String),
 }
 
 fn csv_line(fields: &[Field<'_>], out: &mut Vec<u8>) {
@@ -339,15 +346,27 @@ fn csv_line(fields: &[Field<'_>], out: &mut Vec<u8>) {
         }
         match field {
             Field::Null => {}
-            Field::Text(text) => {
-                out.push(b'"');
-                out.extend_from_slice(text.replace('"', "\"\"").as_bytes());
-                out.push(b'"');
-            }
+            Field::Text(text) => quoted(text, out),
+            Field::Array(literal) => quoted(literal, out),
             Field::Plain(value) => out.extend_from_slice(value.as_bytes()),
         }
     }
     out.push(b'\n');
+}
+
+fn quoted(text: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    out.extend_from_slice(text.replace('"', "\"\"").as_bytes());
+    out.push(b'"');
+}
+
+/// `{"a","b"}`: every element quoted, as `text[]` input takes it.
+fn array(values: &[String]) -> Field<'static> {
+    let elements: Vec<String> = values
+        .iter()
+        .map(|v| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    Field::Array(format!("{{{}}}", elements.join(",")))
 }
 
 fn text(value: &str) -> Field<'_> {
@@ -405,6 +424,10 @@ fn mention_csv(m: &MentionRow, out: &mut Vec<u8>) {
             plain(m.sentences_min_compound),
             plain(m.sentences_max_compound),
             text(&m.sentences_most_negative),
+            array(&m.intents),
+            array(&m.spam_reasons),
+            plain(m.reach_score),
+            array(&m.input_flags),
         ],
         out,
     );

@@ -1,7 +1,10 @@
 //! The PostgreSQL target: embedded migrations, a schema check at start, and batch writes.
 //!
-//! A batch is written in one transaction: each table's rows are binary-`COPY`ed into a
-//! per-connection temporary staging table (`ON COMMIT DELETE ROWS`), then moved with
+//! A batch is written in one transaction. Each table's rows are first binary-`COPY`ed straight
+//! into the table, under a savepoint: new rows, the steady state, cost what a plain `COPY`
+//! costs. If that fails (a row is already there because its range is being replayed, or a row
+//! is bad), the savepoint is rolled back and the rows take the careful path: binary `COPY` into
+//! a per-connection temporary staging table (`ON COMMIT DELETE ROWS`), then
 //! `INSERT … SELECT … ON CONFLICT DO NOTHING`. Every table is keyed by the pipeline's stable
 //! ids, so a replayed batch inserts nothing and changes nothing. The one exception is a
 //! delivery that failed and was delivered on a later attempt: `delivered` replaces `failed`
@@ -526,16 +529,16 @@ async fn write_transaction(
             }
         }
     }
-    let transaction = client.transaction().await?;
-    copy_and_insert(&transaction, &MENTIONS, &mentions, mention_values).await?;
-    copy_and_insert(&transaction, &MENTION_MATCHES, &matches, match_values).await?;
-    copy_and_insert(&transaction, &ALERTS, &alerts, alert_values).await?;
-    copy_and_insert(&transaction, &DELIVERIES, &deliveries, delivery_values).await?;
+    let mut transaction = client.transaction().await?;
+    copy_and_insert(&mut transaction, &MENTIONS, &mentions, mention_values).await?;
+    copy_and_insert(&mut transaction, &MENTION_MATCHES, &matches, match_values).await?;
+    copy_and_insert(&mut transaction, &ALERTS, &alerts, alert_values).await?;
+    copy_and_insert(&mut transaction, &DELIVERIES, &deliveries, delivery_values).await?;
     transaction.commit().await
 }
 
 async fn copy_and_insert<R>(
-    transaction: &Transaction<'_>,
+    transaction: &mut Transaction<'_>,
     table: &Table,
     rows: &[&R],
     values: fn(&R) -> Vec<&(dyn ToSql + Sync)>,
@@ -543,20 +546,27 @@ async fn copy_and_insert<R>(
     if rows.is_empty() {
         return Ok(());
     }
-    let columns = column_list(table);
-    let sink = transaction
-        .copy_in(&format!(
-            "COPY pg_temp.staging_{} ({columns}) FROM STDIN (FORMAT binary)",
-            table.name
-        ))
-        .await?;
-    let types: Vec<Type> = table.copied.iter().map(|c| c.pg_type.clone()).collect();
-    let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
-    for row in rows {
-        writer.as_mut().write(&values(row)).await?;
-    }
-    writer.finish().await?;
     let name = table.name;
+    // New rows go straight in. Any server error (a key already there, a bad row) undoes only
+    // this table's rows, and the staged path below decides row by row.
+    let direct = transaction.savepoint("direct_copy").await?;
+    match copy_rows(&direct, name, table, rows, values).await {
+        Ok(()) => return direct.commit().await,
+        Err(error) if error.as_db_error().is_some() => {
+            tracing::debug!(table = name, error = %describe_error(&error), "direct COPY refused; staging the rows");
+            direct.rollback().await?;
+        }
+        Err(error) => return Err(error),
+    }
+    copy_rows(
+        transaction,
+        &format!("pg_temp.staging_{name}"),
+        table,
+        rows,
+        values,
+    )
+    .await?;
+    let columns = column_list(table);
     let insert = match table.on_conflict {
         OnConflict::Keep => format!(
             "INSERT INTO {name} ({columns}) SELECT {columns} FROM pg_temp.staging_{name} ON CONFLICT DO NOTHING"
@@ -571,6 +581,29 @@ async fn copy_and_insert<R>(
         ),
     };
     transaction.batch_execute(&insert).await
+}
+
+/// Binary `COPY` of `rows` into `target`, which has `table`'s copied columns.
+async fn copy_rows<R>(
+    transaction: &Transaction<'_>,
+    target: &str,
+    table: &Table,
+    rows: &[&R],
+    values: fn(&R) -> Vec<&(dyn ToSql + Sync)>,
+) -> Result<(), tokio_postgres::Error> {
+    let sink = transaction
+        .copy_in(&format!(
+            "COPY {target} ({}) FROM STDIN (FORMAT binary)",
+            column_list(table)
+        ))
+        .await?;
+    let types: Vec<Type> = table.copied.iter().map(|c| c.pg_type.clone()).collect();
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+    for row in rows {
+        writer.as_mut().write(&values(row)).await?;
+    }
+    writer.finish().await?;
+    Ok(())
 }
 
 /// Staging tables live as long as the connection; their rows vanish at each commit.

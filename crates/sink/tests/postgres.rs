@@ -419,6 +419,89 @@ async fn a_replayed_batch_writes_each_row_once_and_changes_nothing() {
     db.drop().await;
 }
 
+/// The writer copies a batch straight into the tables and falls back to the staged
+/// insert-on-conflict path when a row is already there: a batch that mixes stored and new rows
+/// must add exactly the new ones and leave the stored ones as they were.
+#[tokio::test]
+async fn a_batch_mixing_stored_and_new_rows_adds_only_the_new_ones() {
+    use earshot_core::telemetry::{Health, Metrics};
+    use earshot_sink::postgres::Postgres;
+    use earshot_sink::rows::{alert_item, mention_item, Item};
+
+    let db = TestDb::new().await;
+    let stop = CancellationToken::new();
+    let health = Health::new(Duration::from_secs(60));
+    let mut postgres = Postgres::start(
+        db.url.parse().unwrap(),
+        health.ready_flag("test"),
+        Metrics::default(),
+        &stop,
+    )
+    .await
+    .unwrap();
+    let mention = |n: i64, text: &str| {
+        mention_item(enriched(
+            &format!("mixed-{n}"),
+            text,
+            BASE_MICROS + n,
+            &["brand", "rival"],
+        ))
+        .unwrap()
+    };
+    let first: Vec<Item> = (0..4).map(|n| mention(n, "first write")).collect();
+    let first_alert = alert(
+        &enriched("mixed-0", "first write", BASE_MICROS, &["brand"]),
+        "urgent",
+    );
+    let mut batch: Vec<&Item> = first.iter().collect();
+    let alert_row = alert_item(first_alert.clone()).unwrap();
+    batch.push(&alert_row);
+    assert!(postgres
+        .write(&batch, &stop)
+        .await
+        .iter()
+        .all(Result::is_ok));
+    let stored: Vec<Vec<String>> = {
+        let mut tables = Vec::new();
+        for table in TABLES {
+            tables.push(db.snapshot(table).await);
+        }
+        tables
+    };
+
+    // Rows 2 and 3 again (with other text, which must not win), rows 4 to 6 new, the alert again.
+    let second: Vec<Item> = (2..7).map(|n| mention(n, "second write")).collect();
+    let mut batch: Vec<&Item> = second.iter().collect();
+    batch.push(&alert_row);
+    assert!(postgres
+        .write(&batch, &stop)
+        .await
+        .iter()
+        .all(Result::is_ok));
+
+    assert_eq!(db.count("mentions").await, 7);
+    assert_eq!(db.count("mention_matches").await, 14);
+    assert_eq!(db.count("alerts").await, 1);
+    for (table, before) in TABLES.iter().zip(&stored) {
+        let after = db.snapshot(table).await;
+        for row in before {
+            assert!(after.contains(row), "{table}: the stored row {row} changed");
+        }
+    }
+    let texts = db
+        .client
+        .query(
+            "SELECT native_id, text FROM mentions ORDER BY native_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let texts: Vec<(String, String)> = texts.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(texts[3], ("mixed-3".to_owned(), "first write".to_owned()));
+    assert_eq!(texts[4], ("mixed-4".to_owned(), "second write".to_owned()));
+    db.drop().await;
+}
+
 #[tokio::test]
 async fn a_mention_matching_two_watchlists_is_one_mention_with_two_matches() {
     let db = TestDb::new().await;
