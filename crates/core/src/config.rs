@@ -1093,6 +1093,9 @@ pub struct ParquetConfig {
     pub dir: PathBuf,
     /// Roll a file after this many rows.
     pub roll_rows: usize,
+    /// Roll a file once it holds about this many bytes (encoded and compressed, plus the row
+    /// group still being built).
+    pub roll_bytes: u64,
     /// Roll a file after it has been open this long.
     pub roll_secs: u64,
 }
@@ -1102,6 +1105,7 @@ impl Default for ParquetConfig {
         ParquetConfig {
             dir: "earshot-data".into(),
             roll_rows: 100_000,
+            roll_bytes: 128 * 1024 * 1024,
             roll_secs: 60,
         }
     }
@@ -1440,6 +1444,9 @@ impl Config {
         if let Some(parquet) = &self.sink.parquet {
             if parquet.roll_rows == 0 {
                 errors.push("sink.parquet.roll_rows", "must be at least 1");
+            }
+            if parquet.roll_bytes < 1024 {
+                errors.push("sink.parquet.roll_bytes", "must be at least 1024");
             }
         }
     }

@@ -7,7 +7,7 @@
 //! - Rows are appended to an open `part-<topic>-<partition>-<first offset>.parquet.tmp`; the
 //!   file is finished, fsynced and renamed to
 //!   `part-<topic>-<partition>-<first offset>-<last offset>.parquet` when it holds `roll_rows`
-//!   rows (its size), has been open `roll_secs`, or at shutdown. Only then do the records
+//!   rows or about `roll_bytes` bytes, has been open `roll_secs`, or at shutdown. Only then do the records
 //!   behind its rows complete, so no offset is ever stored for a row that exists only in a
 //!   `.tmp` file.
 //! - At start, leftover `.tmp` files are deleted (their records were never acknowledged and
@@ -105,6 +105,7 @@ type FileKey = (PathBuf, Arc<str>, i32);
 pub struct ParquetFiles<W> {
     dir: PathBuf,
     roll_rows: usize,
+    roll_bytes: u64,
     roll_after: Duration,
     open: HashMap<FileKey, OpenFile<W>>,
     /// Offset ranges of the finished files: a record in one of them is already written.
@@ -143,6 +144,7 @@ impl<W> ParquetFiles<W> {
         Ok(ParquetFiles {
             dir: config.dir.clone(),
             roll_rows: config.roll_rows.max(1),
+            roll_bytes: config.roll_bytes,
             roll_after: Duration::from_secs(config.roll_secs),
             open: HashMap::new(),
             finished,
@@ -222,7 +224,7 @@ impl<W> ParquetFiles<W> {
             file.rows += batch.num_rows();
             file.last_offset = file.last_offset.max(group.last_offset);
             file.waiters.extend(group.waiters);
-            if file.rows >= self.roll_rows {
+            if file.rows >= self.roll_rows || file.size() >= self.roll_bytes {
                 released.extend(self.close(&key)?);
             }
         }
@@ -284,6 +286,11 @@ impl<W> ParquetFiles<W> {
 }
 
 impl<W> OpenFile<W> {
+    /// Bytes written so far plus the row group being built in memory.
+    fn size(&self) -> u64 {
+        self.writer.bytes_written() as u64 + self.writer.in_progress_size() as u64
+    }
+
     fn create(key: &FileKey, first_offset: i64, first: &RecordBatch) -> Result<Self, ParquetError> {
         let (partition_dir, topic, partition) = key;
         std::fs::create_dir_all(partition_dir).map_err(|e| ParquetError::new(partition_dir, e))?;

@@ -186,6 +186,7 @@ fn a_crash_and_full_replay_leave_every_row_exactly_once() {
         dir: dir.clone(),
         roll_rows: 4,
         roll_secs: 3600,
+        ..ParquetConfig::default()
     };
     // Offsets 0..8 at 10:xx, 8..10 at 11:xx.
     let rows: Vec<MentionRow> = (0..10)
@@ -262,6 +263,51 @@ fn a_crash_and_full_replay_leave_every_row_exactly_once() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Files roll by size as well as by rows and time: with `roll_rows` out of reach, a file that
+/// grows past `roll_bytes` is finished and its records released.
+#[test]
+fn a_file_rolls_when_it_reaches_roll_bytes() {
+    let dir = temp_dir("parquet-bytes");
+    let config = ParquetConfig {
+        dir: dir.clone(),
+        roll_rows: 1_000_000,
+        roll_bytes: 16 * 1024,
+        ..ParquetConfig::default()
+    };
+    // About 2 KiB of text per row that Snappy cannot shrink much: 60 rows are ~120 KiB.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let rows: Vec<MentionRow> = (0..60)
+        .map(|n| {
+            let mut em = enriched(n, BASE_MICROS + n as i64, &["brand"]);
+            em.mention.text = (0..300)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    format!("{:x} ", state % 0xffff_ffff)
+                })
+                .collect();
+            mention_row(em)
+        })
+        .collect();
+    let mut files_1 = ParquetFiles::new(&config).unwrap();
+    let released = append(&mut files_1, &rows, 0..60);
+    assert!(
+        released.len() >= 40,
+        "files over 16 KiB roll as they fill: {} of 60 records released",
+        released.len()
+    );
+    let rest = files_1.close_all().unwrap();
+    assert_eq!(released.len() + rest.len(), 60);
+    let finished = files(&dir, ".parquet");
+    assert!(finished.len() >= 3, "{finished:?}");
+    for name in &finished {
+        let size = std::fs::metadata(name).unwrap().len();
+        assert!(size < 64 * 1024, "{name} is {size} bytes");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A Parquet-only sink on the test Kafka with this run's topics.
 fn kafka_config(run: &str, dir: &Path) -> Config {
     let mut config = Config::default();
@@ -279,6 +325,7 @@ fn kafka_config(run: &str, dir: &Path) -> Config {
         dir: dir.to_owned(),
         roll_rows: 3,
         roll_secs: 1,
+        ..ParquetConfig::default()
     });
     config
 }
@@ -388,6 +435,7 @@ fn records_read_again_while_their_file_is_open_add_no_row_and_earlier_ones_start
         dir: dir.clone(),
         roll_rows: 100,
         roll_secs: 3600,
+        ..ParquetConfig::default()
     };
     let rows: Vec<MentionRow> = (0..8)
         .map(|n| mention_row(enriched(n, BASE_MICROS + n as i64, &["brand"])))

@@ -112,6 +112,7 @@ fn config(url: &str, parquet_dir: Option<&Path>) -> Config {
         dir: dir.to_owned(),
         roll_rows: 4,
         roll_secs: 3600,
+        ..ParquetConfig::default()
     });
     config
 }
@@ -790,6 +791,7 @@ async fn with_parquet_only_records_complete_when_their_file_rolls() {
         dir: dir.clone(),
         roll_rows: 2,
         roll_secs: 3600,
+        ..ParquetConfig::default()
     });
     let sink = RunningSink::start(config).await;
     sink.publish_enriched(&enriched("only-0", "text", BASE_MICROS, &["brand"]))
