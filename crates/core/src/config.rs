@@ -1073,6 +1073,8 @@ pub struct PostgresConfig {
     pub batch_size: usize,
     /// How long a partial batch waits for more rows.
     pub batch_linger_ms: u64,
+    /// Connections written at once: each batch is split over them by mention / alert id.
+    pub connections: usize,
 }
 
 impl Default for PostgresConfig {
@@ -1082,6 +1084,7 @@ impl Default for PostgresConfig {
             url_env: Some("DATABASE_URL".into()),
             batch_size: 2000,
             batch_linger_ms: 200,
+            connections: 2,
         }
     }
 }
@@ -1439,6 +1442,9 @@ impl Config {
             }
             if pg.batch_size == 0 {
                 errors.push("sink.postgres.batch_size", "must be at least 1");
+            }
+            if !(1..=16).contains(&pg.connections) {
+                errors.push("sink.postgres.connections", "must be between 1 and 16");
             }
         }
         if let Some(parquet) = &self.sink.parquet {

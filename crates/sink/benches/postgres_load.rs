@@ -2,11 +2,12 @@
 //! then `INSERT … ON CONFLICT DO NOTHING`, one transaction per batch) against `psql \copy`
 //! loading the same rows from CSV straight into the same tables, measured in the same run.
 //!
-//! `DATABASE_URL=… cargo bench -p earshot-sink --bench postgres_load [-- MENTIONS [BATCH]]`
-//! (defaults 200,000 mentions, batches of 2,000 as `sink.postgres.batch_size`). Needs `psql`.
-//! Each path runs five times into freshly truncated tables of a schema of its own, the two
-//! alternating which goes first; the ratio is taken per round (both paths under the same
-//! machine load) and its median reported. Both load `mentions` and `mention_matches` (1.5
+//! `DATABASE_URL=… cargo bench -p earshot-sink --bench postgres_load [-- MENTIONS [BATCH
+//! [CONNECTIONS]]]` (defaults 200,000 mentions, batches of 2,000 as `sink.postgres.batch_size`,
+//! the sink with 2 and with 1 connection(s), as `sink.postgres.connections`). Needs `psql`.
+//! Each path runs five times into freshly truncated tables of a schema of its own, rotating
+//! which goes first; the ratio is taken per round (all paths under the same machine load) and
+//! its median reported. Both load `mentions` and `mention_matches` (1.5
 //! matches per mention).
 
 use std::io::Write as _;
@@ -36,16 +37,21 @@ fn main() {
         .first()
         .map_or(200_000, |a| a.parse().expect("MENTIONS"));
     let batch: usize = args.get(1).map_or(2_000, |a| a.parse().expect("BATCH"));
+    let connections: Vec<usize> = args.get(2).map_or(vec![2, 1], |a| {
+        a.split(',')
+            .map(|n| n.parse().expect("CONNECTIONS: a comma-separated list"))
+            .collect()
+    });
     let url = std::env::var("DATABASE_URL")
         .expect("DATABASE_URL is not set: start PostgreSQL with scripts/postgres start");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(bench(&url, mentions, batch));
+    runtime.block_on(bench(&url, mentions, batch, &connections));
 }
 
-async fn bench(url: &str, count: usize, batch: usize) {
+async fn bench(url: &str, count: usize, batch: usize, connections: &[usize]) {
     let items: Vec<Item> = (0..count)
         .map(|n| mention_item(enriched(n)).unwrap())
         .collect();
@@ -56,7 +62,7 @@ async fn bench(url: &str, count: usize, batch: usize) {
             Item::Alert { .. } => 0,
         })
         .sum();
-    println!("{count} mentions, {matches} matches, batches of {batch}, {ROUNDS} rounds");
+    println!("{count} mentions, {matches} matches, batches of {batch}, {ROUNDS} rounds, sink with {connections:?} connection(s)");
 
     let admin = connect(url).await;
     let run = uuid::Uuid::new_v4().simple().to_string();
@@ -89,51 +95,63 @@ async fn bench(url: &str, count: usize, batch: usize) {
         }
     });
 
-    let mut sink_times = Vec::new();
-    let mut copy_times = Vec::new();
-    let mut ratios = Vec::new();
-    for round in 1..=ROUNDS {
-        // Alternate which path goes first, so that neither always meets the other's leftovers
+    // Path 0 is `psql \copy`; path 1 + i is the sink with `connections[i]` connections.
+    let paths = 1 + connections.len();
+    let name = |path: usize| match path {
+        0 => "psql \\copy".to_owned(),
+        p => format!("sink, {} connection(s)", connections[p - 1]),
+    };
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); paths];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); paths];
+    for round in 0..ROUNDS {
+        // Rotate which path goes first, so that none always meets another's leftovers
         // (autovacuum, checkpoints).
-        let sink_first = round % 2 == 1;
-        let mut sink = Duration::ZERO;
-        let mut copy = Duration::ZERO;
-        for path in 0..2 {
-            if (path == 0) == sink_first {
-                truncate(&admin, &sink_schema).await;
-                sink = load_with_sink(&schema_url(url, &sink_schema), &items, batch).await;
-                check_loaded(&admin, &sink_schema, count, matches).await;
-            } else {
+        let mut elapsed = vec![Duration::ZERO; paths];
+        for step in 0..paths {
+            let path = (round + step) % paths;
+            if path == 0 {
                 truncate(&admin, &copy_schema).await;
-                copy = load_with_psql(url, &copy_schema, &mentions_csv, &matches_csv);
+                elapsed[0] = load_with_psql(url, &copy_schema, &mentions_csv, &matches_csv);
                 check_loaded(&admin, &copy_schema, count, matches).await;
+            } else {
+                truncate(&admin, &sink_schema).await;
+                elapsed[path] = load_with_sink(
+                    &schema_url(url, &sink_schema),
+                    &items,
+                    batch,
+                    connections[path - 1],
+                )
+                .await;
+                check_loaded(&admin, &sink_schema, count, matches).await;
             }
         }
-        let ratio = copy.as_secs_f64() / sink.as_secs_f64();
-        println!(
-            "round {round}: sink {:>7.0} mentions/s ({:.2} s), psql \\copy {:>7.0} mentions/s ({:.2} s), ratio {ratio:.2}",
-            rate(count, sink),
-            sink.as_secs_f64(),
-            rate(count, copy),
-            copy.as_secs_f64()
-        );
-        sink_times.push(sink);
-        copy_times.push(copy);
-        ratios.push(ratio);
+        let mut line = format!("round {}:", round + 1);
+        for path in 0..paths {
+            let ratio = elapsed[0].as_secs_f64() / elapsed[path].as_secs_f64();
+            line.push_str(&format!(
+                " {} {:.0} mentions/s ({:.2} s, ratio {ratio:.2});",
+                name(path),
+                rate(count, elapsed[path]),
+                elapsed[path].as_secs_f64()
+            ));
+            times[path].push(elapsed[path]);
+            ratios[path].push(ratio);
+        }
+        println!("{line}");
     }
-    sink_times.sort();
-    copy_times.sort();
-    ratios.sort_by(f64::total_cmp);
-    println!(
-        "median of {ROUNDS} rounds: sink {:.0} mentions/s, psql \\copy {:.0} mentions/s, ratio {:.2} (per-round ratios {:.2} to {:.2}); best: sink {:.0}, psql \\copy {:.0}",
-        rate(count, sink_times[ROUNDS / 2]),
-        rate(count, copy_times[ROUNDS / 2]),
-        ratios[ROUNDS / 2],
-        ratios[0],
-        ratios[ROUNDS - 1],
-        rate(count, sink_times[0]),
-        rate(count, copy_times[0]),
-    );
+    for path in 0..paths {
+        times[path].sort();
+        ratios[path].sort_by(f64::total_cmp);
+        println!(
+            "median of {ROUNDS} rounds: {} {:.0} mentions/s, ratio to psql \\copy {:.2} (per-round {:.2} to {:.2}); best {:.0} mentions/s",
+            name(path),
+            rate(count, times[path][ROUNDS / 2]),
+            ratios[path][ROUNDS / 2],
+            ratios[path][0],
+            ratios[path][ROUNDS - 1],
+            rate(count, times[path][0]),
+        );
+    }
 
     for schema in [&sink_schema, &copy_schema] {
         admin
@@ -145,11 +163,12 @@ async fn bench(url: &str, count: usize, batch: usize) {
 }
 
 /// The sink's own write path, batch after batch as its writer task does.
-async fn load_with_sink(url: &str, items: &[Item], batch: usize) -> Duration {
+async fn load_with_sink(url: &str, items: &[Item], batch: usize, connections: usize) -> Duration {
     let stop = CancellationToken::new();
     let health = Health::new(Duration::from_secs(60));
     let mut postgres = Postgres::start(
         url.parse().unwrap(),
+        connections,
         health.ready_flag("bench"),
         Metrics::default(),
         &stop,

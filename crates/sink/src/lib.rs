@@ -134,7 +134,16 @@ impl SinkStage {
             Some(config) => {
                 let connection = postgres::connection_config(config)?;
                 let ready = services.health.ready_flag("sink: postgres reachable");
-                Some(Postgres::start(connection, ready, services.metrics.clone(), &stop).await?)
+                Some(
+                    Postgres::start(
+                        connection,
+                        config.connections,
+                        ready,
+                        services.metrics.clone(),
+                        &stop,
+                    )
+                    .await?,
+                )
             }
             None => None,
         };

@@ -310,9 +310,21 @@ pub fn connection_config(
 }
 
 /// The PostgreSQL target; owned by the sink's writer task.
+///
+/// It writes on `connections` connections at once: a batch is split by mention or alert id,
+/// so that every row of one mention (or alert) goes through the same connection, and the
+/// parts are written in concurrent transactions. A batch is done when every part has
+/// committed; a part that fails is retried on its own (the rows are idempotent), so the
+/// offsets behind a batch are still stored only once all of its rows are in PostgreSQL.
 pub struct Postgres {
+    target: Target,
+    /// One connection per lane; `None` until connected, or after it was lost.
+    lanes: Vec<Option<Client>>,
+}
+
+/// What every lane shares.
+struct Target {
     config: tokio_postgres::Config,
-    client: Option<Client>,
     ready: ReadyFlag,
     metrics: Metrics,
 }
@@ -328,24 +340,29 @@ enum Failure {
 impl Postgres {
     /// Connects (retrying while the server is unreachable, until `stop`), applies pending
     /// migrations and checks that every table has the columns the sink writes.
+    ///
+    /// The first connection is made here; the other `connections - 1` on their first write.
     pub async fn start(
         config: tokio_postgres::Config,
+        connections: usize,
         ready: ReadyFlag,
         metrics: Metrics,
         stop: &CancellationToken,
     ) -> Result<Self, SinkError> {
         let mut postgres = Postgres {
-            config,
-            client: None,
-            ready,
-            metrics,
+            target: Target {
+                config,
+                ready,
+                metrics,
+            },
+            lanes: (0..connections.max(1)).map(|_| None).collect(),
         };
         let mut backoff = Backoff::default();
         loop {
-            match postgres.connect_and_prepare().await {
+            match postgres.target.connect_and_prepare().await {
                 Ok(client) => {
-                    postgres.client = Some(client);
-                    postgres.ready.set(true);
+                    postgres.lanes[0] = Some(client);
+                    postgres.target.ready.set(true);
                     return Ok(postgres);
                 }
                 Err(SinkError::Postgres(error)) if is_transient(&error) => {
@@ -360,6 +377,47 @@ impl Postgres {
         }
     }
 
+    /// Writes `items`, split over the connections; returns each item's outcome, in order.
+    pub async fn write(
+        &mut self,
+        items: &[&Item],
+        stop: &CancellationToken,
+    ) -> Vec<Result<(), StageError>> {
+        let lanes = self.lanes.len();
+        if lanes == 1 || items.len() < 2 {
+            return self.target.write(&mut self.lanes[0], items, stop).await;
+        }
+        let mut parts: Vec<Vec<usize>> = vec![Vec::new(); lanes];
+        for (index, item) in items.iter().enumerate() {
+            let id = match item {
+                Item::Mention { mention, .. } => mention.id,
+                Item::Alert { alert, .. } => alert.id,
+            };
+            parts[(id.as_u64_pair().1 % lanes as u64) as usize].push(index);
+        }
+        let target = &self.target;
+        let written = futures::future::join_all(self.lanes.iter_mut().zip(&parts).map(
+            |(lane, part)| async move {
+                let rows: Vec<&Item> = part.iter().map(|&index| items[index]).collect();
+                target.write(lane, &rows, stop).await
+            },
+        ))
+        .await;
+        let mut outcomes: Vec<Option<Result<(), StageError>>> =
+            items.iter().map(|_| None).collect();
+        for (part, results) in parts.iter().zip(written) {
+            for (&index, result) in part.iter().zip(results) {
+                outcomes[index] = Some(result);
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("every item is in one part"))
+            .collect()
+    }
+}
+
+impl Target {
     async fn connect_and_prepare(&self) -> Result<Client, SinkError> {
         let mut client = self.connect_only().await?;
         let applied = migrate(&mut client).await?;
@@ -392,13 +450,14 @@ impl Postgres {
         Ok(client)
     }
 
-    /// Writes `items` in one transaction; returns each item's outcome, in order.
-    pub async fn write(
-        &mut self,
+    /// Writes `items` in one transaction on `lane`; returns each item's outcome, in order.
+    async fn write(
+        &self,
+        lane: &mut Option<Client>,
         items: &[&Item],
         stop: &CancellationToken,
     ) -> Vec<Result<(), StageError>> {
-        match self.write_with_retry(items, stop).await {
+        match self.write_with_retry(lane, items, stop).await {
             Ok(()) => items.iter().map(|_| Ok(())).collect(),
             Err(Failure::Interrupted) => {
                 items.iter().map(|_| Err(StageError::Interrupted)).collect()
@@ -410,7 +469,7 @@ impl Postgres {
                 tracing::info!(%reason, rows = items.len(), "PostgreSQL rejected a row; writing the batch item by item");
                 let mut outcomes = Vec::with_capacity(items.len());
                 for item in items {
-                    outcomes.push(match self.write_with_retry(&[item], stop).await {
+                    outcomes.push(match self.write_with_retry(lane, &[item], stop).await {
                         Ok(()) => Ok(()),
                         Err(Failure::Rejected(reason)) => {
                             Err(StageError::permanent("rejected", reason))
@@ -424,13 +483,14 @@ impl Postgres {
     }
 
     async fn write_with_retry(
-        &mut self,
+        &self,
+        lane: &mut Option<Client>,
         items: &[&Item],
         stop: &CancellationToken,
     ) -> Result<(), Failure> {
         let mut backoff = Backoff::default();
         loop {
-            let error = match self.attempt(items).await {
+            let error = match self.attempt(lane, items).await {
                 Ok(()) => {
                     self.ready.set(true);
                     return Ok(());
@@ -447,7 +507,7 @@ impl Postgres {
                 .with_label_values(&["sink", "postgres"])
                 .inc();
             if error.connection_lost() {
-                self.client = None;
+                *lane = None;
             }
             if stop.is_cancelled() {
                 tracing::warn!(%error, "writing to PostgreSQL failed during shutdown; the batch will be replayed");
@@ -462,11 +522,15 @@ impl Postgres {
         }
     }
 
-    async fn attempt(&mut self, items: &[&Item]) -> Result<(), AttemptError> {
-        if self.client.is_none() {
-            self.client = Some(self.connect().await?);
+    async fn attempt(
+        &self,
+        lane: &mut Option<Client>,
+        items: &[&Item],
+    ) -> Result<(), AttemptError> {
+        if lane.is_none() {
+            *lane = Some(self.connect().await?);
         }
-        let client = self.client.as_mut().expect("connected above");
+        let client = lane.as_mut().expect("connected above");
         match tokio::time::timeout(ATTEMPT_TIMEOUT, write_transaction(client, items)).await {
             Ok(result) => result.map_err(AttemptError::Postgres),
             Err(_) => Err(AttemptError::Timeout),

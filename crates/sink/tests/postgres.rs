@@ -107,6 +107,7 @@ fn config(url: &str, parquet_dir: Option<&Path>) -> Config {
         url_env: None,
         batch_size: 100,
         batch_linger_ms: 20,
+        connections: 2,
     });
     config.sink.parquet = parquet_dir.map(|dir| ParquetConfig {
         dir: dir.to_owned(),
@@ -434,6 +435,7 @@ async fn a_batch_mixing_stored_and_new_rows_adds_only_the_new_ones() {
     let health = Health::new(Duration::from_secs(60));
     let mut postgres = Postgres::start(
         db.url.parse().unwrap(),
+        2,
         health.ready_flag("test"),
         Metrics::default(),
         &stop,
