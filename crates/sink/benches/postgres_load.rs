@@ -266,6 +266,7 @@ fn enriched(n: usize) -> EnrichedMention {
                 name: Some(format!("User {}", n % 5000)),
                 followers: Some((n * 37 % 100_000) as i64),
                 verified: n.is_multiple_of(50),
+                id: None,
             },
             text: TEXTS[n % TEXTS.len()].to_owned(),
             lang_hint: Some("en".into()),
@@ -279,6 +280,7 @@ fn enriched(n: usize) -> EnrichedMention {
             parent_id: None,
             conversation_id: Some(format!("{}", 1_864_000_000_000u64 + n as u64 / 3)),
             has_media: n.is_multiple_of(4),
+            deleted_at: None,
         },
         watchlist: watchlists[0].into(),
         matches: watchlists

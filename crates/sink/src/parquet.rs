@@ -605,6 +605,23 @@ impl ParquetRow for MentionRow {
                 false,
             ),
             (
+                "author_id",
+                optional_strings(rows.iter().map(|r| r.author_id.as_deref())),
+                true,
+            ),
+            // Set on a retraction's row: the post `id` was deleted at its source.
+            (
+                "deleted_at",
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter(
+                        rows.iter()
+                            .map(|r| r.deleted_at.map(|t| t.timestamp_micros())),
+                    )
+                    .with_timezone("UTC"),
+                ),
+                true,
+            ),
+            (
                 "written_at",
                 timestamps(rows.iter().map(|_| written_at)),
                 false,

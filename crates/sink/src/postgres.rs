@@ -40,6 +40,10 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
         3,
         include_str!("../migrations/0003_signals_and_route_path.sql"),
     ),
+    (
+        4,
+        include_str!("../migrations/0004_retractions_and_author_id.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serializes migrations across sink replicas ("earshot").
@@ -121,6 +125,8 @@ pub const MENTIONS: Table = Table {
         col("spam_reasons", Type::TEXT_ARRAY),
         col("reach_score", Type::FLOAT8),
         col("input_flags", Type::TEXT_ARRAY),
+        col("author_id", Type::TEXT),
+        col("deleted_at", Type::TIMESTAMPTZ),
     ],
     defaulted: &[col("written_at", Type::TIMESTAMPTZ)],
     on_conflict: OnConflict::Keep,
@@ -168,6 +174,8 @@ fn mention_values(m: &MentionRow) -> Vec<&(dyn ToSql + Sync)> {
         &m.spam_reasons,
         &m.reach_score,
         &m.input_flags,
+        &m.author_id,
+        &m.deleted_at,
     ]
 }
 
@@ -507,7 +515,8 @@ async fn write_transaction(
                 mention,
                 matches: rows,
             } => {
-                if mention_ids.insert(mention.id) {
+                // A post and its retraction may share a batch: both are staged.
+                if mention_ids.insert((mention.id, mention.deleted_at.is_some())) {
                     mentions.push(mention);
                 }
                 matches.extend(
@@ -526,13 +535,25 @@ async fn write_transaction(
             }
         }
     }
+    // Posts before retractions, so that a post and its retraction in one batch insert the
+    // post (which the retraction then marks), not a text-less row.
+    mentions.sort_by_key(|m| m.deleted_at.is_some());
     let transaction = client.transaction().await?;
     copy_and_insert(&transaction, &MENTIONS, &mentions, mention_values).await?;
+    if mentions.iter().any(|m| m.deleted_at.is_some()) {
+        transaction.batch_execute(MARK_DELETED).await?;
+    }
     copy_and_insert(&transaction, &MENTION_MATCHES, &matches, match_values).await?;
     copy_and_insert(&transaction, &ALERTS, &alerts, alert_values).await?;
     copy_and_insert(&transaction, &DELIVERIES, &deliveries, delivery_values).await?;
     transaction.commit().await
 }
+
+/// Marks the stored posts that the batch's retractions retract, once: the first deletion
+/// time stays, so replays change nothing.
+const MARK_DELETED: &str = "UPDATE mentions SET deleted_at = staged.deleted_at \
+     FROM pg_temp.staging_mentions staged \
+     WHERE staged.deleted_at IS NOT NULL AND mentions.id = staged.id AND mentions.deleted_at IS NULL";
 
 async fn copy_and_insert<R>(
     transaction: &Transaction<'_>,

@@ -40,6 +40,7 @@ fn enriched(n: usize, collected_at: i64, watchlists: &[&str]) -> EnrichedMention
                 name: None,
                 followers: None,
                 verified: false,
+                id: None,
             },
             text: format!("post {n}"),
             lang_hint: None,
@@ -49,6 +50,7 @@ fn enriched(n: usize, collected_at: i64, watchlists: &[&str]) -> EnrichedMention
             parent_id: None,
             conversation_id: None,
             has_media: false,
+            deleted_at: None,
         },
         watchlist: watchlists.first().copied().unwrap_or_default().into(),
         matches: watchlists

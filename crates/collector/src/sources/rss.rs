@@ -238,6 +238,7 @@ fn map_entry(
             name: feed_title,
             followers: None,
             verified: false,
+            id: None,
         },
         text,
         lang_hint: entry.language.clone().or(feed.language.clone()),
