@@ -248,6 +248,7 @@ fn map_entry(
         parent_id: None,
         conversation_id: None,
         has_media,
+        deleted_at: None,
         source,
     })
 }

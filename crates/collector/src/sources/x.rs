@@ -49,7 +49,7 @@ pub struct XSource {
 
 impl XSource {
     pub fn new(config: XSourceConfig, checkpoint: Option<serde_json::Value>) -> Self {
-        let state = checkpoint
+        let state: XCheckpoint = checkpoint
             .and_then(|value| serde_json::from_value(value).ok())
             .unwrap_or_default();
         // A checkpoint means the stream was read before this process: what was posted
