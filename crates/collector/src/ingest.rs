@@ -218,7 +218,8 @@ mod tests {
         assert_eq!(retraction.deleted_at, Some(1_795_424_400_000_000));
         assert_eq!(retraction.created_at, 1_795_424_400_000_000);
         assert_eq!(retraction.text, "");
-        let without_text = r#"{"native_id":"42","author":{"handle":"@a"},"deleted_at":"2026-11-23T09:00:00Z"}"#;
+        let without_text =
+            r#"{"native_id":"42","author":{"handle":"@a"},"deleted_at":"2026-11-23T09:00:00Z"}"#;
         assert!(to_mention(serde_json::from_str(without_text).unwrap(), &source()).is_ok());
     }
 

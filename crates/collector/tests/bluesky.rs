@@ -235,7 +235,11 @@ async fn jetstream_posts_are_read_and_a_dropped_connection_resumes_from_the_rewo
             .filter(move |m| m.native_id == format!("at://did:plc:kim/app.bsky.feed.post/post{n}"))
     };
     let retractions: Vec<&Mention> = all.iter().filter(|m| m.is_retraction()).collect();
-    assert_eq!(retractions.len(), 1, "the delete of post1 is retracted once");
+    assert_eq!(
+        retractions.len(),
+        1,
+        "the delete of post1 is retracted once"
+    );
     let post1 = of(1).find(|m| !m.is_retraction()).unwrap();
     assert_eq!(retractions[0].id, post1.id, "under the post's stable id");
     assert_eq!(retractions[0].deleted_at, Some(BASE_US + 3_000_000));

@@ -431,7 +431,8 @@ async fn restarted_polling_sources_resume_from_their_kafka_checkpoints_with_no_g
     {
         let mut api = api.lock().unwrap();
         for id in 103..=105 {
-            api.hn_items.insert(id, hn_comment(id, &format!("Acme while down {id}")));
+            api.hn_items
+                .insert(id, hn_comment(id, &format!("Acme while down {id}")));
         }
         api.hn_max = 105;
         api.reddit.extend((5..=7).map(reddit_post));

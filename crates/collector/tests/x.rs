@@ -342,7 +342,10 @@ async fn a_restarted_collector_asks_x_for_the_backfill_and_loses_nothing() {
     api.lock().unwrap().stream = None;
 
     publish(&api, post_line(1861000000000000003, "Acme while down"));
-    publish(&api, post_line(1861000000000000004, "Acme while down again"));
+    publish(
+        &api,
+        post_line(1861000000000000004, "Acme while down again"),
+    );
     let collector = common::Running::start(&config).await;
     common::wait_until(Duration::from_secs(30), "the second connection", || {
         api.lock().unwrap().stream_queries.len() >= 2
@@ -362,9 +365,7 @@ async fn a_restarted_collector_asks_x_for_the_backfill_and_loses_nothing() {
         all.iter().map(|m| m.native_id.clone()).collect();
     assert_eq!(
         distinct,
-        (1..=5)
-            .map(|n| format!("186100000000000000{n}"))
-            .collect(),
+        (1..=5).map(|n| format!("186100000000000000{n}")).collect(),
         "no gap"
     );
     assert!(all.len() > 5, "posts 1 and 2 came again in the backfill");

@@ -459,7 +459,12 @@ async fn a_retraction_marks_the_stored_mention_deleted_once_whatever_the_order()
     for run in 0..2 {
         let sink = RunningSink::start(config(&db.url, None)).await;
         // A post, then (in a later batch) its retraction.
-        let mut posted = enriched("post-then-delete", "Acme kettle broke", BASE_MICROS, &["acme"]);
+        let mut posted = enriched(
+            "post-then-delete",
+            "Acme kettle broke",
+            BASE_MICROS,
+            &["acme"],
+        );
         posted.mention.author.id = Some("did:plc:a".into());
         sink.publish_enriched(&posted).await;
         sink.wait_done(1).await;
@@ -473,16 +478,26 @@ async fn a_retraction_marks_the_stored_mention_deleted_once_whatever_the_order()
         sink.publish_enriched(&retraction("post-then-delete", deleted + 1))
             .await;
         // A post and its retraction in one batch.
-        sink.publish_enriched(&enriched("same-batch", "Acme again", BASE_MICROS, &["acme"]))
-            .await;
+        sink.publish_enriched(&enriched(
+            "same-batch",
+            "Acme again",
+            BASE_MICROS,
+            &["acme"],
+        ))
+        .await;
         sink.publish_enriched(&retraction("same-batch", deleted))
             .await;
         // A retraction read before its post (they travel on different partitions).
         sink.publish_enriched(&retraction("delete-then-post", deleted))
             .await;
         sink.wait_done(6).await;
-        sink.publish_enriched(&enriched("delete-then-post", "Acme late", BASE_MICROS, &["acme"]))
-            .await;
+        sink.publish_enriched(&enriched(
+            "delete-then-post",
+            "Acme late",
+            BASE_MICROS,
+            &["acme"],
+        ))
+        .await;
         sink.wait_done(7).await;
         assert_eq!(records(&sink), 7);
         sink.stop().await.unwrap();
@@ -1020,7 +1035,10 @@ async fn the_analytics_views_give_the_expected_rows_on_known_data() {
     let db = TestDb::new().await;
     let mut config = config(&db.url, None);
     config.sink.postgres.as_mut().unwrap().url = Some(db.url.clone());
-    assert_eq!(earshot_sink::migrate(&config).await.unwrap(), every_migration());
+    assert_eq!(
+        earshot_sink::migrate(&config).await.unwrap(),
+        every_migration()
+    );
     assert_eq!(
         earshot_sink::migrate(&config).await.unwrap(),
         Vec::<i32>::new(),

@@ -458,7 +458,11 @@ mod tests {
         let check = |handles: &mut Handles, did: &str, expected: &str| {
             let author = handles.author(did);
             assert_eq!(author.handle, expected, "{did}");
-            assert_eq!(author.id.as_deref(), Some(did), "the DID stays in author.id");
+            assert_eq!(
+                author.id.as_deref(),
+                Some(did),
+                "the DID stays in author.id"
+            );
         };
         check(handles, "did:plc:kim", "did:plc:kim");
         handles.learn(&identity("did:plc:kim", Some("kim.bsky.social")));

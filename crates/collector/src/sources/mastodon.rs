@@ -78,9 +78,7 @@ impl MastodonSource {
             token,
             state,
             backfilled: Default::default(),
-            yielded: lru::LruCache::new(
-                NonZeroUsize::new(STATUS_CACHE_SIZE).expect("not zero"),
-            ),
+            yielded: lru::LruCache::new(NonZeroUsize::new(STATUS_CACHE_SIZE).expect("not zero")),
         }
     }
 
