@@ -444,6 +444,49 @@ mod tests {
     }
 
     #[test]
+    fn deleting_a_yielded_status_retracts_it_and_deleting_a_boost_retracts_nothing() {
+        let mut source = MastodonSource::new(
+            MastodonSourceConfig {
+                name: "social".into(),
+                server: "https://mastodon.social".into(),
+                timeline: MastodonTimeline::Public,
+                hashtag: None,
+                access_token_env: None,
+                backfill_page_size: 40,
+                usual_interval_ms: 60_000,
+            },
+            None,
+        );
+        let origin = || earshot_core::model::Source {
+            kind: KIND.into(),
+            instance: "social".into(),
+        };
+        let boost: Status = serde_json::from_value(serde_json::json!({
+            "id": "200", "uri": "https://mastodon.social/users/bob/statuses/200/activity",
+            "created_at": "2026-11-23T09:05:00.000Z",
+            "account": {"acct": "bob", "url": "https://mastodon.social/@bob"},
+            "reblog": {"id": "100", "uri": "https://fosstodon.org/users/alice/statuses/9",
+                "created_at": "2026-11-23T09:00:00.000Z", "account": {"acct": "alice@fosstodon.org"},
+                "content": "<p>Acme kettle broke</p>"}
+        }))
+        .unwrap();
+        let post = source.yield_status(&boost, origin());
+        assert_eq!(
+            source.retraction("200", origin()),
+            None,
+            "an unboost deletes no post"
+        );
+        assert_eq!(source.retraction("999", origin()), None, "never yielded");
+        let retraction = source.retraction("100", origin()).unwrap();
+        assert_eq!(retraction.id, post.id);
+        assert_eq!(retraction.native_id, post.native_id);
+        assert_eq!(retraction.author.handle, "@alice@fosstodon.org");
+        assert_eq!(retraction.created_at, post.created_at);
+        assert!(retraction.is_retraction());
+        assert_eq!(source.retraction("100", origin()), None, "retracted once");
+    }
+
+    #[test]
     fn a_boost_yields_the_boosted_status_with_its_uri_as_id() {
         let json = serde_json::json!({
             "id": "113507374537890200",
