@@ -277,6 +277,17 @@ def check_router_egress(objects):
     return problems
 
 
+# TopicsConfig's defaults in crates/core/src/config.rs.
+DEFAULT_TOPICS = {
+    "raw": "earshot.mentions.raw",
+    "enriched": "earshot.mentions.enriched",
+    "alerts": "earshot.alerts",
+    "deadletter": "earshot.deadletter",
+    "checkpoints": "earshot.collector.checkpoints",
+    "source_health": "earshot.source.health",
+}
+
+
 def check_topics(objects, overlay):
     """The topic Job creates the topics the services use, replicated as the overlay needs."""
     data = config_map(objects, "earshot-topics")["data"]
@@ -284,9 +295,13 @@ def check_topics(objects, overlay):
     problems = []
     if config["kafka"].get("create_topics", True):
         problems.append("kafka.create_topics is on: the Job provisions the topics")
-    if sorted(data["TOPICS"].split()) != sorted(config["topics"].values()):
+    # Every topic a service uses, the defaults included (crates/core/src/config.rs), is
+    # provisioned: the checkpoints compacted, the others (source health too) as data topics.
+    topics = {**DEFAULT_TOPICS, **config["topics"]}
+    compacted = {topics["checkpoints"]}
+    if sorted(data["TOPICS"].split()) != sorted(set(topics.values()) - compacted):
         problems.append(f"TOPICS {data['TOPICS']!r} are not the configured topics")
-    if "earshot.collector.checkpoints" not in data.get("COMPACTED_TOPICS", "").split():
+    if sorted(data.get("COMPACTED_TOPICS", "").split()) != sorted(compacted):
         problems.append("the collector's checkpoint topic is not provisioned compacted")
     replication, min_insync = int(data["TOPIC_REPLICATION_FACTOR"]), int(data["MIN_INSYNC_REPLICAS"])
     if overlay == "production" and (replication, min_insync) != (3, 2):

@@ -524,6 +524,7 @@ fn mention(run: &str, i: usize) -> Mention {
             name: None,
             followers: Some(120),
             verified: false,
+            id: None,
         },
         text: format!("my Acme order #{i} arrived late"),
         lang_hint: Some("en".into()),
@@ -533,6 +534,7 @@ fn mention(run: &str, i: usize) -> Mention {
         parent_id: None,
         conversation_id: None,
         has_media: false,
+        deleted_at: None,
     }
 }
 

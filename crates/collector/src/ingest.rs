@@ -10,6 +10,9 @@
 //! ```
 //! `id` may be given (a UUID); otherwise it is derived from `source.kind` and `native_id`,
 //! so the same post gets the same id however it arrives.
+//!
+//! A retraction (the post was deleted at its source) names the post the same way and gives
+//! `"deleted_at": "<RFC 3339>"`; its `text` may be empty and is dropped.
 
 use earshot_core::model::{mention_id, now_micros, Author, Engagement, Mention, Source};
 use serde::Deserialize;
@@ -29,6 +32,7 @@ pub struct IngestMention {
     #[serde(default)]
     pub url: Option<String>,
     pub author: Author,
+    #[serde(default)]
     pub text: String,
     #[serde(default)]
     pub lang: Option<String>,
@@ -43,6 +47,9 @@ pub struct IngestMention {
     pub conversation_id: Option<String>,
     #[serde(default)]
     pub has_media: bool,
+    /// RFC 3339: this is a retraction of a post deleted at that time.
+    #[serde(default)]
+    pub deleted_at: Option<String>,
 }
 
 /// Parses and validates one JSON value of the ingest format; `default_source` applies when the
@@ -58,7 +65,17 @@ impl IngestMention {
         if source.kind.trim().is_empty() {
             return Err("source.kind must not be empty".into());
         }
-        if self.text.trim().is_empty() {
+        let timestamp = |field: &str, text: &str| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .map(|t| t.timestamp_micros())
+                .map_err(|e| format!("{field} {text:?} is not an RFC 3339 timestamp: {e}"))
+        };
+        let deleted_at = self
+            .deleted_at
+            .as_deref()
+            .map(|text| timestamp("deleted_at", text))
+            .transpose()?;
+        if self.text.trim().is_empty() && deleted_at.is_none() {
             return Err("text must not be empty".into());
         }
         if self.text.len() > MAX_TEXT_BYTES {
@@ -83,10 +100,8 @@ impl IngestMention {
         };
         let collected_at = now_micros();
         let created_at = match self.created_at {
-            Some(text) => chrono::DateTime::parse_from_rfc3339(&text)
-                .map_err(|e| format!("created_at {text:?} is not an RFC 3339 timestamp: {e}"))?
-                .timestamp_micros(),
-            None => collected_at,
+            Some(text) => timestamp("created_at", &text)?,
+            None => deleted_at.unwrap_or(collected_at),
         };
         Ok(Mention {
             id,
@@ -94,7 +109,12 @@ impl IngestMention {
             source,
             url: self.url,
             author: self.author,
-            text: self.text,
+            // A retraction carries no text: the post is gone.
+            text: if deleted_at.is_some() {
+                String::new()
+            } else {
+                self.text
+            },
             lang_hint: self.lang,
             created_at,
             collected_at,
@@ -102,6 +122,7 @@ impl IngestMention {
             parent_id: self.parent_id,
             conversation_id: self.conversation_id,
             has_media: self.has_media,
+            deleted_at,
         })
     }
 }
@@ -186,6 +207,23 @@ mod tests {
     }
 
     #[test]
+    fn a_retraction_has_the_posts_id_no_text_and_its_deletion_time() {
+        let post = r#"{"native_id":"42","source":{"kind":"x","instance":"a"},"author":{"handle":"@a"},"text":"hi"}"#;
+        let post = to_mention(serde_json::from_str(post).unwrap(), &source()).unwrap();
+        assert_eq!(post.deleted_at, None);
+        let retraction = r#"{"native_id":"42","source":{"kind":"x","instance":"a"},"author":{"handle":"@a"},"text":"hi","deleted_at":"2026-11-23T09:00:00Z"}"#;
+        let retraction = to_mention(serde_json::from_str(retraction).unwrap(), &source()).unwrap();
+        assert_eq!(retraction.id, post.id);
+        assert!(retraction.is_retraction());
+        assert_eq!(retraction.deleted_at, Some(1_795_424_400_000_000));
+        assert_eq!(retraction.created_at, 1_795_424_400_000_000);
+        assert_eq!(retraction.text, "");
+        let without_text =
+            r#"{"native_id":"42","author":{"handle":"@a"},"deleted_at":"2026-11-23T09:00:00Z"}"#;
+        assert!(to_mention(serde_json::from_str(without_text).unwrap(), &source()).is_ok());
+    }
+
+    #[test]
     fn bad_items_name_what_is_wrong() {
         for (json, expected) in [
             (
@@ -205,6 +243,10 @@ mod tests {
                 "unknown field `colour`",
             ),
             (r#"{"native_id":"1","text":"x"}"#, "missing field `author`"),
+            (
+                r#"{"native_id":"1","author":{"handle":"@a"},"deleted_at":"soon"}"#,
+                "deleted_at \"soon\" is not an RFC 3339",
+            ),
             (
                 r#"{"id":"nope","author":{"handle":"@a"},"text":"x"}"#,
                 "id \"nope\" is not a UUID",

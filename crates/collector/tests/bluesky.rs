@@ -1,7 +1,10 @@
 //! Bluesky against a local Jetstream: a WebSocket server that, like the real one, replays
 //! every event from `cursor` (a `time_us`) on and then streams live ones, with post creates,
-//! updates, deletes, identity events and a malformed frame, and that drops the connection in
-//! the middle. The reconnection resumes from the stored cursor rewound a few seconds.
+//! updates, deletes (retracted), identity events (authors' handles) and a malformed frame, and
+//! that drops the connection in the middle. The reconnection resumes from the stored cursor
+//! rewound a few seconds.
+
+mod common;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -226,6 +229,30 @@ async fn jetstream_posts_are_read_and_a_dropped_connection_resumes_from_the_rewo
         .map(|n| format!("at://did:plc:kim/app.bsky.feed.post/post{n}"))
         .collect();
     assert_eq!(ids, expected, "no gap");
+    let all = mentions(&bus, &services);
+    let of = |n: u32| {
+        all.iter()
+            .filter(move |m| m.native_id == format!("at://did:plc:kim/app.bsky.feed.post/post{n}"))
+    };
+    let retractions: Vec<&Mention> = all.iter().filter(|m| m.is_retraction()).collect();
+    assert_eq!(
+        retractions.len(),
+        1,
+        "the delete of post1 is retracted once"
+    );
+    let post1 = of(1).find(|m| !m.is_retraction()).unwrap();
+    assert_eq!(retractions[0].id, post1.id, "under the post's stable id");
+    assert_eq!(retractions[0].deleted_at, Some(BASE_US + 3_000_000));
+    assert_eq!(retractions[0].text, "");
+    // Before the identity event the author is known by DID only; after it, by handle.
+    assert_eq!(post1.author.handle, "did:plc:kim");
+    assert_eq!(retractions[0].author.handle, "@kim.bsky.social");
+    for post in of(4).chain(of(6)) {
+        assert_eq!(post.author.handle, "@kim.bsky.social");
+    }
+    assert!(all
+        .iter()
+        .all(|m| m.author.id.as_deref() == Some("did:plc:kim")));
     let metrics = services.metrics.render();
     assert!(
         metrics.contains(
@@ -234,4 +261,95 @@ async fn jetstream_posts_are_read_and_a_dropped_connection_resumes_from_the_rewo
         "{metrics}"
     );
     assert!(metrics.contains("earshot_source_deletes_total{source=\"bluesky/firehose\"} 1"));
+}
+
+async fn jetstream_server(server: Shared) -> std::net::SocketAddr {
+    let app = Router::new()
+        .route("/subscribe", get(subscribe))
+        .with_state(server);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// Against real Kafka: three posts are read, the collector is stopped, two more are posted
+/// while it is down, and the restarted collector connects with the `time_us` cursor of its
+/// checkpoint rewound by `cursor_rewind_ms`. Jetstream replays from there, so the posts just
+/// before the cut come again: no gap, and the overlap has the posts' stable ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_collector_resumes_jetstream_from_its_rewound_kafka_checkpoint() {
+    let server: Shared = Default::default();
+    let addr = jetstream_server(server.clone()).await;
+    let run = common::unique("bluesky_restart");
+    let mut config = common::kafka_config(&run);
+    config.collector.sources.bluesky = vec![BlueskySourceConfig {
+        name: "firehose".into(),
+        url: format!("ws://{addr}/subscribe"),
+        wanted_dids: vec![],
+        cursor_rewind_ms: 1_500,
+        checkpoint_interval_ms: 0,
+        usual_interval_ms: 60_000,
+    }];
+
+    let collector = common::Running::start(&config).await;
+    common::wait_until(Duration::from_secs(30), "a connection", || {
+        !server.lock().unwrap().connections.is_empty()
+    })
+    .await;
+    for n in 1..=3 {
+        server
+            .lock()
+            .unwrap()
+            .log
+            .push(post_event(n, &format!("Acme post {n}")));
+    }
+    assert_eq!(common::raw_mentions(&config, 3).await.len(), 3);
+    collector.stop().await;
+
+    for n in 4..=5 {
+        server
+            .lock()
+            .unwrap()
+            .log
+            .push(post_event(n, &format!("Acme while down {n}")));
+    }
+    let collector = common::Running::start(&config).await;
+    common::wait_until(Duration::from_secs(30), "the second connection", || {
+        server.lock().unwrap().connections.len() >= 2
+    })
+    .await;
+    server
+        .lock()
+        .unwrap()
+        .log
+        .push(post_event(6, "Acme live again"));
+    let all = common::raw_mentions(&config, 6).await;
+    collector.stop().await;
+
+    assert_eq!(
+        server.lock().unwrap().connections[1].cursor,
+        Some(BASE_US + 3_000_000 - 1_500_000),
+        "the checkpoint's time_us (post 3), rewound by cursor_rewind_ms"
+    );
+    let distinct: BTreeSet<String> = all.iter().map(|m| m.native_id.clone()).collect();
+    let expected: BTreeSet<String> = (1..=6)
+        .map(|n| format!("at://did:plc:kim/app.bsky.feed.post/post{n}"))
+        .collect();
+    assert_eq!(distinct, expected, "no gap");
+    // Posts 2 and 3 were replayed: read twice, under their stable ids.
+    assert_eq!(
+        common::native_ids(&all),
+        [1, 2, 2, 3, 3, 4, 5, 6]
+            .iter()
+            .map(|n| format!("at://did:plc:kim/app.bsky.feed.post/post{n}"))
+            .collect::<Vec<_>>()
+    );
+    for mention in &all {
+        assert_eq!(
+            mention.id,
+            earshot_core::model::mention_id("bluesky", &mention.native_id),
+            "the overlap is removed downstream by the stable id"
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! Mastodon against a local server speaking its streaming API (server-sent events with
 //! `update`, `status.update`, `delete` and heartbeat comments) and its REST timelines
-//! (`min_id` paging, newest first), requiring a bearer token: live posts, an edit, a delete, a
-//! malformed event, then an outage during which posts are made, backfilled on reconnect.
+//! (`min_id` paging, newest first), requiring a bearer token: live posts, an edit, a delete
+//! (retracted), a malformed event, then an outage during which posts are made, backfilled on
+//! reconnect.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -241,8 +242,10 @@ async fn a_hashtag_stream_is_followed_and_its_gaps_backfilled_on_reconnect() {
             .data(edited.to_string()),
     );
     send(&server, Event::default().event("notification").data("{}"));
-    wait_until(Duration::from_secs(10), "three mentions", || {
-        mentions(&bus, &services).len() == 3
+    // A delete of a status this source never yielded is counted, not retracted.
+    send(&server, Event::default().event("delete").data("999"));
+    wait_until(Duration::from_secs(10), "four records", || {
+        mentions(&bus, &services).len() == 4
     })
     .await;
     let live = mentions(&bus, &services);
@@ -252,9 +255,16 @@ async fn a_hashtag_stream_is_followed_and_its_gaps_backfilled_on_reconnect() {
         live[0].native_id,
         "https://social.example/users/kim/statuses/1001"
     );
-    assert_eq!(live[2].id, live[0].id, "an edit keeps the post's id");
+    assert!(!live[0].is_retraction());
+    assert!(live[2].is_retraction(), "the delete retracts 1001");
+    assert_eq!(live[2].id, live[0].id, "a retraction has the post's id");
+    assert_eq!(live[2].native_id, live[0].native_id);
+    assert_eq!(live[2].author.handle, "@kim@social.example");
+    assert_eq!(live[2].created_at, live[0].created_at);
+    assert_eq!(live[2].text, "");
+    assert_eq!(live[3].id, live[0].id, "an edit keeps the post's id");
     assert_eq!(
-        live[2].text,
+        live[3].text,
         "Acme kettle broke, edited: support replaced it #acme"
     );
     let key = "source=\"mastodon/social-acme\"";
@@ -265,10 +275,11 @@ async fn a_hashtag_stream_is_followed_and_its_gaps_backfilled_on_reconnect() {
         ),
         1
     );
-    assert_eq!(
-        metric(&services, &format!("earshot_source_deletes_total{{{key}}}")),
-        1
-    );
+    wait_until(Duration::from_secs(10), "both deletes counted", || {
+        metric(&services, &format!("earshot_source_deletes_total{{{key}}}")) == 2
+    })
+    .await;
+    assert_eq!(mentions(&bus, &services).len(), 4, "nothing for status 999");
 
     // An outage: the stream drops and the server refuses to stream while five posts are made.
     {
@@ -281,7 +292,7 @@ async fn a_hashtag_stream_is_followed_and_its_gaps_backfilled_on_reconnect() {
     }
     server.lock().unwrap().offline = false;
     wait_until(Duration::from_secs(10), "the backfill", || {
-        mentions(&bus, &services).len() == 8
+        mentions(&bus, &services).len() == 9
     })
     .await;
     assert_eq!(
@@ -291,7 +302,7 @@ async fn a_hashtag_stream_is_followed_and_its_gaps_backfilled_on_reconnect() {
     );
     post(&server, 1009, "Acme live again");
     wait_until(Duration::from_secs(10), "the live post", || {
-        mentions(&bus, &services).len() == 9
+        mentions(&bus, &services).len() == 10
     })
     .await;
     shutdown.cancel();

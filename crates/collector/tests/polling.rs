@@ -2,7 +2,10 @@
 //! (Firebase `maxitem` and `item/{id}`, an id whose item is still `null`, a deleted and a
 //! malformed item), Reddit (listings paged with `after`, OAuth client credentials, 429 with
 //! `Retry-After`) and Discourse (`/posts.json` paged with `before`). Each resumes from its
-//! cursor and yields every new item once, oldest first.
+//! cursor and yields every new item once, oldest first: within a run over the in-memory bus,
+//! and across a restart from the checkpoints saved in real Kafka.
+
+mod common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +28,9 @@ use tokio_util::sync::CancellationToken;
 #[derive(Default)]
 struct Api {
     hn_max: u64,
+    /// Every item id requested, in order.
+    hn_item_requests: Vec<u64>,
+    hn_polls: usize,
     hn_items: HashMap<u64, serde_json::Value>,
     /// Reddit posts, oldest first.
     reddit: Vec<serde_json::Value>,
@@ -39,12 +45,15 @@ struct Api {
 type Shared = Arc<Mutex<Api>>;
 
 async fn hn_maxitem(State(api): State<Shared>) -> Json<u64> {
-    Json(api.lock().unwrap().hn_max)
+    let mut api = api.lock().unwrap();
+    api.hn_polls += 1;
+    Json(api.hn_max)
 }
 
 async fn hn_item(State(api): State<Shared>, Path(file): Path<String>) -> Response {
     let id: u64 = file.trim_end_matches(".json").parse().unwrap();
-    let api = api.lock().unwrap();
+    let mut api = api.lock().unwrap();
+    api.hn_item_requests.push(id);
     Json(
         api.hn_items
             .get(&id)
@@ -344,5 +353,123 @@ async fn hacker_news_reddit_and_discourse_resume_from_their_cursors() {
             "earshot_source_errors_total{error_type=\"malformed\",source=\"hackernews/hn\"} 1"
         ),
         "{metrics}"
+    );
+}
+
+/// Against real Kafka: Hacker News (last item id), Reddit (`after` paging and the seen ids)
+/// and Discourse (last post id) each yield a first batch, the collector is stopped, more is
+/// posted while it is down, and the restarted collector resumes each from the checkpoint it
+/// saved: every item is on the raw topic exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_polling_sources_resume_from_their_kafka_checkpoints_with_no_gap_and_no_loss() {
+    let api: Shared = Default::default();
+    {
+        let mut api = api.lock().unwrap();
+        api.hn_max = 100;
+        api.reddit = vec![reddit_post(1), reddit_post(2)];
+        api.discourse = (1..=3).map(discourse_post).collect();
+    }
+    let addr = api_server(api.clone()).await;
+    std::env::set_var("EARSHOT_TEST_REDDIT_ID", "client-id");
+    std::env::set_var("EARSHOT_TEST_REDDIT_SECRET", "client-secret");
+    let run = common::unique("polling_restart");
+    let mut config = common::kafka_config(&run);
+    let sources = &mut config.collector.sources;
+    sources.hackernews = vec![HackerNewsSourceConfig {
+        name: "hn".into(),
+        url: format!("http://{addr}/v0"),
+        interval_ms: 50,
+        max_items_per_poll: 100,
+        concurrency: 4,
+    }];
+    sources.reddit = vec![RedditSourceConfig {
+        name: "coffee".into(),
+        listing: RedditListing::New,
+        subreddit: Some("coffee".into()),
+        query: None,
+        url: format!("http://{addr}"),
+        oauth: Some(RedditOAuthConfig {
+            client_id_env: "EARSHOT_TEST_REDDIT_ID".into(),
+            client_secret_env: "EARSHOT_TEST_REDDIT_SECRET".into(),
+            token_url: format!("http://{addr}/api/v1/access_token"),
+        }),
+        interval_ms: 50,
+        jitter_ms: 0,
+        max_pages: 10,
+    }];
+    sources.discourse = vec![DiscourseSourceConfig {
+        name: "forum".into(),
+        url: format!("http://{addr}"),
+        api_key_env: None,
+        api_username_env: None,
+        interval_ms: 50,
+        jitter_ms: 0,
+        max_pages: 10,
+    }];
+
+    let collector = common::Running::start(&config).await;
+    // Two polls of each: the first one's checkpoint (the present) is taken.
+    common::wait_until(Duration::from_secs(30), "two polls of each source", || {
+        let api = api.lock().unwrap();
+        api.hn_polls >= 2 && api.user_agents.len() >= 2 && api.discourse_requests.len() >= 2
+    })
+    .await;
+    {
+        let mut api = api.lock().unwrap();
+        api.hn_items.insert(101, hn_comment(101, "Acme one"));
+        api.hn_items.insert(102, hn_comment(102, "Acme two"));
+        api.hn_max = 102;
+        api.reddit.extend((3..=4).map(reddit_post));
+        api.discourse.extend((4..=5).map(discourse_post));
+    }
+    // p1, p2 (Reddit's first page), p3, p4; 101, 102; 4, 5.
+    let first = common::raw_mentions(&config, 8).await;
+    assert_eq!(first.len(), 8, "{:?}", common::native_ids(&first));
+    collector.stop().await;
+
+    let requested_before_restart = api.lock().unwrap().hn_item_requests.len();
+    {
+        let mut api = api.lock().unwrap();
+        for id in 103..=105 {
+            api.hn_items
+                .insert(id, hn_comment(id, &format!("Acme while down {id}")));
+        }
+        api.hn_max = 105;
+        api.reddit.extend((5..=7).map(reddit_post));
+        api.discourse.extend((6..=8).map(discourse_post));
+    }
+    let collector = common::Running::start(&config).await;
+    let all = common::raw_mentions(&config, 17).await;
+    collector.stop().await;
+
+    let ids_of = |kind: &str| {
+        common::native_ids(
+            &all.iter()
+                .filter(|m| m.source.kind == kind)
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(
+        ids_of("hackernews"),
+        ["101", "102", "103", "104", "105"],
+        "every item exactly once"
+    );
+    let mut reddit: Vec<String> = (1..=7).map(|n| format!("t3_p{n}")).collect();
+    reddit.sort();
+    assert_eq!(ids_of("reddit"), reddit, "every post exactly once");
+    assert_eq!(
+        ids_of("discourse"),
+        (4..=8)
+            .map(|n| format!("http://{addr}/p/{n}"))
+            .collect::<Vec<_>>(),
+        "every post exactly once"
+    );
+    assert_eq!(
+        api.lock().unwrap().hn_item_requests[requested_before_restart..]
+            .iter()
+            .min(),
+        Some(&103),
+        "Hacker News resumed after the last item id of the checkpoint"
     );
 }

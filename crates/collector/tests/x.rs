@@ -2,7 +2,9 @@
 //! (stale rules deleted, missing ones added), the stream is refused once with 429 and
 //! `x-rate-limit-reset`, then delivers newline-delimited posts with keep-alive blank lines,
 //! a malformed line and an operational error message, and drops; the reconnection asks for
-//! `backfill_minutes`.
+//! `backfill_minutes`. Over real Kafka, a restarted collector asks for the backfill too.
+
+mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,6 +32,9 @@ struct XApi {
     refuse_next_stream: bool,
     stream: Option<mpsc::UnboundedSender<String>>,
     stream_queries: Vec<String>,
+    /// Posts published with `publish` (all recent): what a connection asking for
+    /// `backfill_minutes` gets first.
+    recent: Vec<String>,
 }
 
 type Shared = Arc<Mutex<XApi>>;
@@ -103,8 +108,14 @@ async fn stream(
         )
             .into_response();
     }
-    api.stream_queries.push(query.unwrap_or_default());
+    let query = query.unwrap_or_default();
     let (sender, receiver) = mpsc::unbounded_channel::<String>();
+    if query.contains("backfill_minutes=") {
+        for line in &api.recent {
+            sender.send(line.clone()).unwrap();
+        }
+    }
+    api.stream_queries.push(query);
     api.stream = Some(sender);
     let chunks = futures::stream::unfold(receiver, |mut receiver| async move {
         receiver
@@ -130,6 +141,15 @@ fn post_line(id: u64, text: &str) -> String {
     })
     .to_string()
         + "\r\n"
+}
+
+/// Publishes a post: onto the open stream if any, and into the recent posts.
+fn publish(api: &Shared, line: String) {
+    let mut api = api.lock().unwrap();
+    api.recent.push(line.clone());
+    if let Some(stream) = &api.stream {
+        let _ = stream.send(line);
+    }
 }
 
 fn send(api: &Shared, line: String) {
@@ -270,4 +290,90 @@ async fn rules_are_synced_and_the_stream_is_read_and_reconnected() {
         .metrics
         .render()
         .contains("earshot_source_errors_total{error_type=\"malformed\",source=\"x/brand\"} 1"));
+}
+
+async fn x_server(api: Shared) -> std::net::SocketAddr {
+    let app = Router::new()
+        .route(
+            "/2/tweets/search/stream/rules",
+            get(get_rules).post(post_rules),
+        )
+        .route("/2/tweets/search/stream", get(stream))
+        .with_state(api);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// Against real Kafka: two posts are read, the collector is stopped, two more are posted
+/// while it is down. The stream has no cursor: the restarted collector, whose checkpoint says
+/// it has read the stream before, asks for `backfill_minutes` on its first connection, and X
+/// sends the recent posts again. No gap; the overlap has the posts' stable ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_collector_asks_x_for_the_backfill_and_loses_nothing() {
+    let api: Shared = Default::default();
+    let addr = x_server(api.clone()).await;
+    std::env::set_var("EARSHOT_TEST_X_TOKEN", TOKEN);
+    let run = common::unique("x_restart");
+    let mut config = common::kafka_config(&run);
+    config.collector.sources.x = vec![XSourceConfig {
+        name: "brand".into(),
+        url: format!("http://{addr}"),
+        bearer_token_env: "EARSHOT_TEST_X_TOKEN".into(),
+        rules: vec![XRuleConfig {
+            value: "acme".into(),
+            tag: Some("acme".into()),
+        }],
+        backfill_minutes: 5,
+        usual_interval_ms: 60_000,
+    }];
+    config.collector.politeness.read_timeout_ms = 5_000;
+
+    let collector = common::Running::start(&config).await;
+    common::wait_until(Duration::from_secs(30), "a stream connection", || {
+        api.lock().unwrap().stream.is_some()
+    })
+    .await;
+    publish(&api, post_line(1861000000000000001, "Acme one"));
+    publish(&api, post_line(1861000000000000002, "Acme two"));
+    assert_eq!(common::raw_mentions(&config, 2).await.len(), 2);
+    collector.stop().await;
+    api.lock().unwrap().stream = None;
+
+    publish(&api, post_line(1861000000000000003, "Acme while down"));
+    publish(
+        &api,
+        post_line(1861000000000000004, "Acme while down again"),
+    );
+    let collector = common::Running::start(&config).await;
+    common::wait_until(Duration::from_secs(30), "the second connection", || {
+        api.lock().unwrap().stream_queries.len() >= 2
+    })
+    .await;
+    publish(&api, post_line(1861000000000000005, "Acme live again"));
+    let all = common::raw_mentions(&config, 5).await;
+    collector.stop().await;
+
+    let queries = api.lock().unwrap().stream_queries.clone();
+    assert!(!queries[0].contains("backfill_minutes"), "{queries:?}");
+    assert!(
+        queries[1].contains("backfill_minutes=5"),
+        "the restart asks for the backfill: {queries:?}"
+    );
+    let distinct: std::collections::BTreeSet<String> =
+        all.iter().map(|m| m.native_id.clone()).collect();
+    assert_eq!(
+        distinct,
+        (1..=5).map(|n| format!("186100000000000000{n}")).collect(),
+        "no gap"
+    );
+    assert!(all.len() > 5, "posts 1 and 2 came again in the backfill");
+    for mention in &all {
+        assert_eq!(
+            mention.id,
+            earshot_core::model::mention_id("x", &mention.native_id),
+            "the overlap is removed downstream by the stable id"
+        );
+    }
 }

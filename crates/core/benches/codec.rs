@@ -15,7 +15,7 @@ fn sample() -> EnrichedMention {
         native_id: "1864112345678".into(),
         source: Source { kind: "x".into(), instance: "brand-search".into() },
         url: Some("https://x.example/parcelly_fan/status/1864112345678".into()),
-        author: Author { handle: "@parcelly_fan".into(), name: Some("Sam Okafor".into()), followers: Some(48_210), verified: false },
+        author: Author { handle: "@parcelly_fan".into(), name: Some("Sam Okafor".into()), followers: Some(48_210), verified: false, id: None },
         text: "@Parcelly my package has been 'out for delivery' for 3 days now and support just closes the chat. #ParcellyDown".into(),
         lang_hint: Some("en".into()),
         created_at: 1_795_431_600_000_000,
@@ -24,6 +24,7 @@ fn sample() -> EnrichedMention {
         parent_id: None,
         conversation_id: Some("1864112345678".into()),
         has_media: false,
+        deleted_at: None,
     };
     EnrichedMention {
         mention,

@@ -43,12 +43,16 @@ pub trait AvroRecord: Serialize + DeserializeOwned + Send + Sync + 'static {
 
 impl AvroRecord for Mention {
     const SCHEMA: &'static str = MENTION_SCHEMA;
+    const HISTORY: &'static [&'static str] = &[include_str!(
+        "../../../schemas/history/mention.97b696cbeb2ed092.avsc"
+    )];
 }
 impl AvroRecord for EnrichedMention {
     const SCHEMA: &'static str = ENRICHED_MENTION_SCHEMA;
     const HISTORY: &'static [&'static str] = &[
         include_str!("../../../schemas/history/enriched_mention.56c714d59e778f61.avsc"),
         include_str!("../../../schemas/history/enriched_mention.b2b1c53c7c922da6.avsc"),
+        include_str!("../../../schemas/history/enriched_mention.bb75c4d84c12a794.avsc"),
     ];
 }
 impl AvroRecord for Alert {
@@ -380,6 +384,7 @@ mod tests {
                 name: Some("María".into()),
                 followers: Some(1200),
                 verified: true,
+                id: None,
             },
             text: "Mi lámpara Lumora llegó rota 😡 #lumora".into(),
             lang_hint: Some("es".into()),
@@ -393,6 +398,7 @@ mod tests {
             parent_id: None,
             conversation_id: Some("0".into()),
             has_media: true,
+            deleted_at: None,
         }
     }
 
@@ -485,6 +491,37 @@ mod tests {
             codec.decode(&codec.encode(&alert).unwrap()).await.unwrap(),
             alert
         );
+    }
+
+    #[tokio::test]
+    async fn a_retraction_round_trips_with_the_posts_id() {
+        let codec = Codec::<Mention>::single_object().unwrap();
+        let post = sample_mention();
+        let retraction = Mention::retraction(
+            post.source.clone(),
+            post.native_id.clone(),
+            Author {
+                id: Some("2244994945".into()),
+                ..Author::handle("@maria")
+            },
+            Some(post.created_at),
+            1_763_888_500_000_000,
+        );
+        assert_eq!(retraction.id, post.id);
+        let decoded = codec
+            .decode(&codec.encode(&retraction).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(decoded, retraction);
+        assert!(decoded.is_retraction());
+
+        // Records of the previous version (no deleted_at) are posts: serde's default.
+        // Their readability is every_shipped_schema_version_stays_readable's business.
+        assert!(!codec
+            .decode(&codec.encode(&post).unwrap())
+            .await
+            .unwrap()
+            .is_retraction());
     }
 
     /// Replaces `{"type": "long", "logicalType": ...}` by `"long"`, as the specification's

@@ -32,6 +32,46 @@ pub struct Mention {
     pub conversation_id: Option<String>,
     #[serde(default)]
     pub has_media: bool,
+    /// Set on a retraction (microseconds since the Unix epoch, UTC): the post was deleted at
+    /// its source. A retraction carries the id of the post it retracts and an empty text;
+    /// see [`Mention::retraction`].
+    #[serde(default)]
+    pub deleted_at: Option<i64>,
+}
+
+impl Mention {
+    /// The retraction of a post deleted at its source: the same stable id as the post (the
+    /// same source kind and native id), an empty text, and what the delete event tells.
+    /// `created_at` is the post's creation time when known, else the deletion time.
+    pub fn retraction(
+        source: Source,
+        native_id: String,
+        author: Author,
+        created_at: Option<i64>,
+        deleted_at: i64,
+    ) -> Mention {
+        Mention {
+            id: mention_id(&source.kind, &native_id),
+            native_id,
+            source,
+            url: None,
+            author,
+            text: String::new(),
+            lang_hint: None,
+            created_at: created_at.unwrap_or(deleted_at),
+            collected_at: now_micros(),
+            engagement: Engagement::default(),
+            parent_id: None,
+            conversation_id: None,
+            has_media: false,
+            deleted_at: Some(deleted_at),
+        }
+    }
+
+    /// Whether this is a retraction rather than a post.
+    pub fn is_retraction(&self) -> bool {
+        self.deleted_at.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +89,23 @@ pub struct Author {
     pub followers: Option<i64>,
     #[serde(default)]
     pub verified: bool,
+    /// The account's stable id on its source when the handle can change or is not always
+    /// known: a Bluesky DID, an X user id.
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+impl Author {
+    /// An author known only by a handle.
+    pub fn handle(handle: impl Into<String>) -> Author {
+        Author {
+            handle: handle.into(),
+            name: None,
+            followers: None,
+            verified: false,
+            id: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

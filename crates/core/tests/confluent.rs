@@ -80,6 +80,7 @@ fn mention() -> Mention {
             name: None,
             followers: None,
             verified: false,
+            id: None,
         },
         text: "Parcelly lost my parcel again".into(),
         lang_hint: None,
@@ -89,6 +90,7 @@ fn mention() -> Mention {
         parent_id: None,
         conversation_id: None,
         has_media: false,
+        deleted_at: None,
     }
 }
 

@@ -135,6 +135,7 @@ fn mention(i: usize, text: &str) -> Mention {
             name: None,
             followers: Some((i as i64 * 7919) % 50_000),
             verified: false,
+            id: None,
         },
         text: text.into(),
         lang_hint: None,
@@ -148,6 +149,7 @@ fn mention(i: usize, text: &str) -> Mention {
         parent_id: None,
         conversation_id: None,
         has_media: false,
+        deleted_at: None,
     }
 }
 

@@ -130,7 +130,14 @@ impl Enricher {
     /// Sentiment is VADER's, whole text and per sentence, with the watchlist's lexicon
     /// overrides for the copy keyed by a watchlist that has some; the other scores are the
     /// same on every copy.
+    ///
+    /// A retraction (a post deleted at its source) is passed through as it is: one copy with
+    /// no watchlist, no match and neutral scores, flagged `retraction`, so that the sink marks
+    /// the stored post deleted; it is not matched, scored or counted in the spam look-back.
     pub fn enrich(&self, mut mention: Mention) -> Vec<EnrichedMention> {
+        if mention.is_retraction() {
+            return vec![retraction(mention)];
+        }
         let mut flags = Vec::new();
         if self.signals.cap_text(&mut mention) {
             flags.push("text_truncated".to_owned());
@@ -196,6 +203,28 @@ impl Enricher {
                 copy
             })
             .collect()
+    }
+}
+
+/// The one copy of a retraction: nothing is matched or scored.
+fn retraction(mention: Mention) -> EnrichedMention {
+    EnrichedMention {
+        mention,
+        watchlist: String::new(),
+        matches: Vec::new(),
+        sentiment: Sentiment::default(),
+        sentences: SentenceSentiment::default(),
+        language: None,
+        language_confidence: 0.0,
+        spam_score: 0.0,
+        intent: "unknown".to_owned(),
+        reach: 0,
+        urgency: 0.0,
+        signals: earshot_core::model::Signals {
+            flags: vec!["retraction".to_owned()],
+            ..Default::default()
+        },
+        enriched_at: now_micros(),
     }
 }
 
@@ -275,21 +304,24 @@ impl Stage for EnricherStage {
                 Bytes::from(trace_context::child(record.header(headers::TRACEPARENT)));
             let mut acks = Vec::with_capacity(enriched.len());
             for copy in &enriched {
-                if !copy.watchlist.is_empty() {
+                // A retraction was not scored: it has no sentiment to observe.
+                if !copy.mention.is_retraction() {
+                    if !copy.watchlist.is_empty() {
+                        self.metrics
+                            .watchlist_matches
+                            .with_label_values(&[&copy.watchlist])
+                            .inc();
+                    }
+                    let watchlist = if copy.watchlist.is_empty() {
+                        "none"
+                    } else {
+                        &copy.watchlist
+                    };
                     self.metrics
-                        .watchlist_matches
-                        .with_label_values(&[&copy.watchlist])
-                        .inc();
+                        .sentiment
+                        .with_label_values(&[watchlist])
+                        .observe(copy.sentiment.compound);
                 }
-                let watchlist = if copy.watchlist.is_empty() {
-                    "none"
-                } else {
-                    &copy.watchlist
-                };
-                self.metrics
-                    .sentiment
-                    .with_label_values(&[watchlist])
-                    .observe(copy.sentiment.compound);
                 let payload = match enriched_codec.encode(copy) {
                     Ok(payload) => payload,
                     Err(error) => {
@@ -343,6 +375,7 @@ mod tests {
                 name: None,
                 followers: Some(10),
                 verified: false,
+                id: None,
             },
             text: text.into(),
             lang_hint: None,
@@ -352,6 +385,7 @@ mod tests {
             parent_id: None,
             conversation_id: None,
             has_media: false,
+            deleted_at: None,
         }
     }
 
@@ -391,6 +425,34 @@ mod tests {
         assert_eq!(skateco.sentiment.neg, 0.0);
         assert!(skateco.sentiment.compound > 0.5, "{:?}", skateco.sentiment);
         assert_eq!(skateco.sentences.max_compound, skateco.sentiment.compound);
+    }
+
+    #[test]
+    fn a_retraction_passes_through_unmatched_and_unscored() {
+        let enricher = enricher();
+        let post = mention("Parcelly lost my parcel, terrible service");
+        assert_eq!(enricher.enrich(post.clone())[0].watchlist, "parcelly");
+        let retraction = Mention::retraction(
+            post.source.clone(),
+            post.native_id.clone(),
+            post.author.clone(),
+            Some(post.created_at),
+            1_763_888_400_000_000,
+        );
+        // Even with a text (an ingest client may send one), nothing is matched.
+        let copies = enricher.enrich(Mention {
+            text: post.text.clone(),
+            ..retraction
+        });
+        assert_eq!(copies.len(), 1);
+        let copy = &copies[0];
+        assert_eq!(copy.mention.id, post.id);
+        assert_eq!(copy.mention.deleted_at, Some(1_763_888_400_000_000));
+        assert_eq!(copy.watchlist, "");
+        assert!(copy.matches.is_empty());
+        assert_eq!(copy.sentiment, Sentiment::default());
+        assert_eq!(copy.spam_score, 0.0);
+        assert_eq!(copy.signals.flags, ["retraction"]);
     }
 
     #[test]

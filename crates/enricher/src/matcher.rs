@@ -132,6 +132,7 @@ mod tests {
                 name: None,
                 followers: Some(followers),
                 verified: false,
+                id: None,
             },
             text: text.into(),
             lang_hint: None,
@@ -141,6 +142,7 @@ mod tests {
             parent_id: None,
             conversation_id: None,
             has_media: false,
+            deleted_at: None,
         }
     }
 

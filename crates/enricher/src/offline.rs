@@ -228,6 +228,7 @@ fn mention_of(case: &Case, index: usize) -> Mention {
             name: None,
             followers: case.followers,
             verified: false,
+            id: None,
         },
         text: case.text.clone(),
         lang_hint: case.lang.clone(),
@@ -237,6 +238,7 @@ fn mention_of(case: &Case, index: usize) -> Mention {
         parent_id: None,
         conversation_id: None,
         has_media: false,
+        deleted_at: None,
     }
 }
 

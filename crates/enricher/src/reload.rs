@@ -117,6 +117,7 @@ mod tests {
                 name: None,
                 followers: Some(10),
                 verified: false,
+                id: None,
             },
             text: text.into(),
             lang_hint: None,
@@ -126,6 +127,7 @@ mod tests {
             parent_id: None,
             conversation_id: None,
             has_media: false,
+            deleted_at: None,
         }
     }
 

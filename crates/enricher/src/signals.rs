@@ -615,6 +615,7 @@ mod tests {
                 name: None,
                 followers,
                 verified: false,
+                id: None,
             },
             text: text.into(),
             lang_hint: None,
@@ -624,6 +625,7 @@ mod tests {
             parent_id: None,
             conversation_id: None,
             has_media: false,
+            deleted_at: None,
         }
     }
 

@@ -240,7 +240,13 @@ impl Routes {
 
     /// Every route the mention reaches at `at`, in tree order, with its path (including the
     /// routes to discarding receivers, which raise no alert).
+    ///
+    /// A retraction (the post was deleted at its source) reaches no route: nothing is
+    /// alerted about a post that no longer exists.
     pub fn route(&self, enriched: &EnrichedMention, at: DateTime<Utc>) -> Vec<Routed> {
+        if enriched.mention.is_retraction() {
+            return Vec::new();
+        }
         let mut found = Vec::new();
         let mut path = Vec::new();
         self.descend(&self.roots, enriched, at, &mut path, None, &mut found);
@@ -586,6 +592,25 @@ routes:
             },
             ..mention()
         }
+    }
+
+    #[test]
+    fn a_retraction_raises_no_alert() {
+        let routes = routes();
+        let at: DateTime<Utc> = "2026-11-25T09:30:00Z".parse().unwrap();
+        // An angry complaint about a lawsuit, from an account with a huge reach: as a post it
+        // reaches the tree, the audit route and the review team.
+        let m = FixtureMention {
+            text: "acme lawsuit".into(),
+            reach: 2_000_000,
+            ..angry_complaint()
+        };
+        let mut enriched = m.enriched("retracted");
+        assert!(!routes.route(&enriched, at).is_empty());
+        assert!(!routes.evaluate(&enriched).is_empty());
+        enriched.mention.deleted_at = Some(1_763_888_400_000_000);
+        assert!(routes.route(&enriched, at).is_empty());
+        assert!(routes.evaluate(&enriched).is_empty());
     }
 
     /// Each case: a mention, the routing instant (UTC), and the matched paths with receivers.

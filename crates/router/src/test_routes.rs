@@ -198,6 +198,7 @@ impl FixtureMention {
                 name: None,
                 followers: Some(self.reach),
                 verified: false,
+                id: None,
             },
             text: self.text.clone(),
             lang_hint: self.language.clone(),
@@ -207,6 +208,7 @@ impl FixtureMention {
             parent_id: None,
             conversation_id: None,
             has_media: false,
+            deleted_at: None,
         };
         EnrichedMention {
             mention,

@@ -285,6 +285,7 @@ fn enriched(n: usize) -> EnrichedMention {
                 name: Some(format!("User {}", n % 5000)),
                 followers: Some((n * 37 % 100_000) as i64),
                 verified: n.is_multiple_of(50),
+                id: Some(format!("{}", 1_480_000_000 + n % 5000)),
             },
             text: TEXTS[n % TEXTS.len()].to_owned(),
             lang_hint: Some("en".into()),
@@ -298,6 +299,7 @@ fn enriched(n: usize) -> EnrichedMention {
             parent_id: None,
             conversation_id: Some(format!("{}", 1_864_000_000_000u64 + n as u64 / 3)),
             has_media: n.is_multiple_of(4),
+            deleted_at: None,
         },
         watchlist: watchlists[0].into(),
         matches: watchlists
@@ -447,6 +449,8 @@ fn mention_csv(m: &MentionRow, out: &mut Vec<u8>) {
             array(&m.spam_reasons),
             plain(m.reach_score),
             array(&m.input_flags),
+            optional(&m.author_id),
+            m.deleted_at.map_or(Field::Null, time),
         ],
         out,
     );

@@ -64,6 +64,7 @@ use crate::rows::{AlertRow, MentionRow};
 pub trait ParquetRow {
     /// Directory under the root, and table name.
     const TABLE: &'static str;
+    /// What dedupes the rows of one file's batch (a mention's copies make one row).
     fn id(&self) -> Uuid;
     /// The time that picks the row's partition and names its file.
     fn partition_time(&self) -> DateTime<Utc>;
@@ -422,8 +423,13 @@ fn remove_tmp_files(dir: &Path) -> Result<usize, ParquetError> {
 impl ParquetRow for MentionRow {
     const TABLE: &'static str = "mentions";
 
+    /// A post's copies make one row; its retraction is a row of its own, even in the same
+    /// file.
     fn id(&self) -> Uuid {
-        self.id
+        match self.deleted_at {
+            None => self.id,
+            Some(_) => Uuid::new_v5(&self.id, b"retraction"),
+        }
     }
 
     fn partition_time(&self) -> DateTime<Utc> {
@@ -610,6 +616,23 @@ impl ParquetRow for MentionRow {
                 "watchlists",
                 string_lists(rows.iter().map(|r| &r.watchlists)),
                 false,
+            ),
+            (
+                "author_id",
+                optional_strings(rows.iter().map(|r| r.author_id.as_deref())),
+                true,
+            ),
+            // Set on a retraction's row: the post `id` was deleted at its source.
+            (
+                "deleted_at",
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter(
+                        rows.iter()
+                            .map(|r| r.deleted_at.map(|t| t.timestamp_micros())),
+                    )
+                    .with_timezone("UTC"),
+                ),
+                true,
             ),
             (
                 "written_at",

@@ -43,6 +43,10 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
         3,
         include_str!("../migrations/0003_signals_and_route_path.sql"),
     ),
+    (
+        4,
+        include_str!("../migrations/0004_retractions_and_author_id.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serializes migrations across sink replicas ("earshot").
@@ -124,6 +128,8 @@ pub const MENTIONS: Table = Table {
         col("spam_reasons", Type::TEXT_ARRAY),
         col("reach_score", Type::FLOAT8),
         col("input_flags", Type::TEXT_ARRAY),
+        col("author_id", Type::TEXT),
+        col("deleted_at", Type::TIMESTAMPTZ),
     ],
     defaulted: &[col("written_at", Type::TIMESTAMPTZ)],
     on_conflict: OnConflict::Keep,
@@ -171,6 +177,8 @@ fn mention_values(m: &MentionRow) -> Vec<&(dyn ToSql + Sync)> {
         &m.spam_reasons,
         &m.reach_score,
         &m.input_flags,
+        &m.author_id,
+        &m.deleted_at,
     ]
 }
 
@@ -574,7 +582,8 @@ async fn write_transaction(
                 mention,
                 matches: rows,
             } => {
-                if mention_ids.insert(mention.id) {
+                // A post and its retraction may share a batch: both are staged.
+                if mention_ids.insert((mention.id, mention.deleted_at.is_some())) {
                     mentions.push(mention);
                 }
                 matches.extend(
@@ -593,29 +602,43 @@ async fn write_transaction(
             }
         }
     }
+    // Posts before retractions, so that a post and its retraction in one batch insert the
+    // post (which the retraction then marks), not a text-less row.
+    mentions.sort_by_key(|m| m.deleted_at.is_some());
     let mut transaction = client.transaction().await?;
-    copy_and_insert(&mut transaction, &MENTIONS, &mentions, mention_values).await?;
+    let staged = copy_and_insert(&mut transaction, &MENTIONS, &mentions, mention_values).await?;
+    // Straight in, a retraction is its own new row; staged, it may retract a stored post.
+    if staged && mentions.iter().any(|m| m.deleted_at.is_some()) {
+        transaction.batch_execute(MARK_DELETED).await?;
+    }
     copy_and_insert(&mut transaction, &MENTION_MATCHES, &matches, match_values).await?;
     copy_and_insert(&mut transaction, &ALERTS, &alerts, alert_values).await?;
     copy_and_insert(&mut transaction, &DELIVERIES, &deliveries, delivery_values).await?;
     transaction.commit().await
 }
 
+/// Marks the stored posts that the batch's retractions retract, once: the first deletion
+/// time stays, so replays change nothing.
+const MARK_DELETED: &str = "UPDATE mentions SET deleted_at = staged.deleted_at \
+     FROM pg_temp.staging_mentions staged \
+     WHERE staged.deleted_at IS NOT NULL AND mentions.id = staged.id AND mentions.deleted_at IS NULL";
+
+/// Writes `rows` into `table`; returns whether they went through the staging table.
 async fn copy_and_insert<R>(
     transaction: &mut Transaction<'_>,
     table: &Table,
     rows: &[&R],
     values: fn(&R) -> Vec<&(dyn ToSql + Sync)>,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<bool, tokio_postgres::Error> {
     if rows.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let name = table.name;
     // New rows go straight in. Any server error (a key already there, a bad row) undoes only
     // this table's rows, and the staged path below decides row by row.
     let direct = transaction.savepoint("direct_copy").await?;
     match copy_rows(&direct, name, table, rows, values).await {
-        Ok(()) => return direct.commit().await,
+        Ok(()) => return direct.commit().await.map(|()| false),
         Err(error) if error.as_db_error().is_some() => {
             tracing::debug!(table = name, error = %describe_error(&error), "direct COPY refused; staging the rows");
             direct.rollback().await?;
@@ -644,7 +667,8 @@ async fn copy_and_insert<R>(
              WHERE {name}.status <> 'delivered' AND EXCLUDED.status = 'delivered'"
         ),
     };
-    transaction.batch_execute(&insert).await
+    transaction.batch_execute(&insert).await?;
+    Ok(true)
 }
 
 /// Binary `COPY` of `rows` into `target`, which has `table`'s copied columns.

@@ -82,6 +82,10 @@ pub struct MentionRow {
     pub input_flags: Vec<String>,
     /// Every watchlist the mention matched (for Parquet, which has no match table).
     pub watchlists: Vec<String>,
+    /// The author's stable account id on the source (a Bluesky DID, an X user id).
+    pub author_id: Option<String>,
+    /// Set by a retraction: when the post was deleted at its source.
+    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 /// A row of `mention_matches`.
@@ -198,6 +202,11 @@ pub fn mention_item(enriched: EnrichedMention) -> Result<Item, RowError> {
         reach_score: signals.reach_score,
         input_flags: signals.flags,
         watchlists: Vec::new(),
+        author_id: mention.author.id,
+        deleted_at: mention
+            .deleted_at
+            .map(|at| timestamp("mention.deleted_at", at))
+            .transpose()?,
     };
     let mut rows: Vec<MatchRow> = Vec::with_capacity(matches.len());
     for m in matches {
@@ -309,6 +318,7 @@ mod tests {
                     name: None,
                     followers: Some(3),
                     verified: false,
+                    id: None,
                 },
                 text: "hello".into(),
                 lang_hint: None,
@@ -318,6 +328,7 @@ mod tests {
                 parent_id: None,
                 conversation_id: None,
                 has_media: false,
+                deleted_at: None,
             },
             watchlist: matches.first().copied().unwrap_or_default().into(),
             matches: matches

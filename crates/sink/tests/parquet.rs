@@ -40,6 +40,7 @@ fn enriched(n: usize, collected_at: i64, watchlists: &[&str]) -> EnrichedMention
                 name: None,
                 followers: None,
                 verified: false,
+                id: None,
             },
             text: format!("post {n}"),
             lang_hint: None,
@@ -49,6 +50,7 @@ fn enriched(n: usize, collected_at: i64, watchlists: &[&str]) -> EnrichedMention
             parent_id: None,
             conversation_id: None,
             has_media: false,
+            deleted_at: None,
         },
         watchlist: watchlists.first().copied().unwrap_or_default().into(),
         matches: watchlists
@@ -177,6 +179,58 @@ fn append(
     }
     released.sort();
     released
+}
+
+/// Parquet is append-only: a retraction is a row of its own, with `deleted_at` set, that
+/// readers join to the post by `id`.
+#[test]
+fn a_retraction_is_a_row_with_its_deletion_time_and_the_authors_id() {
+    let dir = temp_dir("parquet-retraction");
+    let config = ParquetConfig {
+        dir: dir.clone(),
+        roll_rows: 2,
+        roll_secs: 3600,
+        ..ParquetConfig::default()
+    };
+    let post = enriched(1, BASE_MICROS + 1, &["brand"]);
+    let mut retraction = enriched(1, BASE_MICROS + 2, &[]);
+    retraction.mention.text = String::new();
+    retraction.mention.deleted_at = Some(BASE_MICROS + 2);
+    retraction.mention.author.id = Some("did:plc:a".into());
+    let rows = vec![mention_row(post), mention_row(retraction)];
+    let mut files = ParquetFiles::new(&config).unwrap();
+    let mut released = append(&mut files, &rows, 0..2);
+    released.extend(files.close_all().unwrap());
+    released.sort();
+    assert_eq!(released, [0, 1]);
+
+    let summary = read_with_pyarrow(&dir);
+    let mut found: Vec<(String, Value, Value)> = summary["mentions"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row["id"].as_str().unwrap().to_owned(),
+                row["deleted_at"].clone(),
+                row["author_id"].clone(),
+            )
+        })
+        .collect();
+    found.sort_by_key(|(_, deleted_at, _)| deleted_at.is_string());
+    let id = rows[0].id.to_string();
+    assert_eq!(
+        found,
+        [
+            (id.clone(), Value::Null, Value::Null),
+            (
+                id,
+                Value::from("2024-05-01 10:00:00.000002+00:00"),
+                Value::from("did:plc:a")
+            ),
+        ]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -27,12 +27,13 @@ for table in ("mentions", "alerts"):
     keep = {
         "mentions": ["id", "native_id", "date", "hour", "sentiment_compound", "sentences_count",
                      "sentences_most_negative", "watchlists", "intents", "reach_score", "input_flags",
-                     "collected_at", "written_at"],
+                     "collected_at", "written_at", "author_id", "deleted_at"],
         "alerts": ["id", "route", "route_path", "review_required", "date", "hour", "created_at"],
     }[table]
     out = []
     for row in rows:
-        out.append({k: (str(row[k]) if k in ("date", "hour", "collected_at", "created_at", "written_at") else row[k])
+        out.append({k: (str(row[k]) if k in ("date", "hour", "collected_at", "created_at", "written_at", "deleted_at")
+                        and row.get(k) is not None else row.get(k))
                     for k in keep})
     out.sort(key=lambda r: r["id"])
     summary[table] = {

@@ -236,6 +236,7 @@ fn enriched(
                 name: Some("A".into()),
                 followers: Some(42),
                 verified: true,
+                id: None,
             },
             text: text.into(),
             lang_hint: None,
@@ -249,6 +250,7 @@ fn enriched(
             parent_id: None,
             conversation_id: Some("c1".into()),
             has_media: false,
+            deleted_at: None,
         },
         watchlist: watchlists.first().copied().unwrap_or_default().into(),
         matches: watchlists
@@ -502,6 +504,118 @@ async fn a_batch_mixing_stored_and_new_rows_adds_only_the_new_ones() {
     let texts: Vec<(String, String)> = texts.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(texts[3], ("mixed-3".to_owned(), "first write".to_owned()));
     assert_eq!(texts[4], ("mixed-4".to_owned(), "second write".to_owned()));
+    db.drop().await;
+}
+
+/// The enricher's copy of the retraction of `native_id` (see `enriched`), deleted at
+/// `deleted_at`.
+fn retraction(native_id: &str, deleted_at: i64) -> EnrichedMention {
+    let mut copy = enriched(native_id, "", deleted_at, &[]);
+    copy.mention.deleted_at = Some(deleted_at);
+    copy.mention.author.id = Some("did:plc:a".into());
+    copy.signals = Signals {
+        flags: vec!["retraction".into()],
+        ..Signals::default()
+    };
+    copy
+}
+
+async fn deletion(db: &TestDb, native_id: &str) -> (String, Option<i64>) {
+    let row = db
+        .client
+        .query_one(
+            "SELECT text, deleted_at FROM mentions WHERE native_id = $1",
+            &[&native_id],
+        )
+        .await
+        .unwrap();
+    (
+        row.get(0),
+        row.get::<_, Option<chrono::DateTime<chrono::Utc>>>(1)
+            .map(|t| t.timestamp_micros()),
+    )
+}
+
+#[tokio::test]
+async fn a_retraction_marks_the_stored_mention_deleted_once_whatever_the_order() {
+    let db = TestDb::new().await;
+    let deleted = BASE_MICROS + HOUR_MICROS;
+    let records = |sink: &RunningSink| sink.received();
+    let mut runs = Vec::new();
+    for run in 0..2 {
+        let sink = RunningSink::start(config(&db.url, None)).await;
+        // A post, then (in a later batch) its retraction.
+        let mut posted = enriched(
+            "post-then-delete",
+            "Acme kettle broke",
+            BASE_MICROS,
+            &["acme"],
+        );
+        posted.mention.author.id = Some("did:plc:a".into());
+        sink.publish_enriched(&posted).await;
+        sink.wait_done(1).await;
+        if run == 0 {
+            assert_eq!(deletion(&db, "post-then-delete").await.1, None);
+        }
+        sink.publish_enriched(&retraction("post-then-delete", deleted))
+            .await;
+        sink.wait_done(2).await;
+        // The same retraction again, seen later: the first deletion time stays.
+        sink.publish_enriched(&retraction("post-then-delete", deleted + 1))
+            .await;
+        // A post and its retraction in one batch.
+        sink.publish_enriched(&enriched(
+            "same-batch",
+            "Acme again",
+            BASE_MICROS,
+            &["acme"],
+        ))
+        .await;
+        sink.publish_enriched(&retraction("same-batch", deleted))
+            .await;
+        // A retraction read before its post (they travel on different partitions).
+        sink.publish_enriched(&retraction("delete-then-post", deleted))
+            .await;
+        sink.wait_done(6).await;
+        sink.publish_enriched(&enriched(
+            "delete-then-post",
+            "Acme late",
+            BASE_MICROS,
+            &["acme"],
+        ))
+        .await;
+        sink.wait_done(7).await;
+        assert_eq!(records(&sink), 7);
+        sink.stop().await.unwrap();
+        runs.push(db.snapshot("mentions").await);
+    }
+
+    assert_eq!(db.count("mentions").await, 3);
+    assert_eq!(
+        deletion(&db, "post-then-delete").await,
+        ("Acme kettle broke".to_owned(), Some(deleted)),
+        "the post is kept and marked deleted at the first retraction's time"
+    );
+    assert_eq!(
+        deletion(&db, "same-batch").await,
+        ("Acme again".to_owned(), Some(deleted))
+    );
+    assert_eq!(
+        deletion(&db, "delete-then-post").await,
+        (String::new(), Some(deleted)),
+        "a post read after its retraction stays deleted"
+    );
+    let author_id: Option<String> = db
+        .client
+        .query_one(
+            "SELECT author_id FROM mentions WHERE native_id = 'post-then-delete'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(author_id.as_deref(), Some("did:plc:a"));
+    assert_eq!(runs[0], runs[1], "replaying everything changed nothing");
     db.drop().await;
 }
 
@@ -767,6 +881,14 @@ async fn a_missing_column_fails_the_start_naming_table_and_column() {
     db.drop().await;
 }
 
+/// The versions of every shipped migration, in order.
+fn every_migration() -> Vec<i32> {
+    earshot_sink::postgres::MIGRATIONS
+        .iter()
+        .map(|(version, _)| *version)
+        .collect()
+}
+
 #[tokio::test]
 async fn replicas_starting_together_apply_each_migration_once() {
     let db = TestDb::new().await;
@@ -777,8 +899,11 @@ async fn replicas_starting_together_apply_each_migration_once() {
     );
     let mut applied = [applied_a.unwrap(), applied_b.unwrap()];
     applied.sort();
-    assert_eq!(applied, [vec![], vec![1, 2, 3]]);
-    assert_eq!(db.count("earshot_schema_migrations").await, 3);
+    assert_eq!(applied, [vec![], every_migration()]);
+    assert_eq!(
+        db.count("earshot_schema_migrations").await,
+        every_migration().len() as i64
+    );
     db.drop().await;
 }
 
@@ -997,7 +1122,10 @@ async fn the_analytics_views_give_the_expected_rows_on_known_data() {
     let db = TestDb::new().await;
     let mut config = config(&db.url, None);
     config.sink.postgres.as_mut().unwrap().url = Some(db.url.clone());
-    assert_eq!(earshot_sink::migrate(&config).await.unwrap(), [1, 2, 3]);
+    assert_eq!(
+        earshot_sink::migrate(&config).await.unwrap(),
+        every_migration()
+    );
     assert_eq!(
         earshot_sink::migrate(&config).await.unwrap(),
         Vec::<i32>::new(),

@@ -1,7 +1,14 @@
 //! Bluesky through Jetstream: a WebSocket (tokio-tungstenite) on
 //! `/subscribe?wantedCollections=app.bsky.feed.post` (optionally `wantedDids=…`) carrying
-//! one JSON event per text frame. Commits of posts (`create`, `update`, `delete`) are what
-//! Earshot reads; identity and account events are skipped.
+//! one JSON event per text frame. Commits of posts are what Earshot reads: `create` and
+//! `update` yield the post, `delete` its retraction (same stable id, see
+//! [`Mention::retraction`]).
+//!
+//! A commit names its author by DID only. Jetstream also sends `identity` events (a DID and
+//! its current handle) whatever `wantedCollections` says; the source keeps the handles they
+//! give in a bounded cache (least recently used out, [`HANDLE_CACHE_SIZE`]) and shows an
+//! author as `@handle` when it knows it, as the DID otherwise. The DID is always in
+//! `author.id`, which does not change when the handle does.
 //!
 //! The checkpoint is the `time_us` of the last event read (at most one per
 //! `checkpoint_interval_ms`). A connection resumes with `cursor` set to it minus
@@ -9,6 +16,7 @@
 //! cut may be delivered in a slightly different order. The overlap is removed by the stable
 //! id downstream (the post's `at://` URI).
 
+use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use earshot_core::config::BlueskySourceConfig;
@@ -23,6 +31,8 @@ use super::{Next, Source, SourceContext, SourceError};
 
 pub const KIND: &str = "bluesky";
 const POST_COLLECTION: &str = "app.bsky.feed.post";
+/// Handles remembered from identity events, per source instance.
+pub const HANDLE_CACHE_SIZE: usize = 100_000;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BlueskyCheckpoint {
@@ -34,6 +44,45 @@ pub struct BlueskyCheckpoint {
 pub struct BlueskySource {
     config: BlueskySourceConfig,
     state: BlueskyCheckpoint,
+    handles: Handles,
+}
+
+/// DID -> handle, from identity events; bounded, least recently used out.
+pub struct Handles(lru::LruCache<String, String>);
+
+impl Handles {
+    pub fn new(capacity: usize) -> Self {
+        Handles(lru::LruCache::new(
+            NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+        ))
+    }
+
+    /// Learns from an identity event; an identity without a handle forgets the DID's.
+    pub fn learn(&mut self, event: &JetstreamEvent) {
+        let Some(identity) = event.identity.as_ref().filter(|_| event.kind == "identity") else {
+            return;
+        };
+        match identity.handle.as_deref().map(str::trim) {
+            Some(handle) if !handle.is_empty() && handle != "handle.invalid" => {
+                self.0.put(event.did.clone(), handle.to_owned());
+            }
+            _ => {
+                self.0.pop(&event.did);
+            }
+        }
+    }
+
+    /// The author of an event: `@handle` when known, else the DID; the DID in `id`.
+    pub fn author(&mut self, did: &str) -> Author {
+        let handle = match self.0.get(did) {
+            Some(handle) => format!("@{handle}"),
+            None => did.to_owned(),
+        };
+        Author {
+            id: Some(did.to_owned()),
+            ..Author::handle(handle)
+        }
+    }
 }
 
 impl BlueskySource {
@@ -41,7 +90,11 @@ impl BlueskySource {
         let state = checkpoint
             .and_then(|value| serde_json::from_value(value).ok())
             .unwrap_or_default();
-        BlueskySource { config, state }
+        BlueskySource {
+            config,
+            state,
+            handles: Handles::new(HANDLE_CACHE_SIZE),
+        }
     }
 
     /// The subscribe URL with the wanted collection and accounts, and the rewound cursor.
@@ -132,18 +185,17 @@ impl Source for BlueskySource {
             };
             self.state.time_us = Some(event.time_us);
             unsaved = true;
+            self.handles.learn(&event);
             let mut mentions = Vec::new();
-            match to_mention(&event, context.source()) {
-                Ok(Some(mention)) => mentions.push(mention),
+            match to_mention(&event, &mut self.handles, context.source()) {
+                Ok(Some(mention)) => {
+                    if mention.is_retraction() {
+                        context.health.deleted();
+                    }
+                    mentions.push(mention);
+                }
                 Ok(None) => {}
                 Err(error) => context.malformed("post", text.as_str(), &error),
-            }
-            if event
-                .commit
-                .as_ref()
-                .is_some_and(|c| c.operation == "delete" && c.collection == POST_COLLECTION)
-            {
-                context.health.deleted();
             }
             let due = last_checkpoint.elapsed() >= interval;
             if !mentions.is_empty() || due {
@@ -178,6 +230,15 @@ pub struct JetstreamEvent {
     pub kind: String,
     #[serde(default)]
     pub commit: Option<Commit>,
+    #[serde(default)]
+    pub identity: Option<Identity>,
+}
+
+/// An `identity` event's payload: the DID's current handle, when it has a valid one.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Identity {
+    #[serde(default)]
+    pub handle: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -189,20 +250,33 @@ pub struct Commit {
     pub record: Option<serde_json::Value>,
 }
 
-/// A post created or updated; `Ok(None)` for everything else (deletes, other collections,
-/// identity and account events); `Err` for a post record that is not one.
+/// A post created or updated, or the retraction of a deleted one; `Ok(None)` for everything
+/// else (other collections, identity and account events); `Err` for a post record that is
+/// not one.
 pub fn to_mention(
     event: &JetstreamEvent,
+    handles: &mut Handles,
     source: earshot_core::model::Source,
 ) -> Result<Option<Mention>, String> {
     let Some(commit) = &event.commit else {
         return Ok(None);
     };
-    if event.kind != "commit"
-        || commit.collection != POST_COLLECTION
-        || !matches!(commit.operation.as_str(), "create" | "update")
-    {
+    if event.kind != "commit" || commit.collection != POST_COLLECTION {
         return Ok(None);
+    }
+    let uri = format!("at://{}/{}/{}", event.did, commit.collection, commit.rkey);
+    match commit.operation.as_str() {
+        "create" | "update" => {}
+        "delete" => {
+            return Ok(Some(Mention::retraction(
+                source,
+                uri,
+                handles.author(&event.did),
+                None,
+                event.time_us,
+            )))
+        }
+        _ => return Ok(None),
     }
     let record = commit
         .record
@@ -224,7 +298,6 @@ pub fn to_mention(
             chrono::DateTime::parse_from_rfc3339(t).map_err(|_| "createdAt is not RFC 3339")
         })?
         .timestamp_micros();
-    let uri = format!("at://{}/{}/{}", event.did, commit.collection, commit.rkey);
     let embed_type = record["embed"]["$type"].as_str().unwrap_or_default();
     Ok(Some(Mention {
         id: mention_id(KIND, &uri),
@@ -233,13 +306,7 @@ pub fn to_mention(
             event.did, commit.rkey
         )),
         native_id: uri,
-        // Jetstream carries the DID only; the handle would need a lookup per author.
-        author: Author {
-            handle: event.did.clone(),
-            name: None,
-            followers: None,
-            verified: false,
-        },
+        author: handles.author(&event.did),
         text,
         lang_hint: record["langs"][0].as_str().map(str::to_owned),
         created_at,
@@ -250,6 +317,7 @@ pub fn to_mention(
         has_media: embed_type.contains("images")
             || embed_type.contains("video")
             || embed_type.contains("recordWithMedia"),
+        deleted_at: None,
         source,
     }))
 }
@@ -269,7 +337,7 @@ mod tests {
     fn post_commits_map_to_mentions_and_the_rest_is_skipped() {
         let check = |json: serde_json::Value, expected: Result<Option<&str>, &str>| {
             let event: JetstreamEvent = serde_json::from_value(json.clone()).unwrap();
-            let got = to_mention(&event, source());
+            let got = to_mention(&event, &mut Handles::new(10), source());
             match (got, expected) {
                 (Ok(Some(m)), Ok(Some(text))) => assert_eq!(m.text, text, "{json}"),
                 (Ok(None), Ok(None)) => {}
@@ -295,6 +363,12 @@ mod tests {
         check(
             serde_json::json!({"did": "did:plc:abc", "time_us": 1, "kind": "commit",
                 "commit": {"rev": "1", "operation": "delete", "collection": "app.bsky.feed.post", "rkey": "3l3q"}}),
+            Ok(Some("")),
+        );
+        check(
+            serde_json::json!({"did": "did:plc:abc", "time_us": 1, "kind": "commit",
+                "commit": {"rev": "1", "operation": "create", "collection": "app.bsky.feed.like", "rkey": "3l3q",
+                           "record": {"subject": {"uri": "at://did:plc:x/app.bsky.feed.post/1"}}}}),
             Ok(None),
         );
         check(
@@ -326,7 +400,9 @@ mod tests {
                 "embed": {"$type": "app.bsky.embed.images", "images": []}}}
         }))
         .unwrap();
-        let mention = to_mention(&event, source()).unwrap().unwrap();
+        let mention = to_mention(&event, &mut Handles::new(10), source())
+            .unwrap()
+            .unwrap();
         assert_eq!(mention.native_id, "at://did:plc:kim/app.bsky.feed.post/3kb");
         assert_eq!(
             mention.url.as_deref(),
@@ -341,6 +417,67 @@ mod tests {
             Some("at://did:plc:a/app.bsky.feed.post/1")
         );
         assert!(mention.has_media);
+    }
+
+    #[test]
+    fn a_delete_retracts_the_post_under_its_stable_id() {
+        let event = |operation: &str| -> JetstreamEvent {
+            serde_json::from_value(serde_json::json!({
+                "did": "did:plc:kim", "time_us": 1_763_888_460_000_000i64, "kind": "commit",
+                "commit": {"rev": "r", "operation": operation, "collection": "app.bsky.feed.post", "rkey": "3kb",
+                  "record": {"text": "Acme kettle broke", "createdAt": "2026-11-23T09:00:00Z"}}
+            }))
+            .unwrap()
+        };
+        let handles = &mut Handles::new(10);
+        let post = to_mention(&event("create"), handles, source())
+            .unwrap()
+            .unwrap();
+        let retraction = to_mention(&event("delete"), handles, source())
+            .unwrap()
+            .unwrap();
+        assert!(!post.is_retraction());
+        assert!(retraction.is_retraction());
+        assert_eq!(retraction.id, post.id);
+        assert_eq!(retraction.native_id, post.native_id);
+        assert_eq!(retraction.deleted_at, Some(1_763_888_460_000_000));
+        assert_eq!(retraction.text, "");
+        assert_eq!(retraction.author.id.as_deref(), Some("did:plc:kim"));
+    }
+
+    #[test]
+    fn identity_events_give_authors_their_handles_within_a_bounded_cache() {
+        let identity = |did: &str, handle: Option<&str>| -> JetstreamEvent {
+            serde_json::from_value(serde_json::json!({
+                "did": did, "time_us": 1, "kind": "identity",
+                "identity": {"did": did, "handle": handle, "seq": 1, "time": "2026-11-23T09:00:00Z"}
+            }))
+            .unwrap()
+        };
+        let handles = &mut Handles::new(2);
+        let check = |handles: &mut Handles, did: &str, expected: &str| {
+            let author = handles.author(did);
+            assert_eq!(author.handle, expected, "{did}");
+            assert_eq!(
+                author.id.as_deref(),
+                Some(did),
+                "the DID stays in author.id"
+            );
+        };
+        check(handles, "did:plc:kim", "did:plc:kim");
+        handles.learn(&identity("did:plc:kim", Some("kim.bsky.social")));
+        check(handles, "did:plc:kim", "@kim.bsky.social");
+        handles.learn(&identity("did:plc:kim", Some("kim.example.com")));
+        check(handles, "did:plc:kim", "@kim.example.com");
+        handles.learn(&identity("did:plc:sam", Some("sam.bsky.social")));
+        handles.learn(&identity("did:plc:ana", Some("ana.bsky.social")));
+        // Capacity 2: kim, the least recently used, is forgotten.
+        check(handles, "did:plc:kim", "did:plc:kim");
+        check(handles, "did:plc:ana", "@ana.bsky.social");
+        handles.learn(&identity("did:plc:ana", Some("handle.invalid")));
+        check(handles, "did:plc:ana", "did:plc:ana");
+        handles.learn(&identity("did:plc:sam", None));
+        check(handles, "did:plc:sam", "did:plc:sam");
     }
 
     #[test]

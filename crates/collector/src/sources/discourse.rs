@@ -186,6 +186,7 @@ pub fn to_mention(
             name: post.name.clone().filter(|n| !n.is_empty()),
             followers: None,
             verified: false,
+            id: None,
         },
         text,
         lang_hint: None,
@@ -201,6 +202,7 @@ pub fn to_mention(
             .map(|n| format!("{base}/t/{}/{n}", post.topic_id)),
         conversation_id: Some(format!("{base}/t/{}", post.topic_id)),
         has_media: post.cooked.contains("<img") && !post.cooked.contains("class=\"emoji"),
+        deleted_at: None,
         source,
     })
 }

@@ -164,6 +164,7 @@ pub fn to_mention(item: &Item, source: earshot_core::model::Source) -> Option<Me
             name: None,
             followers: None,
             verified: false,
+            id: None,
         },
         text,
         lang_hint: None,
@@ -177,6 +178,7 @@ pub fn to_mention(item: &Item, source: earshot_core::model::Source) -> Option<Me
         parent_id: item.parent.map(|p| p.to_string()),
         conversation_id: None,
         has_media: false,
+        deleted_at: None,
         source,
     })
 }

@@ -12,7 +12,16 @@
 //! A status's native id is its `uri`, which is the same on every server the post federates
 //! to, so one post is one mention whichever server it is read from. A boost yields the
 //! boosted status.
+//!
+//! A `delete` event gives only the server's local id of the deleted status. The source
+//! remembers, for the statuses it has yielded (the boosted one for a boost; deleting a boost
+//! deletes no post), the local id's `uri`, author and creation time, in a bounded cache
+//! ([`STATUS_CACHE_SIZE`], least recently used out), and turns the delete of a known status
+//! into its retraction ([`Mention::retraction`], same stable id). The delete of a status it
+//! never yielded (the public stream announces every deletion on the server), or yielded
+//! before a restart, is only counted: the cache does not survive a restart.
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use earshot_core::config::{MastodonSourceConfig, MastodonTimeline};
@@ -26,6 +35,8 @@ use super::rss::html_to_text;
 use super::{Next, Source, SourceContext, SourceError};
 
 pub const KIND: &str = "mastodon";
+/// Statuses remembered per source instance, to retract the ones deleted later.
+pub const STATUS_CACHE_SIZE: usize = 100_000;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MastodonCheckpoint {
@@ -41,6 +52,15 @@ pub struct MastodonSource {
     /// Ids the backfill of the current connection yielded: the same statuses may also wait
     /// in the stream, opened before the backfill, and are not yielded twice.
     backfilled: std::collections::HashSet<String>,
+    /// Local status id -> what a retraction of it needs.
+    yielded: lru::LruCache<String, Yielded>,
+}
+
+/// What is remembered of a yielded status, for its retraction.
+struct Yielded {
+    native_id: String,
+    handle: String,
+    created_at: i64,
 }
 
 impl MastodonSource {
@@ -58,7 +78,39 @@ impl MastodonSource {
             token,
             state,
             backfilled: Default::default(),
+            yielded: lru::LruCache::new(NonZeroUsize::new(STATUS_CACHE_SIZE).expect("not zero")),
         }
+    }
+
+    /// Maps a status and remembers it for a later delete.
+    fn yield_status(&mut self, status: &Status, source: earshot_core::model::Source) -> Mention {
+        let mention = to_mention(status, source);
+        let local_id = status.reblog.as_deref().map_or(&status.id, |s| &s.id);
+        self.yielded.put(
+            local_id.clone(),
+            Yielded {
+                native_id: mention.native_id.clone(),
+                handle: mention.author.handle.clone(),
+                created_at: mention.created_at,
+            },
+        );
+        mention
+    }
+
+    /// The retraction of a deleted status this source yielded; `None` for one it never did.
+    fn retraction(
+        &mut self,
+        local_id: &str,
+        source: earshot_core::model::Source,
+    ) -> Option<Mention> {
+        let known = self.yielded.pop(local_id.trim())?;
+        Some(Mention::retraction(
+            source,
+            known.native_id,
+            Author::handle(known.handle),
+            Some(known.created_at),
+            now_micros(),
+        ))
     }
 
     fn base(&self) -> &str {
@@ -149,7 +201,7 @@ impl MastodonSource {
                 if compare_ids(&status.id, &highest).is_gt() {
                     highest = status.id.clone();
                 }
-                mentions.push(to_mention(status, context.source()));
+                mentions.push(self.yield_status(status, context.source()));
                 self.backfilled.insert(status.id.clone());
             }
             if highest == last_id {
@@ -186,7 +238,7 @@ impl MastodonSource {
                     if newer {
                         self.state.last_id = Some(status.id.clone());
                     }
-                    Some(to_mention(&status, context.source()))
+                    Some(self.yield_status(&status, context.source()))
                 }
                 Err(error) => {
                     context.malformed(&event.event, &event.data, &error.to_string());
@@ -195,8 +247,9 @@ impl MastodonSource {
             },
             "delete" => {
                 context.health.deleted();
-                tracing::debug!(source = %context.key, id = %event.data, "status deleted");
-                None
+                let retraction = self.retraction(&event.data, context.source());
+                tracing::debug!(source = %context.key, id = %event.data, retracted = retraction.is_some(), "status deleted");
+                retraction
             }
             // Notifications, conversations, announcements: not mentions.
             _ => None,
@@ -348,6 +401,7 @@ pub fn to_mention(status: &Status, source: earshot_core::model::Source) -> Menti
                 .then(|| status.account.display_name.clone()),
             followers: status.account.followers_count,
             verified: false,
+            id: None,
         },
         text,
         lang_hint: status.language.clone(),
@@ -361,6 +415,7 @@ pub fn to_mention(status: &Status, source: earshot_core::model::Source) -> Menti
         parent_id: status.in_reply_to_id.clone(),
         conversation_id: None,
         has_media: !status.media_attachments.is_empty(),
+        deleted_at: None,
         source,
     }
 }
@@ -386,6 +441,49 @@ mod tests {
             "99999999999999999",
             std::cmp::Ordering::Greater,
         );
+    }
+
+    #[test]
+    fn deleting_a_yielded_status_retracts_it_and_deleting_a_boost_retracts_nothing() {
+        let mut source = MastodonSource::new(
+            MastodonSourceConfig {
+                name: "social".into(),
+                server: "https://mastodon.social".into(),
+                timeline: MastodonTimeline::Public,
+                hashtag: None,
+                access_token_env: None,
+                backfill_page_size: 40,
+                usual_interval_ms: 60_000,
+            },
+            None,
+        );
+        let origin = || earshot_core::model::Source {
+            kind: KIND.into(),
+            instance: "social".into(),
+        };
+        let boost: Status = serde_json::from_value(serde_json::json!({
+            "id": "200", "uri": "https://mastodon.social/users/bob/statuses/200/activity",
+            "created_at": "2026-11-23T09:05:00.000Z",
+            "account": {"acct": "bob", "url": "https://mastodon.social/@bob"},
+            "reblog": {"id": "100", "uri": "https://fosstodon.org/users/alice/statuses/9",
+                "created_at": "2026-11-23T09:00:00.000Z", "account": {"acct": "alice@fosstodon.org"},
+                "content": "<p>Acme kettle broke</p>"}
+        }))
+        .unwrap();
+        let post = source.yield_status(&boost, origin());
+        assert_eq!(
+            source.retraction("200", origin()),
+            None,
+            "an unboost deletes no post"
+        );
+        assert_eq!(source.retraction("999", origin()), None, "never yielded");
+        let retraction = source.retraction("100", origin()).unwrap();
+        assert_eq!(retraction.id, post.id);
+        assert_eq!(retraction.native_id, post.native_id);
+        assert_eq!(retraction.author.handle, "@alice@fosstodon.org");
+        assert_eq!(retraction.created_at, post.created_at);
+        assert!(retraction.is_retraction());
+        assert_eq!(source.retraction("100", origin()), None, "retracted once");
     }
 
     #[test]

@@ -281,6 +281,7 @@ pub fn to_mention(thing: &Thing, source: earshot_core::model::Source) -> Result<
             name: None,
             followers: None,
             verified: false,
+            id: None,
         },
         text,
         lang_hint: None,
@@ -298,6 +299,7 @@ pub fn to_mention(thing: &Thing, source: earshot_core::model::Source) -> Result<
                 data.post_hint.as_deref(),
                 Some("image" | "hosted:video" | "rich:video")
             ),
+        deleted_at: None,
         source,
     })
 }

@@ -238,6 +238,7 @@ fn map_entry(
             name: feed_title,
             followers: None,
             verified: false,
+            id: None,
         },
         text,
         lang_hint: entry.language.clone().or(feed.language.clone()),
@@ -247,6 +248,7 @@ fn map_entry(
         parent_id: None,
         conversation_id: None,
         has_media,
+        deleted_at: None,
         source,
     })
 }

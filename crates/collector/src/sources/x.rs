@@ -7,9 +7,16 @@
 //! the environment.
 //!
 //! The stream has no cursor. `backfill_minutes` asks X for what was missed during a short
-//! disconnection, on the tiers that offer it; the checkpoint records the last post id read.
+//! disconnection, on the tiers that offer it: on every reconnection, and on the first
+//! connection of a restarted collector (its checkpoint records the last post id read). The
+//! overlap the backfill brings is removed downstream by the stable id.
 //! Mentions use the source kind `x`, the same as posts sent through the ingest endpoint, so
-//! one post has one id whichever way it arrives.
+//! one post has one id whichever way it arrives; the author's user id is in `author.id`.
+//!
+//! Deletes: the v2 filtered stream carries none (X sends them on its separate batch
+//! compliance endpoints, not read here), so X posts are never retracted by this source. A
+//! client that learns of a deletion can post the retraction to the ingest endpoint
+//! (`deleted_at`, same `native_id`).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -42,14 +49,17 @@ pub struct XSource {
 
 impl XSource {
     pub fn new(config: XSourceConfig, checkpoint: Option<serde_json::Value>) -> Self {
-        let state = checkpoint
+        let state: XCheckpoint = checkpoint
             .and_then(|value| serde_json::from_value(value).ok())
             .unwrap_or_default();
+        // A checkpoint means the stream was read before this process: what was posted
+        // since is asked for as a backfill on the first connection too.
+        let connected_before = state.last_id.is_some();
         XSource {
             config,
             state,
             rules_synced: false,
-            connected_before: false,
+            connected_before,
         }
     }
 
@@ -333,6 +343,7 @@ pub fn to_mention(tweet: &Tweet, users: &[User], source: earshot_core::model::So
             name: author.and_then(|u| u.name.clone()),
             followers: author.and_then(|u| u.public_metrics.as_ref().map(|m| m.followers_count)),
             verified: author.is_some_and(|u| u.verified),
+            id: tweet.author_id.clone(),
         },
         text: tweet.text.clone(),
         lang_hint: tweet.lang.clone().filter(|l| l != "und"),
@@ -356,6 +367,7 @@ pub fn to_mention(tweet: &Tweet, users: &[User], source: earshot_core::model::So
             .attachments
             .as_ref()
             .is_some_and(|a| !a.media_keys.is_empty()),
+        deleted_at: None,
         source,
     }
 }
@@ -391,6 +403,7 @@ mod tests {
         assert_eq!(mention.author.handle, "@maria");
         assert_eq!(mention.author.followers, Some(52_000));
         assert!(mention.author.verified);
+        assert_eq!(mention.author.id.as_deref(), Some("2244994945"));
         assert_eq!(
             mention.url.as_deref(),
             Some("https://x.com/maria/status/1861234567890123456")

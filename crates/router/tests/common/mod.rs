@@ -21,6 +21,7 @@ pub fn acme_alert(native_id: &str, text: &str, route: &str) -> (Alert, EnrichedM
             name: None,
             followers: Some(50_000),
             verified: false,
+            id: None,
         },
         text: text.into(),
         lang_hint: Some("en".into()),
@@ -30,6 +31,7 @@ pub fn acme_alert(native_id: &str, text: &str, route: &str) -> (Alert, EnrichedM
         parent_id: None,
         conversation_id: None,
         has_media: false,
+        deleted_at: None,
     };
     let enriched = EnrichedMention {
         mention: mention.clone(),
