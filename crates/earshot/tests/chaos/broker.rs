@@ -189,7 +189,8 @@ async fn a_broker_restart_mid_run_loses_nothing() {
         && stored == distinct
         && alerts == expected_alerts
         && !unready.is_empty()
-        && recovered;
+        && recovered
+        && exited.is_empty();
     let mut unready: Vec<&str> = unready.into_iter().collect();
     unready.sort();
     ScenarioResult {
@@ -228,5 +229,9 @@ async fn a_broker_restart_mid_run_loses_nothing() {
         "no service reported itself not ready while the broker was down"
     );
     assert!(recovered, "every service ready again after the restart");
+    assert!(
+        exited.is_empty(),
+        "services exited: {exited:?}; logs in {logs}"
+    );
     run.clean_up();
 }
