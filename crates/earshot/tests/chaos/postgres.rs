@@ -1,6 +1,6 @@
 //! Scenario 5: a slow and then failing PostgreSQL. The sink reaches PostgreSQL through a
 //! fault injector in this test (a TCP forwarder): first every answer of the server is held
-//! back 1 s for 15 s, then the forwarder cuts every connection and refuses new ones for
+//! back 500 ms for 25 s, then the forwarder cuts every connection and refuses new ones for
 //! `EARSHOT_CHAOS_PG_OUTAGE_SECS` (default 60 s: "minutes" scaled to what CI affords), then
 //! forwards again. Meanwhile mentions are posted. Every acknowledged mention must be in
 //! PostgreSQL once, the sink's memory (its RSS, from /proc) must stay bounded, and the time it
@@ -22,7 +22,9 @@ const PASS: u8 = 0;
 const SLOW: u8 = 1;
 const DOWN: u8 = 2;
 /// How long the slow phase holds back each answer of the server.
-const LATENCY: Duration = Duration::from_secs(1);
+const LATENCY: Duration = Duration::from_millis(500);
+/// How long the slow phase lasts.
+const SLOW_FOR: Duration = Duration::from_secs(25);
 /// The RSS the sink must stay under (it holds at most `kafka.max_in_flight` records).
 const RSS_LIMIT_KIB: u64 = 256 * 1024;
 
@@ -152,7 +154,7 @@ async fn a_slow_then_failing_postgres_loses_nothing_and_memory_stays_bounded() {
     let in_postgres = || query_count(&postgres_url, "SELECT count(*) FROM mentions");
     injector.set(SLOW);
     let stored_before_slow = in_postgres().await;
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    tokio::time::sleep(SLOW_FOR).await;
     injector.set(DOWN);
     // A COMMIT that reached the server before the cut may still complete: count after it.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -186,7 +188,7 @@ async fn a_slow_then_failing_postgres_loses_nothing_and_memory_stays_bounded() {
         && exited.is_empty();
     ScenarioResult {
         id: "5-slow-postgres",
-        scenario: "a slow (1 s added to every answer of the server, for 15 s) and then failing PostgreSQL (connections cut and refused)",
+        scenario: "a slow (500 ms added to every answer of the server, for 25 s) and then failing PostgreSQL (connections cut and refused)",
         must_hold: "missing 0, no duplicate rows, nothing written while down, sink RSS under 256 MiB, catch-up time reported",
         size: format!(
             "{} mentions, down {} s",
