@@ -273,9 +273,9 @@ impl ConsumerContext for EarshotContext {
 /// hands them over (tested in `tests/tests/services.rs`), so no commit is needed in the
 /// rebalance callback.
 ///
-/// A record whose payload is larger than `kafka.max_message_bytes` (a topic provisioned with a
-/// larger `max.message.bytes` than the service's, or a compressible record that fit the topic
-/// compressed) is handed over without its payload and with the [`crate::bus::headers::OVERSIZED`] header:
+/// A record whose payload is larger than `kafka.max_message_bytes` + 64 KiB, the bound of the
+/// service's own producer and topics (a topic provisioned with a larger `max.message.bytes`,
+/// or a compressible record that fit the topic compressed) is handed over without its payload and with the [`crate::bus::headers::OVERSIZED`] header:
 /// the runner dead-letters it (headers only) and stores its offset, so the stage never holds
 /// the payload.
 pub struct KafkaSubscription {
@@ -331,7 +331,8 @@ impl KafkaSubscription {
             .map_err(|e| BusError::Consume(format!("subscribing to {topics:?} failed: {e}")))?;
         Ok(KafkaSubscription {
             consumer,
-            max_payload: config.max_message_bytes,
+            // The bound the service's own producer and topics have (see `base_config`).
+            max_payload: config.max_message_bytes + 64 * 1024,
         })
     }
 }

@@ -157,7 +157,7 @@ pub async fn run_stage<S: Stage, Sub: Subscription>(
                 if let Some(size) = record.header(headers::OVERSIZED) {
                     // Left without its payload by the subscription: dead-lettered, headers only.
                     let reason = format!(
-                        "the payload ({} bytes) is larger than kafka.max_message_bytes; dead-lettered without it",
+                        "the payload ({} bytes) is larger than kafka.max_message_bytes + 64 KiB; dead-lettered without it",
                         String::from_utf8_lossy(size)
                     );
                     in_flight.push(Box::pin(async move {
