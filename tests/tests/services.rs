@@ -523,10 +523,19 @@ async fn a_record_over_the_size_limit_is_dead_lettered_without_its_payload() {
     let raw: Arc<str> = Arc::from(config.topics.raw.as_str());
     let key = Bytes::from_static(b"one-partition");
     let mut acks = Vec::new();
-    for payload in [
-        Bytes::from(services.codecs.mention.encode(&mention(&run, 0)).unwrap()),
-        Bytes::from(large),
-        Bytes::from(services.codecs.mention.encode(&mention(&run, 2)).unwrap()),
+    let origin = ("origin".to_owned(), Bytes::from_static(b"test"));
+    // The last record claims to be oversized in a header of its own: that is not believed.
+    let spoofed = (headers::OVERSIZED.to_owned(), Bytes::from_static(b"1"));
+    for (payload, record_headers) in [
+        (
+            Bytes::from(services.codecs.mention.encode(&mention(&run, 0)).unwrap()),
+            vec![origin.clone()],
+        ),
+        (Bytes::from(large), vec![origin.clone()]),
+        (
+            Bytes::from(services.codecs.mention.encode(&mention(&run, 2)).unwrap()),
+            vec![origin.clone(), spoofed],
+        ),
     ] {
         acks.push(
             earshot_core::bus::Publisher::publish(
@@ -535,7 +544,7 @@ async fn a_record_over_the_size_limit_is_dead_lettered_without_its_payload() {
                     topic: raw.clone(),
                     key: Some(key.clone()),
                     payload,
-                    headers: vec![("origin".to_owned(), Bytes::from_static(b"test"))],
+                    headers: record_headers,
                 },
             )
             .await,
@@ -557,7 +566,11 @@ async fn a_record_over_the_size_limit_is_dead_lettered_without_its_payload() {
         2,
     )
     .await;
-    assert_eq!(enriched.len(), 2, "the records around it are enriched");
+    assert_eq!(
+        enriched.len(),
+        2,
+        "the records around it are enriched, the one with a spoofed marker too"
+    );
     let mut dead = reader(
         &config,
         &format!("{run}-check-dlq"),

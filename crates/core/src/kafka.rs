@@ -342,10 +342,13 @@ impl Subscription for KafkaSubscription {
         Box::pin(async move {
             match self.consumer.recv().await {
                 Ok(message) => {
-                    let headers = message
+                    let headers: Vec<(String, Bytes)> = message
                         .headers()
                         .map(|hs| {
                             hs.iter()
+                                // The oversized marker is this subscription's alone: one that
+                                // came with the record is not believed.
+                                .filter(|h| h.key != crate::bus::headers::OVERSIZED)
                                 .map(|h| {
                                     (
                                         h.key.to_owned(),
@@ -357,7 +360,7 @@ impl Subscription for KafkaSubscription {
                         .unwrap_or_default();
                     let size = message.payload_len();
                     let (payload, headers) = if size > self.max_payload {
-                        let mut headers: Vec<(String, Bytes)> = headers;
+                        let mut headers = headers;
                         headers.push((
                             crate::bus::headers::OVERSIZED.to_owned(),
                             Bytes::from(size.to_string()),
