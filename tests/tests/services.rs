@@ -487,6 +487,160 @@ async fn an_output_the_broker_refuses_dead_letters_its_input() {
         .expect("the enricher stops gracefully");
 }
 
+/// A record larger than the service's `kafka.max_message_bytes` on a topic provisioned for
+/// larger records (here 3 MiB, incompressible, against the default 1 MiB) is fetched, not
+/// retried forever: it is dead-lettered with its headers only (type `oversized`), its offset
+/// is committed, and the records around it are enriched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_record_over_the_size_limit_is_dead_lettered_without_its_payload() {
+    let run = unique("oversized");
+    let mut config = kafka_config(&run);
+    // A prefetch queue (and so `fetch.max.bytes`) smaller than the record: it comes anyway.
+    config.kafka.consumer_queue_max_kbytes = 1024;
+    let mut provisioned = config.kafka.clone();
+    provisioned.max_message_bytes = 4 * 1024 * 1024;
+    earshot_core::kafka::ensure_topics(
+        &provisioned,
+        &[&config.topics.raw, &config.topics.deadletter],
+    )
+    .await
+    .unwrap();
+    let services = Services::kafka(config.clone()).await.unwrap();
+    let mut large = services.codecs.mention.encode(&mention(&run, 1)).unwrap();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    while large.len() < 3 * 1024 * 1024 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        large.extend_from_slice(&state.to_le_bytes());
+    }
+    let publisher = earshot_core::kafka::KafkaPublisher::new(
+        &provisioned,
+        "oversized-producer",
+        services.health.ready_flag("producer"),
+    )
+    .unwrap();
+    let raw: Arc<str> = Arc::from(config.topics.raw.as_str());
+    let key = Bytes::from_static(b"one-partition");
+    let mut acks = Vec::new();
+    let origin = ("origin".to_owned(), Bytes::from_static(b"test"));
+    // The last record claims to be oversized in a header of its own: that is not believed.
+    let spoofed = (headers::OVERSIZED.to_owned(), Bytes::from_static(b"1"));
+    for (payload, record_headers) in [
+        (
+            Bytes::from(services.codecs.mention.encode(&mention(&run, 0)).unwrap()),
+            vec![origin.clone()],
+        ),
+        (Bytes::from(large), vec![origin.clone()]),
+        (
+            Bytes::from(services.codecs.mention.encode(&mention(&run, 2)).unwrap()),
+            vec![origin.clone(), spoofed],
+        ),
+    ] {
+        acks.push(
+            earshot_core::bus::Publisher::publish(
+                &publisher,
+                OutRecord {
+                    topic: raw.clone(),
+                    key: Some(key.clone()),
+                    payload,
+                    headers: record_headers,
+                },
+            )
+            .await,
+        );
+    }
+    for ack in acks {
+        ack.await.expect("the provisioned topic takes the record");
+    }
+
+    let shutdown = CancellationToken::new();
+    let enricher = tokio::spawn(earshot_enricher::run_with(
+        services.clone(),
+        shutdown.clone(),
+    ));
+    let enriched = read_all(
+        &config,
+        &format!("{run}-check-enriched"),
+        &config.topics.enriched,
+        2,
+    )
+    .await;
+    assert_eq!(
+        enriched.len(),
+        2,
+        "the records around it are enriched, the one with a spoofed marker too"
+    );
+    let mut dead = reader(
+        &config,
+        &format!("{run}-check-dlq"),
+        &config.topics.deadletter,
+    );
+    let letter = next_record(&mut dead, Duration::from_secs(30))
+        .await
+        .expect("a dead letter");
+    let header = |name: &str| {
+        letter
+            .header(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(
+        header(headers::DLQ_ERROR_TYPE).as_deref(),
+        Some("oversized")
+    );
+    assert_eq!(header(headers::DLQ_STAGE).as_deref(), Some("enricher"));
+    assert_eq!(
+        header(headers::DLQ_SOURCE_TOPIC),
+        Some(config.topics.raw.clone())
+    );
+    assert_eq!(header(headers::DLQ_SOURCE_OFFSET).as_deref(), Some("1"));
+    assert_eq!(
+        header("origin").as_deref(),
+        Some("test"),
+        "the original headers are kept"
+    );
+    assert_eq!(
+        header(headers::OVERSIZED),
+        None,
+        "the internal marker is not"
+    );
+    let reason = header(headers::DLQ_ERROR).unwrap();
+    assert!(reason.contains("bytes"), "{reason}");
+    assert!(
+        letter.payload.as_deref().unwrap_or_default().is_empty(),
+        "the dead letter carries the headers only"
+    );
+    assert_eq!(letter.key.as_deref(), Some(&b"one-partition"[..]));
+
+    // The offset past it is committed: nothing of the raw topic is left for the group.
+    let group = format!("{run}-enricher");
+    let lag_config = config.kafka.clone();
+    let topic = config.topics.raw.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (c, g, t) = (lag_config.clone(), group.clone(), topic.clone());
+        let lag =
+            tokio::task::spawn_blocking(move || earshot_core::kafka::committed_lag(&c, &g, &[&t]))
+                .await
+                .unwrap()
+                .unwrap();
+        if lag == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{lag} records of the raw topic are still uncommitted"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(!enricher.is_finished(), "the enricher keeps running");
+    shutdown.cancel();
+    enricher
+        .await
+        .unwrap()
+        .expect("the enricher stops gracefully");
+}
+
 /// A config on the test Kafka with this run's topics and groups, and one watchlist (`acme`)
 /// that every generated mention matches exactly once.
 fn kafka_config(run: &str) -> Config {

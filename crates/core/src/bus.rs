@@ -88,4 +88,7 @@ pub mod headers {
     pub const DLQ_STAGE: &str = "earshot.stage";
     pub const DLQ_ERROR: &str = "earshot.error";
     pub const DLQ_ERROR_TYPE: &str = "earshot.error.type";
+    /// Set by the Kafka subscription on a record whose payload exceeds
+    /// `kafka.max_message_bytes`: the payload's size in bytes; the payload is left out.
+    pub const OVERSIZED: &str = "earshot.oversized";
 }

@@ -272,8 +272,15 @@ impl ConsumerContext for EarshotContext {
 /// on, librdkafka itself commits the stored offsets of revoked partitions before a rebalance
 /// hands them over (tested in `tests/tests/services.rs`), so no commit is needed in the
 /// rebalance callback.
+///
+/// A record whose payload is larger than `kafka.max_message_bytes` + 64 KiB, the bound of the
+/// service's own producer and topics (a topic provisioned with a larger `max.message.bytes`,
+/// or a compressible record that fit the topic compressed) is handed over without its payload and with the [`crate::bus::headers::OVERSIZED`] header:
+/// the runner dead-letters it (headers only) and stores its offset, so the stage never holds
+/// the payload.
 pub struct KafkaSubscription {
     consumer: StreamConsumer<EarshotContext>,
+    max_payload: usize,
 }
 
 impl KafkaSubscription {
@@ -312,13 +319,21 @@ impl KafkaSubscription {
                 "fetch.message.max.bytes",
                 (config.max_message_bytes + 64 * 1024).to_string(),
             )
+            // A record batch larger than the fetch limits still comes whole (the broker
+            // returns the first batch of a fetch whatever its size, so that the consumer
+            // progresses); librdkafka's receive limit (`receive.message.max.bytes`, 100 MB by
+            // default) bounds it. Such a record is handed over without its payload (below).
             .set("statistics.interval.ms", "5000")
             .create_with_context(context)
             .map_err(|e| BusError::Consume(format!("creating the consumer failed: {e}")))?;
         consumer
             .subscribe(topics)
             .map_err(|e| BusError::Consume(format!("subscribing to {topics:?} failed: {e}")))?;
-        Ok(KafkaSubscription { consumer })
+        Ok(KafkaSubscription {
+            consumer,
+            // The bound the service's own producer and topics have (see `base_config`).
+            max_payload: config.max_message_bytes + 64 * 1024,
+        })
     }
 }
 
@@ -327,10 +342,13 @@ impl Subscription for KafkaSubscription {
         Box::pin(async move {
             match self.consumer.recv().await {
                 Ok(message) => {
-                    let headers = message
+                    let headers: Vec<(String, Bytes)> = message
                         .headers()
                         .map(|hs| {
                             hs.iter()
+                                // The oversized marker is this subscription's alone: one that
+                                // came with the record is not believed.
+                                .filter(|h| h.key != crate::bus::headers::OVERSIZED)
                                 .map(|h| {
                                     (
                                         h.key.to_owned(),
@@ -340,12 +358,23 @@ impl Subscription for KafkaSubscription {
                                 .collect()
                         })
                         .unwrap_or_default();
+                    let size = message.payload_len();
+                    let (payload, headers) = if size > self.max_payload {
+                        let mut headers = headers;
+                        headers.push((
+                            crate::bus::headers::OVERSIZED.to_owned(),
+                            Bytes::from(size.to_string()),
+                        ));
+                        (None, headers)
+                    } else {
+                        (message.payload().map(Bytes::copy_from_slice), headers)
+                    };
                     Some(Ok(InRecord {
                         topic: Arc::from(message.topic()),
                         partition: message.partition(),
                         offset: message.offset(),
                         key: message.key().map(Bytes::copy_from_slice),
-                        payload: message.payload().map(Bytes::copy_from_slice),
+                        payload,
                         headers,
                     }))
                 }
@@ -825,6 +854,53 @@ fn read_latest(
             None => {}
         }
     }
+}
+
+/// How many records of `topics` consumer group `group` has not committed yet: per partition,
+/// the high watermark minus the committed offset (the low watermark when nothing is
+/// committed), summed. Blocking; for checks and tools (the services export the same figure,
+/// from librdkafka's statistics, as `earshot_consumer_lag_records`).
+pub fn committed_lag(config: &KafkaConfig, group: &str, topics: &[&str]) -> Result<i64, BusError> {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    // Not subscribed: it reads the group's committed offsets without joining the group.
+    let consumer: BaseConsumer = base_config(config)?
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| BusError::Consume(format!("creating the lag reader failed: {e}")))?;
+    let timeout = Duration::from_secs(30);
+    let mut partitions = TopicPartitionList::new();
+    let mut ends = Vec::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| BusError::Consume(format!("metadata of {topic}: {e}")))?;
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition.id(), timeout)
+                .map_err(|e| {
+                    BusError::Consume(format!("watermarks of {topic}/{}: {e}", partition.id()))
+                })?;
+            partitions.add_partition(topic, partition.id());
+            ends.push((topic.to_string(), partition.id(), low, high));
+        }
+    }
+    let committed = consumer
+        .committed_offsets(partitions, timeout)
+        .map_err(|e| BusError::Consume(format!("committed offsets of {group}: {e}")))?;
+    let mut lag = 0;
+    for (topic, partition, low, high) in ends {
+        let position = match committed
+            .find_partition(&topic, partition)
+            .map(|p| p.offset())
+        {
+            Some(Offset::Offset(offset)) => offset,
+            _ => low,
+        };
+        lag += (high - position).max(0);
+    }
+    Ok(lag)
 }
 
 /// The benchmarks' baseline: a bare rdkafka producer with the settings of

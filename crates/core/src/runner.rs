@@ -154,6 +154,17 @@ pub async fn run_stage<S: Stage, Sub: Subscription>(
                 tracker.begin(&record.topic, record.partition, record.offset);
                 let key = (record.topic.clone(), record.partition, record.offset);
                 originals.insert(key.clone(), record.clone());
+                if let Some(size) = record.header(headers::OVERSIZED) {
+                    // Left without its payload by the subscription: dead-lettered, headers only.
+                    let reason = format!(
+                        "the payload ({} bytes) is larger than kafka.max_message_bytes + 64 KiB; dead-lettered without it",
+                        String::from_utf8_lossy(size)
+                    );
+                    in_flight.push(Box::pin(async move {
+                        (key.0, key.1, key.2, Err(StageError::permanent("oversized", reason)), InFlightKind::Stage)
+                    }));
+                    continue;
+                }
                 let completion = stage.handle(record).await;
                 in_flight.push(Box::pin(async move {
                     let result = completion.await;
