@@ -12,6 +12,10 @@ use earshot_core::config::{RouteConfig, RouterConfig, ScoreName};
 use earshot_core::model::{alert_id, now_micros, Alert, EnrichedMention};
 use earshot_core::routing::{self, Field, Matcher, Op, Operand, TimeRange};
 
+/// How a route to a team names its destination in [`Routed::receiver`] (`team:care`);
+/// [`Routed::team`] has the team's name.
+pub const TEAM_PREFIX: &str = "team:";
+
 /// A rule of the config that does not parse (validation normally catches it first).
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {reason}")]
@@ -38,6 +42,8 @@ pub struct Routes {
 pub struct Routed {
     pub path: Vec<String>,
     pub receiver: String,
+    /// The team when the route names one (`receiver` is then `team:<name>`).
+    pub team: Option<String>,
     /// The receiver discards: the route stops the mention and no alert is raised.
     pub discarded: bool,
     /// A silence in force matches the mention: no alert is raised.
@@ -368,7 +374,12 @@ fn nodes(configs: &[RouteConfig], parent: &str) -> Result<Vec<Node>, RoutesError
                 name: config.name.clone(),
                 matchers,
                 score: config.score.zip(config.threshold),
-                receiver: config.receiver.clone(),
+                // A team is a destination like a receiver, written `team:<name>` (see
+                // `TEAM_PREFIX`), so that it is inherited and reported the same way.
+                receiver: config
+                    .receiver
+                    .clone()
+                    .or_else(|| config.team.as_ref().map(|team| format!("{TEAM_PREFIX}{team}"))),
                 continue_matching: config.continue_matching,
                 active: config.active_time_intervals.clone(),
                 mute: config.mute_time_intervals.clone(),
@@ -408,6 +419,7 @@ fn routed(path: &[&Node], receiver: &str, enriched: &EnrichedMention) -> Routed 
     Routed {
         path: path.iter().map(|node| node.name.clone()).collect(),
         receiver: receiver.to_owned(),
+        team: receiver.strip_prefix(TEAM_PREFIX).map(str::to_owned),
         discarded: false,
         silenced: false,
         alert: Alert {
@@ -427,11 +439,15 @@ fn routed(path: &[&Node], receiver: &str, enriched: &EnrichedMention) -> Routed 
             route_path: path.iter().map(|node| node.name.clone()).collect(),
             review_required: false,
             review_topics: Vec::new(),
+            team: receiver.strip_prefix(TEAM_PREFIX).map(str::to_owned),
+            acknowledged_at: None,
+            acknowledged_by: None,
+            resolved_at: None,
         },
     }
 }
 
-fn matcher_holds(matcher: &Matcher, enriched: &EnrichedMention) -> bool {
+pub(crate) fn matcher_holds(matcher: &Matcher, enriched: &EnrichedMention) -> bool {
     if matcher.field == Field::Intent && !enriched.signals.intents.is_empty() {
         // Several intents may hold: `intent = complaint` (or `=~`) holds when one of them is a
         // complaint, `intent != complaint` (or `!~`) when none is.

@@ -317,6 +317,10 @@ fn alert(mention: &EnrichedMention, route: &str) -> Alert {
         route_path: vec!["root".into(), route.into()],
         review_required: true,
         review_topics: vec!["legal".into()],
+        team: None,
+        acknowledged_at: None,
+        acknowledged_by: None,
+        resolved_at: None,
     }
 }
 
