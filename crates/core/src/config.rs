@@ -1711,10 +1711,7 @@ fn validate_routing(
                     );
                 }
                 if route.receiver.is_some() {
-                    errors.push(
-                        format!("{path}.team"),
-                        "set receiver or team, not both",
-                    );
+                    errors.push(format!("{path}.team"), "set receiver or team, not both");
                 }
             }
             // A team takes the place of a receiver (and is inherited the same way).

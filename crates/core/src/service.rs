@@ -15,10 +15,10 @@ use crate::config::Config;
 use crate::kafka::{
     ensure_topics_compacted, KafkaCheckpointStore, KafkaPublisher, KafkaSubscription, KafkaTable,
 };
-use crate::table::{MemoryTable, StateTable};
 use crate::memory::MemoryBus;
 use crate::registry::SchemaRegistry;
 use crate::runner::{run_stage, RunError, RunnerOptions, Stage};
+use crate::table::{MemoryTable, StateTable};
 use crate::telemetry::{Health, Metrics};
 
 #[derive(Debug, thiserror::Error)]
@@ -148,11 +148,7 @@ impl Services {
 
     /// A keyed table in the compacted topic `topic` (see [`crate::table`]); in memory for
     /// the embedded mode.
-    pub async fn state_table(
-        &self,
-        topic: &str,
-        client_id: &str,
-    ) -> Result<StateTable, BusError> {
+    pub async fn state_table(&self, topic: &str, client_id: &str) -> Result<StateTable, BusError> {
         match &self.bus {
             Bus::Kafka => KafkaTable::open(&self.config.kafka, topic, client_id).await,
             Bus::Memory(_) => Ok(MemoryTable::open()),

@@ -144,7 +144,10 @@ async fn ack_link(
         _ => false,
     };
     if !signed {
-        return problem(StatusCode::UNAUTHORIZED, "missing or invalid link signature");
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid link signature",
+        );
     }
     match apply(&api, id, Some("ack link".to_owned()), Act::Acknowledge).await {
         Ok(_) => (
@@ -158,8 +161,8 @@ async fn ack_link(
 }
 
 async fn act(api: &Api, id: &str, headers: &HeaderMap, body: &[u8], what: Act) -> Response {
-    if let Err(response) = authorize(api, headers) {
-        return response;
+    if !authorized(api, headers) {
+        return unauthorized();
     }
     let Ok(id) = Uuid::parse_str(id) else {
         return problem(StatusCode::NOT_FOUND, "not an alert id");
@@ -210,13 +213,15 @@ async fn apply(api: &Api, id: Uuid, by: Option<String>, what: Act) -> Result<Tra
             tracing::error!(alert = %id, receiver, %error, action = what.pagerduty_action(), "PagerDuty event failed");
         }
     }
-    (api.publish)(tracked.clone(), Vec::new()).await.map_err(|error| {
-        tracing::error!(alert = %id, %error, "publishing the acknowledged alert failed");
-        problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "recorded here but not yet published; try again",
-        )
-    })?;
+    (api.publish)(tracked.clone(), Vec::new())
+        .await
+        .map_err(|error| {
+            tracing::error!(alert = %id, %error, "publishing the acknowledged alert failed");
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "recorded here but not yet published; try again",
+            )
+        })?;
     Ok(tracked)
 }
 
@@ -237,8 +242,8 @@ fn status(tracked: &Tracked) -> serde_json::Value {
 }
 
 async fn add_silence(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(response) = authorize(&api, &headers) {
-        return response;
+    if !authorized(&api, &headers) {
+        return unauthorized();
     }
     let mut silence: ApiSilence = match serde_json::from_slice(&body) {
         Ok(silence) => silence,
@@ -261,8 +266,8 @@ async fn add_silence(State(api): State<Arc<Api>>, headers: HeaderMap, body: Byte
 }
 
 async fn list_silences(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
-    if let Err(response) = authorize(&api, &headers) {
-        return response;
+    if !authorized(&api, &headers) {
+        return unauthorized();
     }
     Json(api.silences.list(Utc::now())).into_response()
 }
@@ -272,8 +277,8 @@ async fn remove_silence(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(response) = authorize(&api, &headers) {
-        return response;
+    if !authorized(&api, &headers) {
+        return unauthorized();
     }
     let Ok(id) = Uuid::parse_str(&id) else {
         return problem(StatusCode::NOT_FOUND, "no such silence");
@@ -283,24 +288,24 @@ async fn remove_silence(
     }
     if let Err(error) = (api.save_silence)(id, None).await {
         tracing::error!(%error, "saving a silence's removal failed");
-        return problem(StatusCode::SERVICE_UNAVAILABLE, "removed here, not saved; try again");
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "removed here, not saved; try again",
+        );
     }
     StatusCode::NO_CONTENT.into_response()
 }
 
-fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(api: &Api, headers: &HeaderMap) -> bool {
     let presented = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), api.token.as_bytes())) {
-        Ok(())
-    } else {
-        Err(problem(
-            StatusCode::UNAUTHORIZED,
-            "missing or invalid bearer token",
-        ))
-    }
+    presented.is_some_and(|p| constant_time_eq(p.as_bytes(), api.token.as_bytes()))
+}
+
+fn unauthorized() -> Response {
+    problem(StatusCode::UNAUTHORIZED, "missing or invalid bearer token")
 }
 
 fn problem(status: StatusCode, message: &str) -> Response {
@@ -312,7 +317,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
@@ -330,7 +335,9 @@ mod tests {
         let links = AckLinks::new("https://earshot.example.com/", b"a-long-enough-token");
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let url = links.url(a);
-        assert!(url.starts_with(&format!("https://earshot.example.com/v1/alerts/{a}/ack?sig=")));
+        assert!(url.starts_with(&format!(
+            "https://earshot.example.com/v1/alerts/{a}/ack?sig="
+        )));
         let sig = url.rsplit_once("sig=").unwrap().1;
         assert!(links.verify(a, sig));
         assert!(!links.verify(b, sig));

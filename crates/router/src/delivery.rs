@@ -300,9 +300,7 @@ impl Deliverer {
                     notice::pagerduty(&mut body, notice);
                     self.post(target, &body, &[]).await
                 }
-                Channel::Email(email) => {
-                    self.send_email(email, id, alert, enriched, notice).await
-                }
+                Channel::Email(email) => self.send_email(email, id, alert, enriched, notice).await,
                 Channel::Webhook {
                     target,
                     signing_key,
@@ -463,14 +461,13 @@ impl Deliverer {
             .and_then(|address| address.parse::<lettre::message::Mailbox>().ok())
             .map(|mailbox| vec![mailbox]);
         let to = person.as_ref().unwrap_or(&email.to);
-        let message =
-            channels::email(alert, enriched, delivery, &email.from, to).map_err(|e| {
-                AttemptError {
-                    message: format!("building the email: {e}"),
-                    retry: false,
-                    retry_after: None,
-                }
-            })?;
+        let message = channels::email(alert, enriched, delivery, &email.from, to).map_err(|e| {
+            AttemptError {
+                message: format!("building the email: {e}"),
+                retry: false,
+                retry_after: None,
+            }
+        })?;
         email.transport.send(message).await.map(drop).map_err(|e| {
             // 5xx replies will not pass later; 4xx replies, timeouts and connection or TLS
             // failures may.

@@ -137,7 +137,11 @@ impl Escalations {
         let mut due: Vec<(i64, Uuid)> = tracked
             .values()
             .filter(|t| owns(t.partition))
-            .filter_map(|t| t.next_step_at.filter(|at| *at <= micros).map(|at| (at, t.alert.id)))
+            .filter_map(|t| {
+                t.next_step_at
+                    .filter(|at| *at <= micros)
+                    .map(|at| (at, t.alert.id))
+            })
             .collect();
         due.sort();
         due.into_iter().map(|(_, id)| id).collect()
@@ -318,8 +322,14 @@ impl Escalations {
                 continue;
             };
             deliveries.extend(
-                self.send(tracked, &channels, person, Some(step % levels + 1), step / levels)
-                    .await?,
+                self.send(
+                    tracked,
+                    &channels,
+                    person,
+                    Some(step % levels + 1),
+                    step / levels,
+                )
+                .await?,
             );
         }
         let next = (step + 1 < total).then(|| {
@@ -356,9 +366,8 @@ impl Escalations {
 
 /// Publishes an updated entry (its alert on the alerts topic, its state; the alert on the
 /// dead-letter topic too when one of `failed` is set) and resolves once it is acknowledged.
-pub type Publish = Arc<
-    dyn Fn(Tracked, Vec<Delivery>) -> BoxFuture<'static, Result<(), StageError>> + Send + Sync,
->;
+pub type Publish =
+    Arc<dyn Fn(Tracked, Vec<Delivery>) -> BoxFuture<'static, Result<(), StageError>> + Send + Sync>;
 
 /// Notifies each due step of the alerts of the partitions this replica `owns` until
 /// `shutdown`, publishing each updated entry. A step is saved only after it was sent: a

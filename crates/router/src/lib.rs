@@ -157,8 +157,9 @@ async fn start(
 /// The API's bearer token, from `token_env` or `token_file`.
 fn api_token(config: &earshot_core::config::RouterApiConfig) -> Result<String, RouterError> {
     let token = match (&config.token_env, &config.token_file) {
-        (Some(var), _) => std::env::var(var)
-            .map_err(|_| RouterError::Api(format!("environment variable {var} (token_env) is not set")))?,
+        (Some(var), _) => std::env::var(var).map_err(|_| {
+            RouterError::Api(format!("environment variable {var} (token_env) is not set"))
+        })?,
         (None, Some(path)) => std::fs::read_to_string(path)
             .map_err(|e| RouterError::Api(format!("reading token_file {}: {e}", path.display())))?,
         (None, None) => return Err(RouterError::Api("set token_env or token_file".into())),
@@ -202,7 +203,9 @@ impl RouterStage {
             Some(api) => api
                 .public_base_url
                 .as_deref()
-                .map(|base| Ok::<_, RouterError>(api::AckLinks::new(base, api_token(api)?.as_bytes())))
+                .map(|base| {
+                    Ok::<_, RouterError>(api::AckLinks::new(base, api_token(api)?.as_bytes()))
+                })
                 .transpose()?,
             None => None,
         };
@@ -284,8 +287,7 @@ impl Stage for RouterStage {
                             Some(tracked)
                         }
                         None => {
-                            let delivery =
-                                deliverer.deliver(&alert, &enriched, &receiver).await?;
+                            let delivery = deliverer.deliver(&alert, &enriched, &receiver).await?;
                             alert.deliveries.push(delivery);
                             None
                         }
@@ -397,81 +399,89 @@ impl RouterStage {
         let alerts_topic = self.alerts_topic.clone();
         let deadletter_topic = self.deadletter_topic.clone();
         let state = self.state.clone();
-        Arc::new(move |tracked: Tracked, step: Vec<earshot_core::model::Delivery>| {
-            let (services, publisher, metrics) =
-                (services.clone(), publisher.clone(), metrics.clone());
-            let (alerts_topic, deadletter_topic, state) =
-                (alerts_topic.clone(), deadletter_topic.clone(), state.clone());
-            Box::pin(async move {
-                let payload = Bytes::from(
-                    services
-                        .codecs
-                        .alert
-                        .encode(&tracked.alert)
-                        .map_err(|e| StageError::permanent("encode", e.to_string()))?,
+        Arc::new(
+            move |tracked: Tracked, step: Vec<earshot_core::model::Delivery>| {
+                let (services, publisher, metrics) =
+                    (services.clone(), publisher.clone(), metrics.clone());
+                let (alerts_topic, deadletter_topic, state) = (
+                    alerts_topic.clone(),
+                    deadletter_topic.clone(),
+                    state.clone(),
                 );
-                let key = Some(Bytes::from(tracked.alert.id.to_string()));
-                let traceparent = Bytes::from(trace_context::new_traceparent());
-                let mut acks = vec![
-                    publisher
-                        .publish(OutRecord {
-                            topic: alerts_topic,
-                            key: key.clone(),
-                            payload: payload.clone(),
-                            headers: vec![(headers::TRACEPARENT.to_owned(), traceparent.clone())],
-                        })
-                        .await,
-                ];
-                if let Some(reason) = failure_reason(&step) {
-                    metrics
-                        .dead_lettered
-                        .with_label_values(&[STAGE, "delivery"])
-                        .inc();
-                    tracing::error!(alert = %tracked.alert.id, team = %tracked.team, %reason, "escalation delivery failed after every retry; dead-lettering the alert");
-                    acks.push(
+                Box::pin(async move {
+                    let payload = Bytes::from(
+                        services
+                            .codecs
+                            .alert
+                            .encode(&tracked.alert)
+                            .map_err(|e| StageError::permanent("encode", e.to_string()))?,
+                    );
+                    let key = Some(Bytes::from(tracked.alert.id.to_string()));
+                    let traceparent = Bytes::from(trace_context::new_traceparent());
+                    let mut acks = vec![
                         publisher
                             .publish(OutRecord {
-                                topic: deadletter_topic,
-                                key,
-                                payload,
-                                headers: vec![
-                                    (headers::TRACEPARENT.to_owned(), traceparent),
-                                    (
-                                        headers::DLQ_STAGE.to_owned(),
-                                        Bytes::from_static(STAGE.as_bytes()),
-                                    ),
-                                    (
-                                        headers::DLQ_ERROR_TYPE.to_owned(),
-                                        Bytes::from_static(b"delivery"),
-                                    ),
-                                    (
-                                        headers::DLQ_ERROR.to_owned(),
-                                        Bytes::from(format!("team {}: {reason}", tracked.team)),
-                                    ),
-                                ],
+                                topic: alerts_topic,
+                                key: key.clone(),
+                                payload: payload.clone(),
+                                headers: vec![(
+                                    headers::TRACEPARENT.to_owned(),
+                                    traceparent.clone(),
+                                )],
                             })
                             .await,
-                    );
-                }
-                if let Some(state) = &state {
-                    acks.push(state.save_alert(&tracked).await);
-                }
-                for ack in acks {
-                    ack.await?;
-                }
-                let event = if tracked.alert.resolved_at.is_some() {
-                    "resolved"
-                } else if tracked.alert.acknowledged_at.is_some() && step.is_empty() {
-                    "acknowledged"
-                } else {
-                    "escalated"
-                };
-                metrics
-                    .team_alerts
-                    .with_label_values(&[&tracked.team, event])
-                    .inc();
-                Ok(())
-            }) as BoxFuture<'static, Result<(), StageError>>
-        })
+                    ];
+                    if let Some(reason) = failure_reason(&step) {
+                        metrics
+                            .dead_lettered
+                            .with_label_values(&[STAGE, "delivery"])
+                            .inc();
+                        tracing::error!(alert = %tracked.alert.id, team = %tracked.team, %reason, "escalation delivery failed after every retry; dead-lettering the alert");
+                        acks.push(
+                            publisher
+                                .publish(OutRecord {
+                                    topic: deadletter_topic,
+                                    key,
+                                    payload,
+                                    headers: vec![
+                                        (headers::TRACEPARENT.to_owned(), traceparent),
+                                        (
+                                            headers::DLQ_STAGE.to_owned(),
+                                            Bytes::from_static(STAGE.as_bytes()),
+                                        ),
+                                        (
+                                            headers::DLQ_ERROR_TYPE.to_owned(),
+                                            Bytes::from_static(b"delivery"),
+                                        ),
+                                        (
+                                            headers::DLQ_ERROR.to_owned(),
+                                            Bytes::from(format!("team {}: {reason}", tracked.team)),
+                                        ),
+                                    ],
+                                })
+                                .await,
+                        );
+                    }
+                    if let Some(state) = &state {
+                        acks.push(state.save_alert(&tracked).await);
+                    }
+                    for ack in acks {
+                        ack.await?;
+                    }
+                    let event = if tracked.alert.resolved_at.is_some() {
+                        "resolved"
+                    } else if tracked.alert.acknowledged_at.is_some() && step.is_empty() {
+                        "acknowledged"
+                    } else {
+                        "escalated"
+                    };
+                    metrics
+                        .team_alerts
+                        .with_label_values(&[&tracked.team, event])
+                        .inc();
+                    Ok(())
+                }) as BoxFuture<'static, Result<(), StageError>>
+            },
+        )
     }
 }

@@ -169,7 +169,12 @@ mod tests {
     use super::*;
     use earshot_core::config::OverrideConfig;
 
-    fn schedule(zone: &str, handoff: &str, days: u32, overrides: &[(&str, &str, &str)]) -> Schedule {
+    fn schedule(
+        zone: &str,
+        handoff: &str,
+        days: u32,
+        overrides: &[(&str, &str, &str)],
+    ) -> Schedule {
         let members: Vec<MemberConfig> = ["ana", "ben", "cho"]
             .iter()
             .map(|name| MemberConfig {
@@ -303,14 +308,24 @@ mod tests {
         let directory = Directory::new(&config).unwrap();
         let at = |text: &str| -> DateTime<Utc> { text.parse().unwrap() };
         assert_eq!(
-            directory.on_call("care", at("2027-01-01T10:00:00Z")).unwrap().email.as_deref(),
+            directory
+                .on_call("care", at("2027-01-01T10:00:00Z"))
+                .unwrap()
+                .email
+                .as_deref(),
             Some("ana@example.com")
         );
         assert_eq!(
-            directory.on_call("care", at("2027-01-02T10:00:00Z")).unwrap().slack_user.as_deref(),
+            directory
+                .on_call("care", at("2027-01-02T10:00:00Z"))
+                .unwrap()
+                .slack_user
+                .as_deref(),
             Some("U02")
         );
-        assert!(directory.on_call("ops", at("2027-01-02T10:00:00Z")).is_none());
+        assert!(directory
+            .on_call("ops", at("2027-01-02T10:00:00Z"))
+            .is_none());
         assert_eq!(directory.person("ben").unwrap().team, "care");
     }
 }

@@ -376,10 +376,12 @@ fn nodes(configs: &[RouteConfig], parent: &str) -> Result<Vec<Node>, RoutesError
                 score: config.score.zip(config.threshold),
                 // A team is a destination like a receiver, written `team:<name>` (see
                 // `TEAM_PREFIX`), so that it is inherited and reported the same way.
-                receiver: config
-                    .receiver
-                    .clone()
-                    .or_else(|| config.team.as_ref().map(|team| format!("{TEAM_PREFIX}{team}"))),
+                receiver: config.receiver.clone().or_else(|| {
+                    config
+                        .team
+                        .as_ref()
+                        .map(|team| format!("{TEAM_PREFIX}{team}"))
+                }),
                 continue_matching: config.continue_matching,
                 active: config.active_time_intervals.clone(),
                 mute: config.mute_time_intervals.clone(),

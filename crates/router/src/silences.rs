@@ -164,6 +164,9 @@ mod tests {
             })
             .unwrap_err();
         assert_eq!(problems.len(), 3, "{problems:?}");
-        assert!(problems[0].starts_with("matchers[0]: \"mood\" is not a field"), "{problems:?}");
+        assert!(
+            problems[0].starts_with("matchers[0]: \"mood\" is not a field"),
+            "{problems:?}"
+        );
     }
 }

@@ -75,7 +75,9 @@ fn apply(update: TableUpdate, escalations: &Escalations, silences: &Silences) {
             None => escalations.remove(id),
             Some(value) => match serde_json::from_slice::<Tracked>(&value) {
                 Ok(entry) => escalations.insert(entry),
-                Err(error) => tracing::warn!(key = %update.key, %error, "state: unreadable alert entry; skipped"),
+                Err(error) => {
+                    tracing::warn!(key = %update.key, %error, "state: unreadable alert entry; skipped")
+                }
             },
         }
     } else if let Some(id) = update.key.strip_prefix(SILENCE) {
@@ -89,7 +91,9 @@ fn apply(update: TableUpdate, escalations: &Escalations, silences: &Silences) {
             }
             Some(value) => match serde_json::from_slice::<ApiSilence>(&value) {
                 Ok(silence) => silences.restore(silence),
-                Err(error) => tracing::warn!(key = %update.key, %error, "state: unreadable silence; skipped"),
+                Err(error) => {
+                    tracing::warn!(key = %update.key, %error, "state: unreadable silence; skipped")
+                }
             },
         }
     } else {

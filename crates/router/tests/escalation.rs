@@ -53,7 +53,12 @@ async fn a_router_restarted_mid_escalation_sends_level_two_once_and_level_one_no
     let seen = hook.requests();
     let levels: Vec<(Value, Value)> = seen
         .iter()
-        .map(|r| (r.body["notice"]["level"].clone(), r.body["notice"]["person"]["name"].clone()))
+        .map(|r| {
+            (
+                r.body["notice"]["level"].clone(),
+                r.body["notice"]["person"]["name"].clone(),
+            )
+        })
         .collect();
     assert_eq!(
         levels,
@@ -90,7 +95,10 @@ async fn acknowledging_stops_escalation_and_pagerduty_hears_acknowledge_and_reso
     let token_env = format!("EARSHOT_TEST_ROUTER_TOKEN_{}", unique("t").to_uppercase());
     let token = "a-router-api-token-for-tests";
     std::env::set_var(&token_env, token);
-    std::env::set_var("EARSHOT_TEST_PAGERDUTY_KEY", "R0UT1NGKEY0000000000000000000000");
+    std::env::set_var(
+        "EARSHOT_TEST_PAGERDUTY_KEY",
+        "R0UT1NGKEY0000000000000000000000",
+    );
     let mut router = team_router(&hook.url("/hook"), Some(&pagerduty.url("/v2/enqueue")), 2);
     router.api = Some(RouterApiConfig {
         token_env: Some(token_env),
@@ -106,7 +114,10 @@ async fn acknowledging_stops_escalation_and_pagerduty_hears_acknowledge_and_reso
     let bus = MemoryBus::new();
     let services = Services::memory(config.clone(), bus.clone()).await.unwrap();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(earshot_router::run_serving(services.clone(), shutdown.clone()));
+    let task = tokio::spawn(earshot_router::run_serving(
+        services.clone(),
+        shutdown.clone(),
+    ));
     let (_, enriched) = common::acme_alert(&unique("ack"), "Acme ate my order", ROUTE);
     let id = alert_id(enriched.mention.id, ROUTE);
     publish_memory(&bus, &services, &enriched).await;
@@ -122,7 +133,9 @@ async fn acknowledging_stops_escalation_and_pagerduty_hears_acknowledge_and_reso
         .as_str()
         .unwrap()
         .to_owned();
-    assert!(ack_url.starts_with(&format!("https://earshot.example.com/v1/alerts/{id}/ack?sig=")));
+    assert!(ack_url.starts_with(&format!(
+        "https://earshot.example.com/v1/alerts/{id}/ack?sig="
+    )));
 
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
@@ -133,9 +146,13 @@ async fn acknowledging_stops_escalation_and_pagerduty_hears_acknowledge_and_reso
         }
         request.send()
     };
-    let refused = post(format!("/v1/alerts/{id}/ack"), Some("wrong-token-wrong-token"), json!({}))
-        .await
-        .unwrap();
+    let refused = post(
+        format!("/v1/alerts/{id}/ack"),
+        Some("wrong-token-wrong-token"),
+        json!({}),
+    )
+    .await
+    .unwrap();
     assert_eq!(refused.status(), 401);
     let unknown = post(
         format!("/v1/alerts/{}/ack", uuid::Uuid::new_v4()),
@@ -145,9 +162,13 @@ async fn acknowledging_stops_escalation_and_pagerduty_hears_acknowledge_and_reso
     .await
     .unwrap();
     assert_eq!(unknown.status(), 404);
-    let acked = post(format!("/v1/alerts/{id}/ack"), Some(token), json!({"by": "ana"}))
-        .await
-        .unwrap();
+    let acked = post(
+        format!("/v1/alerts/{id}/ack"),
+        Some(token),
+        json!({"by": "ana"}),
+    )
+    .await
+    .unwrap();
     assert_eq!(acked.status(), 200);
     let acked: Value = acked.json().await.unwrap();
     assert_eq!(acked["acknowledged_by"], "ana");
@@ -160,7 +181,11 @@ async fn acknowledging_stops_escalation_and_pagerduty_hears_acknowledge_and_reso
     assert_eq!(event["event_action"], "acknowledge");
     assert_eq!(event["dedup_key"], id.to_string());
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(hook.requests().len(), 1, "escalated after the acknowledgement");
+    assert_eq!(
+        hook.requests().len(),
+        1,
+        "escalated after the acknowledgement"
+    );
     assert_eq!(pagerduty.requests().len(), 2);
 
     let resolved = post(format!("/v1/alerts/{id}/resolve"), Some(token), json!({}))
@@ -191,7 +216,12 @@ async fn acknowledging_stops_escalation_and_pagerduty_hears_acknowledge_and_reso
             .get()
     };
     assert_eq!(
-        (counted("raised"), counted("acknowledged"), counted("resolved"), counted("escalated")),
+        (
+            counted("raised"),
+            counted("acknowledged"),
+            counted("resolved"),
+            counted("escalated")
+        ),
         (1, 1, 1, 0)
     );
 
@@ -224,7 +254,10 @@ async fn the_signed_acknowledge_link_and_api_silences_work() {
     let bus = MemoryBus::new();
     let services = Services::memory(config.clone(), bus.clone()).await.unwrap();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(earshot_router::run_serving(services.clone(), shutdown.clone()));
+    let task = tokio::spawn(earshot_router::run_serving(
+        services.clone(),
+        shutdown.clone(),
+    ));
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
 
@@ -295,7 +328,10 @@ async fn the_signed_acknowledge_link_and_api_silences_work() {
     assert_eq!(hook.requests().len(), 1);
 
     let removed = http
-        .delete(format!("{base}/v1/silences/{}", created["id"].as_str().unwrap()))
+        .delete(format!(
+            "{base}/v1/silences/{}",
+            created["id"].as_str().unwrap()
+        ))
         .bearer_auth(token)
         .send()
         .await
@@ -564,7 +600,11 @@ impl Fake {
     }
 }
 
-async fn receive(State(shared): State<Arc<Shared>>, _headers: HeaderMap, body: BodyBytes) -> Response {
+async fn receive(
+    State(shared): State<Arc<Shared>>,
+    _headers: HeaderMap,
+    body: BodyBytes,
+) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let (status, answer) = (shared.answer)(&body);
     shared.seen.lock().unwrap().push(Seen { body });

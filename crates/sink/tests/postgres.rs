@@ -838,8 +838,8 @@ async fn a_later_successful_delivery_replaces_a_failed_one_and_never_the_reverse
 }
 
 #[tokio::test]
-async fn a_later_record_of_an_alert_fills_acknowledged_and_resolved_and_a_replay_never_clears_them(
-) {
+async fn a_later_record_of_an_alert_fills_acknowledged_and_resolved_and_a_replay_never_clears_them()
+{
     let db = TestDb::new().await;
     let mention = enriched("acknowledged", "post", BASE_MICROS, &["brand"]);
     let raised = alert(&mention, "urgent");
