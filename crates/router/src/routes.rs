@@ -774,6 +774,44 @@ routes:
         );
     }
 
+    /// A route may name a team instead of a receiver; children inherit it like a receiver,
+    /// and the alert records the team.
+    #[test]
+    fn routes_to_teams_are_inherited_and_recorded_in_the_alert() {
+        let config: RouterConfig = serde_json::from_value(serde_json::json!({
+            "receivers": [{"name": "care", "console": true}],
+            "routes": [{
+                "name": "acme",
+                "watchlist": "acme",
+                "team": "support",
+                "routes": [
+                    {"name": "acme-big", "matchers": ["reach >= 1000"]},
+                    {"name": "acme-care", "matchers": ["reach >= 100"], "receiver": "care"}
+                ]
+            }]
+        }))
+        .unwrap();
+        let routes = Routes::new(&config).unwrap();
+        let at: DateTime<Utc> = "2026-11-25T09:30:00Z".parse().unwrap();
+        let check = |reach: i64, expected: (&str, &str, Option<&str>)| {
+            let found = routes.route(&FixtureMention { reach, ..mention() }.enriched("t"), at);
+            assert_eq!(found.len(), 1, "{found:?}");
+            let routed = &found[0];
+            assert_eq!(
+                (
+                    routed.path_text().as_str(),
+                    routed.receiver.as_str(),
+                    routed.team.as_deref()
+                ),
+                expected
+            );
+            assert_eq!(routed.alert.team.as_deref(), expected.2);
+        };
+        check(5000, ("acme > acme-big", "team:support", Some("support")));
+        check(500, ("acme > acme-care", "care", None));
+        check(5, ("acme", "team:support", Some("support")));
+    }
+
     /// A silence mutes alerts while in force, but not the review alert of a sensitive topic.
     #[test]
     fn silences_mute_alerts_until_they_expire() {
