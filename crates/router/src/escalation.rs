@@ -33,8 +33,10 @@ pub struct Tracked {
     /// The mention, for the bodies of later levels.
     pub enriched: EnrichedMention,
     pub team: String,
-    /// The input partition the alert came from: the replica that owns it drives the
-    /// escalation.
+    /// The input topic and partition the alert came from: the replica assigned that
+    /// partition drives the escalation.
+    #[serde(default)]
+    pub topic: String,
     pub partition: i32,
     /// Escalation steps notified so far (levels, counting repeats); 0 without a policy.
     pub steps_notified: u32,
@@ -97,6 +99,7 @@ impl Escalations {
         alert: &Alert,
         enriched: &EnrichedMention,
         team: &str,
+        topic: &str,
         partition: i32,
     ) -> Result<Tracked, StageError> {
         if let Some(known) = self.get(alert.id) {
@@ -107,6 +110,7 @@ impl Escalations {
             alert: alert.clone(),
             enriched: enriched.clone(),
             team: team.to_owned(),
+            topic: topic.to_owned(),
             partition,
             steps_notified: 0,
             next_step_at: None,
@@ -131,12 +135,12 @@ impl Escalations {
     }
 
     /// The alerts whose next step is due at `now`, soonest first.
-    pub fn due(&self, now: DateTime<Utc>, owns: &dyn Fn(i32) -> bool) -> Vec<Uuid> {
+    pub fn due(&self, now: DateTime<Utc>, owns: &dyn Fn(&str, i32) -> bool) -> Vec<Uuid> {
         let micros = now.timestamp_micros();
         let tracked = self.tracked.lock().expect("escalations lock");
         let mut due: Vec<(i64, Uuid)> = tracked
             .values()
-            .filter(|t| owns(t.partition))
+            .filter(|t| owns(&t.topic, t.partition))
             .filter_map(|t| {
                 t.next_step_at
                     .filter(|at| *at <= micros)
@@ -376,7 +380,7 @@ pub type Publish =
 pub async fn run(
     escalations: Arc<Escalations>,
     publish: Publish,
-    owns: Box<dyn Fn(i32) -> bool + Send + Sync>,
+    owns: Box<dyn Fn(&str, i32) -> bool + Send + Sync>,
     shutdown: CancellationToken,
 ) {
     loop {

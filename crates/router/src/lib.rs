@@ -107,11 +107,16 @@ async fn start(
     let publish = stage.publish_update();
     let owned = services.owned.clone();
     let owned_topic = enriched.clone();
+    // Stopped with the stage, without cancelling the caller's token (the embedded mode's
+    // stages share it).
+    let escalation_stop = shutdown.child_token();
     let escalator = tokio::spawn(escalation::run(
         stage.escalations.clone(),
         publish.clone(),
-        Box::new(move |partition| owned.owns(&owned_topic, partition)),
-        shutdown.clone(),
+        Box::new(move |topic: &str, partition| {
+            topic == owned_topic && owned.owns(&owned_topic, partition)
+        }),
+        escalation_stop.clone(),
     ));
     if serve {
         let routes = match &services.config.router.api {
@@ -147,7 +152,7 @@ async fn start(
     let result = services
         .run_consumer(stage, STAGE, &[&enriched], publisher, shutdown.clone())
         .await;
-    shutdown.cancel();
+    escalation_stop.cancel();
     let _ = escalator.await;
     follower.abort();
     result?;
@@ -277,7 +282,13 @@ impl Stage for RouterStage {
                     let tracked = match alert.team.clone() {
                         Some(team) => {
                             let tracked = escalations
-                                .notify_team(&alert, &enriched, &team, record.partition)
+                                .notify_team(
+                                    &alert,
+                                    &enriched,
+                                    &team,
+                                    &record.topic,
+                                    record.partition,
+                                )
                                 .await?;
                             metrics
                                 .team_alerts
