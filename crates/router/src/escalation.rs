@@ -373,6 +373,9 @@ impl Escalations {
 pub type Publish =
     Arc<dyn Fn(Tracked, Vec<Delivery>) -> BoxFuture<'static, Result<(), StageError>> + Send + Sync>;
 
+/// Whether this replica is assigned an input topic's partition.
+pub type Owns = Box<dyn Fn(&str, i32) -> bool + Send + Sync>;
+
 /// Notifies each due step of the alerts of the partitions this replica `owns` until
 /// `shutdown`, publishing each updated entry. A step is saved only after it was sent: a
 /// router stopped in between sends that step again after restart (same delivery ids),
@@ -380,7 +383,7 @@ pub type Publish =
 pub async fn run(
     escalations: Arc<Escalations>,
     publish: Publish,
-    owns: Box<dyn Fn(&str, i32) -> bool + Send + Sync>,
+    owns: Owns,
     shutdown: CancellationToken,
 ) {
     loop {
