@@ -186,6 +186,7 @@ async fn embedded_mode_runs_the_same_scenario() {
         dir: dir.join("parquet"),
         roll_rows: 100_000,
         roll_secs: 1,
+        ..Default::default()
     });
     // In the embedded mode the poison record arrives through a replay file.
     let replay = dir.join("poison.ndjson");

@@ -92,3 +92,38 @@ pub mod headers {
     /// `kafka.max_message_bytes`: the payload's size in bytes; the payload is left out.
     pub const OVERSIZED: &str = "earshot.oversized";
 }
+
+/// The input partitions a consumer of this process is assigned now. The router drives the
+/// escalations of its own partitions' alerts only, so that each is escalated by one replica.
+#[derive(Clone, Default)]
+pub struct OwnedPartitions(std::sync::Arc<std::sync::RwLock<OwnedState>>);
+
+#[derive(Default)]
+struct OwnedState {
+    everything: bool,
+    partitions: std::collections::HashSet<(String, i32)>,
+}
+
+impl OwnedPartitions {
+    /// Owns every partition (the embedded mode's single process).
+    pub fn everything() -> Self {
+        let owned = OwnedPartitions::default();
+        owned.0.write().expect("owned lock").everything = true;
+        owned
+    }
+
+    pub fn owns(&self, topic: &str, partition: i32) -> bool {
+        let state = self.0.read().expect("owned lock");
+        state.everything || state.partitions.contains(&(topic.to_owned(), partition))
+    }
+
+    pub fn assign(&self, topic: &str, partition: i32) {
+        let mut state = self.0.write().expect("owned lock");
+        state.partitions.insert((topic.to_owned(), partition));
+    }
+
+    pub fn revoke(&self, topic: &str, partition: i32) {
+        let mut state = self.0.write().expect("owned lock");
+        state.partitions.remove(&(topic.to_owned(), partition));
+    }
+}

@@ -57,9 +57,10 @@ impl AvroRecord for EnrichedMention {
 }
 impl AvroRecord for Alert {
     const SCHEMA: &'static str = ALERT_SCHEMA;
-    const HISTORY: &'static [&'static str] = &[include_str!(
-        "../../../schemas/history/alert.2cc6512aae6ee46d.avsc"
-    )];
+    const HISTORY: &'static [&'static str] = &[
+        include_str!("../../../schemas/history/alert.2cc6512aae6ee46d.avsc"),
+        include_str!("../../../schemas/history/alert.23727a3d75a56d29.avsc"),
+    ];
 }
 impl AvroRecord for SourceHealthEvent {
     const SCHEMA: &'static str = SOURCE_HEALTH_SCHEMA;
@@ -430,6 +431,10 @@ mod tests {
             route_path: vec!["lumora".into(), "route".into()],
             review_required: true,
             review_topics: vec!["legal".into()],
+            team: None,
+            acknowledged_at: None,
+            acknowledged_by: None,
+            resolved_at: None,
         }
     }
 

@@ -16,6 +16,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod oncall;
+pub use oncall::{
+    parse_time_of_day, EscalationLevelConfig, EscalationPolicyConfig, EscalationTargetConfig,
+    MemberConfig, OverrideConfig, RouterApiConfig, ScheduleConfig, TeamConfig,
+};
+
 /// Exit code for invalid configuration (`EX_CONFIG` would be 78; sysexits' `EX_USAGE` is 64,
 /// which is what Earshot documents and tests for).
 pub const EXIT_CONFIG: i32 = 64;
@@ -128,6 +134,10 @@ pub struct TopicsConfig {
     /// `SourceHealth` events (a source went quiet, keeps failing, recovered), keyed by source
     /// instance.
     pub source_health: String,
+    /// The router's state (alerts to teams and their escalation, silences set by API), keyed
+    /// by `alert/<id>` or `silence/<id>`; created compacted. Give it as many partitions as
+    /// the enriched topic: an alert's state is in the partition of its mention's.
+    pub router_state: String,
 }
 
 impl Default for TopicsConfig {
@@ -139,13 +149,14 @@ impl Default for TopicsConfig {
             deadletter: "earshot.deadletter".into(),
             checkpoints: "earshot.collector.checkpoints".into(),
             source_health: "earshot.source.health".into(),
+            router_state: "earshot.router.state".into(),
         }
     }
 }
 
 impl TopicsConfig {
     /// Every topic, in the order of [`TopicsConfig::KEYS`].
-    pub fn all(&self) -> [&str; 6] {
+    pub fn all(&self) -> [&str; 7] {
         [
             &self.raw,
             &self.enriched,
@@ -153,17 +164,19 @@ impl TopicsConfig {
             &self.deadletter,
             &self.checkpoints,
             &self.source_health,
+            &self.router_state,
         ]
     }
 
     /// The config keys of [`TopicsConfig::all`].
-    pub const KEYS: [&'static str; 6] = [
+    pub const KEYS: [&'static str; 7] = [
         "raw",
         "enriched",
         "alerts",
         "deadletter",
         "checkpoints",
         "source_health",
+        "router_state",
     ];
 }
 
@@ -708,6 +721,17 @@ pub struct RouterConfig {
     /// and every alert they raise is marked "no public reply before review".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub review: Option<ReviewConfig>,
+    /// Teams: members, channels, on-call schedule, escalation policy. Routes name them with
+    /// `team:`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub teams: Vec<TeamConfig>,
+    /// Escalation policies teams refer to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub escalation_policies: Vec<EscalationPolicyConfig>,
+    /// The acknowledge / resolve and silences API on the router's HTTP server
+    /// (`telemetry.listen`); off when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<RouterApiConfig>,
     /// Retry policy of deliveries.
     pub delivery: DeliveryConfig,
 }
@@ -737,6 +761,11 @@ pub struct RouteConfig {
     /// The receiver of the alerts this route raises; inherited from the parent when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receiver: Option<String>,
+    /// The team (in `router.teams`) the alerts of this route go to, instead of a receiver:
+    /// its channels, its on-call member, its escalation policy. Inherited like `receiver`;
+    /// set one of the two on a route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
     /// After this route matched, go on trying its later siblings.
     #[serde(default, rename = "continue")]
     pub continue_matching: bool,
@@ -1613,10 +1642,12 @@ fn validate_routing(
             }
         }
     }
+    let teams: Vec<&str> = router.teams.iter().map(|t| t.name.as_str()).collect();
     struct Walk<'a> {
         watchlists: &'a [&'a str],
         receivers: &'a [&'a str],
         intervals: &'a [&'a str],
+        teams: &'a [&'a str],
         names: Vec<&'a str>,
     }
     fn walk<'a>(
@@ -1685,13 +1716,29 @@ fn validate_routing(
                     );
                 }
             }
-            let receiver = route.receiver.as_deref().or(inherited_receiver);
+            if let Some(team) = &route.team {
+                if !state.teams.contains(&team.as_str()) {
+                    errors.push(
+                        format!("{path}.team"),
+                        format!("no team named {team:?} in router.teams"),
+                    );
+                }
+                if route.receiver.is_some() {
+                    errors.push(format!("{path}.team"), "set receiver or team, not both");
+                }
+            }
+            // A team takes the place of a receiver (and is inherited the same way).
+            let receiver = route
+                .receiver
+                .as_deref()
+                .or(route.team.as_deref())
+                .or(inherited_receiver);
             // A route raises an alert itself when none of its children matches, which can
             // happen whenever it has any: it needs a receiver then too.
             if receiver.is_none() {
                 errors.push(
                     format!("{path}.receiver"),
-                    "required: neither this route nor any route above it names a receiver",
+                    "required: neither this route nor any route above it names a receiver or a team",
                 );
             }
             walk(
@@ -1707,9 +1754,19 @@ fn validate_routing(
         watchlists,
         receivers,
         intervals: &intervals,
+        teams: &teams,
         names: Vec::new(),
     };
     walk(&mut state, &router.routes, "router.routes", None, errors);
+    oncall::validate_oncall(
+        &router.teams,
+        &router.escalation_policies,
+        receivers,
+        errors,
+    );
+    if let Some(api) = &router.api {
+        oncall::validate_api(api, errors);
+    }
     for (i, silence) in router.silences.iter().enumerate() {
         let path = format!("router.silences[{i}]");
         if silence.matchers.is_empty() {

@@ -204,6 +204,7 @@ pub struct EarshotContext {
     metrics: Metrics,
     joined: ReadyFlag,
     broker_reachable: ReadyFlag,
+    owned: crate::bus::OwnedPartitions,
 }
 
 impl ClientContext for EarshotContext {
@@ -241,10 +242,17 @@ impl ConsumerContext for EarshotContext {
     ) {
         match rebalance {
             Rebalance::Assign(partitions) => {
+                for element in partitions.elements() {
+                    self.owned.assign(element.topic(), element.partition());
+                }
                 self.joined.set(true);
                 tracing::info!(group = %self.group, count = partitions.count(), "partitions assigned");
             }
-            Rebalance::Revoke(_) => {}
+            Rebalance::Revoke(partitions) => {
+                for element in partitions.elements() {
+                    self.owned.revoke(element.topic(), element.partition());
+                }
+            }
             Rebalance::Error(error) => {
                 tracing::warn!(group = %self.group, %error, "rebalance error")
             }
@@ -292,12 +300,34 @@ impl KafkaSubscription {
         joined: ReadyFlag,
         broker_reachable: ReadyFlag,
     ) -> Result<Self, BusError> {
+        Self::tracking(
+            config,
+            group,
+            topics,
+            metrics,
+            joined,
+            broker_reachable,
+            crate::bus::OwnedPartitions::default(),
+        )
+    }
+
+    /// [`KafkaSubscription::new`], keeping `owned` up to date with the assignment.
+    pub fn tracking(
+        config: &KafkaConfig,
+        group: &str,
+        topics: &[&str],
+        metrics: Metrics,
+        joined: ReadyFlag,
+        broker_reachable: ReadyFlag,
+        owned: crate::bus::OwnedPartitions,
+    ) -> Result<Self, BusError> {
         broker_reachable.set(true);
         let context = EarshotContext {
             group: group.to_owned(),
             metrics,
             joined,
             broker_reachable,
+            owned,
         };
         let consumer: StreamConsumer<EarshotContext> = base_config(config)?
             .set("group.id", group)
@@ -901,6 +931,189 @@ pub fn committed_lag(config: &KafkaConfig, group: &str, topics: &[&str]) -> Resu
         lag += (high - position).max(0);
     }
     Ok(lag)
+}
+
+/// A keyed table in a compacted topic (see [`crate::table`]): a producer that writes each
+/// key to the partition it is given, and a thread (not in any consumer group) that reads
+/// every partition from the beginning and keeps following them.
+pub struct KafkaTable {
+    topic: String,
+    partitions: i32,
+    producer: FutureProducer,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl KafkaTable {
+    /// Opens `topic` (it must exist; compacted) and starts reading it.
+    pub async fn open(
+        config: &KafkaConfig,
+        topic: &str,
+        client_id: &str,
+    ) -> Result<crate::table::StateTable, BusError> {
+        use rdkafka::consumer::BaseConsumer;
+        use rdkafka::{Offset, TopicPartitionList};
+        let producer: FutureProducer = base_config(config)?
+            .set("client.id", format!("{client_id}-state"))
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            .set("message.timeout.ms", config.message_timeout_ms.to_string())
+            .create()
+            .map_err(|e| BusError::Publish {
+                topic: topic.to_owned(),
+                reason: format!("creating the state producer failed: {e}"),
+            })?;
+        let consumer: BaseConsumer = base_config(config)?
+            .set("group.id", format!("{}-state-reader", config.group_prefix))
+            .set("client.id", format!("{client_id}-state-reader"))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()
+            .map_err(|e| BusError::Consume(format!("creating the state reader failed: {e}")))?;
+        let (topic_owned, metadata_producer) = (topic.to_owned(), producer.clone());
+        // Watermarks at opening: reading up to them is "caught up".
+        let (consumer, partitions, highs) = tokio::task::spawn_blocking(move || {
+            let timeout = Duration::from_secs(10);
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let partitions = loop {
+                let found = metadata_producer
+                    .client()
+                    .fetch_metadata(Some(&topic_owned), timeout)
+                    .map(|m| {
+                        m.topics()
+                            .first()
+                            .filter(|t| t.error().is_none())
+                            .map_or(0, |t| t.partitions().len() as i32)
+                    });
+                match found {
+                    Ok(0) | Err(_) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    Ok(0) => {
+                        return Err(BusError::Consume(format!(
+                            "state topic {topic_owned} does not exist (create it compacted, or set kafka.create_topics)"
+                        )))
+                    }
+                    Ok(n) => break n,
+                    Err(e) => {
+                        return Err(BusError::Consume(format!(
+                            "metadata of {topic_owned}: {e}"
+                        )))
+                    }
+                }
+            };
+            let mut highs = Vec::new();
+            let mut assignment = TopicPartitionList::new();
+            for partition in 0..partitions {
+                let (_, high) = consumer
+                    .fetch_watermarks(&topic_owned, partition, timeout)
+                    .map_err(|e| {
+                        BusError::Consume(format!("watermarks of {topic_owned}/{partition}: {e}"))
+                    })?;
+                highs.push(high);
+                assignment
+                    .add_partition_offset(&topic_owned, partition, Offset::Beginning)
+                    .map_err(|e| BusError::Consume(e.to_string()))?;
+            }
+            consumer
+                .assign(&assignment)
+                .map_err(|e| BusError::Consume(format!("assigning {topic_owned}: {e}")))?;
+            Ok((consumer, partitions, highs))
+        })
+        .await
+        .map_err(|e| BusError::Consume(format!("state metadata task failed: {e}")))??;
+        let (sender, updates) = tokio::sync::mpsc::channel(4096);
+        let (caught_up_sender, caught_up) = tokio::sync::watch::channel(false);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread_stop = stop.clone();
+        let reader_topic = topic.to_owned();
+        std::thread::Builder::new()
+            .name("state-reader".into())
+            .spawn(move || {
+                // Per partition, the next offset to read; caught up once each reaches the
+                // high watermark seen at opening.
+                let mut positions = vec![0i64; highs.len()];
+                let mut caught = false;
+                while !thread_stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if !caught && positions.iter().zip(&highs).all(|(at, high)| at >= high) {
+                        caught = true;
+                        let _ = caught_up_sender.send(true);
+                    }
+                    match consumer.poll(Duration::from_millis(100)) {
+                        Some(Ok(message)) => {
+                            let partition = message.partition();
+                            if let Some(at) = positions.get_mut(partition as usize) {
+                                *at = message.offset() + 1;
+                            }
+                            let Some(key) = message.key() else { continue };
+                            let update = crate::table::TableUpdate {
+                                partition,
+                                key: String::from_utf8_lossy(key).into_owned(),
+                                value: message.payload().map(Bytes::copy_from_slice),
+                            };
+                            if sender.blocking_send(update).is_err() {
+                                return;
+                            }
+                        }
+                        Some(Err(error)) => {
+                            tracing::warn!(topic = %reader_topic, %error, "reading the state topic");
+                        }
+                        None => {}
+                    }
+                }
+            })
+            .map_err(|e| BusError::Consume(format!("starting the state reader: {e}")))?;
+        Ok(crate::table::StateTable {
+            writer: Arc::new(KafkaTable {
+                topic: topic.to_owned(),
+                partitions,
+                producer,
+                stop,
+            }),
+            updates,
+            caught_up,
+        })
+    }
+}
+
+impl Drop for KafkaTable {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl crate::table::TableWriter for KafkaTable {
+    fn partitions(&self) -> i32 {
+        self.partitions
+    }
+
+    fn put(&self, partition: i32, key: &str, value: Option<Bytes>) -> BoxFuture<'_, Ack> {
+        let partition = partition.rem_euclid(self.partitions.max(1));
+        let key = key.to_owned();
+        Box::pin(async move {
+            let topic = self.topic.clone();
+            let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic)
+                .partition(partition)
+                .key(key.as_bytes());
+            if let Some(value) = &value {
+                record = record.payload(value.as_ref());
+            }
+            match self.producer.send_result(record) {
+                Ok(delivery) => Box::pin(delivery.map(move |result| match result {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((error, _))) => Err(publish_error(&topic, &error)),
+                    Err(_) => Err(BusError::Publish {
+                        topic: topic.clone(),
+                        reason: "the producer was dropped".into(),
+                    }),
+                })) as Ack,
+                Err((error, _)) => {
+                    let error = publish_error(&topic, &error);
+                    Box::pin(async move { Err(error) }) as Ack
+                }
+            }
+        })
+    }
 }
 
 /// The benchmarks' baseline: a bare rdkafka producer with the settings of

@@ -14,6 +14,7 @@ pub mod routing;
 pub mod runner;
 pub mod service;
 pub mod shutdown;
+pub mod table;
 pub mod telemetry;
 
 pub use bus::{InRecord, OutRecord, Publisher, Subscription};

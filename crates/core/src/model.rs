@@ -247,6 +247,18 @@ pub struct Alert {
     /// The sensitive topics it touches.
     #[serde(default)]
     pub review_topics: Vec<String>,
+    /// The team the route sends it to; none when the route names a receiver.
+    #[serde(default)]
+    pub team: Option<String>,
+    /// When someone acknowledged it, microseconds since the Unix epoch, UTC.
+    #[serde(default)]
+    pub acknowledged_at: Option<i64>,
+    /// Who acknowledged it, as they said.
+    #[serde(default)]
+    pub acknowledged_by: Option<String>,
+    /// When someone resolved it, microseconds since the Unix epoch, UTC.
+    #[serde(default)]
+    pub resolved_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,16 +8,17 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{BusError, InRecord, Publisher, Subscription};
+use crate::bus::{BusError, InRecord, OwnedPartitions, Publisher, Subscription};
 use crate::checkpoint::{CheckpointStore, MemoryCheckpointStore};
 use crate::codec::{CodecError, Codecs};
 use crate::config::Config;
 use crate::kafka::{
-    ensure_topics_compacted, KafkaCheckpointStore, KafkaPublisher, KafkaSubscription,
+    ensure_topics_compacted, KafkaCheckpointStore, KafkaPublisher, KafkaSubscription, KafkaTable,
 };
 use crate::memory::MemoryBus;
 use crate::registry::SchemaRegistry;
 use crate::runner::{run_stage, RunError, RunnerOptions, Stage};
+use crate::table::{MemoryTable, StateTable};
 use crate::telemetry::{Health, Metrics};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,8 @@ pub struct Services {
     pub health: Health,
     pub codecs: Arc<Codecs>,
     pub bus: Bus,
+    /// The input partitions this process's consumers are assigned now.
+    pub owned: OwnedPartitions,
 }
 
 impl Services {
@@ -57,7 +60,7 @@ impl Services {
             ensure_topics_compacted(
                 &config.kafka,
                 &config.topics.all(),
-                &[&config.topics.checkpoints],
+                &[&config.topics.checkpoints, &config.topics.router_state],
             )
             .await?;
         }
@@ -73,6 +76,7 @@ impl Services {
             metrics: Metrics::default(),
             codecs: Arc::new(codecs),
             bus: Bus::Kafka,
+            owned: OwnedPartitions::default(),
         })
     }
 
@@ -102,6 +106,7 @@ impl Services {
             metrics: Metrics::default(),
             codecs: Arc::new(codecs),
             bus: Bus::Memory(bus),
+            owned: OwnedPartitions::everything(),
         })
     }
 
@@ -141,6 +146,15 @@ impl Services {
         }
     }
 
+    /// A keyed table in the compacted topic `topic` (see [`crate::table`]); in memory for
+    /// the embedded mode.
+    pub async fn state_table(&self, topic: &str, client_id: &str) -> Result<StateTable, BusError> {
+        match &self.bus {
+            Bus::Kafka => KafkaTable::open(&self.config.kafka, topic, client_id).await,
+            Bus::Memory(_) => Ok(MemoryTable::open()),
+        }
+    }
+
     /// Runs `stage` as consumer group `<group_prefix>-<group>` over `topics` until shutdown.
     pub async fn run_consumer<S: Stage>(
         &self,
@@ -152,7 +166,7 @@ impl Services {
     ) -> Result<(), ServiceError> {
         let group_id = format!("{}-{group}", self.config.kafka.group_prefix);
         let subscription: Box<dyn Subscription> = match &self.bus {
-            Bus::Kafka => Box::new(KafkaSubscription::new(
+            Bus::Kafka => Box::new(KafkaSubscription::tracking(
                 &self.config.kafka,
                 &group_id,
                 topics,
@@ -161,6 +175,7 @@ impl Services {
                     .ready_flag(&format!("{group}: joined group {group_id}")),
                 self.health
                     .ready_flag(&format!("{group}: broker reachable")),
+                self.owned.clone(),
             )?),
             Bus::Memory(bus) => Box::new(bus.subscribe(&group_id, topics, shutdown.clone())),
         };

@@ -48,6 +48,9 @@ pub struct Metrics {
     pub sentiment: HistogramVec,
     /// `earshot_alerts_total{route}`
     pub alerts: IntCounterVec,
+    /// `earshot_team_alerts_total{team, event}`: alerts to teams, by what happened to them:
+    /// `raised`, `escalated` (a later level notified), `acknowledged`, `resolved`.
+    pub team_alerts: IntCounterVec,
     /// `earshot_source_items_total{source}`: mentions a collector source yielded, by source
     /// instance (`<kind>/<name>`).
     pub source_items: IntCounterVec,
@@ -114,6 +117,11 @@ impl Metrics {
             "earshot_alerts_total",
             "Alerts raised, by route.",
             &["route"],
+        );
+        let team_alerts = counter(
+            "earshot_team_alerts_total",
+            "Alerts to teams: raised, escalated, acknowledged, resolved.",
+            &["team", "event"],
         );
         let source_items = counter(
             "earshot_source_items_total",
@@ -197,6 +205,7 @@ impl Metrics {
             watchlist_matches,
             sentiment,
             alerts,
+            team_alerts,
             source_items,
             source_errors,
             source_last_success,
@@ -354,11 +363,23 @@ pub async fn serve(
     health: Health,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
+    serve_with(listen, metrics, health, Router::new(), shutdown).await
+}
+
+/// [`serve`], with a service's own routes beside the three (the router's API).
+pub async fn serve_with(
+    listen: SocketAddr,
+    metrics: Metrics,
+    health: Health,
+    routes: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(healthz_handler))
         .route("/readyz", get(readyz_handler))
-        .with_state(ServerState { metrics, health });
+        .with_state(ServerState { metrics, health })
+        .merge(routes);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {

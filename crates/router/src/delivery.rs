@@ -22,6 +22,7 @@ use earshot_core::StageError;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::notice::{self, Notice};
 use crate::{channels, RouterError};
 
 /// Where a receiver's alerts go.
@@ -227,6 +228,20 @@ impl Deliverer {
         enriched: &EnrichedMention,
         receiver: &str,
     ) -> Result<Delivery, StageError> {
+        self.deliver_notice(alert, enriched, receiver, &Notice::default())
+            .await
+    }
+
+    /// [`Deliverer::deliver`] of one notification: to a person (on call, or named by an
+    /// escalation level), at a level, with an acknowledge link (see `notice`). Its delivery
+    /// id is of the alert, the receiver, the level and the person.
+    pub async fn deliver_notice(
+        &self,
+        alert: &Alert,
+        enriched: &EnrichedMention,
+        receiver: &str,
+        notice: &Notice,
+    ) -> Result<Delivery, StageError> {
         let Receiver {
             channel,
             policy,
@@ -234,7 +249,7 @@ impl Deliverer {
         } = self.receivers.get(receiver).ok_or_else(|| {
             StageError::permanent("config", format!("no receiver named {receiver}"))
         })?;
-        let id = delivery_id(alert.id, receiver);
+        let id = delivery_id(alert.id, &notice.key(receiver));
         // Messages queued behind a paced channel wait here, before taking a permit, so that
         // a busy Slack channel does not use up the permits the other receivers need.
         if let Channel::Slack { pacing, .. } = channel {
@@ -267,31 +282,35 @@ impl Deliverer {
                     if attempts > 1 {
                         pacing.wait_turn().await;
                     }
-                    let body = channels::slack(alert, enriched);
+                    let mut body = channels::slack(alert, enriched);
+                    notice::slack(&mut body, notice);
                     self.post(target, &body, &[]).await
                 }
                 Channel::Teams { target } => {
-                    self.post(target, &channels::teams(alert, enriched), &[])
-                        .await
+                    let mut body = channels::teams(alert, enriched);
+                    notice::teams(&mut body, notice);
+                    self.post(target, &body, &[]).await
                 }
                 Channel::PagerDuty {
                     target,
                     routing_key,
                     severity,
                 } => {
-                    let body = channels::pagerduty(alert, enriched, routing_key, severity);
+                    let mut body = channels::pagerduty(alert, enriched, routing_key, severity);
+                    notice::pagerduty(&mut body, notice);
                     self.post(target, &body, &[]).await
                 }
-                Channel::Email(email) => self.send_email(email, id, alert, enriched).await,
+                Channel::Email(email) => self.send_email(email, id, alert, enriched, notice).await,
                 Channel::Webhook {
                     target,
                     signing_key,
                 } => {
-                    let body = serde_json::json!({
+                    let mut body = serde_json::json!({
                         "delivery_id": id.to_string(),
                         "alert": alert,
                         "mention": enriched,
                     });
+                    notice::webhook(&mut body, notice);
                     let body = serde_json::to_vec(&body).expect("JSON values serialize");
                     let mut headers = vec![
                         ("Idempotency-Key", id.to_string()),
@@ -357,12 +376,61 @@ impl Deliverer {
         })
     }
 
+    /// Sends PagerDuty `acknowledge` or `resolve` for the alert's incident (`dedup_key` =
+    /// the alert id, as its `trigger` had) to a PagerDuty receiver, with the receiver's
+    /// retries. A receiver of another channel is skipped.
+    pub async fn pagerduty_event(
+        &self,
+        receiver: &str,
+        alert: uuid::Uuid,
+        action: &str,
+    ) -> Result<(), String> {
+        let Some(Receiver {
+            channel:
+                Channel::PagerDuty {
+                    target,
+                    routing_key,
+                    ..
+                },
+            policy,
+            ..
+        }) = self.receivers.get(receiver)
+        else {
+            return Ok(());
+        };
+        let body = serde_json::json!({
+            "routing_key": routing_key,
+            "event_action": action,
+            "dedup_key": alert.to_string(),
+        });
+        let mut backoff = Duration::from_millis(policy.initial_backoff_ms);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.post(target, &body, &[]).await {
+                Ok(()) => return Ok(()),
+                Err(error) if !error.retry || attempts >= policy.max_attempts => {
+                    return Err(error.message)
+                }
+                Err(error) => {
+                    let wait = error.retry_after.unwrap_or_else(|| jitter(backoff));
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.shutdown.cancelled() => return Err("interrupted by shutdown".into()),
+                    }
+                    backoff = (backoff * 2).min(Duration::from_millis(policy.max_backoff_ms));
+                }
+            }
+        }
+    }
+
     async fn send_email(
         &self,
         email: &Email,
         delivery: uuid::Uuid,
         alert: &Alert,
         enriched: &EnrichedMention,
+        notice: &Notice,
     ) -> Result<(), AttemptError> {
         use lettre::AsyncTransport;
         if !email.allow_private {
@@ -385,14 +453,21 @@ impl Deliverer {
                 }
             }
         }
-        let message =
-            channels::email(alert, enriched, delivery, &email.from, &email.to).map_err(|e| {
-                AttemptError {
-                    message: format!("building the email: {e}"),
-                    retry: false,
-                    retry_after: None,
-                }
-            })?;
+        // A notification for a person with an address goes to them instead of the list.
+        let person = notice
+            .person
+            .as_ref()
+            .and_then(|p| p.email.as_deref())
+            .and_then(|address| address.parse::<lettre::message::Mailbox>().ok())
+            .map(|mailbox| vec![mailbox]);
+        let to = person.as_ref().unwrap_or(&email.to);
+        let message = channels::email(alert, enriched, delivery, &email.from, to).map_err(|e| {
+            AttemptError {
+                message: format!("building the email: {e}"),
+                retry: false,
+                retry_after: None,
+            }
+        })?;
         email.transport.send(message).await.map(drop).map_err(|e| {
             // 5xx replies will not pass later; 4xx replies, timeouts and connection or TLS
             // failures may.

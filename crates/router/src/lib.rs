@@ -5,10 +5,20 @@
 //! dead-letter topic with the reason, and to the alerts topic with status `failed`.
 //! [`Routes::route`] is the pure step (the routing tree, in `routes`); [`RouterStage`] the
 //! stage the runner drives; `test_routes` checks fixtures against the tree.
+//!
+//! Alerts to teams (`team:` routes) go through `escalation` (who is on call: `oncall`), which
+//! keeps them in the state topic (`state`) until resolved; `api` serves acknowledge, resolve
+//! and silences on the router's HTTP server.
 
+pub mod api;
 mod channels;
 mod delivery;
+pub mod escalation;
+mod notice;
+pub mod oncall;
 mod routes;
+pub mod silences;
+pub mod state;
 pub mod test_routes;
 
 use std::sync::Arc;
@@ -22,7 +32,9 @@ use futures::future::{BoxFuture, FutureExt};
 use tokio_util::sync::CancellationToken;
 
 pub use delivery::{Channel, Deliverer};
-pub use routes::{Routed, Routes, RoutesError};
+pub use escalation::{Escalations, Tracked};
+pub use notice::Notice;
+pub use routes::{Routed, Routes, RoutesError, TEAM_PREFIX};
 
 const STAGE: &str = "router";
 
@@ -36,32 +48,147 @@ pub enum RouterError {
     Routes(#[from] RoutesError),
     #[error("receiver {receiver}: {reason}")]
     Receiver { receiver: String, reason: String },
+    #[error("router.api: {0}")]
+    Api(String),
+    #[error("telemetry server: {0}")]
+    Telemetry(#[from] std::io::Error),
 }
 
-/// Runs the router against Kafka until `shutdown`.
+/// Runs the router against Kafka until `shutdown`, serving `/metrics`, `/healthz`, `/readyz`
+/// and the API (`router.api`) on `telemetry.listen`.
 pub async fn run(
     config: earshot_core::Config,
     shutdown: CancellationToken,
 ) -> Result<(), RouterError> {
-    let services = Services::kafka_serving_telemetry(config, &shutdown).await?;
-    run_with(services, shutdown).await
+    let services = Services::kafka(config).await?;
+    run_serving(services, shutdown).await
 }
 
-/// Runs the router on the given services (Kafka or the embedded bus) until `shutdown`.
+/// Runs the router on the given services (Kafka or the embedded bus) until `shutdown`,
+/// without an HTTP server (the embedded mode serves its own telemetry).
 pub async fn run_with(services: Services, shutdown: CancellationToken) -> Result<(), RouterError> {
+    start(services, shutdown, false).await
+}
+
+/// [`run_with`], serving telemetry and the API on `telemetry.listen`.
+pub async fn run_serving(
+    services: Services,
+    shutdown: CancellationToken,
+) -> Result<(), RouterError> {
+    start(services, shutdown, true).await
+}
+
+async fn start(
+    services: Services,
+    shutdown: CancellationToken,
+    serve: bool,
+) -> Result<(), RouterError> {
     let publisher = services.publisher("earshot-router")?;
-    let stage = RouterStage::new(&services, publisher.clone(), shutdown.clone())?;
+    let mut stage = RouterStage::new(&services, publisher.clone(), shutdown.clone())?;
     let enriched = services.config.topics.enriched.clone();
-    services
-        .run_consumer(stage, STAGE, &[&enriched], publisher, shutdown)
+    // The state: read it all before the first mention, then keep following it.
+    let table = services
+        .state_table(&services.config.topics.router_state, "earshot-router")
         .await?;
+    let state = state::RouterState::new(table.writer);
+    let follower = tokio::spawn(state::follow(
+        table.updates,
+        stage.escalations.clone(),
+        stage.silences.clone(),
+    ));
+    let mut caught_up = table.caught_up;
+    tokio::select! {
+        result = caught_up.wait_for(|caught| *caught) => {
+            result.map_err(|_| earshot_core::bus::BusError::Consume("the state reader stopped".into()))?;
+        }
+        _ = shutdown.cancelled() => return Ok(()),
+    }
+    stage.state = Some(state.clone());
+    let publish = stage.publish_update();
+    let owned = services.owned.clone();
+    let owned_topic = enriched.clone();
+    // Stopped with the stage, without cancelling the caller's token (the embedded mode's
+    // stages share it).
+    let escalation_stop = shutdown.child_token();
+    let escalator = tokio::spawn(escalation::run(
+        stage.escalations.clone(),
+        publish.clone(),
+        Box::new(move |topic: &str, partition| {
+            topic == owned_topic && owned.owns(&owned_topic, partition)
+        }),
+        escalation_stop.clone(),
+    ));
+    if serve {
+        let routes = match &services.config.router.api {
+            Some(config) => {
+                let token = api_token(config)?;
+                let api = api::Api {
+                    links: stage.ack_links.clone(),
+                    token,
+                    escalations: stage.escalations.clone(),
+                    silences: stage.silences.clone(),
+                    publish,
+                    save_silence: Arc::new(move |id, silence| {
+                        let state = state.clone();
+                        Box::pin(async move {
+                            let ack = state.save_silence(id, silence.as_ref()).await;
+                            ack.await.map_err(|e| e.to_string())
+                        })
+                    }),
+                };
+                api::routes(Arc::new(api))
+            }
+            None => axum::Router::new(),
+        };
+        earshot_core::telemetry::serve_with(
+            services.config.telemetry.listen,
+            services.metrics.clone(),
+            services.health.clone(),
+            routes,
+            shutdown.clone(),
+        )
+        .await?;
+    }
+    let result = services
+        .run_consumer(stage, STAGE, &[&enriched], publisher, shutdown.clone())
+        .await;
+    escalation_stop.cancel();
+    let _ = escalator.await;
+    follower.abort();
+    result?;
     Ok(())
+}
+
+/// The API's bearer token, from `token_env` or `token_file`.
+fn api_token(config: &earshot_core::config::RouterApiConfig) -> Result<String, RouterError> {
+    let token = match (&config.token_env, &config.token_file) {
+        (Some(var), _) => std::env::var(var).map_err(|_| {
+            RouterError::Api(format!("environment variable {var} (token_env) is not set"))
+        })?,
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| RouterError::Api(format!("reading token_file {}: {e}", path.display())))?,
+        (None, None) => return Err(RouterError::Api("set token_env or token_file".into())),
+    };
+    let token = token.trim().to_owned();
+    if token.len() < 16 {
+        return Err(RouterError::Api(
+            "the bearer token must be at least 16 characters".into(),
+        ));
+    }
+    Ok(token)
 }
 
 /// The router as a stage: decode, evaluate routes, deliver, publish each alert.
 pub struct RouterStage {
     routes: Routes,
     deliverer: Arc<Deliverer>,
+    /// Alerts to teams and their escalations.
+    escalations: Arc<Escalations>,
+    /// Silences set by API.
+    silences: Arc<silences::Silences>,
+    /// Where `escalations` and `silences` are saved; none until restored.
+    state: Option<state::RouterState>,
+    ack_links: Option<api::AckLinks>,
     services: Services,
     publisher: Arc<dyn Publisher>,
     metrics: Metrics,
@@ -76,9 +203,28 @@ impl RouterStage {
         shutdown: CancellationToken,
     ) -> Result<Self, RouterError> {
         let config = &services.config.router;
+        let deliverer = Arc::new(Deliverer::new(config, services.metrics.clone(), shutdown)?);
+        let ack_links = match &config.api {
+            Some(api) => api
+                .public_base_url
+                .as_deref()
+                .map(|base| {
+                    Ok::<_, RouterError>(api::AckLinks::new(base, api_token(api)?.as_bytes()))
+                })
+                .transpose()?,
+            None => None,
+        };
         Ok(RouterStage {
             routes: Routes::new(config)?,
-            deliverer: Arc::new(Deliverer::new(config, services.metrics.clone(), shutdown)?),
+            escalations: Arc::new(Escalations::new(
+                config,
+                deliverer.clone(),
+                ack_links.clone(),
+            )?),
+            silences: Arc::new(silences::Silences::default()),
+            state: None,
+            ack_links,
+            deliverer,
             services: services.clone(),
             publisher,
             metrics: services.metrics.clone(),
@@ -106,7 +252,11 @@ impl Stage for RouterStage {
                     .boxed()
                 }
             };
-            let alerts = self.routes.evaluate(&enriched);
+            let mut alerts = self.routes.evaluate(&enriched);
+            // Silences set by API mute what a config silence mutes (not the review alert).
+            if !alerts.is_empty() && self.silences.silences(&enriched, chrono::Utc::now()) {
+                alerts.retain(|(alert, _)| alert.route == earshot_core::config::REVIEW_ROUTE);
+            }
             if alerts.is_empty() {
                 self.metrics
                     .discarded
@@ -122,13 +272,38 @@ impl Stage for RouterStage {
             let metrics = self.metrics.clone();
             let alerts_topic = self.alerts_topic.clone();
             let deadletter_topic = self.deadletter_topic.clone();
+            let escalations = self.escalations.clone();
+            let state = self.state.clone();
             Box::pin(async move {
                 for (mut alert, receiver) in alerts {
                     metrics.alerts.with_label_values(&[&alert.route]).inc();
-                    let delivery = deliverer.deliver(&alert, &enriched, &receiver).await?;
-                    let failed = (delivery.status == DeliveryStatus::Failed)
-                        .then(|| delivery.last_error.clone().unwrap_or_default());
-                    alert.deliveries.push(delivery);
+                    // An alert to a team: its first level (or its channels), kept for
+                    // escalation, acknowledgement and resolution in the state topic.
+                    let tracked = match alert.team.clone() {
+                        Some(team) => {
+                            let tracked = escalations
+                                .notify_team(
+                                    &alert,
+                                    &enriched,
+                                    &team,
+                                    &record.topic,
+                                    record.partition,
+                                )
+                                .await?;
+                            metrics
+                                .team_alerts
+                                .with_label_values(&[&team, "raised"])
+                                .inc();
+                            alert = tracked.alert.clone();
+                            Some(tracked)
+                        }
+                        None => {
+                            let delivery = deliverer.deliver(&alert, &enriched, &receiver).await?;
+                            alert.deliveries.push(delivery);
+                            None
+                        }
+                    };
+                    let failed = failure_reason(&alert.deliveries);
                     let payload = Bytes::from(
                         services
                             .codecs
@@ -193,6 +368,9 @@ impl Stage for RouterStage {
                                 .await,
                         );
                     }
+                    if let (Some(tracked), Some(state)) = (&tracked, &state) {
+                        acks.push(state.save_alert(tracked).await);
+                    }
                     for ack in acks {
                         ack.await?;
                     }
@@ -202,5 +380,119 @@ impl Stage for RouterStage {
                 Ok(())
             }) as Completion
         })
+    }
+}
+
+/// The reasons of the failed deliveries among `deliveries`, when any failed.
+fn failure_reason(deliveries: &[earshot_core::model::Delivery]) -> Option<String> {
+    let reasons: Vec<String> = deliveries
+        .iter()
+        .filter(|d| d.status == DeliveryStatus::Failed)
+        .map(|d| {
+            format!(
+                "{}: {}",
+                d.receiver,
+                d.last_error.as_deref().unwrap_or_default()
+            )
+        })
+        .collect();
+    (!reasons.is_empty()).then(|| reasons.join("; "))
+}
+
+impl RouterStage {
+    /// Publishes an alert to a team after it escalated, or was acknowledged or resolved:
+    /// the alert on the alerts topic (and the dead-letter topic when a delivery of the step
+    /// failed), its entry in the state topic.
+    fn publish_update(&self) -> escalation::Publish {
+        let services = self.services.clone();
+        let publisher = self.publisher.clone();
+        let metrics = self.metrics.clone();
+        let alerts_topic = self.alerts_topic.clone();
+        let deadletter_topic = self.deadletter_topic.clone();
+        let state = self.state.clone();
+        Arc::new(
+            move |tracked: Tracked, step: Vec<earshot_core::model::Delivery>| {
+                let (services, publisher, metrics) =
+                    (services.clone(), publisher.clone(), metrics.clone());
+                let (alerts_topic, deadletter_topic, state) = (
+                    alerts_topic.clone(),
+                    deadletter_topic.clone(),
+                    state.clone(),
+                );
+                Box::pin(async move {
+                    let payload = Bytes::from(
+                        services
+                            .codecs
+                            .alert
+                            .encode(&tracked.alert)
+                            .map_err(|e| StageError::permanent("encode", e.to_string()))?,
+                    );
+                    let key = Some(Bytes::from(tracked.alert.id.to_string()));
+                    let traceparent = Bytes::from(trace_context::new_traceparent());
+                    let mut acks = vec![
+                        publisher
+                            .publish(OutRecord {
+                                topic: alerts_topic,
+                                key: key.clone(),
+                                payload: payload.clone(),
+                                headers: vec![(
+                                    headers::TRACEPARENT.to_owned(),
+                                    traceparent.clone(),
+                                )],
+                            })
+                            .await,
+                    ];
+                    if let Some(reason) = failure_reason(&step) {
+                        metrics
+                            .dead_lettered
+                            .with_label_values(&[STAGE, "delivery"])
+                            .inc();
+                        tracing::error!(alert = %tracked.alert.id, team = %tracked.team, %reason, "escalation delivery failed after every retry; dead-lettering the alert");
+                        acks.push(
+                            publisher
+                                .publish(OutRecord {
+                                    topic: deadletter_topic,
+                                    key,
+                                    payload,
+                                    headers: vec![
+                                        (headers::TRACEPARENT.to_owned(), traceparent),
+                                        (
+                                            headers::DLQ_STAGE.to_owned(),
+                                            Bytes::from_static(STAGE.as_bytes()),
+                                        ),
+                                        (
+                                            headers::DLQ_ERROR_TYPE.to_owned(),
+                                            Bytes::from_static(b"delivery"),
+                                        ),
+                                        (
+                                            headers::DLQ_ERROR.to_owned(),
+                                            Bytes::from(format!("team {}: {reason}", tracked.team)),
+                                        ),
+                                    ],
+                                })
+                                .await,
+                        );
+                    }
+                    if let Some(state) = &state {
+                        acks.push(state.save_alert(&tracked).await);
+                    }
+                    for ack in acks {
+                        ack.await?;
+                    }
+                    let event = if tracked.alert.resolved_at.is_some() {
+                        "resolved"
+                    } else if tracked.alert.acknowledged_at.is_some() && step.is_empty() {
+                        "acknowledged"
+                    } else {
+                        "escalated"
+                    };
+                    metrics
+                        .team_alerts
+                        .with_label_values(&[&tracked.team, event])
+                        .inc();
+                    Ok(())
+                }) as BoxFuture<'static, Result<(), StageError>>
+            },
+        )
     }
 }

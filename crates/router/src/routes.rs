@@ -12,6 +12,10 @@ use earshot_core::config::{RouteConfig, RouterConfig, ScoreName};
 use earshot_core::model::{alert_id, now_micros, Alert, EnrichedMention};
 use earshot_core::routing::{self, Field, Matcher, Op, Operand, TimeRange};
 
+/// How a route to a team names its destination in [`Routed::receiver`] (`team:care`);
+/// [`Routed::team`] has the team's name.
+pub const TEAM_PREFIX: &str = "team:";
+
 /// A rule of the config that does not parse (validation normally catches it first).
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {reason}")]
@@ -38,6 +42,8 @@ pub struct Routes {
 pub struct Routed {
     pub path: Vec<String>,
     pub receiver: String,
+    /// The team when the route names one (`receiver` is then `team:<name>`).
+    pub team: Option<String>,
     /// The receiver discards: the route stops the mention and no alert is raised.
     pub discarded: bool,
     /// A silence in force matches the mention: no alert is raised.
@@ -374,7 +380,14 @@ fn nodes(configs: &[RouteConfig], parent: &str) -> Result<Vec<Node>, RoutesError
                 name: config.name.clone(),
                 matchers,
                 score: config.score.zip(config.threshold),
-                receiver: config.receiver.clone(),
+                // A team is a destination like a receiver, written `team:<name>` (see
+                // `TEAM_PREFIX`), so that it is inherited and reported the same way.
+                receiver: config.receiver.clone().or_else(|| {
+                    config
+                        .team
+                        .as_ref()
+                        .map(|team| format!("{TEAM_PREFIX}{team}"))
+                }),
                 continue_matching: config.continue_matching,
                 active: config.active_time_intervals.clone(),
                 mute: config.mute_time_intervals.clone(),
@@ -414,6 +427,7 @@ fn routed(path: &[&Node], receiver: &str, enriched: &EnrichedMention) -> Routed 
     Routed {
         path: path.iter().map(|node| node.name.clone()).collect(),
         receiver: receiver.to_owned(),
+        team: receiver.strip_prefix(TEAM_PREFIX).map(str::to_owned),
         discarded: false,
         silenced: false,
         alert: Alert {
@@ -433,11 +447,15 @@ fn routed(path: &[&Node], receiver: &str, enriched: &EnrichedMention) -> Routed 
             route_path: path.iter().map(|node| node.name.clone()).collect(),
             review_required: false,
             review_topics: Vec::new(),
+            team: receiver.strip_prefix(TEAM_PREFIX).map(str::to_owned),
+            acknowledged_at: None,
+            acknowledged_by: None,
+            resolved_at: None,
         },
     }
 }
 
-fn matcher_holds(matcher: &Matcher, enriched: &EnrichedMention) -> bool {
+pub(crate) fn matcher_holds(matcher: &Matcher, enriched: &EnrichedMention) -> bool {
     if matcher.field == Field::Intent && !enriched.signals.intents.is_empty() {
         // Several intents may hold: `intent = complaint` (or `=~`) holds when one of them is a
         // complaint, `intent != complaint` (or `!~`) when none is.
@@ -779,6 +797,44 @@ routes:
             &["acme > acme-angry-office -> care"],
             &[],
         );
+    }
+
+    /// A route may name a team instead of a receiver; children inherit it like a receiver,
+    /// and the alert records the team.
+    #[test]
+    fn routes_to_teams_are_inherited_and_recorded_in_the_alert() {
+        let config: RouterConfig = serde_json::from_value(serde_json::json!({
+            "receivers": [{"name": "care", "console": true}],
+            "routes": [{
+                "name": "acme",
+                "watchlist": "acme",
+                "team": "support",
+                "routes": [
+                    {"name": "acme-big", "matchers": ["reach >= 1000"]},
+                    {"name": "acme-care", "matchers": ["reach >= 100"], "receiver": "care"}
+                ]
+            }]
+        }))
+        .unwrap();
+        let routes = Routes::new(&config).unwrap();
+        let at: DateTime<Utc> = "2026-11-25T09:30:00Z".parse().unwrap();
+        let check = |reach: i64, expected: (&str, &str, Option<&str>)| {
+            let found = routes.route(&FixtureMention { reach, ..mention() }.enriched("t"), at);
+            assert_eq!(found.len(), 1, "{found:?}");
+            let routed = &found[0];
+            assert_eq!(
+                (
+                    routed.path_text().as_str(),
+                    routed.receiver.as_str(),
+                    routed.team.as_deref()
+                ),
+                expected
+            );
+            assert_eq!(routed.alert.team.as_deref(), expected.2);
+        };
+        check(5000, ("acme > acme-big", "team:support", Some("support")));
+        check(500, ("acme > acme-care", "care", None));
+        check(5, ("acme", "team:support", Some("support")));
     }
 
     /// A silence mutes alerts while in force, but not the review alert of a sensitive topic.

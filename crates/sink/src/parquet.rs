@@ -731,6 +731,16 @@ impl ParquetRow for AlertRow {
                 string_lists(rows.iter().map(|r| &r.receivers)),
                 false,
             ),
+            (
+                "acknowledged_at",
+                optional_timestamps(rows.iter().map(|r| r.acknowledged_at)),
+                true,
+            ),
+            (
+                "resolved_at",
+                optional_timestamps(rows.iter().map(|r| r.resolved_at)),
+                true,
+            ),
         ])
     }
 }
@@ -770,6 +780,13 @@ fn float64s(values: impl Iterator<Item = f64>) -> ArrayRef {
 
 fn booleans(values: impl Iterator<Item = bool>) -> ArrayRef {
     Arc::new(BooleanArray::from_iter(values.map(Some)))
+}
+
+fn optional_timestamps(values: impl Iterator<Item = Option<DateTime<Utc>>>) -> ArrayRef {
+    Arc::new(
+        TimestampMicrosecondArray::from_iter(values.map(|t| t.map(|t| t.timestamp_micros())))
+            .with_timezone("UTC"),
+    )
 }
 
 fn timestamps(values: impl Iterator<Item = DateTime<Utc>>) -> ArrayRef {

@@ -80,6 +80,9 @@ pub enum OnConflict {
     /// Deliveries: a `delivered` row replaces a `failed` one (the router delivered on a later
     /// attempt, after a restart), never the other way round, so replays still change nothing.
     PreferDelivered,
+    /// Alerts: a later record of an alert fills `acknowledged_at` and `resolved_at` when
+    /// they are still empty; nothing else changes, and nothing is ever cleared.
+    FillAcknowledgements,
 }
 
 const fn col(name: &'static str, pg_type: Type) -> Column {
@@ -216,13 +219,11 @@ pub const ALERTS: Table = Table {
         col("route_path", Type::TEXT_ARRAY),
         col("review_required", Type::BOOL),
         col("review_topics", Type::TEXT_ARRAY),
-    ],
-    // Filled by the router (acknowledgements); never written by the sink.
-    defaulted: &[
         col("acknowledged_at", Type::TIMESTAMPTZ),
         col("resolved_at", Type::TIMESTAMPTZ),
     ],
-    on_conflict: OnConflict::Keep,
+    defaulted: &[],
+    on_conflict: OnConflict::FillAcknowledgements,
 };
 
 fn alert_values(a: &AlertRow) -> Vec<&(dyn ToSql + Sync)> {
@@ -242,6 +243,8 @@ fn alert_values(a: &AlertRow) -> Vec<&(dyn ToSql + Sync)> {
         &a.route_path,
         &a.review_required,
         &a.review_topics,
+        &a.acknowledged_at,
+        &a.resolved_at,
     ]
 }
 
@@ -572,7 +575,6 @@ async fn write_transaction(
     // Dedupe within the batch: a mention arrives once per matched watchlist.
     let mut mention_ids = HashSet::new();
     let mut match_keys = HashSet::new();
-    let mut alert_ids = HashSet::new();
     let mut delivery_ids = HashSet::new();
     let (mut mentions, mut matches, mut alerts, mut deliveries) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -595,9 +597,9 @@ async fn write_transaction(
                 alert,
                 deliveries: rows,
             } => {
-                if alert_ids.insert(alert.id) {
-                    alerts.push(alert);
-                }
+                // Every copy is staged: a later record of the alert may carry its
+                // acknowledgement, and the insert keeps the most complete one.
+                alerts.push(alert);
                 deliveries.extend(rows.iter().filter(|d| delivery_ids.insert(d.id)));
             }
         }
@@ -665,6 +667,18 @@ async fn copy_and_insert<R>(
              ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, \
              last_error = EXCLUDED.last_error, delivered_at = EXCLUDED.delivered_at \
              WHERE {name}.status <> 'delivered' AND EXCLUDED.status = 'delivered'"
+        ),
+        // An alert's later records (acknowledged, resolved) fill these in; an earlier one,
+        // replayed, never clears them. One staged row per id, the most complete first.
+        OnConflict::FillAcknowledgements => format!(
+            "INSERT INTO {name} ({columns}) \
+             SELECT DISTINCT ON (id) {columns} FROM pg_temp.staging_{name} \
+             ORDER BY id, resolved_at IS NULL, acknowledged_at IS NULL \
+             ON CONFLICT (id) DO UPDATE SET \
+             acknowledged_at = COALESCE({name}.acknowledged_at, EXCLUDED.acknowledged_at), \
+             resolved_at = COALESCE({name}.resolved_at, EXCLUDED.resolved_at) \
+             WHERE ({name}.acknowledged_at IS NULL AND EXCLUDED.acknowledged_at IS NOT NULL) \
+             OR ({name}.resolved_at IS NULL AND EXCLUDED.resolved_at IS NOT NULL)"
         ),
     };
     transaction.batch_execute(&insert).await?;

@@ -120,6 +120,10 @@ pub struct AlertRow {
     /// The receivers of its deliveries, deduped in order (for Parquet, which has no
     /// deliveries table; a receiver is the team the alert went to).
     pub receivers: Vec<String>,
+    /// Set by the router's acknowledge and resolve API; a later record of the same alert
+    /// fills them in, a replayed earlier one never clears them.
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
 }
 
 /// A row of `deliveries`.
@@ -269,6 +273,14 @@ pub fn alert_item(alert: Alert) -> Result<Item, RowError> {
         review_required: alert.review_required,
         review_topics: alert.review_topics,
         receivers,
+        acknowledged_at: alert
+            .acknowledged_at
+            .map(|at| timestamp("acknowledged_at", at))
+            .transpose()?,
+        resolved_at: alert
+            .resolved_at
+            .map(|at| timestamp("resolved_at", at))
+            .transpose()?,
     };
     Ok(Item::Alert {
         alert: row,
@@ -417,6 +429,10 @@ mod tests {
             route_path: vec![],
             review_required: false,
             review_topics: vec![],
+            team: None,
+            acknowledged_at: None,
+            acknowledged_by: None,
+            resolved_at: None,
         };
         let Item::Alert { alert, deliveries } = alert_item(alert).unwrap() else {
             panic!("not an alert")

@@ -321,6 +321,10 @@ fn alert(mention: &EnrichedMention, route: &str) -> Alert {
         route_path: vec!["root".into(), route.into()],
         review_required: true,
         review_topics: vec!["legal".into()],
+        team: None,
+        acknowledged_at: None,
+        acknowledged_by: None,
+        resolved_at: None,
     }
 }
 
@@ -1041,6 +1045,50 @@ async fn a_later_successful_delivery_replaces_a_failed_one_and_never_the_reverse
         1,
         "the delivered attempt count is kept"
     );
+    assert_eq!(db.count("alerts").await, 1);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_later_record_of_an_alert_fills_acknowledged_and_resolved_and_a_replay_never_clears_them()
+{
+    let db = TestDb::new().await;
+    let mention = enriched("acknowledged", "post", BASE_MICROS, &["brand"]);
+    let raised = alert(&mention, "urgent");
+    let mut acknowledged = raised.clone();
+    acknowledged.acknowledged_at = Some(BASE_MICROS + 60_000_000);
+    acknowledged.acknowledged_by = Some("ana".into());
+    let mut resolved = acknowledged.clone();
+    resolved.resolved_at = Some(BASE_MICROS + 120_000_000);
+
+    // Raised, acknowledged, the raised record replayed, then resolved and acknowledged
+    // again in one batch: each step only fills what is still empty.
+    let ack = Some(BASE_MICROS + 60_000_000);
+    let done = Some(BASE_MICROS + 120_000_000);
+    for (records, expected) in [
+        (vec![&raised], (None, None)),
+        (vec![&acknowledged], (ack, None)),
+        (vec![&raised], (ack, None)),
+        (vec![&resolved, &acknowledged, &raised], (ack, done)),
+    ] {
+        let sink = RunningSink::start(config(&db.url, None)).await;
+        for record in &records {
+            sink.publish_alert(record).await;
+        }
+        sink.wait_done(records.len() as u64).await;
+        sink.stop().await.unwrap();
+        let row = db
+            .client
+            .query_one(
+                "SELECT (extract(epoch FROM acknowledged_at) * 1000000)::bigint, \
+                 (extract(epoch FROM resolved_at) * 1000000)::bigint FROM alerts",
+                &[],
+            )
+            .await
+            .unwrap();
+        let found: (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
+        assert_eq!(found, expected);
+    }
     assert_eq!(db.count("alerts").await, 1);
     db.drop().await;
 }

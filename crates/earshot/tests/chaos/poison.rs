@@ -404,6 +404,7 @@ fn mention(run: &str) -> Mention {
             name: None,
             followers: Some(50_000),
             verified: false,
+            id: None,
         },
         text: "my Acme order arrived late and the box was crushed".into(),
         lang_hint: Some("en".into()),
@@ -413,6 +414,7 @@ fn mention(run: &str) -> Mention {
         parent_id: None,
         conversation_id: None,
         has_media: false,
+        deleted_at: None,
     }
 }
 
@@ -453,5 +455,9 @@ fn alert(run: &str) -> Alert {
         route_path: vec!["acme-influencer".into()],
         review_required: false,
         review_topics: vec![],
+        team: None,
+        acknowledged_at: None,
+        acknowledged_by: None,
+        resolved_at: None,
     }
 }

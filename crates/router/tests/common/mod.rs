@@ -70,6 +70,10 @@ pub fn acme_alert(native_id: &str, text: &str, route: &str) -> (Alert, EnrichedM
         route_path: vec![route.into()],
         review_required: false,
         review_topics: vec![],
+        team: None,
+        acknowledged_at: None,
+        acknowledged_by: None,
+        resolved_at: None,
     };
     (alert, enriched)
 }

@@ -1,0 +1,414 @@
+//! Alerts to teams: the first notification (the team's channels, addressed to whoever is on
+//! call), escalation while nobody acknowledges (the policy's levels, one after another, each
+//! after the previous level's delay, repeated `repeat` times), and acknowledgement and
+//! resolution, which stop it.
+//!
+//! Each alert to a team is a [`Tracked`] entry, kept until it is resolved. The router's
+//! stage notifies the first level as part of handling the mention ([`Escalations::notify_team`]);
+//! [`run`] is the task that notifies the later levels when they fall due and publishes the
+//! updated alert each time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use earshot_core::config::{EscalationPolicyConfig, RouterConfig};
+use earshot_core::model::{now_micros, Alert, Delivery, EnrichedMention};
+use earshot_core::StageError;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::notice::Notice;
+use crate::oncall::{Directory, Person};
+use crate::{Deliverer, RoutesError};
+
+/// An alert to a team, and where its escalation stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tracked {
+    /// The alert, with every delivery made so far.
+    pub alert: Alert,
+    /// The mention, for the bodies of later levels.
+    pub enriched: EnrichedMention,
+    pub team: String,
+    /// The input topic and partition the alert came from: the replica assigned that
+    /// partition drives the escalation.
+    #[serde(default)]
+    pub topic: String,
+    pub partition: i32,
+    /// Escalation steps notified so far (levels, counting repeats); 0 without a policy.
+    pub steps_notified: u32,
+    /// When the next step is due (microseconds since the epoch); none when nothing more is
+    /// to be sent (no policy, last step sent, acknowledged or resolved). Acknowledgement and
+    /// resolution are the alert's own `acknowledged_at` and `resolved_at`.
+    pub next_step_at: Option<i64>,
+    /// When this entry last changed (microseconds): of two copies of one entry (the state
+    /// topic replays older ones), the later wins.
+    pub updated_at: i64,
+}
+
+/// Why an acknowledgement or resolution was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    #[error("no open alert to a team with id {0} here")]
+    Unknown(Uuid),
+    #[error("alert {0} is already resolved")]
+    Resolved(Uuid),
+}
+
+/// The teams' alerts of this router.
+pub struct Escalations {
+    directory: Directory,
+    policies: HashMap<String, EscalationPolicyConfig>,
+    deliverer: Arc<Deliverer>,
+    /// `<base>/v1/alerts/{id}/ack` links in messages, when the router has a public base URL.
+    ack_links: Option<crate::api::AckLinks>,
+    tracked: Mutex<HashMap<Uuid, Tracked>>,
+    /// Woken when an entry is added, so that the escalation task sees a sooner deadline.
+    changed: tokio::sync::Notify,
+}
+
+impl Escalations {
+    pub fn new(
+        config: &RouterConfig,
+        deliverer: Arc<Deliverer>,
+        ack_links: Option<crate::api::AckLinks>,
+    ) -> Result<Self, RoutesError> {
+        Ok(Escalations {
+            directory: Directory::new(config)?,
+            policies: config
+                .escalation_policies
+                .iter()
+                .map(|p| (p.name.clone(), p.clone()))
+                .collect(),
+            deliverer,
+            ack_links,
+            tracked: Mutex::new(HashMap::new()),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Notifies `team` of a new alert: the first level of its escalation policy, or its
+    /// channels addressed to whoever is on call when it has none. Returns the deliveries
+    /// made and the tracked entry (already held here); an alert already tracked (a replayed
+    /// mention) is not notified again.
+    pub async fn notify_team(
+        &self,
+        alert: &Alert,
+        enriched: &EnrichedMention,
+        team: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Tracked, StageError> {
+        if let Some(known) = self.get(alert.id) {
+            return Ok(known);
+        }
+        let now = Utc::now();
+        let mut tracked = Tracked {
+            alert: alert.clone(),
+            enriched: enriched.clone(),
+            team: team.to_owned(),
+            topic: topic.to_owned(),
+            partition,
+            steps_notified: 0,
+            next_step_at: None,
+            updated_at: now.timestamp_micros(),
+        };
+        let deliveries = match self.policy_of(team) {
+            Some(_) => {
+                let (deliveries, next) = self.notify_step(&tracked, 0, now).await?;
+                tracked.steps_notified = 1;
+                tracked.next_step_at = next;
+                deliveries
+            }
+            None => {
+                let person = self.directory.on_call(team, now).cloned();
+                let channels = self.channels(team);
+                self.send(&tracked, &channels, person, None, 0).await?
+            }
+        };
+        tracked.alert.deliveries.extend(deliveries);
+        self.insert(tracked.clone());
+        Ok(tracked)
+    }
+
+    /// The alerts whose next step is due at `now`, soonest first.
+    pub fn due(&self, now: DateTime<Utc>, owns: &dyn Fn(&str, i32) -> bool) -> Vec<Uuid> {
+        let micros = now.timestamp_micros();
+        let tracked = self.tracked.lock().expect("escalations lock");
+        let mut due: Vec<(i64, Uuid)> = tracked
+            .values()
+            .filter(|t| owns(&t.topic, t.partition))
+            .filter_map(|t| {
+                t.next_step_at
+                    .filter(|at| *at <= micros)
+                    .map(|at| (at, t.alert.id))
+            })
+            .collect();
+        due.sort();
+        due.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Notifies the next step of `id` when it is still due at `now`; returns the updated
+    /// entry (to publish and save) and the step's deliveries, or `None` when nothing was due
+    /// (acknowledged meanwhile).
+    pub async fn escalate(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Tracked, Vec<Delivery>)>, StageError> {
+        let Some(current) = self.get(id) else {
+            return Ok(None);
+        };
+        if current
+            .next_step_at
+            .is_none_or(|at| at > now.timestamp_micros())
+        {
+            return Ok(None);
+        }
+        let (deliveries, next) = self
+            .notify_step(&current, current.steps_notified, now)
+            .await?;
+        let mut tracked = self.tracked.lock().expect("escalations lock");
+        let Some(entry) = tracked.get_mut(&id) else {
+            return Ok(None);
+        };
+        entry.alert.deliveries.extend(deliveries.iter().cloned());
+        entry.steps_notified = current.steps_notified + 1;
+        entry.updated_at = now_micros().max(entry.updated_at + 1);
+        // Acknowledged while this step was being sent: it stays the last one.
+        entry.next_step_at = if entry.alert.acknowledged_at.is_some() {
+            None
+        } else {
+            next
+        };
+        Ok(Some((entry.clone(), deliveries)))
+    }
+
+    /// Stops the escalation of `id`. Acknowledging twice keeps the first time and person.
+    pub fn acknowledge(
+        &self,
+        id: Uuid,
+        by: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Result<Tracked, AckError> {
+        let mut tracked = self.tracked.lock().expect("escalations lock");
+        let entry = tracked.get_mut(&id).ok_or(AckError::Unknown(id))?;
+        if entry.alert.resolved_at.is_some() {
+            return Err(AckError::Resolved(id));
+        }
+        if entry.alert.acknowledged_at.is_none() {
+            entry.alert.acknowledged_at = Some(at.timestamp_micros());
+            entry.alert.acknowledged_by = by;
+        }
+        entry.next_step_at = None;
+        entry.updated_at = now_micros().max(entry.updated_at + 1);
+        Ok(entry.clone())
+    }
+
+    /// Resolves `id` (acknowledging it too when it was not) and forgets it: the returned
+    /// entry is the last word on it.
+    pub fn resolve(
+        &self,
+        id: Uuid,
+        by: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Result<Tracked, AckError> {
+        let mut tracked = self.tracked.lock().expect("escalations lock");
+        let mut entry = tracked.remove(&id).ok_or(AckError::Unknown(id))?;
+        let micros = at.timestamp_micros();
+        if entry.alert.acknowledged_at.is_none() {
+            entry.alert.acknowledged_at = Some(micros);
+            entry.alert.acknowledged_by = by;
+        }
+        entry.alert.resolved_at = Some(micros);
+        entry.next_step_at = None;
+        entry.updated_at = now_micros().max(entry.updated_at + 1);
+        Ok(entry)
+    }
+
+    pub fn get(&self, id: Uuid) -> Option<Tracked> {
+        self.tracked
+            .lock()
+            .expect("escalations lock")
+            .get(&id)
+            .cloned()
+    }
+
+    /// Holds `entry` (new, or read from the state topic) unless a later copy is held; a
+    /// resolved one is dropped.
+    pub fn insert(&self, entry: Tracked) {
+        let mut tracked = self.tracked.lock().expect("escalations lock");
+        let id = entry.alert.id;
+        if tracked
+            .get(&id)
+            .is_some_and(|held| held.updated_at > entry.updated_at)
+        {
+            return;
+        }
+        if entry.alert.resolved_at.is_some() {
+            tracked.remove(&id);
+        } else {
+            tracked.insert(id, entry);
+        }
+        drop(tracked);
+        self.changed.notify_one();
+    }
+
+    /// Forgets `id` (resolved: its state was deleted).
+    pub fn remove(&self, id: Uuid) {
+        self.tracked.lock().expect("escalations lock").remove(&id);
+    }
+
+    /// The PagerDuty receivers the alert was delivered to, for acknowledge and resolve
+    /// events.
+    pub fn deliverer(&self) -> &Deliverer {
+        &self.deliverer
+    }
+
+    fn next_deadline(&self) -> Option<i64> {
+        self.tracked
+            .lock()
+            .expect("escalations lock")
+            .values()
+            .filter_map(|t| t.next_step_at)
+            .min()
+    }
+
+    fn policy_of(&self, team: &str) -> Option<&EscalationPolicyConfig> {
+        let name = self.directory.team(team)?.escalation_policy.as_ref()?;
+        self.policies.get(name)
+    }
+
+    fn channels(&self, team: &str) -> Vec<String> {
+        self.directory
+            .team(team)
+            .map(|t| t.channels.clone())
+            .unwrap_or_default()
+    }
+
+    /// Notifies step `step` (0-based, counting repeats) of the team's policy; returns the
+    /// deliveries and when the next step is due (none after the last).
+    async fn notify_step(
+        &self,
+        tracked: &Tracked,
+        step: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Delivery>, Option<i64>), StageError> {
+        let Some(policy) = self.policy_of(&tracked.team) else {
+            return Ok((Vec::new(), None));
+        };
+        let levels = policy.levels.len() as u32;
+        let total = levels * (policy.repeat + 1);
+        if levels == 0 || step >= total {
+            return Ok((Vec::new(), None));
+        }
+        let level = &policy.levels[(step % levels) as usize];
+        let mut deliveries = Vec::new();
+        for target in &level.targets {
+            let (channels, person) = if let Some(team) = &target.on_call {
+                (
+                    self.channels(team),
+                    self.directory.on_call(team, now).cloned(),
+                )
+            } else if let Some(receiver) = &target.receiver {
+                (vec![receiver.clone()], None)
+            } else if let Some(user) = &target.user {
+                let person = self.directory.person(user).cloned();
+                let channels = person
+                    .as_ref()
+                    .map(|p| self.channels(&p.team))
+                    .unwrap_or_default();
+                (channels, person)
+            } else {
+                continue;
+            };
+            deliveries.extend(
+                self.send(
+                    tracked,
+                    &channels,
+                    person,
+                    Some(step % levels + 1),
+                    step / levels,
+                )
+                .await?,
+            );
+        }
+        let next = (step + 1 < total).then(|| {
+            now.timestamp_micros()
+                + i64::try_from(level.delay_secs)
+                    .unwrap_or(i64::MAX / 2_000_000)
+                    .saturating_mul(1_000_000)
+        });
+        Ok((deliveries, next))
+    }
+
+    /// One notification to each of `channels`, concurrently.
+    async fn send(
+        &self,
+        tracked: &Tracked,
+        channels: &[String],
+        person: Option<Person>,
+        level: Option<u32>,
+        pass: u32,
+    ) -> Result<Vec<Delivery>, StageError> {
+        let notice = Notice {
+            person,
+            level,
+            pass,
+            ack_url: self.ack_links.as_ref().map(|l| l.url(tracked.alert.id)),
+        };
+        let sends = channels.iter().map(|channel| {
+            self.deliverer
+                .deliver_notice(&tracked.alert, &tracked.enriched, channel, &notice)
+        });
+        futures::future::join_all(sends).await.into_iter().collect()
+    }
+}
+
+/// Publishes an updated entry (its alert on the alerts topic, its state; the alert on the
+/// dead-letter topic too when one of `failed` is set) and resolves once it is acknowledged.
+pub type Publish =
+    Arc<dyn Fn(Tracked, Vec<Delivery>) -> BoxFuture<'static, Result<(), StageError>> + Send + Sync>;
+
+/// Whether this replica is assigned an input topic's partition.
+pub type Owns = Box<dyn Fn(&str, i32) -> bool + Send + Sync>;
+
+/// Notifies each due step of the alerts of the partitions this replica `owns` until
+/// `shutdown`, publishing each updated entry. A step is saved only after it was sent: a
+/// router stopped in between sends that step again after restart (same delivery ids),
+/// never skips it.
+pub async fn run(
+    escalations: Arc<Escalations>,
+    publish: Publish,
+    owns: Owns,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let now = Utc::now();
+        for id in escalations.due(now, &*owns) {
+            match escalations.escalate(id, now).await {
+                Ok(Some((entry, deliveries))) => {
+                    tracing::info!(alert = %id, team = %entry.team, step = entry.steps_notified, "escalated: nobody acknowledged in time");
+                    if let Err(error) = publish(entry, deliveries).await {
+                        tracing::error!(alert = %id, %error, "publishing an escalated alert failed");
+                    }
+                }
+                Ok(None) => {}
+                Err(StageError::Interrupted) => return,
+                Err(error) => tracing::error!(alert = %id, %error, "escalation step failed"),
+            }
+        }
+        let wait = escalations
+            .next_deadline()
+            .map(|at| Duration::from_micros((at - now_micros()).clamp(0, 1_000_000) as u64))
+            .unwrap_or(Duration::from_secs(1));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = escalations.changed.notified() => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
