@@ -48,6 +48,24 @@ pub fn fold(text: &str) -> String {
 /// Splits `text` into tokens. Punctuation and white space separate tokens and are dropped.
 pub fn tokenize(text: &str) -> Vec<Token> {
     let mut tokens = Vec::new();
+    token_spans(text, |kind, start, end| {
+        let body = match kind {
+            TokenKind::Hashtag | TokenKind::Mention => &text[start + 1..end],
+            _ => &text[start..end],
+        };
+        tokens.push(Token {
+            kind,
+            start: start as u32,
+            end: end as u32,
+            norm: fold(body),
+            id: crate::NO_ID,
+        });
+    });
+    tokens
+}
+
+/// The tokens of `text` as [`tokenize`] finds them, without folding: kind and byte range.
+pub(crate) fn token_spans(text: &str, mut each: impl FnMut(TokenKind, usize, usize)) {
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < text.len() {
@@ -69,21 +87,10 @@ pub fn tokenize(text: &str) -> Vec<Token> {
             i += c.len_utf8();
             continue;
         };
-        let body = match kind {
-            TokenKind::Hashtag | TokenKind::Mention => &text[i + 1..end],
-            _ => &text[i..end],
-        };
-        tokens.push(Token {
-            kind,
-            start: i as u32,
-            end: end as u32,
-            norm: fold(body),
-            id: crate::NO_ID,
-        });
         debug_assert!(end > i && end <= bytes.len());
+        each(kind, i, end);
         i = end;
     }
-    tokens
 }
 
 fn is_word_char(c: char) -> bool {
