@@ -78,6 +78,9 @@ pub struct QuerySet {
     owners: Vec<Vec<u32>>,
     /// Queries that can match without any literal (`NOT x`, fields only): always evaluated.
     always: Vec<u32>,
+    /// The clause text of each NOT, NEAR and field node, by the node's address (the queries
+    /// do not move once in the set), so that a match copies it instead of formatting it.
+    clauses: FxHashMap<usize, String>,
 }
 
 impl QuerySet {
@@ -127,13 +130,20 @@ impl QuerySet {
                 .build(&patterns)
                 .expect("query words within the automaton's size limits")
         });
-        QuerySet {
+        let mut set = QuerySet {
             queries,
             automaton,
             pattern_words,
             owners,
             always,
+            clauses: FxHashMap::default(),
+        };
+        let mut clauses = FxHashMap::default();
+        for query in &set.queries {
+            fixed_clauses(&query.query, &mut clauses);
         }
+        set.clauses = clauses;
+        set
     }
 
     pub fn queries(&self) -> &[WatchlistQuery] {
@@ -241,7 +251,7 @@ impl QuerySet {
         if candidates.is_empty() {
             return Vec::new();
         }
-        let prepared = Prepared::new(document, view);
+        let prepared = Prepared::new(document, view, &self.clauses);
         let mut out = Vec::new();
         let mut hits = Vec::new();
         for index in candidates {
@@ -269,10 +279,31 @@ impl QuerySet {
     /// Every clause of watchlist `index` with whether it holds on `document` and the text it
     /// found, one per line, indented by depth: why a query did or did not match.
     pub fn explain(&self, index: usize, document: &Document<'_>) -> String {
-        let prepared = Prepared::new(document, self.view(document.text));
+        let prepared = Prepared::new(document, self.view(document.text), &self.clauses);
         let mut out = String::new();
         trace(&self.queries[index].query, &prepared, 0, &mut out);
         out
+    }
+}
+
+/// The clauses of `node`'s NOT, NEAR and field nodes, by address.
+fn fixed_clauses(node: &Node, clauses: &mut FxHashMap<usize, String>) {
+    let clause = match node {
+        Node::Text(_) => None,
+        Node::Or(children) | Node::And(children) => {
+            for child in children {
+                fixed_clauses(child, clauses);
+            }
+            None
+        }
+        Node::Not(child) => {
+            fixed_clauses(child, clauses);
+            Some(format!("NOT {}", grouped(child, child.to_string())))
+        }
+        Node::Near { .. } | Node::Field(_) => Some(node.to_string()),
+    };
+    if let Some(clause) = clause {
+        clauses.insert(std::ptr::from_ref(node) as usize, clause);
     }
 }
 
@@ -389,6 +420,7 @@ struct Prepared<'a> {
     tokens: Vec<Span>,
     found: Vec<(u32, u32)>,
     fields: std::cell::OnceCell<Fields>,
+    clauses: &'a FxHashMap<usize, String>,
 }
 
 struct Fields {
@@ -399,12 +431,28 @@ struct Fields {
 }
 
 impl<'a> Prepared<'a> {
-    fn new(document: &'a Document<'a>, view: View) -> Self {
+    fn new(
+        document: &'a Document<'a>,
+        view: View,
+        clauses: &'a FxHashMap<usize, String>,
+    ) -> Self {
         Prepared {
             document,
             tokens: view.tokens,
             found: view.found,
             fields: std::cell::OnceCell::new(),
+            clauses,
+        }
+    }
+
+    /// The clause of a NOT, NEAR or field node as it reads in a trace.
+    fn clause(&self, node: &Node) -> String {
+        match self.clauses.get(&(std::ptr::from_ref(node) as usize)) {
+            Some(clause) => clause.clone(),
+            None => match node {
+                Node::Not(child) => format!("NOT {}", grouped(child, child.to_string())),
+                other => other.to_string(),
+            },
         }
     }
 
@@ -507,7 +555,7 @@ fn evaluate(node: &Node, doc: &Prepared<'_>, hits: &mut Vec<Hit>) -> Option<Stri
             let mut ignored = Vec::new();
             match evaluate(child, doc, &mut ignored) {
                 Some(_) => None,
-                None => Some(format!("NOT {}", grouped(child, child.to_string()))),
+                None => Some(doc.clause(node)),
             }
         }
         Node::Near {
@@ -531,9 +579,9 @@ fn evaluate(node: &Node, doc: &Prepared<'_>, hits: &mut Vec<Hit>) -> Option<Stri
                     }
                 }
             }
-            (hits.len() > before).then(|| node.to_string())
+            (hits.len() > before).then(|| doc.clause(node))
         }
-        Node::Field(test) => field_holds(test, doc).then(|| test.to_string()),
+        Node::Field(test) => field_holds(test, doc).then(|| doc.clause(node)),
     }
 }
 
