@@ -603,13 +603,13 @@ mod tests {
                 .map(|record| match record.payload.as_deref() {
                     Some(b"hold") => {
                         let hold = self.hold.take().expect("one held record");
-                        Box::pin(async move {
-                            hold.await.map_err(|_| StageError::Interrupted)
-                        }) as Completion
+                        Box::pin(async move { hold.await.map_err(|_| StageError::Interrupted) })
+                            as Completion
                     }
-                    Some(b"bad") => Box::pin(async {
-                        Err(StageError::permanent("invalid", "bad record"))
-                    }) as Completion,
+                    Some(b"bad") => {
+                        Box::pin(async { Err(StageError::permanent("invalid", "bad record")) })
+                            as Completion
+                    }
                     _ => Box::pin(async { Ok(()) }) as Completion,
                 })
                 .collect();
@@ -665,7 +665,10 @@ mod tests {
         wait_for(|| bus.records("dlq").len() == 1).await;
         // Every record is done but the held one: no offset past it may be stored.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!bus.is_idle(), "an offset was stored past a record not yet done");
+        assert!(
+            !bus.is_idle(),
+            "an offset was stored past a record not yet done"
+        );
         assert_eq!(*sizes.lock().unwrap(), [4, 4, 2]);
         release.send(()).unwrap();
         wait_for(|| bus.is_idle()).await;

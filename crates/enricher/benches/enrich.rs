@@ -145,7 +145,12 @@ fn agreement() {
         "{:<28} {:>6} {:>12} {:>12} {:>10}",
         "corpus", "texts", "default", "whatlang", "agree"
     );
-    for name in ["tweets", "movieReviewSnippets", "amazonReviewSnippets", "nytEditorialSnippets"] {
+    for name in [
+        "tweets",
+        "movieReviewSnippets",
+        "amazonReviewSnippets",
+        "nytEditorialSnippets",
+    ] {
         let path = format!(
             "{}/../sentiment/testdata/{name}_GroundTruth.txt",
             env!("CARGO_MANIFEST_DIR")

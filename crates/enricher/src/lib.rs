@@ -285,7 +285,9 @@ impl EnricherStage {
         let payload = record.payload.as_deref().unwrap_or_default();
         let mention = match mention_codec.decode(payload).await {
             Ok(mention) => mention,
-            Err(error) => return ready(Err(StageError::permanent(error.kind(), error.to_string()))),
+            Err(error) => {
+                return ready(Err(StageError::permanent(error.kind(), error.to_string())))
+            }
         };
         let collected_at = mention.collected_at;
         let enriched = self.enricher.enrich(mention);
@@ -309,7 +311,9 @@ impl EnricherStage {
                 .observe(copy.sentiment.compound);
             let payload = match enriched_codec.encode(copy) {
                 Ok(payload) => payload,
-                Err(error) => return ready(Err(StageError::permanent("encode", error.to_string()))),
+                Err(error) => {
+                    return ready(Err(StageError::permanent("encode", error.to_string())))
+                }
             };
             let out = OutRecord {
                 topic: self.enriched_topic.clone(),
@@ -446,7 +450,11 @@ mod tests {
         let copies = enricher().enrich(m.clone());
         let by_watchlist = |name: &str| copies.iter().find(|c| c.watchlist == name).unwrap();
         let (skateco, parcelly) = (by_watchlist("skateco"), by_watchlist("parcelly"));
-        assert!(parcelly.sentiment.compound <= -0.5, "{:?}", parcelly.sentiment);
+        assert!(
+            parcelly.sentiment.compound <= -0.5,
+            "{:?}",
+            parcelly.sentiment
+        );
         assert!(skateco.sentiment.compound > 0.0, "{:?}", skateco.sentiment);
         assert_eq!(parcelly.intent, "complaint");
         assert!(!skateco.signals.intents.contains(&"complaint".to_owned()));
@@ -460,9 +468,18 @@ mod tests {
         let signals = signals::Signals::new(&EnricherConfig::default());
         for copy in [skateco, parcelly] {
             let expected = signals
-                .score(&m, copy.sentiment.compound, copy.language.as_deref(), Vec::new())
+                .score(
+                    &m,
+                    copy.sentiment.compound,
+                    copy.language.as_deref(),
+                    Vec::new(),
+                )
                 .urgency;
-            assert!((copy.urgency - expected).abs() < 1e-12, "{}", copy.watchlist);
+            assert!(
+                (copy.urgency - expected).abs() < 1e-12,
+                "{}",
+                copy.watchlist
+            );
         }
     }
 

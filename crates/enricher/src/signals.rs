@@ -815,7 +815,12 @@ mod tests {
         let bot = "claim your compensation for late deliveries now https://parcelly.example.org/x";
         let default = Signals::new(&EnricherConfig::default());
         let score = |signals: &Signals, text: &str| {
-            signals.score(&mention("@bot", text, Some(3), T0), 0.0, Some("en"), Vec::new())
+            signals.score(
+                &mention("@bot", text, Some(3), T0),
+                0.0,
+                Some("en"),
+                Vec::new(),
+            )
         };
         let scores = score(&default, bot);
         assert!(scores.spam_score >= 0.5, "{scores:?}");
