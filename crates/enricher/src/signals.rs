@@ -568,11 +568,12 @@ impl Signals {
         }
         let hashtags = folded.matches('#').count();
         let stuffed = words.len() >= 8 && {
-            let mut counts: HashMap<&str, usize> = HashMap::new();
-            for word in words.iter().filter(|w| w.len() >= 3) {
-                *counts.entry(word).or_default() += 1;
-            }
-            counts.values().max().is_some_and(|&n| n * 4 > words.len())
+            // The most repeated word of three letters or more: sorted, equal words are runs
+            // (cheaper than hashing every word of every post).
+            let mut long: Vec<&str> = words.iter().copied().filter(|w| w.len() >= 3).collect();
+            long.sort_unstable();
+            let most = long.chunk_by(|a, b| a == b).map(<[_]>::len).max();
+            most.is_some_and(|n| n * 4 > words.len())
         };
         if stuffed || hashtags >= 6 {
             reasons.push(("keyword_stuffing", 0.35));
