@@ -25,6 +25,10 @@ async fn an_enricher_restarted_mid_stream_loses_nothing() {
     // Few records in flight, so that most of what the first instance has not finished at
     // cancel is still unread and must come from the committed position after the restart.
     config.kafka.max_in_flight = 16;
+    // In batches (of up to 8 here, under the in-flight bound): each record's offset is still
+    // stored only once its output is acknowledged, so the restart loses and repeats nothing.
+    config.enricher.batch_size = 8;
+    config.enricher.batch_wait_ms = 20;
     publish_mentions(&config, &run, COUNT).await;
 
     // First instance: stopped while the stream is being processed.
@@ -145,7 +149,11 @@ async fn an_enricher_restarted_mid_stream_loses_nothing() {
 async fn poison_records_are_dead_lettered_and_do_not_stop_the_stage() {
     const GOOD: usize = 200;
     let run = unique("poison");
-    let config = kafka_config(&run);
+    let mut config = kafka_config(&run);
+    // Batches larger than the runs of good records between two poison ones: a bad record
+    // in a batch is dead-lettered alone.
+    config.enricher.batch_size = 50;
+    config.enricher.batch_wait_ms = 50;
     let services = Services::kafka(config.clone()).await.unwrap();
 
     // Each bad payload with the error type the codec gives it (`CodecError::kind`).

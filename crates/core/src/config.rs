@@ -621,10 +621,22 @@ pub struct EnricherConfig {
     /// loan", "packers and movers", ...); one found makes a mention likely spam.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub spam_phrases: Vec<String>,
+    /// Lure words of giveaway and phishing bots ("claim", "free", "compensation", "prize",
+    /// ...): two different ones in a post with a link make it likely spam (`link_lure`).
+    /// When given, replaces the built-in list.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub spam_lures: Vec<String>,
+    /// How a mention's language is found.
+    pub language: LanguageConfig,
     /// Weights of the urgency score (see RELIABILITY.md, "Urgency").
     pub urgency: UrgencyWeights,
     /// Text longer than this is cut (at a character boundary) and flagged `text_truncated`.
     pub max_text_bytes: usize,
+    /// The service takes up to this many records at once (each still acknowledged and
+    /// committed on its own).
+    pub batch_size: usize,
+    /// After a batch's first record, wait at most this long for the others.
+    pub batch_wait_ms: u64,
 }
 
 impl Default for EnricherConfig {
@@ -633,10 +645,36 @@ impl Default for EnricherConfig {
             watchlists: Vec::new(),
             intent_cues: BTreeMap::new(),
             spam_phrases: Vec::new(),
+            spam_lures: Vec::new(),
+            language: LanguageConfig::default(),
             urgency: UrgencyWeights::default(),
             max_text_bytes: 64 * 1024,
+            batch_size: 64,
+            batch_wait_ms: 5,
         }
     }
+}
+
+/// Language detection: which detector, and which sources' language hints are taken as is.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LanguageConfig {
+    /// `whichlang` (the default: 16 major languages, about a microsecond per post) or
+    /// `whatlang` (69 languages, tens of microseconds per post).
+    pub detector: LanguageDetector,
+    /// Source kinds (`bluesky`, `mastodon`, ...) whose `lang_hint` is taken as the language,
+    /// with confidence 1, without running the detector; other sources' hints are a fallback.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trusted_hint_sources: Vec<String>,
+}
+
+/// The language detector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LanguageDetector {
+    #[default]
+    Whichlang,
+    Whatlang,
 }
 
 /// Urgency = (negativity·w_n + intent·w_i + reach·w_r + velocity·w_v) / (w_n + w_i + w_r + w_v),
@@ -1406,6 +1444,19 @@ impl Config {
                 errors.push(format!("enricher.spam_phrases[{k}]"), "must not be empty");
             }
         }
+        for (k, lure) in enricher.spam_lures.iter().enumerate() {
+            if lure.trim().is_empty() {
+                errors.push(format!("enricher.spam_lures[{k}]"), "must not be empty");
+            }
+        }
+        for (k, source) in enricher.language.trusted_hint_sources.iter().enumerate() {
+            if source.trim().is_empty() {
+                errors.push(
+                    format!("enricher.language.trusted_hint_sources[{k}]"),
+                    "must not be empty",
+                );
+            }
+        }
         let weights = &enricher.urgency;
         for (name, weight) in [
             ("negativity", weights.negativity),
@@ -1422,6 +1473,12 @@ impl Config {
         }
         if enricher.max_text_bytes < 1024 {
             errors.push("enricher.max_text_bytes", "must be at least 1024");
+        }
+        if !(1..=10_000).contains(&enricher.batch_size) {
+            errors.push("enricher.batch_size", "must be from 1 to 10000");
+        }
+        if enricher.batch_wait_ms > 1_000 {
+            errors.push("enricher.batch_wait_ms", "must be at most 1000");
         }
         let mut receivers = Vec::new();
         for (i, receiver) in self.router.receivers.iter().enumerate() {
@@ -2303,8 +2360,12 @@ enricher:
     en: { complaint: ["meh"], gossip: ["tea"] }
     english: { praise: [""] }
   spam_phrases: ["  "]
+  spam_lures: [""]
+  language: { trusted_hint_sources: [" "] }
   urgency: { negativity: -1, intent: 0, reach: 0, velocity: 0 }
   max_text_bytes: 10
+  batch_size: 0
+  batch_wait_ms: 5000
 "#,
         );
         assert_eq!(
@@ -2314,9 +2375,13 @@ enricher:
                 "enricher.intent_cues.english: must be a two-letter ISO 639-1 language code",
                 "enricher.intent_cues.english.praise[0]: must not be empty",
                 "enricher.spam_phrases[0]: must not be empty",
+                "enricher.spam_lures[0]: must not be empty",
+                "enricher.language.trusted_hint_sources[0]: must not be empty",
                 "enricher.urgency.negativity: must be 0 or more",
                 "enricher.urgency: at least one weight must be above 0",
                 "enricher.max_text_bytes: must be at least 1024",
+                "enricher.batch_size: must be from 1 to 10000",
+                "enricher.batch_wait_ms: must be at most 1000",
             ]
         );
     }

@@ -20,5 +20,5 @@ pub mod telemetry;
 pub use bus::{InRecord, OutRecord, Publisher, Subscription};
 pub use config::Config;
 pub use model::{Alert, EnrichedMention, Mention};
-pub use runner::{Completion, Stage, StageError};
+pub use runner::{Batch, Completion, Stage, StageError};
 pub use service::Services;

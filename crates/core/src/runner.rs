@@ -8,12 +8,19 @@
 //! any point replays, never skips. A record the stage cannot take goes to the dead-letter
 //! topic, and its offset is stored once the dead letter is acknowledged.
 //!
+//! Batches: a stage that says so ([`Stage::batch`]) is handed up to `max_records` records at
+//! once ([`Stage::handle_batch`]): after a first record, the loop waits at most `max_wait`
+//! for more (never beyond `max_in_flight`). Each record of a batch still has its own
+//! completion, its own dead letter and its own offset, stored by the same rule.
+//!
 //! Shutdown: stop reading, wait for in-flight records (bounded by `drain_timeout`), flush the
 //! producer, commit.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::future::FutureExt;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -79,6 +86,38 @@ pub trait Stage: Send + 'static {
     fn finish(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
+    /// How many records the stage takes at once; one by default.
+    fn batch(&self) -> Batch {
+        Batch::ONE
+    }
+    /// Takes a batch of records, in partition order, and returns one completion per record,
+    /// in the same order, each with the meaning of [`Stage::handle`]'s. By default, each in
+    /// turn through [`Stage::handle`].
+    fn handle_batch(&mut self, records: Vec<InRecord>) -> BoxFuture<'_, Vec<Completion>> {
+        Box::pin(async move {
+            let mut completions = Vec::with_capacity(records.len());
+            for record in records {
+                completions.push(self.handle(record).await);
+            }
+            completions
+        })
+    }
+}
+
+/// How a stage takes records: up to `max_records` at once, waiting at most `max_wait` after
+/// the first for the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    pub max_records: usize,
+    pub max_wait: Duration,
+}
+
+impl Batch {
+    /// One record at a time.
+    pub const ONE: Batch = Batch {
+        max_records: 1,
+        max_wait: Duration::ZERO,
+    };
 }
 
 /// Loop settings.
@@ -150,26 +189,71 @@ pub async fn run_stage<S: Stage, Sub: Subscription>(
                         continue;
                     }
                 };
-                received.inc();
-                tracker.begin(&record.topic, record.partition, record.offset);
-                let key = (record.topic.clone(), record.partition, record.offset);
-                originals.insert(key.clone(), record.clone());
-                if let Some(size) = record.header(headers::OVERSIZED) {
-                    // Left without its payload by the subscription: dead-lettered, headers only.
-                    let reason = format!(
-                        "the payload ({} bytes) is larger than kafka.max_message_bytes + 64 KiB; dead-lettered without it",
-                        String::from_utf8_lossy(size)
-                    );
-                    in_flight.push(Box::pin(async move {
-                        (key.0, key.1, key.2, Err(StageError::permanent("oversized", reason)), InFlightKind::Stage)
-                    }));
-                    continue;
+                let batch = stage.batch();
+                let mut records = vec![record];
+                if batch.max_records > 1 {
+                    // More records for the batch, for a bounded time, and never more in flight
+                    // than allowed. A closed subscription ends the loop at the next turn.
+                    let deadline = tokio::time::Instant::now() + batch.max_wait;
+                    while records.len() < batch.max_records
+                        && in_flight.len() + records.len() < options.max_in_flight
+                    {
+                        match tokio::time::timeout_at(deadline, subscription.recv()).await {
+                            Ok(Some(Ok(record))) => records.push(record),
+                            Ok(Some(Err(error))) => {
+                                metrics.errors.with_label_values(&[stage_name, "consume"]).inc();
+                                tracing::warn!(stage = stage_name, %error, "consumer error; continuing");
+                            }
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
                 }
-                let completion = stage.handle(record).await;
-                in_flight.push(Box::pin(async move {
-                    let result = completion.await;
-                    (key.0, key.1, key.2, result, InFlightKind::Stage)
-                }));
+                let mut keys = Vec::with_capacity(records.len());
+                let mut accepted = Vec::with_capacity(records.len());
+                for record in records {
+                    received.inc();
+                    tracker.begin(&record.topic, record.partition, record.offset);
+                    let key = (record.topic.clone(), record.partition, record.offset);
+                    originals.insert(key.clone(), record.clone());
+                    if let Some(size) = record.header(headers::OVERSIZED) {
+                        // Left without its payload by the subscription: dead-lettered, headers only.
+                        let reason = format!(
+                            "the payload ({} bytes) is larger than kafka.max_message_bytes + 64 KiB; dead-lettered without it",
+                            String::from_utf8_lossy(size)
+                        );
+                        in_flight.push(Box::pin(async move {
+                            (key.0, key.1, key.2, Err(StageError::permanent("oversized", reason)), InFlightKind::Stage)
+                        }));
+                        continue;
+                    }
+                    keys.push(key);
+                    accepted.push(record);
+                }
+                let mut records = accepted;
+                let completions = if records.is_empty() {
+                    Vec::new()
+                } else if records.len() == 1 {
+                    let record = records.pop().expect("one record");
+                    vec![stage.handle(record).await]
+                } else {
+                    stage.handle_batch(records).await
+                };
+                let mut completions = completions.into_iter();
+                for key in keys {
+                    // A stage that returned too few completions: the record is not silently
+                    // taken as done, it is dead-lettered with the reason.
+                    let completion = completions.next().unwrap_or_else(|| {
+                        futures::future::ready(Err(StageError::permanent(
+                            "internal",
+                            "the stage returned no completion for this record of its batch",
+                        )))
+                        .boxed()
+                    });
+                    in_flight.push(Box::pin(async move {
+                        let result = completion.await;
+                        (key.0, key.1, key.2, result, InFlightKind::Stage)
+                    }));
+                }
             }
             _ = keep_alive.tick() => heartbeat.beat(),
         }
@@ -504,6 +588,106 @@ mod tests {
             bus.is_idle(),
             "the record's offset is stored once the header-only dead letter is in"
         );
+        shutdown.cancel();
+        runner.await.unwrap().unwrap();
+    }
+
+    /// Takes batches of up to four records; records batch sizes; the record whose payload is
+    /// `hold` completes only when the test says so.
+    struct Batches {
+        sizes: Arc<std::sync::Mutex<Vec<usize>>>,
+        hold: Option<tokio::sync::oneshot::Receiver<()>>,
+    }
+
+    impl Stage for Batches {
+        fn name(&self) -> &'static str {
+            "batches"
+        }
+        fn handle(&mut self, _record: InRecord) -> BoxFuture<'_, Completion> {
+            unreachable!("a batching stage is handed batches")
+        }
+        fn batch(&self) -> Batch {
+            Batch {
+                max_records: 4,
+                max_wait: Duration::from_millis(200),
+            }
+        }
+        fn handle_batch(&mut self, records: Vec<InRecord>) -> BoxFuture<'_, Vec<Completion>> {
+            self.sizes.lock().unwrap().push(records.len());
+            let completions = records
+                .iter()
+                .map(|record| match record.payload.as_deref() {
+                    Some(b"hold") => {
+                        let hold = self.hold.take().expect("one held record");
+                        Box::pin(async move { hold.await.map_err(|_| StageError::Interrupted) })
+                            as Completion
+                    }
+                    Some(b"bad") => {
+                        Box::pin(async { Err(StageError::permanent("invalid", "bad record")) })
+                            as Completion
+                    }
+                    _ => Box::pin(async { Ok(()) }) as Completion,
+                })
+                .collect();
+            Box::pin(async move { completions })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batching_stage_gets_batches_and_offsets_wait_for_every_record_of_them() {
+        let bus = MemoryBus::new();
+        let shutdown = CancellationToken::new();
+        let subscription = bus.subscribe("g", &["in"], shutdown.clone());
+        for payload in ["a", "b", "hold", "c", "d", "bad", "e", "f", "g", "h"] {
+            bus.publish(OutRecord {
+                topic: Arc::from("in"),
+                key: None,
+                payload: Bytes::from(payload),
+                headers: vec![],
+            })
+            .await
+            .await
+            .unwrap();
+        }
+        let (release, hold) = tokio::sync::oneshot::channel();
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stage = Batches {
+            sizes: sizes.clone(),
+            hold: Some(hold),
+        };
+        let options = RunnerOptions {
+            max_in_flight: 100,
+            drain_timeout: Duration::from_secs(1),
+            deadletter_topic: Arc::from("dlq"),
+        };
+        let health = Health::new(Duration::from_secs(30));
+        let runner = tokio::spawn(run_stage(
+            stage,
+            subscription,
+            bus.publisher(),
+            options,
+            Metrics::default(),
+            health.heartbeat("batches"),
+            shutdown.clone(),
+        ));
+        async fn wait_for(done: impl Fn() -> bool) {
+            let started = std::time::Instant::now();
+            while !done() {
+                assert!(started.elapsed() < Duration::from_secs(10), "timed out");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        wait_for(|| sizes.lock().unwrap().iter().sum::<usize>() == 10).await;
+        wait_for(|| bus.records("dlq").len() == 1).await;
+        // Every record is done but the held one: no offset past it may be stored.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !bus.is_idle(),
+            "an offset was stored past a record not yet done"
+        );
+        assert_eq!(*sizes.lock().unwrap(), [4, 4, 2]);
+        release.send(()).unwrap();
+        wait_for(|| bus.is_idle()).await;
         shutdown.cancel();
         runner.await.unwrap().unwrap();
     }

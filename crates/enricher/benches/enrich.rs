@@ -4,16 +4,24 @@
 //! `cargo bench -p earshot-enricher --bench enrich` (optionally `-- SECONDS`, default 3).
 //!
 //! Measured in the same run, per second of wall time and of this thread's CPU time (from
-//! /proc/thread-self/schedstat): VADER alone (`polarity_scores`, the largest single part,
-//! the reference point), language detection alone (whatlang), and `enrich()` with the demo's
-//! three brand watchlists plus twenty topic queries, so that a share of the tweets match.
+//! /proc/thread-self/schedstat): VADER alone (`polarity_scores`, the reference point), each
+//! other component alone (language detection with the default detector and with whatlang,
+//! watchlist matching, spam / intent / reach / urgency signals), and `enrich()` with the
+//! demo's three brand watchlists plus twenty topic queries, so that a share of the tweets
+//! match.
+//!
+//! It then compares the languages found by the default detector (script first, whichlang for
+//! Latin text) with whatlang's on the four VADER corpora (all English) and on the
+//! multilingual sanity set (testdata/languages.tsv).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use earshot_core::config::{EnricherConfig, WatchlistConfig};
+use earshot_core::config::{EnricherConfig, LanguageDetector, WatchlistConfig};
 use earshot_core::model::{mention_id, Author, Engagement, Mention, Source};
-use earshot_enricher::Enricher;
+use earshot_enricher::language::detect_text;
+use earshot_enricher::signals::Signals;
+use earshot_enricher::{Enricher, WatchlistMatcher};
 use earshot_sentiment::SentimentAnalyzer;
 
 fn main() {
@@ -65,11 +73,14 @@ fn main() {
             &format!("{topic} NOT (giveaway OR #ad)"),
         ));
     }
-    let enricher = Enricher::new(&EnricherConfig {
+    let config = EnricherConfig {
         watchlists,
         ..EnricherConfig::default()
-    });
+    };
+    let enricher = Enricher::new(&config);
     let analyzer = SentimentAnalyzer::default();
+    let matcher = WatchlistMatcher::new(&config.watchlists);
+    let signals = Signals::new(&config);
 
     let copies: usize = mentions
         .iter()
@@ -79,22 +90,19 @@ fn main() {
         analyzer.polarity_scores(black_box(tweets[i])).compound as usize
     });
     let (language, language_cpu) = rate(mentions.len(), budget, |i| {
-        whatlang::detect(black_box(tweets[i])).map_or(0, |info| info.lang() as usize)
+        detect_text(black_box(tweets[i]), LanguageDetector::Whichlang).map_or(0, |(c, _)| c.len())
     });
-    // For scale: whatlang restricted to seven Western European languages.
-    let seven = whatlang::Detector::with_allowlist(vec![
-        whatlang::Lang::Eng,
-        whatlang::Lang::Fra,
-        whatlang::Lang::Deu,
-        whatlang::Lang::Spa,
-        whatlang::Lang::Por,
-        whatlang::Lang::Ita,
-        whatlang::Lang::Nld,
-    ]);
-    let (seven_rate, seven_cpu) = rate(mentions.len(), budget, |i| {
-        seven
-            .detect(black_box(tweets[i]))
-            .map_or(0, |info| info.lang() as usize)
+    let (whatlang_rate, whatlang_cpu) = rate(mentions.len(), budget, |i| {
+        detect_text(black_box(tweets[i]), LanguageDetector::Whatlang).map_or(0, |(c, _)| c.len())
+    });
+    let (matching, matching_cpu) = rate(mentions.len(), budget, |i| {
+        matcher.matches(black_box(&mentions[i]), Some("en")).len()
+    });
+    let (signal, signal_cpu) = rate(mentions.len(), budget, |i| {
+        signals
+            .score(black_box(&mentions[i]), -0.2, Some("en"), Vec::new())
+            .intents
+            .len()
     });
     // The clone is part of the work: the service hands enrich() an owned, decoded mention.
     let (enrich, enrich_cpu) = rate(mentions.len(), budget, |i| {
@@ -111,13 +119,83 @@ fn main() {
         "wall", "thread CPU"
     );
     println!("VADER polarity_scores alone   {vader:>12.0} {vader_cpu:>14.0} mentions/s");
-    println!("whatlang detect alone         {language:>12.0} {language_cpu:>14.0} mentions/s");
-    println!("whatlang, 7 languages only    {seven_rate:>12.0} {seven_cpu:>14.0} mentions/s");
+    println!("language, default (whichlang) {language:>12.0} {language_cpu:>14.0} mentions/s");
+    println!("language, whatlang            {whatlang_rate:>12.0} {whatlang_cpu:>14.0} mentions/s");
+    println!("watchlist matching            {matching:>12.0} {matching_cpu:>14.0} mentions/s");
+    println!("signals (spam, intent, ...)   {signal:>12.0} {signal_cpu:>14.0} mentions/s");
     println!("Enricher::enrich              {enrich:>12.0} {enrich_cpu:>14.0} mentions/s");
     println!(
         "ratio enrich / VADER alone    {:>12.2} {:>14.2}",
         enrich / vader,
         enrich_cpu / vader_cpu
+    );
+    println!(
+        "ratio enrich / whatlang alone {:>12.2} {:>14.2}",
+        enrich / whatlang_rate,
+        enrich_cpu / whatlang_cpu
+    );
+    agreement();
+}
+
+/// The default detector against whatlang: on the English corpora, the share each finds
+/// English (and how often they agree); on the sanity set, the share each gets right.
+fn agreement() {
+    println!();
+    println!(
+        "{:<28} {:>6} {:>12} {:>12} {:>10}",
+        "corpus", "texts", "default", "whatlang", "agree"
+    );
+    for name in [
+        "tweets",
+        "movieReviewSnippets",
+        "amazonReviewSnippets",
+        "nytEditorialSnippets",
+    ] {
+        let path = format!(
+            "{}/../sentiment/testdata/{name}_GroundTruth.txt",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let corpus = std::fs::read_to_string(&path).expect("a VADER corpus");
+        let texts: Vec<(&str, &str)> = corpus
+            .lines()
+            .filter_map(|l| l.trim_end_matches('\r').splitn(3, '\t').nth(2))
+            .map(|text| ("en", text))
+            .collect();
+        report(name, &texts);
+    }
+    let set = include_str!("../testdata/languages.tsv");
+    let texts: Vec<(&str, &str)> = set
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split_once('\t'))
+        .collect();
+    report("multilingual sanity set", &texts);
+}
+
+fn report(name: &str, texts: &[(&str, &str)]) {
+    let (mut default, mut whatlang, mut agree) = (0, 0, 0);
+    for &(expected, text) in texts {
+        // As enrich() takes them: below the confidence bar a detection is no answer.
+        let found = |detector| {
+            detect_text(text, detector)
+                .filter(|&(_, confidence)| confidence >= earshot_enricher::language::MIN_CONFIDENCE)
+                .map(|(code, _)| code)
+        };
+        let (a, b) = (
+            found(LanguageDetector::Whichlang),
+            found(LanguageDetector::Whatlang),
+        );
+        default += usize::from(a == Some(expected));
+        whatlang += usize::from(b == Some(expected));
+        agree += usize::from(a == b);
+    }
+    let share = |n: usize| format!("{:.1} %", 100.0 * n as f64 / texts.len() as f64);
+    println!(
+        "{name:<28} {:>6} {:>12} {:>12} {:>10}",
+        texts.len(),
+        share(default),
+        share(whatlang),
+        share(agree)
     );
 }
 

@@ -5,7 +5,7 @@
 //! [`Enricher::enrich`] is the pure processing step; [`EnricherStage`] is the Kafka-facing
 //! wrapper the stage runner drives.
 
-mod language;
+pub mod language;
 mod matcher;
 pub mod offline;
 pub mod reload;
@@ -20,7 +20,7 @@ use earshot_core::codec::Codecs;
 use earshot_core::config::EnricherConfig;
 use earshot_core::model::{now_micros, EnrichedMention, Mention, SentenceSentiment, Sentiment};
 use earshot_core::telemetry::{trace_context, Metrics};
-use earshot_core::{Completion, InRecord, Services, Stage, StageError};
+use earshot_core::{Batch, Completion, InRecord, Services, Stage, StageError};
 use earshot_sentiment::{Analysis, SentimentAnalyzer};
 use futures::future::{BoxFuture, FutureExt};
 use prometheus::{Histogram, IntCounter};
@@ -94,6 +94,7 @@ pub struct Enricher {
     watchlist_sentiment: HashMap<String, SentimentAnalyzer>,
     /// Spam, intent, reach and urgency.
     signals: signals::Signals,
+    language: language::Detector,
 }
 
 impl Enricher {
@@ -114,6 +115,7 @@ impl Enricher {
         Enricher {
             matcher: WatchlistMatcher::new(&config.watchlists),
             signals: signals::Signals::new(config),
+            language: language::Detector::new(&config.language),
             sentiment,
             watchlist_sentiment,
         }
@@ -128,8 +130,9 @@ impl Enricher {
     /// (`invalid_created_at`), an undetected language is `unknown_language`.
     ///
     /// Sentiment is VADER's, whole text and per sentence, with the watchlist's lexicon
-    /// overrides for the copy keyed by a watchlist that has some; the other scores are the
-    /// same on every copy.
+    /// overrides for the copy keyed by a watchlist that has some; that copy's urgency and the
+    /// intents that follow from sentiment (complaint, praise, opportunity) are computed from
+    /// its own compound. The other scores are the same on every copy.
     ///
     /// A retraction (a post deleted at its source) is passed through as it is: one copy with
     /// no watchlist, no match and neutral scores, flagged `retraction`, so that the sink marks
@@ -142,15 +145,17 @@ impl Enricher {
         if self.signals.cap_text(&mut mention) {
             flags.push("text_truncated".to_owned());
         }
-        let language = language::detect(&mention.text, mention.lang_hint.as_deref());
+        let language = self.language.detect(
+            &mention.text,
+            &mention.source.kind,
+            mention.lang_hint.as_deref(),
+        );
         let matches = self.matcher.matches(&mention, language.code.as_deref());
         let analysis = self.sentiment.analyze(&mention.text);
-        let scores = self.signals.score(
-            &mention,
-            analysis.scores.compound,
-            language.code.as_deref(),
-            flags,
-        );
+        let assessment = self
+            .signals
+            .assess(&mention, language.code.as_deref(), flags);
+        let scores = self.signals.finish(&assessment, analysis.scores.compound);
         let engagement = &mention.engagement;
         let reach = mention
             .author
@@ -197,6 +202,15 @@ impl Enricher {
                 };
                 if let Some(analyzer) = self.watchlist_sentiment.get(&m.watchlist) {
                     let analysis = analyzer.analyze(&copy.mention.text);
+                    // The intents that follow from sentiment, and urgency, follow this copy's.
+                    let scores = self.signals.finish(&assessment, analysis.scores.compound);
+                    copy.intent = scores
+                        .intents
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| "unknown".to_owned());
+                    copy.signals.intents = scores.intents;
+                    copy.urgency = scores.urgency;
                     copy.sentiment = sentiment_of(&analysis);
                     copy.sentences = sentences_of(analysis);
                 }
@@ -261,6 +275,7 @@ pub struct EnricherStage {
     sent: IntCounter,
     latency: Histogram,
     enriched_topic: Arc<str>,
+    batch: Batch,
 }
 
 impl EnricherStage {
@@ -274,7 +289,82 @@ impl EnricherStage {
             latency: services.metrics.latency.with_label_values(&[STAGE]),
             metrics: services.metrics.clone(),
             enriched_topic: Arc::from(services.config.topics.enriched.as_str()),
+            batch: Batch {
+                max_records: services.config.enricher.batch_size.max(1),
+                max_wait: std::time::Duration::from_millis(services.config.enricher.batch_wait_ms),
+            },
         }
+    }
+}
+
+impl EnricherStage {
+    /// Takes the reloader's newest enricher, if any: between two records or batches.
+    fn take_update(&mut self) {
+        if let Some(updates) = &mut self.updates {
+            if updates.has_changed().unwrap_or(false) {
+                self.enricher = updates.borrow_and_update().clone();
+            }
+        }
+    }
+
+    /// Decodes, enriches and publishes one record; the completion resolves once every output
+    /// is acknowledged.
+    async fn process(&self, record: InRecord) -> Completion {
+        let (mention_codec, enriched_codec) = (&self.codecs.mention, &self.codecs.enriched);
+        let payload = record.payload.as_deref().unwrap_or_default();
+        let mention = match mention_codec.decode(payload).await {
+            Ok(mention) => mention,
+            Err(error) => {
+                return ready(Err(StageError::permanent(error.kind(), error.to_string())))
+            }
+        };
+        let collected_at = mention.collected_at;
+        let enriched = self.enricher.enrich(mention);
+        let traceparent = Bytes::from(trace_context::child(record.header(headers::TRACEPARENT)));
+        let mut acks = Vec::with_capacity(enriched.len());
+        for copy in &enriched {
+            // A retraction was not scored: it has no sentiment to observe.
+            if !copy.mention.is_retraction() {
+                if !copy.watchlist.is_empty() {
+                    self.metrics
+                        .watchlist_matches
+                        .with_label_values(&[&copy.watchlist])
+                        .inc();
+                }
+                let watchlist = if copy.watchlist.is_empty() {
+                    "none"
+                } else {
+                    &copy.watchlist
+                };
+                self.metrics
+                    .sentiment
+                    .with_label_values(&[watchlist])
+                    .observe(copy.sentiment.compound);
+            }
+            let payload = match enriched_codec.encode(copy) {
+                Ok(payload) => payload,
+                Err(error) => {
+                    return ready(Err(StageError::permanent("encode", error.to_string())))
+                }
+            };
+            let out = OutRecord {
+                topic: self.enriched_topic.clone(),
+                key: Some(Bytes::from(copy.watchlist.clone())),
+                payload: Bytes::from(payload),
+                headers: vec![(headers::TRACEPARENT.to_owned(), traceparent.clone())],
+            };
+            acks.push(self.publisher.publish(out).await);
+        }
+        let (sent, latency) = (self.sent.clone(), self.latency.clone());
+        let count = acks.len() as u64;
+        Box::pin(async move {
+            for ack in acks {
+                ack.await?;
+            }
+            sent.inc_by(count);
+            latency.observe(earshot_core::telemetry::seconds_since(collected_at));
+            Ok(())
+        }) as Completion
     }
 }
 
@@ -285,67 +375,24 @@ impl Stage for EnricherStage {
 
     fn handle(&mut self, record: InRecord) -> BoxFuture<'_, Completion> {
         Box::pin(async move {
-            let (mention_codec, enriched_codec) = (&self.codecs.mention, &self.codecs.enriched);
-            let payload = record.payload.as_deref().unwrap_or_default();
-            let mention = match mention_codec.decode(payload).await {
-                Ok(mention) => mention,
-                Err(error) => {
-                    return ready(Err(StageError::permanent(error.kind(), error.to_string())))
-                }
-            };
-            let collected_at = mention.collected_at;
-            if let Some(updates) = &mut self.updates {
-                if updates.has_changed().unwrap_or(false) {
-                    self.enricher = updates.borrow_and_update().clone();
-                }
+            self.take_update();
+            self.process(record).await
+        })
+    }
+
+    fn batch(&self) -> Batch {
+        self.batch
+    }
+
+    /// A batch is enriched with one enricher: a reload takes effect between two batches.
+    fn handle_batch(&mut self, records: Vec<InRecord>) -> BoxFuture<'_, Vec<Completion>> {
+        Box::pin(async move {
+            self.take_update();
+            let mut completions = Vec::with_capacity(records.len());
+            for record in records {
+                completions.push(self.process(record).await);
             }
-            let enriched = self.enricher.enrich(mention);
-            let traceparent =
-                Bytes::from(trace_context::child(record.header(headers::TRACEPARENT)));
-            let mut acks = Vec::with_capacity(enriched.len());
-            for copy in &enriched {
-                // A retraction was not scored: it has no sentiment to observe.
-                if !copy.mention.is_retraction() {
-                    if !copy.watchlist.is_empty() {
-                        self.metrics
-                            .watchlist_matches
-                            .with_label_values(&[&copy.watchlist])
-                            .inc();
-                    }
-                    let watchlist = if copy.watchlist.is_empty() {
-                        "none"
-                    } else {
-                        &copy.watchlist
-                    };
-                    self.metrics
-                        .sentiment
-                        .with_label_values(&[watchlist])
-                        .observe(copy.sentiment.compound);
-                }
-                let payload = match enriched_codec.encode(copy) {
-                    Ok(payload) => payload,
-                    Err(error) => {
-                        return ready(Err(StageError::permanent("encode", error.to_string())))
-                    }
-                };
-                let out = OutRecord {
-                    topic: self.enriched_topic.clone(),
-                    key: Some(Bytes::from(copy.watchlist.clone())),
-                    payload: Bytes::from(payload),
-                    headers: vec![(headers::TRACEPARENT.to_owned(), traceparent.clone())],
-                };
-                acks.push(self.publisher.publish(out).await);
-            }
-            let (sent, latency) = (self.sent.clone(), self.latency.clone());
-            let count = acks.len() as u64;
-            Box::pin(async move {
-                for ack in acks {
-                    ack.await?;
-                }
-                sent.inc_by(count);
-                latency.observe(earshot_core::telemetry::seconds_since(collected_at));
-                Ok(())
-            }) as Completion
+            completions
         })
     }
 }
@@ -453,6 +500,49 @@ mod tests {
         assert_eq!(copy.sentiment, Sentiment::default());
         assert_eq!(copy.spam_score, 0.0);
         assert_eq!(copy.signals.flags, ["retraction"]);
+    }
+
+    #[test]
+    fn urgency_and_intents_follow_the_copys_own_sentiment() {
+        // "sick" is negative in VADER's lexicon (compound -0.5106 here, a complaint);
+        // skateco's lexicon makes it praise, so its copy is no complaint and less urgent.
+        let mut m = mention("Skateco deck and Parcelly shipping, both sick");
+        m.created_at = 1_800_000_000_000_000;
+        m.collected_at = m.created_at + 60_000_000;
+        let copies = enricher().enrich(m.clone());
+        let by_watchlist = |name: &str| copies.iter().find(|c| c.watchlist == name).unwrap();
+        let (skateco, parcelly) = (by_watchlist("skateco"), by_watchlist("parcelly"));
+        assert!(
+            parcelly.sentiment.compound <= -0.5,
+            "{:?}",
+            parcelly.sentiment
+        );
+        assert!(skateco.sentiment.compound > 0.0, "{:?}", skateco.sentiment);
+        assert_eq!(parcelly.intent, "complaint");
+        assert!(!skateco.signals.intents.contains(&"complaint".to_owned()));
+        assert!(
+            skateco.urgency < parcelly.urgency - 0.2,
+            "{} vs {}",
+            skateco.urgency,
+            parcelly.urgency
+        );
+        // Each copy's urgency is what the signals give for its own compound.
+        let signals = signals::Signals::new(&EnricherConfig::default());
+        for copy in [skateco, parcelly] {
+            let expected = signals
+                .score(
+                    &m,
+                    copy.sentiment.compound,
+                    copy.language.as_deref(),
+                    Vec::new(),
+                )
+                .urgency;
+            assert!(
+                (copy.urgency - expected).abs() < 1e-12,
+                "{}",
+                copy.watchlist
+            );
+        }
     }
 
     #[test]

@@ -52,6 +52,25 @@ const SPAM_PHRASES: &[&str] = &[
     "click here",
 ];
 
+/// Built-in lure words of giveaway and phishing bots; `enricher.spam_lures` replaces them.
+/// Two different ones in a post with a link make it a `link_lure`: one alone is ordinary
+/// ("free shipping", "claim" a warranty), the pair with a link is the bot's pitch ("claim
+/// your compensation now https://…", "free prize, click https://…").
+const SPAM_LURES: &[&str] = &[
+    "claim",
+    "free",
+    "compensation",
+    "prize",
+    "winner",
+    "reward",
+    "giveaway",
+    "giving away",
+    "gift card",
+    "voucher",
+    "airdrop",
+    "bonus",
+];
+
 /// Built-in cues: (language, intent, phrases).
 const CUES: &[(&str, &str, &[&str])] = &[
     (
@@ -283,6 +302,21 @@ pub struct Scores {
     pub flags: Vec<String>,
 }
 
+/// What [`Signals::assess`] found, before sentiment is known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assessment {
+    pub spam_score: f64,
+    pub spam_reasons: Vec<String>,
+    /// Intents whose cue phrases occur, in [`INTENTS`] order.
+    cue_intents: [bool; INTENTS.len()],
+    question_mark: bool,
+    /// Interactions per hour since posting.
+    velocity: f64,
+    velocity_score: f64,
+    pub reach_score: f64,
+    pub flags: Vec<String>,
+}
+
 /// A set of phrases found as whole words in folded text.
 struct Phrases {
     automaton: AhoCorasick,
@@ -318,6 +352,8 @@ impl Phrases {
 /// Spam, intent, reach and urgency scoring, with the look-back state spam detection needs.
 pub struct Signals {
     spam_phrases: Phrases,
+    /// Labelled with their own index, so that distinct lures can be counted.
+    spam_lures: Phrases,
     cues: HashMap<String, Phrases>,
     weights: UrgencyWeights,
     max_text_bytes: usize,
@@ -358,8 +394,20 @@ impl Signals {
                 (lang, Phrases::new(phrases))
             })
             .collect();
+        let lures: Vec<String> = if config.spam_lures.is_empty() {
+            SPAM_LURES.iter().map(|l| fold(l)).collect()
+        } else {
+            config.spam_lures.iter().map(|l| fold(l.trim())).collect()
+        };
+        let lures = lures
+            .into_iter()
+            .filter(|l| !l.is_empty())
+            .enumerate()
+            .map(|(i, l)| (l, i))
+            .collect();
         Signals {
             spam_phrases: Phrases::new(spam),
+            spam_lures: Phrases::new(lures),
             cues,
             weights: config.urgency.clone(),
             max_text_bytes: config.max_text_bytes,
@@ -387,8 +435,21 @@ impl Signals {
         mention: &Mention,
         compound: f64,
         language: Option<&str>,
-        mut flags: Vec<String>,
+        flags: Vec<String>,
     ) -> Scores {
+        self.finish(&self.assess(mention, language, flags), compound)
+    }
+
+    /// Everything about `mention` that does not depend on its sentiment: spam, cue intents,
+    /// reach, velocity and flags. Records the mention in the spam look-back state, so it is
+    /// called once per mention; [`Signals::finish`] then scores it for a sentiment compound,
+    /// as many times as there are sentiments (a watchlist with its own lexicon has its own).
+    pub fn assess(
+        &self,
+        mention: &Mention,
+        language: Option<&str>,
+        mut flags: Vec<String>,
+    ) -> Assessment {
         let text = mention.text.as_str();
         if text.trim().is_empty() {
             flags.push("empty_text".into());
@@ -429,7 +490,30 @@ impl Signals {
 
         let folded = fold(text);
         let (spam_score, spam_reasons) = self.spam(mention, &folded, followers);
-        let intents = self.intents(&folded, text, compound, language, velocity);
+        let mut cue_intents = [false; INTENTS.len()];
+        // The cues of the mention's language, English when there are none for it.
+        let cues = language
+            .and_then(|l| self.cues.get(l))
+            .or_else(|| self.cues.get("en"));
+        if let Some(cues) = cues {
+            cues.found(&folded, |intent| cue_intents[intent] = true);
+        }
+        Assessment {
+            spam_score,
+            spam_reasons,
+            cue_intents,
+            question_mark: text.contains('?'),
+            velocity,
+            velocity_score,
+            reach_score,
+            flags,
+        }
+    }
+
+    /// The scores of an assessed mention for the sentiment `compound`: the intents that
+    /// follow from sentiment (complaint, praise, opportunity) and urgency depend on it.
+    pub fn finish(&self, assessment: &Assessment, compound: f64) -> Scores {
+        let intents = intents(assessment, compound);
         let severity = intents
             .first()
             .and_then(|i| INTENTS.iter().position(|k| k == i))
@@ -438,17 +522,17 @@ impl Signals {
         let total = w.negativity + w.intent + w.reach + w.velocity;
         let urgency = ((w.negativity * (-compound).max(0.0)
             + w.intent * severity
-            + w.reach * reach_score
-            + w.velocity * velocity_score)
+            + w.reach * assessment.reach_score
+            + w.velocity * assessment.velocity_score)
             / total.max(f64::MIN_POSITIVE))
-            * (1.0 - spam_score);
+            * (1.0 - assessment.spam_score);
         Scores {
-            spam_score,
-            spam_reasons,
+            spam_score: assessment.spam_score,
+            spam_reasons: assessment.spam_reasons.clone(),
             intents,
-            reach_score: reach_score.clamp(0.0, 1.0),
+            reach_score: assessment.reach_score.clamp(0.0, 1.0),
             urgency: urgency.clamp(0.0, 1.0),
-            flags,
+            flags: assessment.flags.clone(),
         }
     }
 
@@ -471,13 +555,25 @@ impl Signals {
         if links >= 3 {
             reasons.push(("many_links", 0.35));
         }
+        if links > 0 || folded.contains("www.") {
+            let mut lures: Vec<usize> = Vec::new();
+            self.spam_lures.found(folded, |lure| {
+                if !lures.contains(&lure) {
+                    lures.push(lure);
+                }
+            });
+            if lures.len() >= 2 {
+                reasons.push(("link_lure", 0.55));
+            }
+        }
         let hashtags = folded.matches('#').count();
         let stuffed = words.len() >= 8 && {
-            let mut counts: HashMap<&str, usize> = HashMap::new();
-            for word in words.iter().filter(|w| w.len() >= 3) {
-                *counts.entry(word).or_default() += 1;
-            }
-            counts.values().max().is_some_and(|&n| n * 4 > words.len())
+            // The most repeated word of three letters or more: sorted, equal words are runs
+            // (cheaper than hashing every word of every post).
+            let mut long: Vec<&str> = words.iter().copied().filter(|w| w.len() >= 3).collect();
+            long.sort_unstable();
+            let most = long.chunk_by(|a, b| a == b).map(<[_]>::len).max();
+            most.is_some_and(|n| n * 4 > words.len())
         };
         if stuffed || hashtags >= 6 {
             reasons.push(("keyword_stuffing", 0.35));
@@ -499,49 +595,37 @@ impl Signals {
             reasons.into_iter().map(|(r, _)| r.to_owned()).collect(),
         )
     }
+}
 
-    fn intents(
-        &self,
-        folded: &str,
-        text: &str,
-        compound: f64,
-        language: Option<&str>,
-        velocity: f64,
-    ) -> Vec<String> {
-        let mut held = [false; INTENTS.len()];
-        // The cues of the mention's language, English when there are none for it.
-        let cues = language
-            .and_then(|l| self.cues.get(l))
-            .or_else(|| self.cues.get("en"));
-        if let Some(cues) = cues {
-            cues.found(folded, |intent| held[intent] = true);
-        }
-        let index = |name: &str| {
-            INTENTS
-                .iter()
-                .position(|i| *i == name)
-                .expect("known intent")
-        };
-        if text.contains('?') {
-            held[index("question")] = true;
-        }
-        if compound <= -0.5 {
-            held[index("complaint")] = true;
-        }
-        if compound >= 0.6 && !held[index("complaint")] {
-            held[index("praise")] = true;
-        }
-        // A fast-moving, non-negative conversation is one the brand could join.
-        if velocity >= 100.0 && compound >= 0.0 {
-            held[index("opportunity")] = true;
-        }
+/// The intents that hold, most urgent first: the cue intents plus those that follow from a
+/// question mark, the sentiment and the velocity.
+fn intents(assessment: &Assessment, compound: f64) -> Vec<String> {
+    let mut held = assessment.cue_intents;
+    let index = |name: &str| {
         INTENTS
             .iter()
-            .zip(held)
-            .filter(|(_, h)| *h)
-            .map(|(i, _)| (*i).to_owned())
-            .collect()
+            .position(|i| *i == name)
+            .expect("known intent")
+    };
+    if assessment.question_mark {
+        held[index("question")] = true;
     }
+    if compound <= -0.5 {
+        held[index("complaint")] = true;
+    }
+    if compound >= 0.6 && !held[index("complaint")] {
+        held[index("praise")] = true;
+    }
+    // A fast-moving, non-negative conversation is one the brand could join.
+    if assessment.velocity >= 100.0 && compound >= 0.0 {
+        held[index("opportunity")] = true;
+    }
+    INTENTS
+        .iter()
+        .zip(held)
+        .filter(|(_, h)| *h)
+        .map(|(i, _)| (*i).to_owned())
+        .collect()
 }
 
 /// Recent texts and zero-follower authors, by `created_at`, for duplicate and burst detection.
@@ -702,6 +786,59 @@ mod tests {
         );
         check("#a #b #c #d #e #f", 0.0, &[], &["keyword_stuffing"]);
         check("a perfectly ordinary post about lamps", 0.0, &[], &[]);
+        check(
+            "Claim your COMPENSATION for late deliveries now https://parcelly-refunds.example.net/c",
+            0.0,
+            &[],
+            &["link_lure"],
+        );
+        check(
+            "You are a winner! Your prize is waiting: www.lucky.example/win",
+            0.0,
+            &[],
+            &["link_lure"],
+        );
+        // One lure, or two without a link, is an ordinary post.
+        check(
+            "free shipping on the Halo this week https://lumora.example/halo",
+            0.0,
+            &[],
+            &[],
+        );
+        check(
+            "how do I claim compensation for a lost parcel",
+            0.0,
+            &["question"],
+            &[],
+        );
+    }
+
+    #[test]
+    fn a_giveaway_bot_is_likely_spam_and_its_lures_come_from_the_config() {
+        let bot = "claim your compensation for late deliveries now https://parcelly.example.org/x";
+        let default = Signals::new(&EnricherConfig::default());
+        let score = |signals: &Signals, text: &str| {
+            signals.score(
+                &mention("@bot", text, Some(3), T0),
+                0.0,
+                Some("en"),
+                Vec::new(),
+            )
+        };
+        let scores = score(&default, bot);
+        assert!(scores.spam_score >= 0.5, "{scores:?}");
+        assert!(scores.urgency < score(&default, "late deliveries again").urgency);
+        let config = EnricherConfig {
+            spam_lures: vec!["Gewinn".into(), "gratis".into()],
+            ..EnricherConfig::default()
+        };
+        let custom = Signals::new(&config);
+        // The configured list replaces the built-in one.
+        assert!(score(&custom, bot).spam_reasons.is_empty());
+        assert_eq!(
+            score(&custom, "Dein GEWINN ist gratis: https://x.example/y").spam_reasons,
+            ["link_lure"]
+        );
     }
 
     #[test]

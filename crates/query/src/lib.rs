@@ -2,8 +2,10 @@
 //!
 //! A query is parsed once ([`parse`]; errors name the position and what was expected, so that
 //! config validation can report them). All watchlists are compiled together into a
-//! [`QuerySet`]: one Aho-Corasick automaton over the literals a query cannot match without
-//! finds the candidate watchlists of a text, and only those are evaluated on the tokens.
+//! [`QuerySet`]: one Aho-Corasick automaton over every word of every query scans a text once;
+//! its hits on token boundaries say which query words each token is, which finds the
+//! candidate watchlists (those a required word of which occurs) and is all that evaluating
+//! them needs: no string is compared or allocated per candidate.
 //! Each match says which clause held, which text spans made it, and how relevant it is.
 //!
 //! Relevance, 0..1, says where and how strongly a watchlist matched:
@@ -67,57 +69,81 @@ pub struct QueryMatch {
 /// All watchlists compiled together.
 pub struct QuerySet {
     queries: Vec<WatchlistQuery>,
-    /// Over the folded literals; `None` when no query has one.
+    /// Over the folded text of every word of every query; `None` when there are none.
     automaton: Option<AhoCorasick>,
-    /// Per automaton pattern, the queries that need it.
+    /// Per automaton pattern: the word number of the pattern as a whole word and as a
+    /// wildcard prefix ([`NO_ID`] when no query uses it so).
+    pattern_words: Vec<(u32, u32)>,
+    /// Per word number, the queries for which it is a required literal.
     owners: Vec<Vec<u32>>,
     /// Queries that can match without any literal (`NOT x`, fields only): always evaluated.
     always: Vec<u32>,
-    /// Every whole word of the queries, numbered; tokens are looked up once per document.
-    vocabulary: FxHashMap<String, u32>,
+    /// The clause text of each NOT, NEAR and field node, by the node's address (the queries
+    /// do not move once in the set), so that a match copies it instead of formatting it.
+    clauses: FxHashMap<usize, String>,
 }
 
 impl QuerySet {
     pub fn new(mut queries: Vec<WatchlistQuery>) -> Self {
-        let mut vocabulary = FxHashMap::default();
+        // Words are numbered by (folded text, wildcard); the automaton has one pattern per
+        // distinct text.
+        let mut words: FxHashMap<(String, bool), u32> = FxHashMap::default();
         for query in &mut queries {
-            number_words(&mut query.query, &mut vocabulary);
+            number_words(&mut query.query, &mut words);
         }
-        let mut literals: Vec<String> = Vec::new();
-        let mut owners: Vec<Vec<u32>> = Vec::new();
-        let mut index_of = std::collections::HashMap::new();
+        let mut patterns: Vec<String> = Vec::new();
+        let mut pattern_words: Vec<(u32, u32)> = Vec::new();
+        let mut pattern_of: FxHashMap<String, usize> = FxHashMap::default();
+        let mut numbered: Vec<(&(String, bool), &u32)> = words.iter().collect();
+        numbered.sort_by_key(|(_, &id)| id);
+        for ((text, prefix), &id) in numbered {
+            let pattern = *pattern_of.entry(text.clone()).or_insert_with(|| {
+                patterns.push(text.clone());
+                pattern_words.push((NO_ID, NO_ID));
+                patterns.len() - 1
+            });
+            if *prefix {
+                pattern_words[pattern].1 = id;
+            } else {
+                pattern_words[pattern].0 = id;
+            }
+        }
+        let mut owners: Vec<Vec<u32>> = vec![Vec::new(); words.len()];
         let mut always = Vec::new();
         for (index, query) in queries.iter().enumerate() {
             match required_literals(&query.query) {
                 Some(needed) => {
-                    for literal in needed {
-                        let pattern = *index_of.entry(literal.clone()).or_insert_with(|| {
-                            literals.push(literal);
-                            owners.push(Vec::new());
-                            owners.len() - 1
-                        });
-                        if owners[pattern].last() != Some(&(index as u32)) {
-                            owners[pattern].push(index as u32);
+                    for (word, _) in needed {
+                        let owners = &mut owners[word as usize];
+                        if owners.last() != Some(&(index as u32)) {
+                            owners.push(index as u32);
                         }
                     }
                 }
                 None => always.push(index as u32),
             }
         }
-        let automaton = (!literals.is_empty()).then(|| {
+        let automaton = (!patterns.is_empty()).then(|| {
             AhoCorasickBuilder::new()
                 .ascii_case_insensitive(true)
                 .match_kind(MatchKind::Standard)
-                .build(&literals)
-                .expect("literals within the automaton's size limits")
+                .build(&patterns)
+                .expect("query words within the automaton's size limits")
         });
-        QuerySet {
+        let mut set = QuerySet {
             queries,
             automaton,
+            pattern_words,
             owners,
             always,
-            vocabulary,
+            clauses: FxHashMap::default(),
+        };
+        let mut clauses = FxHashMap::default();
+        for query in &set.queries {
+            fixed_clauses(&query.query, &mut clauses);
         }
+        set.clauses = clauses;
+        set
     }
 
     pub fn queries(&self) -> &[WatchlistQuery] {
@@ -129,40 +155,107 @@ impl QuerySet {
         self.queries.iter().position(|q| q.name == name)
     }
 
-    /// The queries worth evaluating on `text`, ascending: those whose required literals occur
-    /// in it (as bytes of the folded text, so a superset of the real matches) and those that
-    /// need none.
+    /// The queries worth evaluating on `text`, ascending: those one of whose required
+    /// literals is a token of it (a superset of the real matches) and those that need none.
     pub fn candidates(&self, text: &str) -> Vec<usize> {
+        let view = self.view(text);
+        self.candidates_in(&view)
+            .into_iter()
+            .map(|i| i as usize)
+            .collect()
+    }
+
+    fn candidates_in(&self, view: &View) -> Vec<u32> {
         let mut found: Vec<u32> = self.always.clone();
-        if let Some(automaton) = &self.automaton {
-            // ASCII text is scanned as is (the automaton ignores ASCII case); other text folded
-            // first so that accents and non-ASCII case do not hide a literal.
-            let folded;
-            let haystack = if text.is_ascii() {
-                text
-            } else {
-                folded = fold(text);
-                folded.as_str()
-            };
-            for hit in automaton.find_overlapping_iter(haystack) {
-                found.extend_from_slice(&self.owners[hit.pattern().as_usize()]);
+        let mut last = NO_ID;
+        for &(word, _) in &view.found {
+            if word != last {
+                found.extend_from_slice(&self.owners[word as usize]);
+                last = word;
             }
         }
         found.sort_unstable();
         found.dedup();
-        found.into_iter().map(|i| i as usize).collect()
+        found
+    }
+
+    /// `text`'s tokens and which query words each is, from one scan of the automaton.
+    ///
+    /// ASCII text (most posts) is scanned whole, as is (the automaton ignores ASCII case, and
+    /// folding ASCII is lower-casing); a hit counts where it starts a token's folded text and
+    /// ends with it (a word) or within it (a wildcard prefix). Other text is tokenized and
+    /// folded first and each token scanned on its own, which finds the same for ASCII text:
+    /// the property test `the_ascii_scan_finds_what_the_folded_tokens_do` holds them together.
+    fn view(&self, text: &str) -> View {
+        if text.is_ascii() {
+            self.view_ascii(text)
+        } else {
+            self.view_folded(text)
+        }
+    }
+
+    fn view_ascii(&self, text: &str) -> View {
+        let mut tokens: Vec<Span> = Vec::new();
+        text::token_spans(text, |kind, start, end| {
+            tokens.push(Span::new(kind, start, end))
+        });
+        let mut found = Vec::new();
+        if let Some(automaton) = &self.automaton {
+            for hit in automaton.find_overlapping_iter(text) {
+                let start = hit.start() as u32;
+                let i = tokens.partition_point(|t| t.norm_start() < start);
+                let Some(token) = tokens.get(i).filter(|t| t.norm_start() == start) else {
+                    continue;
+                };
+                let end = hit.end() as u32;
+                if end <= token.end {
+                    let (whole, prefix) = self.pattern_words[hit.pattern().as_usize()];
+                    push_found(&mut found, whole, prefix, end == token.end, i);
+                }
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+        View { tokens, found }
+    }
+
+    fn view_folded(&self, text: &str) -> View {
+        let folded = tokenize(text);
+        let mut found = Vec::new();
+        if let Some(automaton) = &self.automaton {
+            for (i, token) in folded.iter().enumerate() {
+                for hit in automaton.find_overlapping_iter(&token.norm) {
+                    if hit.start() == 0 {
+                        let (whole, prefix) = self.pattern_words[hit.pattern().as_usize()];
+                        push_found(&mut found, whole, prefix, hit.end() == token.norm.len(), i);
+                    }
+                }
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+        let tokens = folded
+            .iter()
+            .map(|t| Span::new(t.kind, t.start as usize, t.end as usize))
+            .collect();
+        View { tokens, found }
     }
 
     /// The watchlists `document` matches, in configuration order.
     pub fn matches(&self, document: &Document<'_>) -> Vec<QueryMatch> {
-        let candidates = self.candidates(document.text);
+        self.matches_in(document, self.view(document.text))
+    }
+
+    fn matches_in(&self, document: &Document<'_>, view: View) -> Vec<QueryMatch> {
+        let candidates = self.candidates_in(&view);
         if candidates.is_empty() {
             return Vec::new();
         }
-        let prepared = Prepared::new(document, &self.vocabulary);
+        let prepared = Prepared::new(document, view, &self.clauses);
         let mut out = Vec::new();
         let mut hits = Vec::new();
         for index in candidates {
+            let index = index as usize;
             let query = &self.queries[index].query;
             // Most candidates do not match: a yes/no pass that allocates nothing first, the
             // clause and spans only for the matches.
@@ -186,49 +279,78 @@ impl QuerySet {
     /// Every clause of watchlist `index` with whether it holds on `document` and the text it
     /// found, one per line, indented by depth: why a query did or did not match.
     pub fn explain(&self, index: usize, document: &Document<'_>) -> String {
-        let prepared = Prepared::new(document, &self.vocabulary);
+        let prepared = Prepared::new(document, self.view(document.text), &self.clauses);
         let mut out = String::new();
         trace(&self.queries[index].query, &prepared, 0, &mut out);
         out
     }
 }
 
-/// Numbers the whole (not wildcard) words of `node` in `vocabulary`.
-fn number_words(node: &mut Node, vocabulary: &mut FxHashMap<String, u32>) {
+/// The clauses of `node`'s NOT, NEAR and field nodes, by address.
+fn fixed_clauses(node: &Node, clauses: &mut FxHashMap<usize, String>) {
+    let clause = match node {
+        Node::Text(_) => None,
+        Node::Or(children) | Node::And(children) => {
+            for child in children {
+                fixed_clauses(child, clauses);
+            }
+            None
+        }
+        Node::Not(child) => {
+            fixed_clauses(child, clauses);
+            Some(format!("NOT {}", grouped(child, child.to_string())))
+        }
+        Node::Near { .. } | Node::Field(_) => Some(node.to_string()),
+    };
+    if let Some(clause) = clause {
+        clauses.insert(std::ptr::from_ref(node) as usize, clause);
+    }
+}
+
+/// Records that token `i` is the word `whole` (when the hit is the whole token) and starts
+/// with the wildcard prefix `prefix`.
+fn push_found(found: &mut Vec<(u32, u32)>, whole: u32, prefix: u32, is_whole: bool, i: usize) {
+    if whole != NO_ID && is_whole {
+        found.push((whole, i as u32));
+    }
+    if prefix != NO_ID {
+        found.push((prefix, i as u32));
+    }
+}
+
+/// Numbers the words of `node` by (text, wildcard) in `words`.
+fn number_words(node: &mut Node, words: &mut FxHashMap<(String, bool), u32>) {
     match node {
         Node::Text(pattern) => {
-            for word in pattern.words.iter_mut().filter(|w| !w.prefix) {
-                let next = vocabulary.len() as u32;
-                word.id = *vocabulary.entry(word.text.clone()).or_insert(next);
+            for word in pattern.words.iter_mut() {
+                let next = words.len() as u32;
+                word.id = *words
+                    .entry((word.text.clone(), word.prefix))
+                    .or_insert(next);
             }
         }
         Node::Or(children) | Node::And(children) => {
             for child in children {
-                number_words(child, vocabulary);
+                number_words(child, words);
             }
         }
-        Node::Not(child) => number_words(child, vocabulary),
+        Node::Not(child) => number_words(child, words),
         Node::Near { left, right, .. } => {
-            number_words(left, vocabulary);
-            number_words(right, vocabulary);
+            number_words(left, words);
+            number_words(right, words);
         }
         Node::Field(_) => {}
     }
 }
 
-/// Literals at least one of which occurs in any text the node matches, folded; `None` when
-/// the node can match without any (NOT, fields).
-fn required_literals(node: &Node) -> Option<Vec<String>> {
+/// Words (number, length) at least one of which is a token of any text the node matches;
+/// `None` when the node can match without any (NOT, fields).
+fn required_literals(node: &Node) -> Option<Vec<(u32, usize)>> {
     match node {
         Node::Text(pattern) => {
             // The longest word of a phrase is the most selective one to look for.
             let word = pattern.words.iter().max_by_key(|w| w.text.len())?;
-            let literal = match word.kind {
-                TokenKind::Hashtag => format!("#{}", word.text),
-                TokenKind::Mention => format!("@{}", word.text),
-                _ => word.text.clone(),
-            };
-            Some(vec![literal])
+            Some(vec![(word.id, word.text.len())])
         }
         Node::Or(children) => {
             let mut all = Vec::new();
@@ -244,7 +366,7 @@ fn required_literals(node: &Node) -> Option<Vec<String>> {
                 .min_by_key(|literals| {
                     (
                         literals.len(),
-                        usize::MAX - literals.iter().map(String::len).min().unwrap_or(0),
+                        usize::MAX - literals.iter().map(|&(_, len)| len).min().unwrap_or(0),
                     )
                 })
         }
@@ -260,10 +382,50 @@ fn required_literals(node: &Node) -> Option<Vec<String>> {
     }
 }
 
-/// A document with its text tokenized and its fields folded, for evaluation.
+/// A token's kind and byte range in the original text.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    kind: TokenKind,
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    fn new(kind: TokenKind, start: usize, end: usize) -> Self {
+        Span {
+            kind,
+            start: start as u32,
+            end: end as u32,
+        }
+    }
+
+    /// Where the folded text starts: after the `#` or `@`.
+    fn norm_start(&self) -> u32 {
+        match self.kind {
+            TokenKind::Hashtag | TokenKind::Mention => self.start + 1,
+            _ => self.start,
+        }
+    }
+}
+
+/// A text as queries see it: its tokens, and which query word each token is.
+struct View {
+    tokens: Vec<Span>,
+    /// (word number, token index), sorted: token `i` is the word (or starts with the
+    /// wildcard prefix) numbered so.
+    found: Vec<(u32, u32)>,
+}
+
+/// A document with its text's view and, when a field test asks, its fields folded.
 struct Prepared<'a> {
     document: &'a Document<'a>,
-    tokens: Vec<Token>,
+    tokens: Vec<Span>,
+    found: Vec<(u32, u32)>,
+    fields: std::cell::OnceCell<Fields>,
+    clauses: &'a FxHashMap<usize, String>,
+}
+
+struct Fields {
     author: String,
     url: Option<String>,
     host: Option<String>,
@@ -271,25 +433,72 @@ struct Prepared<'a> {
 }
 
 impl<'a> Prepared<'a> {
-    fn new(document: &'a Document<'a>, vocabulary: &FxHashMap<String, u32>) -> Self {
-        let mut tokens = tokenize(document.text);
-        for token in &mut tokens {
-            token.id = vocabulary.get(&token.norm).copied().unwrap_or(NO_ID);
-        }
-        let url = document.url.map(fold);
-        let host = url.as_deref().map(|url| {
-            let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-            let host = rest.split(['/', '?', '#', ':']).next().unwrap_or_default();
-            host.trim_start_matches("www.").to_owned()
-        });
+    fn new(document: &'a Document<'a>, view: View, clauses: &'a FxHashMap<usize, String>) -> Self {
         Prepared {
             document,
-            tokens,
-            author: fold(document.author.trim().trim_start_matches('@')),
-            url,
-            host,
-            source: fold(document.source),
+            tokens: view.tokens,
+            found: view.found,
+            fields: std::cell::OnceCell::new(),
+            clauses,
         }
+    }
+
+    /// The clause of a NOT, NEAR or field node as it reads in a trace.
+    fn clause(&self, node: &Node) -> String {
+        match self.clauses.get(&(std::ptr::from_ref(node) as usize)) {
+            Some(clause) => clause.clone(),
+            None => match node {
+                Node::Not(child) => format!("NOT {}", grouped(child, child.to_string())),
+                other => other.to_string(),
+            },
+        }
+    }
+
+    fn fields(&self) -> &Fields {
+        self.fields.get_or_init(|| {
+            let document = self.document;
+            let url = document.url.map(fold);
+            let host = url.as_deref().map(|url| {
+                let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+                let host = rest.split(['/', '?', '#', ':']).next().unwrap_or_default();
+                host.trim_start_matches("www.").to_owned()
+            });
+            Fields {
+                author: fold(document.author.trim().trim_start_matches('@')),
+                url,
+                host,
+                source: fold(document.source),
+            }
+        })
+    }
+
+    /// Whether `word` matches token `i`.
+    fn word_at(&self, word: &WordPattern, i: usize) -> bool {
+        kind_fits(word.kind, self.tokens[i].kind)
+            && self.found.binary_search(&(word.id, i as u32)).is_ok()
+    }
+
+    /// Token ranges `[i, j)` where `pattern` occurs, in order.
+    fn occurrences<'p>(
+        &'p self,
+        pattern: &'p TextPattern,
+    ) -> impl Iterator<Item = (usize, usize)> + 'p {
+        let n = pattern.words.len();
+        let first = pattern.words.first().map_or(NO_ID, |w| w.id);
+        let from = self.found.partition_point(|&(id, _)| id < first);
+        self.found[from..]
+            .iter()
+            .take_while(move |&&(id, _)| id == first)
+            .map(|&(_, i)| i as usize)
+            .filter(move |&i| {
+                i + n <= self.tokens.len()
+                    && pattern
+                        .words
+                        .iter()
+                        .enumerate()
+                        .all(|(k, word)| self.word_at(word, i + k))
+            })
+            .map(move |i| (i, i + n))
     }
 }
 
@@ -305,12 +514,12 @@ struct Hit {
 fn evaluate(node: &Node, doc: &Prepared<'_>, hits: &mut Vec<Hit>) -> Option<String> {
     match node {
         Node::Text(pattern) => {
-            let found = occurrences(pattern, &doc.tokens);
-            if found.is_empty() {
-                return None;
-            }
-            hits.extend(found.iter().map(|&(i, j)| hit(&doc.tokens, i, j)));
-            Some(pattern.source.clone())
+            let before = hits.len();
+            hits.extend(
+                doc.occurrences(pattern)
+                    .map(|(i, j)| hit(&doc.tokens, i, j)),
+            );
+            (hits.len() > before).then(|| pattern.source.clone())
         }
         Node::Or(children) => {
             let mut held: Vec<(&Node, String)> = children
@@ -347,7 +556,7 @@ fn evaluate(node: &Node, doc: &Prepared<'_>, hits: &mut Vec<Hit>) -> Option<Stri
             let mut ignored = Vec::new();
             match evaluate(child, doc, &mut ignored) {
                 Some(_) => None,
-                None => Some(format!("NOT {}", grouped(child, child.to_string()))),
+                None => Some(doc.clause(node)),
             }
         }
         Node::Near {
@@ -356,7 +565,7 @@ fn evaluate(node: &Node, doc: &Prepared<'_>, hits: &mut Vec<Hit>) -> Option<Stri
             distance,
             ordered,
         } => {
-            let (lefts, rights) = (positions(left, &doc.tokens), positions(right, &doc.tokens));
+            let (lefts, rights) = (positions(left, doc), positions(right, doc));
             let before = hits.len();
             for &(a_start, a_end) in &lefts {
                 for &(b_start, b_end) in &rights {
@@ -371,16 +580,16 @@ fn evaluate(node: &Node, doc: &Prepared<'_>, hits: &mut Vec<Hit>) -> Option<Stri
                     }
                 }
             }
-            (hits.len() > before).then(|| node.to_string())
+            (hits.len() > before).then(|| doc.clause(node))
         }
-        Node::Field(test) => field_holds(test, doc).then(|| test.to_string()),
+        Node::Field(test) => field_holds(test, doc).then(|| doc.clause(node)),
     }
 }
 
 /// Whether `node` matches, as [`evaluate`] decides, without building the clause or spans.
 fn holds(node: &Node, doc: &Prepared<'_>) -> bool {
     match node {
-        Node::Text(pattern) => occurs(pattern, &doc.tokens),
+        Node::Text(pattern) => doc.occurrences(pattern).next().is_some(),
         Node::Or(children) => children.iter().any(|child| holds(child, doc)),
         Node::And(children) => children.iter().all(|child| holds(child, doc)),
         Node::Not(child) => !holds(child, doc),
@@ -390,9 +599,9 @@ fn holds(node: &Node, doc: &Prepared<'_>) -> bool {
             distance,
             ordered,
         } => {
-            let rights = positions(right, &doc.tokens);
+            let rights = positions(right, doc);
             !rights.is_empty()
-                && positions(left, &doc.tokens).iter().any(|&a| {
+                && positions(left, doc).iter().any(|&a| {
                     rights
                         .iter()
                         .any(|&b| within(a, b, *distance as usize, *ordered))
@@ -422,7 +631,7 @@ fn grouped(child: &Node, clause: String) -> String {
     }
 }
 
-fn hit(tokens: &[Token], start: usize, end: usize) -> Hit {
+fn hit(tokens: &[Span], start: usize, end: usize) -> Hit {
     Hit {
         start: tokens[start].start,
         end: tokens[end - 1].end,
@@ -433,71 +642,38 @@ fn hit(tokens: &[Token], start: usize, end: usize) -> Hit {
 }
 
 /// Token ranges `[i, j)` where a positional node occurs.
-fn positions(node: &Node, tokens: &[Token]) -> Vec<(usize, usize)> {
+fn positions(node: &Node, doc: &Prepared<'_>) -> Vec<(usize, usize)> {
     match node {
-        Node::Text(pattern) => occurrences(pattern, tokens),
-        Node::Or(children) => children.iter().flat_map(|c| positions(c, tokens)).collect(),
+        Node::Text(pattern) => doc.occurrences(pattern).collect(),
+        Node::Or(children) => children.iter().flat_map(|c| positions(c, doc)).collect(),
         _ => Vec::new(),
     }
 }
 
-fn occurs(pattern: &TextPattern, tokens: &[Token]) -> bool {
-    let n = pattern.words.len();
-    tokens.len() >= n
-        && (0..=tokens.len() - n).any(|i| {
-            pattern
-                .words
-                .iter()
-                .zip(&tokens[i..i + n])
-                .all(|(word, token)| word_matches(word, token))
-        })
-}
-
-fn occurrences(pattern: &TextPattern, tokens: &[Token]) -> Vec<(usize, usize)> {
-    let n = pattern.words.len();
-    if tokens.len() < n {
-        return Vec::new();
-    }
-    (0..=tokens.len() - n)
-        .filter(|&i| {
-            pattern
-                .words
-                .iter()
-                .zip(&tokens[i..i + n])
-                .all(|(word, token)| word_matches(word, token))
-        })
-        .map(|i| (i, i + n))
-        .collect()
-}
-
-fn word_matches(word: &WordPattern, token: &Token) -> bool {
-    let kind_fits = match word.kind {
+/// Whether a query word of `word` kind may match a token of `token` kind.
+fn kind_fits(word: TokenKind, token: TokenKind) -> bool {
+    match word {
         // A plain word also finds the brand in `#lumora` and `@lumora`.
         TokenKind::Word => matches!(
-            token.kind,
+            token,
             TokenKind::Word | TokenKind::Hashtag | TokenKind::Mention
         ),
-        kind => token.kind == kind,
-    };
-    kind_fits
-        && if word.prefix {
-            token.norm.starts_with(&word.text)
-        } else {
-            // Within a set both sides are numbered; the strings compare equal exactly then.
-            token.id == word.id && (word.id != NO_ID || token.norm == word.text)
-        }
+        kind => token == kind,
+    }
 }
 
 fn field_holds(test: &FieldTest, doc: &Prepared<'_>) -> bool {
+    let fields = || doc.fields();
     match test {
         FieldTest::Author { handle, prefix } => {
+            let author = &fields().author;
             if *prefix {
-                doc.author.starts_with(handle.as_str())
+                author.starts_with(handle.as_str())
             } else {
-                doc.author == *handle
+                author == handle
             }
         }
-        FieldTest::Site(site) => doc.host.as_deref().is_some_and(|host| {
+        FieldTest::Site(site) => fields().host.as_deref().is_some_and(|host| {
             host == site
                 || (host.len() > site.len()
                     && host.ends_with(site.as_str())
@@ -507,8 +683,8 @@ fn field_holds(test: &FieldTest, doc: &Prepared<'_>) -> bool {
             .document
             .lang
             .is_some_and(|l| l.eq_ignore_ascii_case(lang)),
-        FieldTest::Source(source) => doc.source == *source,
-        FieldTest::Url(part) => doc
+        FieldTest::Source(source) => fields().source == *source,
+        FieldTest::Url(part) => fields()
             .url
             .as_deref()
             .is_some_and(|url| url.contains(part.as_str())),
@@ -743,6 +919,150 @@ mod tests {
         assert_eq!(
             explained,
             "✗ AND\n  ✓ OR  found [\"lumora\"]\n    ✓ lumora  found [\"lumora\"]\n    ✗ \"lumora lamp\"\n    ✗ #lamp\n  ✗ NOT recall\n    ✓ recall  found [\"recall\"]\n"
+        );
+    }
+
+    /// Queries of every construct (those of crates/enricher/testdata/queries.yaml and more).
+    const PROPERTY_QUERIES: &[&str] = &[
+        "lumora OR #lumora OR @lumora",
+        "(lumora OR #lumora) AND (refund* OR \"money back\") NOT author:lumora_help",
+        "parcelly NEAR/3 (late OR delayed OR \"never arrived\")",
+        "parcelly NEAR/2f (late OR delayed)",
+        "brewtide lang:en",
+        "(coffee OR cafe) source:reddit site:reddit.com url:/r/lamps",
+        "(lumora OR parcelly OR brewtide) followers:>10000",
+        "(lumora OR parcelly) AND (lawsuit OR outage OR \"data breach\" OR injur*) NOT (#ad OR giveaway)",
+        "\"don't buy\" lumora",
+        "@sam.bsky.social OR sam*",
+        "https://lumora.com/x OR www.lumora.com",
+        "lu* AND NOT lumora",
+        "\"lumora lamp\" OR \"lamp lumora\" OR (lamp NEAR/1f lamp)",
+        "re* NEAR/5 #ad",
+        "a OR b_c OR don't OR 2024",
+    ];
+
+    /// Pieces of text the random posts are made of: the query words in several cases and
+    /// shapes, near misses, and separators.
+    const PIECES: &[&str] = &[
+        "lumora",
+        "Lumora",
+        "LUMORA",
+        "#lumora",
+        "@Lumora",
+        "lumoras",
+        "lumora's",
+        "illumora",
+        "refund",
+        "Refunds",
+        "refundable",
+        "money",
+        "back",
+        "parcelly",
+        "Parcelly",
+        "late",
+        "delayed",
+        "never",
+        "arrived",
+        "brewtide",
+        "coffee",
+        "cafe",
+        "lawsuit",
+        "outage",
+        "data",
+        "breach",
+        "injured",
+        "injury",
+        "#ad",
+        "#AD",
+        "giveaway",
+        "don't",
+        "DON'T",
+        "buy",
+        "@sam.bsky.social",
+        "sam",
+        "samuel",
+        "https://lumora.com/x",
+        "https://lumora.com/x?y=1",
+        "www.lumora.com",
+        "lamp",
+        "lu",
+        "re",
+        "a",
+        "b_c",
+        "2024",
+        "#",
+        "@",
+        "'",
+        ".",
+        ",",
+        "!",
+        "?",
+        "(",
+        ")",
+        "-",
+        "_",
+        "/",
+        ":",
+        "  ",
+        " ",
+        " ",
+        " ",
+    ];
+
+    #[test]
+    fn the_ascii_scan_finds_what_the_folded_tokens_do() {
+        let names: Vec<String> = (0..PROPERTY_QUERIES.len())
+            .map(|i| format!("q{i}"))
+            .collect();
+        let pairs: Vec<(&str, &str)> = names
+            .iter()
+            .map(String::as_str)
+            .zip(PROPERTY_QUERIES.iter().copied())
+            .collect();
+        let set = set(&pairs);
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut matched = 0;
+        for _ in 0..20_000 {
+            let mut text = String::new();
+            for _ in 0..next(14) {
+                text.push_str(PIECES[next(PIECES.len())]);
+                if next(3) > 0 {
+                    text.push(' ');
+                }
+            }
+            let (ascii, folded) = (set.view_ascii(&text), set.view_folded(&text));
+            let spans = |v: &View| {
+                v.tokens
+                    .iter()
+                    .map(|t| (t.kind, t.start, t.end))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(spans(&ascii), spans(&folded), "{text:?}");
+            assert_eq!(ascii.found, folded.found, "{text:?}");
+            let document = doc(&text);
+            let fast = set.matches_in(&document, ascii);
+            assert_eq!(fast, set.matches_in(&document, folded), "{text:?}");
+            // The traced path agrees: a watchlist matches exactly when its trace says so.
+            for (index, query) in PROPERTY_QUERIES.iter().enumerate() {
+                let traced = set.explain(index, &document).starts_with('✓');
+                assert_eq!(
+                    fast.iter().any(|m| m.index == index),
+                    traced,
+                    "{text:?} {query}\n{}",
+                    set.explain(index, &document)
+                );
+            }
+            matched += fast.len();
+        }
+        assert!(
+            matched > 1000,
+            "the random posts match often enough: {matched}"
         );
     }
 }

@@ -48,6 +48,24 @@ pub fn fold(text: &str) -> String {
 /// Splits `text` into tokens. Punctuation and white space separate tokens and are dropped.
 pub fn tokenize(text: &str) -> Vec<Token> {
     let mut tokens = Vec::new();
+    token_spans(text, |kind, start, end| {
+        let body = match kind {
+            TokenKind::Hashtag | TokenKind::Mention => &text[start + 1..end],
+            _ => &text[start..end],
+        };
+        tokens.push(Token {
+            kind,
+            start: start as u32,
+            end: end as u32,
+            norm: fold(body),
+            id: crate::NO_ID,
+        });
+    });
+    tokens
+}
+
+/// The tokens of `text` as [`tokenize`] finds them, without folding: kind and byte range.
+pub(crate) fn token_spans(text: &str, mut each: impl FnMut(TokenKind, usize, usize)) {
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < text.len() {
@@ -69,21 +87,10 @@ pub fn tokenize(text: &str) -> Vec<Token> {
             i += c.len_utf8();
             continue;
         };
-        let body = match kind {
-            TokenKind::Hashtag | TokenKind::Mention => &text[i + 1..end],
-            _ => &text[i..end],
-        };
-        tokens.push(Token {
-            kind,
-            start: i as u32,
-            end: end as u32,
-            norm: fold(body),
-            id: crate::NO_ID,
-        });
         debug_assert!(end > i && end <= bytes.len());
+        each(kind, i, end);
         i = end;
     }
-    tokens
 }
 
 fn is_word_char(c: char) -> bool {
@@ -97,6 +104,35 @@ fn starts_word(text: &str, at: usize) -> bool {
 /// End of a word starting at `start`: word characters, joined across an apostrophe (`don't`,
 /// `l’appli`) or, in handles, a dot (`@sam.bsky.social`) when a word character follows.
 fn word_end(text: &str, start: usize, dots: bool) -> usize {
+    let bytes = text.as_bytes();
+    let ascii_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    // ASCII fast path, while the bytes are ASCII; the general loop below from the first
+    // other byte on.
+    let mut end = start;
+    while end < bytes.len() {
+        let b = bytes[end];
+        if ascii_word(b) {
+            end += 1;
+        } else if (b == b'\'' || (dots && b == b'.'))
+            && end > start
+            && bytes.get(end + 1).is_some_and(|&n| ascii_word(n))
+        {
+            end += 2;
+        } else {
+            break;
+        }
+    }
+    let joiner = |b: u8| b == b'\'' || (dots && b == b'.');
+    let undecided = bytes.get(end).is_some_and(|&b| {
+        !b.is_ascii() || (joiner(b) && bytes.get(end + 1).is_some_and(|n| !n.is_ascii()))
+    });
+    if undecided {
+        return word_end_chars(text, start, dots);
+    }
+    end
+}
+
+fn word_end_chars(text: &str, start: usize, dots: bool) -> usize {
     let mut end = start;
     let mut chars = text[start..].char_indices().peekable();
     while let Some((offset, c)) = chars.next() {
@@ -115,6 +151,9 @@ fn word_end(text: &str, start: usize, dots: bool) -> usize {
 
 fn url_end(text: &str, start: usize) -> Option<usize> {
     let rest = &text.as_bytes()[start..];
+    if !matches!(rest.first(), Some(b'h' | b'H' | b'w' | b'W')) {
+        return None;
+    }
     let has_prefix = |prefix: &[u8]| {
         rest.len() > prefix.len() && rest[..prefix.len()].eq_ignore_ascii_case(prefix)
     };
@@ -260,6 +299,15 @@ mod tests {
             ],
         );
         check("# @ 's", &[(Word, "s", "s")]);
+        check(
+            "l'été don't_ x'' a'b'c",
+            &[
+                (Word, "l'été", "l'ete"),
+                (Word, "don't_", "don't_"),
+                (Word, "x", "x"),
+                (Word, "a'b'c", "a'b'c"),
+            ],
+        );
         check("", &[]);
     }
 
