@@ -22,7 +22,15 @@ use earshot_core::StageError;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::grouping::{self, Notification};
 use crate::{channels, RouterError};
+
+/// What one delivery sends: one alert, or a notification of several.
+#[derive(Clone, Copy)]
+enum Message<'a> {
+    Alert(&'a Alert, &'a EnrichedMention),
+    Notification(&'a Notification),
+}
 
 /// Where a receiver's alerts go.
 pub enum Channel {
@@ -227,6 +235,37 @@ impl Deliverer {
         enriched: &EnrichedMention,
         receiver: &str,
     ) -> Result<Delivery, StageError> {
+        let id = delivery_id(alert.id, receiver);
+        self.send(Message::Alert(alert, enriched), id, receiver)
+            .await
+    }
+
+    /// Delivers a notification of several alerts (a group or a digest) as one message, with
+    /// its id as the delivery id; a notification of one alert is that alert's message.
+    pub async fn deliver_notification(
+        &self,
+        notification: &Notification,
+        receiver: &str,
+    ) -> Result<Delivery, StageError> {
+        match &notification.alerts[..] {
+            [(alert, enriched)] => self.deliver(alert, enriched, receiver).await,
+            _ => {
+                self.send(
+                    Message::Notification(notification),
+                    notification.id,
+                    receiver,
+                )
+                .await
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        message: Message<'_>,
+        id: uuid::Uuid,
+        receiver: &str,
+    ) -> Result<Delivery, StageError> {
         let Receiver {
             channel,
             policy,
@@ -234,7 +273,6 @@ impl Deliverer {
         } = self.receivers.get(receiver).ok_or_else(|| {
             StageError::permanent("config", format!("no receiver named {receiver}"))
         })?;
-        let id = delivery_id(alert.id, receiver);
         // Messages queued behind a paced channel wait here, before taking a permit, so that
         // a busy Slack channel does not use up the permits the other receivers need.
         if let Channel::Slack { pacing, .. } = channel {
@@ -260,43 +298,66 @@ impl Deliverer {
             attempts += 1;
             let result = match channel {
                 Channel::Console => {
-                    print_alert(alert, enriched, receiver);
+                    match message {
+                        Message::Alert(alert, enriched) => print_alert(alert, enriched, receiver),
+                        Message::Notification(n) => grouping::print(n, receiver),
+                    }
                     Ok(())
                 }
                 Channel::Slack { target, pacing } => {
                     if attempts > 1 {
                         pacing.wait_turn().await;
                     }
-                    let body = channels::slack(alert, enriched);
+                    let body = match message {
+                        Message::Alert(alert, enriched) => channels::slack(alert, enriched),
+                        Message::Notification(n) => grouping::slack(n),
+                    };
                     self.post(target, &body, &[]).await
                 }
                 Channel::Teams { target } => {
-                    self.post(target, &channels::teams(alert, enriched), &[])
-                        .await
+                    let body = match message {
+                        Message::Alert(alert, enriched) => channels::teams(alert, enriched),
+                        Message::Notification(n) => grouping::teams(n),
+                    };
+                    self.post(target, &body, &[]).await
                 }
                 Channel::PagerDuty {
                     target,
                     routing_key,
                     severity,
                 } => {
-                    let body = channels::pagerduty(alert, enriched, routing_key, severity);
+                    let body = match message {
+                        Message::Alert(alert, enriched) => {
+                            channels::pagerduty(alert, enriched, routing_key, severity)
+                        }
+                        Message::Notification(n) => grouping::pagerduty(n, routing_key, severity),
+                    };
                     self.post(target, &body, &[]).await
                 }
-                Channel::Email(email) => self.send_email(email, id, alert, enriched).await,
+                Channel::Email(email) => self.send_email(email, id, message).await,
                 Channel::Webhook {
                     target,
                     signing_key,
                 } => {
-                    let body = serde_json::json!({
-                        "delivery_id": id.to_string(),
-                        "alert": alert,
-                        "mention": enriched,
-                    });
+                    let (body, subject) = match message {
+                        Message::Alert(alert, enriched) => (
+                            serde_json::json!({
+                                "delivery_id": id.to_string(),
+                                "alert": alert,
+                                "mention": enriched,
+                            }),
+                            ("X-Earshot-Alert", alert.id.to_string()),
+                        ),
+                        Message::Notification(n) => (
+                            grouping::webhook(n),
+                            ("X-Earshot-Group", n.group_id.to_string()),
+                        ),
+                    };
                     let body = serde_json::to_vec(&body).expect("JSON values serialize");
                     let mut headers = vec![
                         ("Idempotency-Key", id.to_string()),
                         ("X-Earshot-Delivery", id.to_string()),
-                        ("X-Earshot-Alert", alert.id.to_string()),
+                        subject,
                     ];
                     if let Some(key) = signing_key {
                         let timestamp = chrono::Utc::now().timestamp().to_string();
@@ -324,7 +385,7 @@ impl Deliverer {
                 }
                 Err(error) => {
                     let wait = error.retry_after.unwrap_or_else(|| jitter(backoff));
-                    tracing::warn!(receiver, alert = %alert.id, attempt = attempts, error = %error.message, wait_ms = wait.as_millis() as u64, "delivery attempt failed; retrying");
+                    tracing::warn!(receiver, delivery = %id, attempt = attempts, error = %error.message, wait_ms = wait.as_millis() as u64, "delivery attempt failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = self.shutdown.cancelled() => return Err(StageError::Interrupted),
@@ -361,8 +422,7 @@ impl Deliverer {
         &self,
         email: &Email,
         delivery: uuid::Uuid,
-        alert: &Alert,
-        enriched: &EnrichedMention,
+        message: Message<'_>,
     ) -> Result<(), AttemptError> {
         use lettre::AsyncTransport;
         if !email.allow_private {
@@ -385,14 +445,17 @@ impl Deliverer {
                 }
             }
         }
-        let message =
-            channels::email(alert, enriched, delivery, &email.from, &email.to).map_err(|e| {
-                AttemptError {
-                    message: format!("building the email: {e}"),
-                    retry: false,
-                    retry_after: None,
-                }
-            })?;
+        let message = match message {
+            Message::Alert(alert, enriched) => {
+                channels::email(alert, enriched, delivery, &email.from, &email.to)
+            }
+            Message::Notification(n) => grouping::email(n, delivery, &email.from, &email.to),
+        }
+        .map_err(|e| AttemptError {
+            message: format!("building the email: {e}"),
+            retry: false,
+            retry_after: None,
+        })?;
         email.transport.send(message).await.map(drop).map_err(|e| {
             // 5xx replies will not pass later; 4xx replies, timeouts and connection or TLS
             // failures may.

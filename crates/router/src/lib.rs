@@ -8,14 +8,17 @@
 
 mod channels;
 mod delivery;
+pub mod digest;
+pub mod grouping;
 mod routes;
+pub mod spikes;
 pub mod test_routes;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use earshot_core::bus::{headers, OutRecord, Publisher};
-use earshot_core::model::DeliveryStatus;
+use earshot_core::model::{Alert, Delivery, DeliveryStatus, EnrichedMention};
 use earshot_core::telemetry::{trace_context, Metrics};
 use earshot_core::{Completion, InRecord, Services, Stage, StageError};
 use futures::future::{BoxFuture, FutureExt};
@@ -23,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use delivery::{Channel, Deliverer};
 pub use routes::{Routed, Routes, RoutesError};
+pub use spikes::SpikeDetector;
 
 const STAGE: &str = "router";
 
@@ -61,12 +65,17 @@ pub async fn run_with(services: Services, shutdown: CancellationToken) -> Result
 /// The router as a stage: decode, evaluate routes, deliver, publish each alert.
 pub struct RouterStage {
     routes: Routes,
-    deliverer: Arc<Deliverer>,
+    /// Groups of the routes with `group_by`, sent through the outbox.
+    grouper: Arc<grouping::Grouper>,
+    /// Every notification goes through it: receivers' rate limits and digests.
+    outbox: Arc<digest::Outbox>,
     services: Services,
     publisher: Arc<dyn Publisher>,
     metrics: Metrics,
     alerts_topic: Arc<str>,
     deadletter_topic: Arc<str>,
+    /// Per-watchlist spike detection, when `router.spikes` is set.
+    spikes: Option<SpikeDetector>,
 }
 
 impl RouterStage {
@@ -76,14 +85,26 @@ impl RouterStage {
         shutdown: CancellationToken,
     ) -> Result<Self, RouterError> {
         let config = &services.config.router;
+        let deliverer = Arc::new(Deliverer::new(
+            config,
+            services.metrics.clone(),
+            shutdown.clone(),
+        )?);
+        let outbox = digest::Outbox::new(config, deliverer, shutdown.clone());
         Ok(RouterStage {
             routes: Routes::new(config)?,
-            deliverer: Arc::new(Deliverer::new(config, services.metrics.clone(), shutdown)?),
+            grouper: Arc::new(grouping::Grouper::new(
+                &config.routes,
+                outbox.clone(),
+                shutdown,
+            )),
+            outbox,
             services: services.clone(),
             publisher,
             metrics: services.metrics.clone(),
             alerts_topic: Arc::from(services.config.topics.alerts.as_str()),
             deadletter_topic: Arc::from(services.config.topics.deadletter.as_str()),
+            spikes: config.spikes.clone().map(SpikeDetector::new),
         })
     }
 }
@@ -106,7 +127,22 @@ impl Stage for RouterStage {
                     .boxed()
                 }
             };
-            let alerts = self.routes.evaluate(&enriched);
+            // Spikes are found as windows close, by the mentions' own times; each goes down
+            // the tree and its alerts complete with this record's.
+            let found = match &mut self.spikes {
+                Some(detector) => detector.observe(&enriched),
+                None => Vec::new(),
+            };
+            let enriched = Arc::new(enriched);
+            let mut alerts: Vec<(Alert, String, Arc<EnrichedMention>)> = self
+                .routes
+                .evaluate(&enriched)
+                .into_iter()
+                .map(|(alert, receiver)| (alert, receiver, enriched.clone()))
+                .collect();
+            for spike in &found {
+                alerts.extend(spikes::route(&self.routes, spike));
+            }
             if alerts.is_empty() {
                 self.metrics
                     .discarded
@@ -117,15 +153,23 @@ impl Stage for RouterStage {
             let traceparent =
                 Bytes::from(trace_context::child(record.header(headers::TRACEPARENT)));
             let services = self.services.clone();
-            let deliverer = self.deliverer.clone();
+            let grouper = self.grouper.clone();
+            let outbox = self.outbox.clone();
             let publisher = self.publisher.clone();
             let metrics = self.metrics.clone();
             let alerts_topic = self.alerts_topic.clone();
             let deadletter_topic = self.deadletter_topic.clone();
             Box::pin(async move {
-                for (mut alert, receiver) in alerts {
+                // The alerts of one record go out concurrently (each maybe in a group or a
+                // digest), then are published in order.
+                let deliveries =
+                    futures::future::join_all(alerts.iter().map(|(alert, receiver, enriched)| {
+                        send(&grouper, &outbox, alert, receiver, enriched)
+                    }))
+                    .await;
+                for ((mut alert, receiver, _), delivery) in alerts.into_iter().zip(deliveries) {
                     metrics.alerts.with_label_values(&[&alert.route]).inc();
-                    let delivery = deliverer.deliver(&alert, &enriched, &receiver).await?;
+                    let delivery = delivery?;
                     let failed = (delivery.status == DeliveryStatus::Failed)
                         .then(|| delivery.last_error.clone().unwrap_or_default());
                     alert.deliveries.push(delivery);
@@ -203,4 +247,24 @@ impl Stage for RouterStage {
             }) as Completion
         })
     }
+}
+
+/// Sends one alert: in its route's group when the route groups, else alone, both through
+/// the receiver's rate limit. Resolves with the alert's own delivery record once the message
+/// that carried it is delivered or has failed.
+async fn send(
+    grouper: &grouping::Grouper,
+    outbox: &Arc<digest::Outbox>,
+    alert: &Alert,
+    receiver: &str,
+    enriched: &Arc<EnrichedMention>,
+) -> Result<Delivery, StageError> {
+    let delivery = match grouper.submit(alert.clone(), receiver, enriched.clone()) {
+        Some(waiting) => waiting.await.unwrap_or(Err(StageError::Interrupted))?,
+        None => {
+            let single = grouping::Notification::single(alert.clone(), enriched.clone(), receiver);
+            outbox.send(single, receiver).await?
+        }
+    };
+    Ok(grouping::delivery_of(alert, receiver, &delivery))
 }

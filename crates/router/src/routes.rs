@@ -427,6 +427,8 @@ fn routed(path: &[&Node], receiver: &str, enriched: &EnrichedMention) -> Routed 
             route_path: path.iter().map(|node| node.name.clone()).collect(),
             review_required: false,
             review_topics: Vec::new(),
+            kind: earshot_core::model::ALERT_KIND_MENTION.to_owned(),
+            spike: None,
         },
     }
 }

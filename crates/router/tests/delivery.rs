@@ -472,6 +472,7 @@ fn router_config(url: &str, allow_private: bool, max_attempts: u32) -> RouterCon
             concurrency: 4,
             ..DeliveryConfig::default()
         },
+        ..RouterConfig::default()
     }
 }
 

@@ -406,6 +406,8 @@ mod tests {
             route_path: vec![],
             review_required: false,
             review_topics: vec![],
+            kind: "mention".into(),
+            spike: None,
         };
         let Item::Alert { alert, deliveries } = alert_item(alert).unwrap() else {
             panic!("not an alert")

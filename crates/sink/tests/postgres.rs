@@ -317,6 +317,8 @@ fn alert(mention: &EnrichedMention, route: &str) -> Alert {
         route_path: vec!["root".into(), route.into()],
         review_required: true,
         review_topics: vec!["legal".into()],
+        kind: "mention".into(),
+        spike: None,
     }
 }
 

@@ -68,6 +68,8 @@ pub fn acme_alert(native_id: &str, text: &str, route: &str) -> (Alert, EnrichedM
         route_path: vec![route.into()],
         review_required: false,
         review_topics: vec![],
+        kind: "mention".into(),
+        spike: None,
     };
     (alert, enriched)
 }
