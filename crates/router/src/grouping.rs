@@ -89,6 +89,9 @@ pub fn policies(routes: &[RouteConfig]) -> HashMap<String, GroupPolicy> {
     out
 }
 
+/// An alert in a notification, with the mention it is about.
+pub type Carried = (Alert, Arc<EnrichedMention>);
+
 /// One message to a receiver carrying one or more alerts: an alert alone, a group, or a
 /// digest of what came too soon for the receiver's rate limit.
 #[derive(Debug, Clone)]
@@ -180,12 +183,7 @@ impl Notification {
     }
 
     /// The alerts shown in full, and the rest.
-    fn split(
-        &self,
-    ) -> (
-        &[(Alert, Arc<EnrichedMention>)],
-        &[(Alert, Arc<EnrichedMention>)],
-    ) {
+    fn split(&self) -> (&[Carried], &[Carried]) {
         self.alerts
             .split_at(self.max_listed.max(1).min(self.alerts.len()))
     }
@@ -302,8 +300,7 @@ impl Grouper {
         if self
             .submitted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            % PRUNE_EVERY
-            == 0
+            .is_multiple_of(PRUNE_EVERY)
         {
             prune(&mut groups, &self.policies, now);
         }
@@ -409,7 +406,9 @@ impl GroupTask {
                 self.outbox.send(notification, &self.receiver).await
             };
             let sent = Instant::now();
-            {
+            // Whether more joined meanwhile is decided under the lock that `submit` takes, so
+            // that exactly one task times each group.
+            let more = {
                 let mut groups = self.groups.lock().expect("groups lock");
                 let group = groups.entry(self.group_id).or_default();
                 group.last_sent = Some(sent);
@@ -426,19 +425,13 @@ impl GroupTask {
                 group
                     .notified
                     .retain(|_, (at, _)| sent.duration_since(*at) < self.policy.repeat);
-                if group.pending.is_empty() {
-                    group.scheduled = false;
-                }
-            }
+                let more = !group.pending.is_empty();
+                group.scheduled = more;
+                more
+            };
             for pending in batch {
                 let _ = pending.done.send(result.clone());
             }
-            let more = {
-                let groups = self.groups.lock().expect("groups lock");
-                groups
-                    .get(&self.group_id)
-                    .is_some_and(|group| group.scheduled)
-            };
             if !more {
                 return;
             }

@@ -65,6 +65,11 @@ async fn a_burst_of_angry_mentions_raises_spike_alerts_through_the_routing_tree(
         ..Config::default()
     };
     let bus = MemoryBus::new();
+    // Declared before anything is published, so that `is_idle` waits for the router.
+    bus.declare_group(
+        &format!("{}-router", config.kafka.group_prefix),
+        &[&config.topics.enriched],
+    );
     let services = Services::memory(config.clone(), bus.clone()).await.unwrap();
     let shutdown = CancellationToken::new();
     let router = tokio::spawn(earshot_router::run_with(services.clone(), shutdown.clone()));
