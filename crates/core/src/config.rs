@@ -1514,6 +1514,7 @@ impl Config {
         if let Some(spikes) = &self.router.spikes {
             validate_spikes(spikes, &watchlists, errors);
         }
+        validate_rate_limits(&self.router, errors);
         let delivery = &self.router.delivery;
         if delivery.max_attempts == 0 {
             errors.push("router.delivery.max_attempts", "must be at least 1");
@@ -1877,6 +1878,22 @@ fn validate_routing(
                 if term.trim().is_empty() {
                     errors.push(format!("{path}.terms[{j}]"), "must not be empty");
                 }
+            }
+        }
+    }
+}
+
+/// Digests list at most 20 alerts in full: Slack takes 50 blocks a message.
+const MAX_LISTED: usize = 20;
+
+fn validate_rate_limits(router: &RouterConfig, errors: &mut ConfigErrors) {
+    for (i, receiver) in router.receivers.iter().enumerate() {
+        if let Some(limit) = &receiver.rate_limit {
+            if !(1..=MAX_LISTED).contains(&limit.max_listed) {
+                errors.push(
+                    format!("router.receivers[{i}].rate_limit.max_listed"),
+                    format!("must be from 1 to {MAX_LISTED}"),
+                );
             }
         }
     }
@@ -2328,6 +2345,28 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         assert_eq!(problems("{}"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn group_labels_and_rate_limits_are_checked() {
+        let found = problems(
+            r#"
+router:
+  receivers:
+    - { name: hook, console: true, rate_limit: { min_interval_ms: 500, max_listed: 0 } }
+  routes:
+    - name: all
+      receiver: hook
+      group_by: [watchlist, mood]
+"#,
+        );
+        assert_eq!(
+            found,
+            [
+                "router.routes[0].group_by[1]: \"mood\" is not one of watchlist, intent, language, source, author",
+                "router.receivers[0].rate_limit.max_listed: must be from 1 to 20",
+            ]
+        );
     }
 
     #[test]
