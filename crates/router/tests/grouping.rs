@@ -218,6 +218,58 @@ async fn what_comes_too_soon_for_slack_is_folded_into_one_digest() {
     stop(shutdown, router).await;
 }
 
+/// A group whose notification fails after every retry: each of its alerts is published as
+/// failed and dead-lettered, and only then are the offsets stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_that_cannot_be_delivered_dead_letters_each_of_its_alerts() {
+    let hook = Fake::answering(500).await;
+    let route = RouteConfig {
+        name: "acme-all".into(),
+        watchlist: Some("acme".into()),
+        receiver: Some("hook".into()),
+        group_by: Some(vec![]),
+        group_wait_secs: Some(1),
+        ..RouteConfig::default()
+    };
+    let receiver = ReceiverConfig {
+        name: "hook".into(),
+        webhook: Some(WebhookConfig {
+            url: Some(hook.url("/hook")),
+            allow_private: true,
+            ..WebhookConfig::default()
+        }),
+        ..ReceiverConfig::default()
+    };
+    let (bus, services, shutdown, router) = start(route, receiver).await;
+    let topics = services.config.topics.clone();
+    publish(&bus, &services, &mention("f0", "@a")).await;
+    publish(&bus, &services, &mention("f1", "@b")).await;
+    wait_until(|| bus.is_idle() && bus.records(&topics.deadletter).len() == 2).await;
+
+    // max_attempts 2: two requests, each carrying both alerts.
+    let requests = hook.requests();
+    assert_eq!(requests.len(), 2);
+    assert!(requests
+        .iter()
+        .all(|r| r.body["alerts"].as_array().map(Vec::len) == Some(2)));
+    assert_eq!(
+        requests[0].header("idempotency-key"),
+        requests[1].header("idempotency-key"),
+        "a retry carries the same key"
+    );
+    let published = decode_all(&bus, &services).await;
+    assert_eq!(published.len(), 2);
+    for alert in &published {
+        let delivery = &alert.deliveries[0];
+        assert_eq!(delivery.status, DeliveryStatus::Failed, "{alert:?}");
+        assert!(delivery
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("HTTP 500")));
+    }
+    stop(shutdown, router).await;
+}
+
 async fn start(
     route: RouteConfig,
     receiver: ReceiverConfig,
@@ -328,27 +380,41 @@ struct Fake {
 
 impl Fake {
     async fn start(delay_ms: impl Fn(usize) -> u64 + Send + Sync + 'static) -> Fake {
-        let shared: Arc<Shared> = Arc::new((Box::new(delay_ms), Mutex::new(Vec::new())));
-        let app = Router::new()
-            .fallback(post(
-                |State(shared): State<Arc<Shared>>, headers: HeaderMap, body: BodyBytes| async move {
-                    let n = {
-                        let mut seen = shared.1.lock().unwrap();
-                        seen.push(Seen {
-                            at: Instant::now(),
-                            headers: headers
-                                .iter()
-                                .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned()))
-                                .collect(),
-                            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-                        });
-                        seen.len() - 1
-                    };
-                    tokio::time::sleep(Duration::from_millis((shared.0)(n))).await;
-                    "ok"
-                },
-            ))
-            .with_state(shared.clone());
+        Self::serve(Box::new(delay_ms), 200).await
+    }
+
+    /// A receiver that answers every request with `status`.
+    async fn answering(status: u16) -> Fake {
+        Self::serve(Box::new(|_| 0), status).await
+    }
+
+    async fn serve(delay_ms: Box<dyn Fn(usize) -> u64 + Send + Sync>, status: u16) -> Fake {
+        let shared: Arc<Shared> = Arc::new((delay_ms, Mutex::new(Vec::new())));
+        let app =
+            Router::new()
+                .fallback(post(
+                    move |State(shared): State<Arc<Shared>>,
+                          headers: HeaderMap,
+                          body: BodyBytes| async move {
+                        let n = {
+                            let mut seen = shared.1.lock().unwrap();
+                            seen.push(Seen {
+                                at: Instant::now(),
+                                headers: headers
+                                    .iter()
+                                    .map(|(n, v)| {
+                                        (n.to_string(), v.to_str().unwrap_or("").to_owned())
+                                    })
+                                    .collect(),
+                                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                            });
+                            seen.len() - 1
+                        };
+                        tokio::time::sleep(Duration::from_millis((shared.0)(n))).await;
+                        (axum::http::StatusCode::from_u16(status).unwrap(), "ok")
+                    },
+                ))
+                .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
