@@ -435,6 +435,8 @@ mod tests {
             acknowledged_at: None,
             acknowledged_by: None,
             resolved_at: None,
+            kind: "mention".into(),
+            spike: None,
         }
     }
 
@@ -495,6 +497,43 @@ mod tests {
         assert_eq!(
             codec.decode(&codec.encode(&alert).unwrap()).await.unwrap(),
             alert
+        );
+
+        // A spike alert: the nested record, its arrays and the named type used twice.
+        let spike = Alert {
+            kind: "spike".into(),
+            spike: Some(crate::model::Spike {
+                metric: "volume".into(),
+                direction: "peak".into(),
+                window_start: 1_700_000_000_000_000,
+                window_end: 1_700_000_300_000_000,
+                mentions: 240,
+                negative_mentions: 130,
+                value: 240.0,
+                baseline_mean: 40.5,
+                baseline_stddev: 6.4,
+                z_score: 31.2,
+                top_terms: vec![crate::model::SpikeCount {
+                    name: "recall".into(),
+                    count: 88,
+                }],
+                top_authors: vec![crate::model::SpikeCount {
+                    name: "@newsdesk".into(),
+                    count: 3,
+                }],
+                samples: vec![crate::model::SpikeSample {
+                    mention_id: uuid::Uuid::from_u128(7),
+                    author: "@newsdesk".into(),
+                    text: "Lumora recalls the Halo".into(),
+                    url: Some("https://example.com/1".into()),
+                    reach: 23_434,
+                }],
+            }),
+            ..sample_alert()
+        };
+        assert_eq!(
+            codec.decode(&codec.encode(&spike).unwrap()).await.unwrap(),
+            spike
         );
     }
 

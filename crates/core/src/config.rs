@@ -772,6 +772,60 @@ pub struct RouterConfig {
     pub api: Option<RouterApiConfig>,
     /// Retry policy of deliveries.
     pub delivery: DeliveryConfig,
+    /// Spike detection per watchlist (off when unset). Spikes raise alerts of kind `spike`,
+    /// routed through the tree as mentions with intent `spike`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spikes: Option<SpikesConfig>,
+}
+
+/// Spike detection: per watchlist, the mentions per window (volume) and the share of them
+/// that is negative, each against a baseline learned from earlier windows (an exponentially
+/// weighted mean and variance). Windows follow the mentions' collection time, not the
+/// router's clock, so a replay finds the same spikes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SpikesConfig {
+    /// Watchlists watched; empty watches every watchlist.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub watchlists: Vec<String>,
+    /// Length of a window, in seconds of collection time.
+    pub window_secs: u64,
+    /// Weight of each new window in the baseline, above 0 and at most 1 (0.1 remembers
+    /// roughly the last 10 windows).
+    pub baseline_alpha: f64,
+    /// Windows learned before a spike can be raised.
+    pub warmup_windows: u32,
+    /// How many standard deviations from the baseline make a spike.
+    pub z_threshold: f64,
+    /// Minimum sample: a volume peak or a negative-share peak needs at least this many
+    /// mentions in the window, and a volume dip a baseline of at least this many.
+    pub min_mentions: u64,
+    /// Also raise volume dips (a watchlist going quiet), not only peaks.
+    pub dips: bool,
+    /// A mention is negative when its sentiment compound is at most this.
+    pub negative_compound: f64,
+    /// After a spike, no other of the same metric and direction for the watchlist for this
+    /// long (collection time).
+    pub cooldown_secs: u64,
+    /// Posts older than this when collected (a source catching up) are not counted.
+    pub max_post_age_secs: u64,
+}
+
+impl Default for SpikesConfig {
+    fn default() -> Self {
+        SpikesConfig {
+            watchlists: Vec::new(),
+            window_secs: 300,
+            baseline_alpha: 0.1,
+            warmup_windows: 12,
+            z_threshold: 3.0,
+            min_mentions: 10,
+            dips: true,
+            negative_compound: -0.05,
+            cooldown_secs: 1_800,
+            max_post_age_secs: 3_600,
+        }
+    }
 }
 
 /// One node of the routing tree. `watchlist`, `score` and `threshold` are shorthands kept from
@@ -819,7 +873,28 @@ pub struct RouteConfig {
     /// its siblings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mute_time_intervals: Vec<String>,
+    /// Group this route's alerts into one notification per group, like Alertmanager: alerts
+    /// with the same values of these labels (watchlist, intent, language, source, author)
+    /// share a group; an empty list makes one group of the route. Inherited from the parent
+    /// route when unset; no grouping (one notification per alert) when no route sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<Vec<String>>,
+    /// How long a new group waits for more alerts before its first notification (default 30);
+    /// inherited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_wait_secs: Option<u64>,
+    /// Least time between two notifications of one group, which carry the alerts that joined
+    /// since the last (default 300); inherited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_interval_secs: Option<u64>,
+    /// An alert already notified in its group (the same mention read again) is not notified
+    /// again before this long (default 14400); inherited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_interval_secs: Option<u64>,
 }
+
+/// The labels `group_by` takes.
+pub const GROUP_LABELS: [&str; 5] = ["watchlist", "intent", "language", "source", "author"];
 
 /// A silence: while in force, mentions matching every matcher raise no alert (except the
 /// review alert of a sensitive topic, which a silence does not stop).
@@ -942,6 +1017,42 @@ pub struct ReceiverConfig {
     /// (Alertmanager's receiver without integrations).
     #[serde(default)]
     pub discard: bool,
+    /// A rate limit: notifications that come sooner than `min_interval_ms` after the last
+    /// message are folded into one digest message, sent when the time is up, instead of
+    /// failing or queueing. Slack receivers have one by default (their `min_interval_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// A receiver's rate limit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RateLimitConfig {
+    /// Least time between two messages to this receiver.
+    pub min_interval_ms: u64,
+    /// Alerts shown in full in a digest; the others are listed in one line each.
+    pub max_listed: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            min_interval_ms: 1_000,
+            max_listed: 5,
+        }
+    }
+}
+
+impl ReceiverConfig {
+    /// The receiver's rate limit: its own, or for Slack its `min_interval_ms`.
+    pub fn effective_rate_limit(&self) -> Option<RateLimitConfig> {
+        self.rate_limit.clone().or_else(|| {
+            self.slack.as_ref().map(|slack| RateLimitConfig {
+                min_interval_ms: slack.min_interval_ms,
+                ..RateLimitConfig::default()
+            })
+        })
+    }
 }
 
 /// A receiver's own retry policy; unset keys take `router.delivery`'s.
@@ -1493,6 +1604,10 @@ impl Config {
             validate_receiver(receiver, &path, errors);
         }
         validate_routing(&self.router, &watchlists, &receivers, errors);
+        if let Some(spikes) = &self.router.spikes {
+            validate_spikes(spikes, &watchlists, errors);
+        }
+        validate_rate_limits(&self.router, errors);
         let delivery = &self.router.delivery;
         if delivery.max_attempts == 0 {
             errors.push("router.delivery.max_attempts", "must be at least 1");
@@ -1752,6 +1867,14 @@ fn validate_routing(
                     errors.push(format!("{path}.matchers[{j}]"), e);
                 }
             }
+            for (j, label) in route.group_by.iter().flatten().enumerate() {
+                if !GROUP_LABELS.contains(&label.as_str()) {
+                    errors.push(
+                        format!("{path}.group_by[{j}]"),
+                        format!("{label:?} is not one of {}", GROUP_LABELS.join(", ")),
+                    );
+                }
+            }
             for (key, names) in [
                 ("active_time_intervals", &route.active_time_intervals),
                 ("mute_time_intervals", &route.mute_time_intervals),
@@ -1884,6 +2007,54 @@ fn validate_routing(
                 }
             }
         }
+    }
+}
+
+/// Digests list at most 20 alerts in full: Slack takes 50 blocks a message.
+const MAX_LISTED: usize = 20;
+
+fn validate_rate_limits(router: &RouterConfig, errors: &mut ConfigErrors) {
+    for (i, receiver) in router.receivers.iter().enumerate() {
+        if let Some(limit) = &receiver.rate_limit {
+            if !(1..=MAX_LISTED).contains(&limit.max_listed) {
+                errors.push(
+                    format!("router.receivers[{i}].rate_limit.max_listed"),
+                    format!("must be from 1 to {MAX_LISTED}"),
+                );
+            }
+        }
+    }
+}
+
+fn validate_spikes(spikes: &SpikesConfig, watchlists: &[&str], errors: &mut ConfigErrors) {
+    for (i, watchlist) in spikes.watchlists.iter().enumerate() {
+        if !watchlists.contains(&watchlist.as_str()) {
+            errors.push(
+                format!("router.spikes.watchlists[{i}]"),
+                format!("no watchlist named {watchlist:?} in enricher.watchlists"),
+            );
+        }
+    }
+    if spikes.window_secs == 0 {
+        errors.push("router.spikes.window_secs", "must be at least 1");
+    }
+    if !(spikes.baseline_alpha > 0.0 && spikes.baseline_alpha <= 1.0) {
+        errors.push(
+            "router.spikes.baseline_alpha",
+            "must be above 0 and at most 1",
+        );
+    }
+    if !(spikes.z_threshold.is_finite() && spikes.z_threshold > 0.0) {
+        errors.push("router.spikes.z_threshold", "must be a number above 0");
+    }
+    if spikes.min_mentions == 0 {
+        errors.push("router.spikes.min_mentions", "must be at least 1");
+    }
+    if !(-1.0..=1.0).contains(&spikes.negative_compound) {
+        errors.push(
+            "router.spikes.negative_compound",
+            "must be within VADER's compound range, -1..1",
+        );
     }
 }
 
@@ -2301,6 +2472,58 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         assert_eq!(problems("{}"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn group_labels_and_rate_limits_are_checked() {
+        let found = problems(
+            r#"
+router:
+  receivers:
+    - { name: hook, console: true, rate_limit: { min_interval_ms: 500, max_listed: 0 } }
+  routes:
+    - name: all
+      receiver: hook
+      group_by: [watchlist, mood]
+"#,
+        );
+        assert_eq!(
+            found,
+            [
+                "router.routes[0].group_by[1]: \"mood\" is not one of watchlist, intent, language, source, author",
+                "router.receivers[0].rate_limit.max_listed: must be from 1 to 20",
+            ]
+        );
+    }
+
+    #[test]
+    fn spike_settings_are_checked_together() {
+        assert_eq!(problems("router: { spikes: {} }"), Vec::<String>::new());
+        let found = problems(
+            r#"
+enricher:
+  watchlists: [{ name: acme, terms: [acme] }]
+router:
+  spikes:
+    watchlists: [acme, globex]
+    window_secs: 0
+    baseline_alpha: 1.5
+    z_threshold: 0
+    min_mentions: 0
+    negative_compound: -2
+"#,
+        );
+        assert_eq!(
+            found,
+            [
+                "router.spikes.watchlists[1]: no watchlist named \"globex\" in enricher.watchlists",
+                "router.spikes.window_secs: must be at least 1",
+                "router.spikes.baseline_alpha: must be above 0 and at most 1",
+                "router.spikes.z_threshold: must be a number above 0",
+                "router.spikes.min_mentions: must be at least 1",
+                "router.spikes.negative_compound: must be within VADER's compound range, -1..1",
+            ]
+        );
     }
 
     #[test]

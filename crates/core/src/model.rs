@@ -259,6 +259,66 @@ pub struct Alert {
     /// When someone resolved it, microseconds since the Unix epoch, UTC.
     #[serde(default)]
     pub resolved_at: Option<i64>,
+    /// What raised it: [`ALERT_KIND_MENTION`] or [`ALERT_KIND_SPIKE`].
+    #[serde(default = "mention_kind")]
+    pub kind: String,
+    /// For a spike alert: the window against its baseline, and what was in it.
+    #[serde(default)]
+    pub spike: Option<Spike>,
+}
+
+/// An alert raised by one mention matching a route.
+pub const ALERT_KIND_MENTION: &str = "mention";
+/// An alert raised by a watchlist's window leaving its baseline (`Alert::spike`).
+pub const ALERT_KIND_SPIKE: &str = "spike";
+
+fn mention_kind() -> String {
+    ALERT_KIND_MENTION.to_owned()
+}
+
+/// Why a spike alert was raised (record `Spike` of the alert schema).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spike {
+    /// `volume` or `negative_share`.
+    pub metric: String,
+    /// `peak` or `dip`.
+    pub direction: String,
+    /// Microseconds since the Unix epoch, UTC; included.
+    pub window_start: i64,
+    /// Microseconds since the Unix epoch, UTC; excluded.
+    pub window_end: i64,
+    pub mentions: i64,
+    pub negative_mentions: i64,
+    /// The metric in the window.
+    pub value: f64,
+    pub baseline_mean: f64,
+    pub baseline_stddev: f64,
+    pub z_score: f64,
+    #[serde(default)]
+    pub top_terms: Vec<SpikeCount>,
+    #[serde(default)]
+    pub top_authors: Vec<SpikeCount>,
+    #[serde(default)]
+    pub samples: Vec<SpikeSample>,
+}
+
+/// A term or author of a spike's window and how many of its mentions carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpikeCount {
+    pub name: String,
+    pub count: i64,
+}
+
+/// A mention of a spike's window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpikeSample {
+    #[serde(with = "uuid_string")]
+    pub mention_id: Uuid,
+    pub author: String,
+    pub text: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    pub reach: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

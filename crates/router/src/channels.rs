@@ -238,12 +238,15 @@ pub fn review_warning(alert: &Alert) -> String {
     )
 }
 
-fn title(alert: &Alert) -> String {
+pub(crate) fn title(alert: &Alert) -> String {
     format!("Earshot: {} · {}", alert.watchlist, alert.route)
 }
 
 /// Why the alert was raised: the route and the score against its bound.
-fn why(alert: &Alert) -> String {
+pub(crate) fn why(alert: &Alert) -> String {
+    if let Some(spike) = &alert.spike {
+        return spike_why(alert, spike);
+    }
     if alert.score_name.is_empty() {
         format!("Why: matched route {}", alert.route)
     } else {
@@ -252,6 +255,35 @@ fn why(alert: &Alert) -> String {
             alert.route, alert.score_name, alert.score, alert.threshold
         )
     }
+}
+
+/// A spike's line: the window's value against the bound it crossed and the baseline.
+fn spike_why(alert: &Alert, spike: &earshot_core::model::Spike) -> String {
+    let relation = if spike.direction == crate::spikes::DIP {
+        "≤"
+    } else {
+        "≥"
+    };
+    let (value, bound, mean, stddev) = if spike.metric == crate::spikes::METRIC_NEGATIVE_SHARE {
+        let percent = |x: f64| format!("{:.0}%", x * 100.0);
+        (
+            percent(spike.value),
+            percent(alert.threshold),
+            percent(spike.baseline_mean),
+            percent(spike.baseline_stddev),
+        )
+    } else {
+        (
+            format!("{:.0}", spike.value),
+            format!("{:.1}", alert.threshold),
+            format!("{:.1}", spike.baseline_mean),
+            format!("{:.1}", spike.baseline_stddev),
+        )
+    };
+    format!(
+        "Why: matched route {}; {} {} {value} {relation} {bound} (baseline {mean} ± {stddev}, z {:+.1})",
+        alert.route, spike.metric, spike.direction, spike.z_score
+    )
 }
 
 fn scores(enriched: &EnrichedMention) -> Vec<(&'static str, String)> {
@@ -278,13 +310,13 @@ fn scores(enriched: &EnrichedMention) -> Vec<(&'static str, String)> {
 }
 
 /// Slack's mrkdwn reads `<...>` as links and mentions: user text must not.
-fn escape_slack(text: &str) -> String {
+pub(crate) fn escape_slack(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
 
-fn cut(text: &str, max_chars: usize) -> String {
+pub(crate) fn cut(text: &str, max_chars: usize) -> String {
     match text.char_indices().nth(max_chars) {
         None => text.to_owned(),
         Some((end, _)) => format!("{}…", &text[..end]),

@@ -22,8 +22,16 @@ use earshot_core::StageError;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::grouping::{self, Notification};
 use crate::notice::{self, Notice};
 use crate::{channels, RouterError};
+
+/// What one delivery sends: one alert, or a notification of several.
+#[derive(Clone, Copy)]
+enum Message<'a> {
+    Alert(&'a Alert, &'a EnrichedMention, &'a Notice),
+    Notification(&'a Notification),
+}
 
 /// Where a receiver's alerts go.
 pub enum Channel {
@@ -228,7 +236,8 @@ impl Deliverer {
         enriched: &EnrichedMention,
         receiver: &str,
     ) -> Result<Delivery, StageError> {
-        self.deliver_notice(alert, enriched, receiver, &Notice::default())
+        let notice = Notice::default();
+        self.deliver_notice(alert, enriched, receiver, &notice)
             .await
     }
 
@@ -242,6 +251,37 @@ impl Deliverer {
         receiver: &str,
         notice: &Notice,
     ) -> Result<Delivery, StageError> {
+        let id = delivery_id(alert.id, &notice.key(receiver));
+        self.send(Message::Alert(alert, enriched, notice), id, receiver)
+            .await
+    }
+
+    /// Delivers a notification of several alerts (a group or a digest) as one message, with
+    /// its id as the delivery id; a notification of one alert is that alert's message.
+    pub async fn deliver_notification(
+        &self,
+        notification: &Notification,
+        receiver: &str,
+    ) -> Result<Delivery, StageError> {
+        match &notification.alerts[..] {
+            [(alert, enriched)] => self.deliver(alert, enriched, receiver).await,
+            _ => {
+                self.send(
+                    Message::Notification(notification),
+                    notification.id,
+                    receiver,
+                )
+                .await
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        message: Message<'_>,
+        id: uuid::Uuid,
+        receiver: &str,
+    ) -> Result<Delivery, StageError> {
         let Receiver {
             channel,
             policy,
@@ -249,7 +289,6 @@ impl Deliverer {
         } = self.receivers.get(receiver).ok_or_else(|| {
             StageError::permanent("config", format!("no receiver named {receiver}"))
         })?;
-        let id = delivery_id(alert.id, &notice.key(receiver));
         // Messages queued behind a paced channel wait here, before taking a permit, so that
         // a busy Slack channel does not use up the permits the other receivers need.
         if let Channel::Slack { pacing, .. } = channel {
@@ -275,20 +314,37 @@ impl Deliverer {
             attempts += 1;
             let result = match channel {
                 Channel::Console => {
-                    print_alert(alert, enriched, receiver);
+                    match message {
+                        Message::Alert(alert, enriched, _) => {
+                            print_alert(alert, enriched, receiver)
+                        }
+                        Message::Notification(n) => grouping::print(n, receiver),
+                    }
                     Ok(())
                 }
                 Channel::Slack { target, pacing } => {
                     if attempts > 1 {
                         pacing.wait_turn().await;
                     }
-                    let mut body = channels::slack(alert, enriched);
-                    notice::slack(&mut body, notice);
+                    let body = match message {
+                        Message::Alert(alert, enriched, notice) => {
+                            let mut body = channels::slack(alert, enriched);
+                            notice::slack(&mut body, notice);
+                            body
+                        }
+                        Message::Notification(n) => grouping::slack(n),
+                    };
                     self.post(target, &body, &[]).await
                 }
                 Channel::Teams { target } => {
-                    let mut body = channels::teams(alert, enriched);
-                    notice::teams(&mut body, notice);
+                    let body = match message {
+                        Message::Alert(alert, enriched, notice) => {
+                            let mut body = channels::teams(alert, enriched);
+                            notice::teams(&mut body, notice);
+                            body
+                        }
+                        Message::Notification(n) => grouping::teams(n),
+                    };
                     self.post(target, &body, &[]).await
                 }
                 Channel::PagerDuty {
@@ -296,26 +352,42 @@ impl Deliverer {
                     routing_key,
                     severity,
                 } => {
-                    let mut body = channels::pagerduty(alert, enriched, routing_key, severity);
-                    notice::pagerduty(&mut body, notice);
+                    let body = match message {
+                        Message::Alert(alert, enriched, notice) => {
+                            let mut body =
+                                channels::pagerduty(alert, enriched, routing_key, severity);
+                            notice::pagerduty(&mut body, notice);
+                            body
+                        }
+                        Message::Notification(n) => grouping::pagerduty(n, routing_key, severity),
+                    };
                     self.post(target, &body, &[]).await
                 }
-                Channel::Email(email) => self.send_email(email, id, alert, enriched, notice).await,
+                Channel::Email(email) => self.send_email(email, id, message).await,
                 Channel::Webhook {
                     target,
                     signing_key,
                 } => {
-                    let mut body = serde_json::json!({
-                        "delivery_id": id.to_string(),
-                        "alert": alert,
-                        "mention": enriched,
-                    });
-                    notice::webhook(&mut body, notice);
+                    let (body, subject) = match message {
+                        Message::Alert(alert, enriched, notice) => {
+                            let mut body = serde_json::json!({
+                                "delivery_id": id.to_string(),
+                                "alert": alert,
+                                "mention": enriched,
+                            });
+                            notice::webhook(&mut body, notice);
+                            (body, ("X-Earshot-Alert", alert.id.to_string()))
+                        }
+                        Message::Notification(n) => (
+                            grouping::webhook(n),
+                            ("X-Earshot-Group", n.group_id.to_string()),
+                        ),
+                    };
                     let body = serde_json::to_vec(&body).expect("JSON values serialize");
                     let mut headers = vec![
                         ("Idempotency-Key", id.to_string()),
                         ("X-Earshot-Delivery", id.to_string()),
-                        ("X-Earshot-Alert", alert.id.to_string()),
+                        subject,
                     ];
                     if let Some(key) = signing_key {
                         let timestamp = chrono::Utc::now().timestamp().to_string();
@@ -343,7 +415,7 @@ impl Deliverer {
                 }
                 Err(error) => {
                     let wait = error.retry_after.unwrap_or_else(|| jitter(backoff));
-                    tracing::warn!(receiver, alert = %alert.id, attempt = attempts, error = %error.message, wait_ms = wait.as_millis() as u64, "delivery attempt failed; retrying");
+                    tracing::warn!(receiver, delivery = %id, attempt = attempts, error = %error.message, wait_ms = wait.as_millis() as u64, "delivery attempt failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = self.shutdown.cancelled() => return Err(StageError::Interrupted),
@@ -428,9 +500,7 @@ impl Deliverer {
         &self,
         email: &Email,
         delivery: uuid::Uuid,
-        alert: &Alert,
-        enriched: &EnrichedMention,
-        notice: &Notice,
+        message: Message<'_>,
     ) -> Result<(), AttemptError> {
         use lettre::AsyncTransport;
         if !email.allow_private {
@@ -453,20 +523,24 @@ impl Deliverer {
                 }
             }
         }
-        // A notification for a person with an address goes to them instead of the list.
-        let person = notice
-            .person
-            .as_ref()
-            .and_then(|p| p.email.as_deref())
-            .and_then(|address| address.parse::<lettre::message::Mailbox>().ok())
-            .map(|mailbox| vec![mailbox]);
-        let to = person.as_ref().unwrap_or(&email.to);
-        let message = channels::email(alert, enriched, delivery, &email.from, to).map_err(|e| {
-            AttemptError {
-                message: format!("building the email: {e}"),
-                retry: false,
-                retry_after: None,
+        let message = match message {
+            Message::Alert(alert, enriched, notice) => {
+                // A notification for a person with an address goes to them instead of the list.
+                let person = notice
+                    .person
+                    .as_ref()
+                    .and_then(|p| p.email.as_deref())
+                    .and_then(|address| address.parse::<lettre::message::Mailbox>().ok())
+                    .map(|mailbox| vec![mailbox]);
+                let to = person.as_ref().unwrap_or(&email.to);
+                channels::email(alert, enriched, delivery, &email.from, to)
             }
+            Message::Notification(n) => grouping::email(n, delivery, &email.from, &email.to),
+        }
+        .map_err(|e| AttemptError {
+            message: format!("building the email: {e}"),
+            retry: false,
+            retry_after: None,
         })?;
         email.transport.send(message).await.map(drop).map_err(|e| {
             // 5xx replies will not pass later; 4xx replies, timeouts and connection or TLS

@@ -13,11 +13,14 @@
 pub mod api;
 mod channels;
 mod delivery;
+pub mod digest;
 pub mod escalation;
+pub mod grouping;
 mod notice;
 pub mod oncall;
 mod routes;
 pub mod silences;
+pub mod spikes;
 pub mod state;
 pub mod test_routes;
 
@@ -25,7 +28,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use earshot_core::bus::{headers, OutRecord, Publisher};
-use earshot_core::model::DeliveryStatus;
+use earshot_core::model::{Alert, Delivery, DeliveryStatus, EnrichedMention};
 use earshot_core::telemetry::{trace_context, Metrics};
 use earshot_core::{Completion, InRecord, Services, Stage, StageError};
 use futures::future::{BoxFuture, FutureExt};
@@ -35,6 +38,7 @@ pub use delivery::{Channel, Deliverer};
 pub use escalation::{Escalations, Tracked};
 pub use notice::Notice;
 pub use routes::{Routed, Routes, RoutesError, TEAM_PREFIX};
+pub use spikes::SpikeDetector;
 
 const STAGE: &str = "router";
 
@@ -181,7 +185,6 @@ fn api_token(config: &earshot_core::config::RouterApiConfig) -> Result<String, R
 /// The router as a stage: decode, evaluate routes, deliver, publish each alert.
 pub struct RouterStage {
     routes: Routes,
-    deliverer: Arc<Deliverer>,
     /// Alerts to teams and their escalations.
     escalations: Arc<Escalations>,
     /// Silences set by API.
@@ -189,11 +192,17 @@ pub struct RouterStage {
     /// Where `escalations` and `silences` are saved; none until restored.
     state: Option<state::RouterState>,
     ack_links: Option<api::AckLinks>,
+    /// Groups of the routes with `group_by`, sent through the outbox.
+    grouper: Arc<grouping::Grouper>,
+    /// Every notification goes through it: receivers' rate limits and digests.
+    outbox: Arc<digest::Outbox>,
     services: Services,
     publisher: Arc<dyn Publisher>,
     metrics: Metrics,
     alerts_topic: Arc<str>,
     deadletter_topic: Arc<str>,
+    /// Per-watchlist spike detection, when `router.spikes` is set.
+    spikes: Option<SpikeDetector>,
 }
 
 impl RouterStage {
@@ -203,7 +212,11 @@ impl RouterStage {
         shutdown: CancellationToken,
     ) -> Result<Self, RouterError> {
         let config = &services.config.router;
-        let deliverer = Arc::new(Deliverer::new(config, services.metrics.clone(), shutdown)?);
+        let deliverer = Arc::new(Deliverer::new(
+            config,
+            services.metrics.clone(),
+            shutdown.clone(),
+        )?);
         let ack_links = match &config.api {
             Some(api) => api
                 .public_base_url
@@ -214,6 +227,7 @@ impl RouterStage {
                 .transpose()?,
             None => None,
         };
+        let outbox = digest::Outbox::new(config, deliverer.clone(), shutdown.clone());
         Ok(RouterStage {
             routes: Routes::new(config)?,
             escalations: Arc::new(Escalations::new(
@@ -224,12 +238,18 @@ impl RouterStage {
             silences: Arc::new(silences::Silences::default()),
             state: None,
             ack_links,
-            deliverer,
+            grouper: Arc::new(grouping::Grouper::new(
+                &config.routes,
+                outbox.clone(),
+                shutdown,
+            )),
+            outbox,
             services: services.clone(),
             publisher,
             metrics: services.metrics.clone(),
             alerts_topic: Arc::from(services.config.topics.alerts.as_str()),
             deadletter_topic: Arc::from(services.config.topics.deadletter.as_str()),
+            spikes: config.spikes.clone().map(SpikeDetector::new),
         })
     }
 }
@@ -252,10 +272,25 @@ impl Stage for RouterStage {
                     .boxed()
                 }
             };
-            let mut alerts = self.routes.evaluate(&enriched);
+            let mut mention_alerts = self.routes.evaluate(&enriched);
             // Silences set by API mute what a config silence mutes (not the review alert).
-            if !alerts.is_empty() && self.silences.silences(&enriched, chrono::Utc::now()) {
-                alerts.retain(|(alert, _)| alert.route == earshot_core::config::REVIEW_ROUTE);
+            if !mention_alerts.is_empty() && self.silences.silences(&enriched, chrono::Utc::now()) {
+                mention_alerts
+                    .retain(|(alert, _)| alert.route == earshot_core::config::REVIEW_ROUTE);
+            }
+            // Spikes are found as windows close, by the mentions' own times; each goes down
+            // the tree and its alerts complete with this record's.
+            let found = match &mut self.spikes {
+                Some(detector) => detector.observe(&enriched),
+                None => Vec::new(),
+            };
+            let enriched = Arc::new(enriched);
+            let mut alerts: Vec<(Alert, String, Arc<EnrichedMention>)> = mention_alerts
+                .into_iter()
+                .map(|(alert, receiver)| (alert, receiver, enriched.clone()))
+                .collect();
+            for spike in &found {
+                alerts.extend(spikes::route(&self.routes, spike));
             }
             if alerts.is_empty() {
                 self.metrics
@@ -267,7 +302,8 @@ impl Stage for RouterStage {
             let traceparent =
                 Bytes::from(trace_context::child(record.header(headers::TRACEPARENT)));
             let services = self.services.clone();
-            let deliverer = self.deliverer.clone();
+            let grouper = self.grouper.clone();
+            let outbox = self.outbox.clone();
             let publisher = self.publisher.clone();
             let metrics = self.metrics.clone();
             let alerts_topic = self.alerts_topic.clone();
@@ -275,12 +311,35 @@ impl Stage for RouterStage {
             let escalations = self.escalations.clone();
             let state = self.state.clone();
             Box::pin(async move {
-                for (mut alert, receiver) in alerts {
+                // The alerts of one record go out concurrently (each maybe in a group or a
+                // digest), then are published in order.
+                let deliveries =
+                    futures::future::join_all(alerts.iter().map(|(alert, receiver, enriched)| {
+                        let (grouper, outbox) = (&grouper, &outbox);
+                        async move {
+                            match alert.team {
+                                Some(_) => None,
+                                None => {
+                                    Some(send(grouper, outbox, alert, receiver, enriched).await)
+                                }
+                            }
+                        }
+                    }))
+                    .await;
+                for ((mut alert, receiver, enriched), delivery) in
+                    alerts.into_iter().zip(deliveries)
+                {
                     metrics.alerts.with_label_values(&[&alert.route]).inc();
                     // An alert to a team: its first level (or its channels), kept for
-                    // escalation, acknowledgement and resolution in the state topic.
-                    let tracked = match alert.team.clone() {
-                        Some(team) => {
+                    // escalation, acknowledgement and resolution in the state topic. Any
+                    // other went out above, maybe in a group or a digest.
+                    let tracked = match delivery {
+                        Some(delivery) => {
+                            alert.deliveries.push(delivery?);
+                            None
+                        }
+                        None => {
+                            let team = alert.team.clone().unwrap_or_default();
                             let tracked = escalations
                                 .notify_team(
                                     &alert,
@@ -296,11 +355,6 @@ impl Stage for RouterStage {
                                 .inc();
                             alert = tracked.alert.clone();
                             Some(tracked)
-                        }
-                        None => {
-                            let delivery = deliverer.deliver(&alert, &enriched, &receiver).await?;
-                            alert.deliveries.push(delivery);
-                            None
                         }
                     };
                     let failed = failure_reason(&alert.deliveries);
@@ -495,4 +549,24 @@ impl RouterStage {
             },
         )
     }
+}
+
+/// Sends one alert: in its route's group when the route groups, else alone, both through
+/// the receiver's rate limit. Resolves with the alert's own delivery record once the message
+/// that carried it is delivered or has failed.
+async fn send(
+    grouper: &grouping::Grouper,
+    outbox: &Arc<digest::Outbox>,
+    alert: &Alert,
+    receiver: &str,
+    enriched: &Arc<EnrichedMention>,
+) -> Result<Delivery, StageError> {
+    let delivery = match grouper.submit(alert.clone(), receiver, enriched.clone()) {
+        Some(waiting) => waiting.await.unwrap_or(Err(StageError::Interrupted))?,
+        None => {
+            let single = grouping::Notification::single(alert.clone(), enriched.clone(), receiver);
+            outbox.send(single, receiver).await?
+        }
+    };
+    Ok(grouping::delivery_of(alert, receiver, &delivery))
 }

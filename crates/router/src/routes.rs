@@ -451,6 +451,8 @@ fn routed(path: &[&Node], receiver: &str, enriched: &EnrichedMention) -> Routed 
             acknowledged_at: None,
             acknowledged_by: None,
             resolved_at: None,
+            kind: earshot_core::model::ALERT_KIND_MENTION.to_owned(),
+            spike: None,
         },
     }
 }

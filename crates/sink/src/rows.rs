@@ -433,6 +433,8 @@ mod tests {
             acknowledged_at: None,
             acknowledged_by: None,
             resolved_at: None,
+            kind: "mention".into(),
+            spike: None,
         };
         let Item::Alert { alert, deliveries } = alert_item(alert).unwrap() else {
             panic!("not an alert")

@@ -325,6 +325,8 @@ fn alert(mention: &EnrichedMention, route: &str) -> Alert {
         acknowledged_at: None,
         acknowledged_by: None,
         resolved_at: None,
+        kind: "mention".into(),
+        spike: None,
     }
 }
 

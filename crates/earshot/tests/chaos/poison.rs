@@ -459,5 +459,7 @@ fn alert(run: &str) -> Alert {
         acknowledged_at: None,
         acknowledged_by: None,
         resolved_at: None,
+        kind: "mention".into(),
+        spike: None,
     }
 }

@@ -74,6 +74,8 @@ pub fn acme_alert(native_id: &str, text: &str, route: &str) -> (Alert, EnrichedM
         acknowledged_at: None,
         acknowledged_by: None,
         resolved_at: None,
+        kind: "mention".into(),
+        spike: None,
     };
     (alert, enriched)
 }
