@@ -141,6 +141,7 @@ def main():
         line.split("=", 1) for line in (read(directory, "machine.txt") or "").splitlines() if "=" in line
     )
     quick = machine.get("quick") == "1"
+    profile = machine.get("profile", "release")
     lines = [
         BEGIN,
         "",
@@ -148,6 +149,7 @@ def main():
         "",
         f"Measured {machine.get('date', '?')} by `scripts/bench{' --quick' if quick else ''}`"
         + (" (smaller sizes: a check that the suite runs, not a result)" if quick else "")
+        + (f", **{profile} profile: unoptimized, the figures mean nothing**" if profile != "release" else "")
         + f". Machine: {machine.get('nproc', '?')} cores ({machine.get('cpu', '?')}), {machine.get('memory', '?')}; "
         f"load average {machine.get('load_start', '?')} at the start and {machine.get('load_end', '?')} at the end; "
         f"{machine.get('rustc', '')}. Reproduce with `scripts/bench`; raw outputs are in `target/bench/`.",

@@ -166,7 +166,9 @@ pub fn codecs() -> &'static FuzzCodecs {
 
 fn codec<T: AvroRecord>() -> Codec<T> {
     let codec = Codec::<T>::single_object().expect("the shipped schemas parse");
-    for (id, json) in (CONFLUENT_FIRST_ID..).zip(std::iter::once(T::SCHEMA).chain(T::HISTORY.iter().copied())) {
+    for (id, json) in
+        (CONFLUENT_FIRST_ID..).zip(std::iter::once(T::SCHEMA).chain(T::HISTORY.iter().copied()))
+    {
         codec
             .remember_registry_schema(id, json)
             .expect("the shipped schemas parse");

@@ -114,7 +114,13 @@ pub fn avro_seeds() -> Vec<(String, Vec<u8>)> {
     add(&mut seeds, "mention", 0, codecs().mention(), &mentions[..3]);
     add(&mut seeds, "enriched", 1, codecs().enriched(), &enriched);
     add(&mut seeds, "alert", 2, codecs().alert(), &alerts);
-    add(&mut seeds, "source_health", 3, codecs().source_health(), &health);
+    add(
+        &mut seeds,
+        "source_health",
+        3,
+        codecs().source_health(),
+        &health,
+    );
     seeds
 }
 

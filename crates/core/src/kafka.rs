@@ -1007,7 +1007,10 @@ pub async fn round_trip_bare(
         async move {
             let mut received = 0;
             while received < count {
-                let message = consumer.recv().await.map_err(|e| BusError::Consume(e.to_string()))?;
+                let message = consumer
+                    .recv()
+                    .await
+                    .map_err(|e| BusError::Consume(e.to_string()))?;
                 let now = Instant::now();
                 let Some(sequence) = message
                     .payload()
@@ -1061,7 +1064,10 @@ pub async fn round_trip_bare(
     received?;
     sent_all?;
     let latencies = latencies.lock().expect("poisoned");
-    Ok(latencies.iter().map(|l| l.expect("every record received")).collect())
+    Ok(latencies
+        .iter()
+        .map(|l| l.expect("every record received"))
+        .collect())
 }
 
 /// Where topics end, for benchmarks that wait for a stage's output: one client, asked again

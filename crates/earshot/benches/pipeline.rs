@@ -151,9 +151,9 @@ async fn bench_enricher(earshot: &Path, sizes: &Sizes) -> anyhow::Result<Value> 
         let passthrough = {
             let (kafka, raw, bare) = (kafka.clone(), raw.clone(), bare.clone());
             let count = records.len();
-            tokio::spawn(
-                async move { kafka::passthrough_bare(&kafka, &group, &raw, &bare, count).await },
-            )
+            tokio::spawn(async move {
+                kafka::passthrough_bare(&kafka, &group, &raw, &bare, count).await
+            })
         };
         let bare_secs = time_output(&ends, &bare, start, records.len() as i64).await?;
         passthrough.await??;
@@ -184,7 +184,10 @@ async fn bench_enricher(earshot: &Path, sizes: &Sizes) -> anyhow::Result<Value> 
         rounds.push(round);
         std::fs::remove_dir_all(&dir).ok();
     }
-    let ratios: Vec<f64> = rounds.iter().map(|r| r["ratio"].as_f64().unwrap()).collect();
+    let ratios: Vec<f64> = rounds
+        .iter()
+        .map(|r| r["ratio"].as_f64().unwrap())
+        .collect();
     let median_round = &rounds[median_index(&ratios)];
     Ok(json!({
         "records": records.len(),
@@ -283,8 +286,8 @@ async fn bench_pipeline(earshot: &Path, sizes: &Sizes) -> anyhow::Result<Value> 
         let count = rate * sizes.latency_secs as usize;
         let topic = format!("{run}.round-trip");
         kafka::ensure_topics(&kafka, &[&topic]).await?;
-        let sample = Codec::<Mention>::single_object()?
-            .encode(&generated_mentions(1, &run, None)[0])?;
+        let sample =
+            Codec::<Mention>::single_object()?.encode(&generated_mentions(1, &run, None)[0])?;
         let mut bare =
             kafka::round_trip_bare(&kafka, &topic, &sample, count, Duration::from_millis(1))
                 .await?;
@@ -313,7 +316,11 @@ async fn bench_pipeline(earshot: &Path, sizes: &Sizes) -> anyhow::Result<Value> 
         }
         for request in requests {
             let response = request.await??;
-            anyhow::ensure!(response.status() == 202, "ingest answered {}", response.status());
+            anyhow::ensure!(
+                response.status() == 202,
+                "ingest answered {}",
+                response.status()
+            );
         }
         let deadline = Instant::now() + Duration::from_secs(120);
         while arrivals.lock().unwrap().len() < count && Instant::now() < deadline {
@@ -338,14 +345,22 @@ async fn bench_pipeline(earshot: &Path, sizes: &Sizes) -> anyhow::Result<Value> 
             .collect();
         let cpu: serde_json::Map<String, Value> = fleet
             .iter()
-            .map(|(service, child)| (service.to_string(), json!(cpu_secs(&child.id().to_string()))))
+            .map(|(service, child)| {
+                (
+                    service.to_string(),
+                    json!(cpu_secs(&child.id().to_string())),
+                )
+            })
             .collect();
         let (bare_p50, bare_p99) = (percentile(&mut bare, 0.50), percentile(&mut bare, 0.99));
         let (p50, p99) = (
             percentile(&mut through, 0.50),
             percentile(&mut through, 0.99),
         );
-        println!("pipeline: {} mentions in {pipeline_secs:.1} s", sizes.pipeline);
+        println!(
+            "pipeline: {} mentions in {pipeline_secs:.1} s",
+            sizes.pipeline
+        );
         Ok::<Value, anyhow::Error>(json!({
             "mentions": sizes.pipeline,
             "posted_secs": posted_secs,
@@ -668,7 +683,12 @@ async fn latency_receiver() -> (SocketAddr, Arc<Mutex<HashMap<String, Instant>>>
     (addr, arrivals)
 }
 
-fn spawn_service(earshot: &Path, service: &str, config: &Path, dir: &Path) -> anyhow::Result<Child> {
+fn spawn_service(
+    earshot: &Path,
+    service: &str,
+    config: &Path,
+    dir: &Path,
+) -> anyhow::Result<Child> {
     let log = |suffix: &str| std::fs::File::create(dir.join(format!("{service}.{suffix}")));
     Ok(Command::new(earshot)
         .arg(service)
@@ -706,7 +726,10 @@ async fn wait_for_port(port: u16) -> anyhow::Result<()> {
         .await
         .is_err()
     {
-        anyhow::ensure!(Instant::now() < deadline, "the ingest endpoint did not open");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the ingest endpoint did not open"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
@@ -757,7 +780,12 @@ fn cpu_secs(pid: &str) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // Fields 14 and 15 of stat (utime, stime), counted from after the command name.
     (ticks(11) + ticks(12)) / 100.0
 }
