@@ -662,7 +662,8 @@ async fn latency_receiver() -> (SocketAddr, Arc<Mutex<HashMap<String, Instant>>>
     let arrivals: Arrivals = Arc::default();
     async fn handle(State(arrivals): State<Arrivals>, Json(body): Json<Value>) -> StatusCode {
         let now = Instant::now();
-        let Some(native_id) = body["mention"]["native_id"].as_str() else {
+        // The delivery's `mention` is the enriched mention, which holds the mention.
+        let Some(native_id) = body["mention"]["mention"]["native_id"].as_str() else {
             return StatusCode::BAD_REQUEST;
         };
         arrivals
