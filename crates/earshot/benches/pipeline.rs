@@ -326,18 +326,20 @@ async fn bench_pipeline(earshot: &Path, sizes: &Sizes) -> anyhow::Result<Value> 
         while arrivals.lock().unwrap().len() < count && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // An alert that has not arrived after two minutes counts as slower than any that did:
+        // a percentile that falls among them is reported as unknown (null), not as a number.
         let mut through: Vec<Duration> = {
             let arrivals = arrivals.lock().unwrap();
             sent_at
                 .iter()
-                .filter_map(|(id, sent)| arrivals.get(id).map(|at| at.duration_since(*sent)))
+                .map(|(id, sent)| {
+                    arrivals
+                        .get(id)
+                        .map_or(Duration::MAX, |at| at.duration_since(*sent))
+                })
                 .collect()
         };
-        anyhow::ensure!(
-            through.len() == count,
-            "{} of {count} alerts reached the webhook",
-            through.len()
-        );
+        let arrived = through.iter().filter(|d| **d < Duration::MAX).count();
 
         let memory: serde_json::Map<String, Value> = fleet
             .iter()
@@ -352,7 +354,10 @@ async fn bench_pipeline(earshot: &Path, sizes: &Sizes) -> anyhow::Result<Value> 
                 )
             })
             .collect();
-        let (bare_p50, bare_p99) = (percentile(&mut bare, 0.50), percentile(&mut bare, 0.99));
+        let (bare_p50, bare_p99) = (
+            percentile(&mut bare, 0.50).unwrap_or(f64::NAN),
+            percentile(&mut bare, 0.99).unwrap_or(f64::NAN),
+        );
         let (p50, p99) = (
             percentile(&mut through, 0.50),
             percentile(&mut through, 0.99),
@@ -369,6 +374,7 @@ async fn bench_pipeline(earshot: &Path, sizes: &Sizes) -> anyhow::Result<Value> 
             "latency": {
                 "rate_per_sec": rate,
                 "count": count,
+                "arrived_within_120_s": arrived,
                 "p50_ms": p50,
                 "p99_ms": p99,
                 "bare_p50_ms": bare_p50,
@@ -752,11 +758,13 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// Milliseconds at quantile `q` (nearest rank).
-fn percentile(values: &mut [Duration], q: f64) -> f64 {
+/// Milliseconds at quantile `q` (nearest rank); `None` when it falls on `Duration::MAX` (a
+/// record that never arrived).
+fn percentile(values: &mut [Duration], q: f64) -> Option<f64> {
     values.sort_unstable();
     let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
-    values[rank - 1].as_secs_f64() * 1_000.0
+    let value = values[rank - 1];
+    (value < Duration::MAX).then(|| value.as_secs_f64() * 1_000.0)
 }
 
 fn median_index(values: &[f64]) -> usize {
