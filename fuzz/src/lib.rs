@@ -23,8 +23,11 @@ use earshot_core::codec::{AvroRecord, Codec};
 use earshot_core::model::{Alert, EnrichedMention, Mention, Source, SourceHealthEvent};
 use earshot_query::{Document, QuerySet, WatchlistQuery};
 
+/// A target's body: the input bytes in, a panic on a bug.
+pub type Target = fn(&[u8]);
+
 /// The targets, by name (the names of the binaries and of the corpus directories).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("avro_decode", avro_decode),
     ("query_parse", query_parse),
     ("feed_parse", feed_parse),

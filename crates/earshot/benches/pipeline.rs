@@ -764,7 +764,7 @@ fn percentile(values: &mut [Duration], q: f64) -> Option<f64> {
     values.sort_unstable();
     let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
     let value = values[rank - 1];
-    (value < Duration::MAX).then(|| value.as_secs_f64() * 1_000.0)
+    (value < Duration::MAX).then_some(value.as_secs_f64() * 1_000.0)
 }
 
 fn median_index(values: &[f64]) -> usize {
