@@ -223,6 +223,18 @@ impl<T: AvroRecord> Codec<T> {
         Ok(())
     }
 
+    /// Knows the schema `json` under registry id `id` without asking the registry, so that
+    /// Confluent-framed records with that id decode with no I/O (a schema fetched elsewhere,
+    /// the fuzz targets under `fuzz/`).
+    pub fn remember_registry_schema(&self, id: u32, json: &str) -> Result<(), CodecError> {
+        let parsed = ParsedSchema::parse(json)?;
+        self.by_registry_id
+            .write()
+            .expect("poisoned")
+            .insert(id, parsed);
+        Ok(())
+    }
+
     pub fn writer_schema(&self) -> &ParsedSchema {
         &self.writer
     }

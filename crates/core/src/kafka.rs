@@ -48,6 +48,57 @@ fn base_config(config: &KafkaConfig) -> Result<ClientConfig, BusError> {
     Ok(client)
 }
 
+/// The producer settings of every stage: idempotent, acks=all (ordered, nothing lost), lz4,
+/// linger 5 ms, a bounded queue. Also the benchmarks' baselines, so that they compare like
+/// with like.
+fn producer_settings(config: &KafkaConfig, client_id: &str) -> Result<ClientConfig, BusError> {
+    let mut client = base_config(config)?;
+    client
+        .set("client.id", client_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("message.timeout.ms", config.message_timeout_ms.to_string())
+        .set(
+            "queue.buffering.max.kbytes",
+            config.producer_queue_max_kbytes.to_string(),
+        )
+        .set("statistics.interval.ms", "5000");
+    Ok(client)
+}
+
+/// The consumer settings of every stage (see [`KafkaSubscription`]); also the benchmarks'.
+fn consumer_settings(config: &KafkaConfig, group: &str) -> Result<ClientConfig, BusError> {
+    let mut client = base_config(config)?;
+    client
+        .set("group.id", group)
+        .set("client.id", group)
+        .set("enable.auto.commit", "true")
+        .set(
+            "auto.commit.interval.ms",
+            config.commit_interval_ms.to_string(),
+        )
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", config.session_timeout_ms.to_string())
+        .set(
+            "queued.max.messages.kbytes",
+            config.consumer_queue_max_kbytes.to_string(),
+        )
+        .set(
+            "fetch.message.max.bytes",
+            (config.max_message_bytes + 64 * 1024).to_string(),
+        )
+        // A record batch larger than the fetch limits still comes whole (the broker returns
+        // the first batch of a fetch whatever its size, so that the consumer progresses);
+        // librdkafka's receive limit (`receive.message.max.bytes`, 100 MB by default) bounds
+        // it. Such a record is handed over without its payload (see `KafkaSubscription`).
+        .set("statistics.interval.ms", "5000");
+    Ok(client)
+}
+
 /// Reads a secret property from a file (a mounted Secret). Errors name the property and the
 /// path, never the content; trailing whitespace (the newline editors add) is not part of it.
 fn read_secret_file(key: &str, path: &std::path::Path) -> Result<String, BusError> {
@@ -105,18 +156,7 @@ impl KafkaPublisher {
             client_id: client_id.to_owned(),
             broker_reachable,
         };
-        let producer = base_config(config)?
-            .set("client.id", client_id)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
-            .set("message.timeout.ms", config.message_timeout_ms.to_string())
-            .set(
-                "queue.buffering.max.kbytes",
-                config.producer_queue_max_kbytes.to_string(),
-            )
-            .set("statistics.interval.ms", "5000")
+        let producer = producer_settings(config, client_id)?
             .create_with_context(context)
             .map_err(|e| BusError::Publish {
                 topic: "*".into(),
@@ -329,31 +369,7 @@ impl KafkaSubscription {
             broker_reachable,
             owned,
         };
-        let consumer: StreamConsumer<EarshotContext> = base_config(config)?
-            .set("group.id", group)
-            .set("client.id", group)
-            .set("enable.auto.commit", "true")
-            .set(
-                "auto.commit.interval.ms",
-                config.commit_interval_ms.to_string(),
-            )
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", config.session_timeout_ms.to_string())
-            .set(
-                "queued.max.messages.kbytes",
-                config.consumer_queue_max_kbytes.to_string(),
-            )
-            .set(
-                "fetch.message.max.bytes",
-                (config.max_message_bytes + 64 * 1024).to_string(),
-            )
-            // A record batch larger than the fetch limits still comes whole (the broker
-            // returns the first batch of a fetch whatever its size, so that the consumer
-            // progresses); librdkafka's receive limit (`receive.message.max.bytes`, 100 MB by
-            // default) bounds it. Such a record is handed over without its payload (below).
-            .set("statistics.interval.ms", "5000")
+        let consumer: StreamConsumer<EarshotContext> = consumer_settings(config, group)?
             .create_with_context(context)
             .map_err(|e| BusError::Consume(format!("creating the consumer failed: {e}")))?;
         consumer
@@ -1125,17 +1141,7 @@ pub async fn produce_bare(
     topic: &str,
     records: &[(Bytes, Bytes, Bytes)],
 ) -> Result<(), BusError> {
-    let producer: FutureProducer = base_config(config)?
-        .set("client.id", "earshot-bench-baseline")
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .set("message.timeout.ms", config.message_timeout_ms.to_string())
-        .set(
-            "queue.buffering.max.kbytes",
-            config.producer_queue_max_kbytes.to_string(),
-        )
+    let producer: FutureProducer = producer_settings(config, "earshot-bench-baseline")?
         .create()
         .map_err(|e| BusError::Publish {
             topic: topic.to_owned(),
@@ -1177,6 +1183,216 @@ pub async fn produce_bare(
         }
     }
     Ok(())
+}
+
+/// The benchmark suite's baseline for a stage: a bare consume → produce passthrough with the
+/// settings of [`KafkaSubscription`] and [`KafkaPublisher`]. Reads `count` records of `from`
+/// as member of `group` (from the start), publishes each payload with its key and headers to
+/// `to`, and stores each offset once its copy is acknowledged, keeping up to
+/// `kafka.max_in_flight` copies in flight, as the stage runner does; returns when all `count`
+/// copies are acknowledged.
+pub async fn passthrough_bare(
+    config: &KafkaConfig,
+    group: &str,
+    from: &str,
+    to: &str,
+    count: usize,
+) -> Result<(), BusError> {
+    use futures::stream::{FuturesOrdered, StreamExt};
+    let consumer: StreamConsumer = consumer_settings(config, group)?
+        .create()
+        .map_err(|e| BusError::Consume(format!("creating the consumer failed: {e}")))?;
+    consumer
+        .subscribe(&[from])
+        .map_err(|e| BusError::Consume(format!("subscribing to {from} failed: {e}")))?;
+    let producer: FutureProducer = producer_settings(config, "earshot-bench-passthrough")?
+        .create()
+        .map_err(|e| BusError::Publish {
+            topic: to.to_owned(),
+            reason: format!("creating the producer failed: {e}"),
+        })?;
+    let mut pending = FuturesOrdered::new();
+    let (mut received, mut done) = (0, 0);
+    while done < count {
+        tokio::select! {
+            biased;
+            Some((partition, offset, result)) = pending.next(), if !pending.is_empty() => {
+                match result {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((error, _))) => return Err(publish_error(to, &error)),
+                    Err(_) => return Err(BusError::Publish { topic: to.to_owned(), reason: "the producer was dropped".into() }),
+                }
+                consumer
+                    .store_offset(from, partition, offset)
+                    .map_err(|e| BusError::Commit(format!("storing offset {offset} of {from}/{partition}: {e}")))?;
+                done += 1;
+            }
+            message = consumer.recv(), if received < count && pending.len() < config.max_in_flight => {
+                let message = message.map_err(|e| BusError::Consume(e.to_string()))?;
+                received += 1;
+                loop {
+                    let mut record = FutureRecord::to(to).payload(message.payload().unwrap_or_default());
+                    if let Some(key) = message.key() {
+                        record = record.key(key);
+                    }
+                    if let Some(headers) = message.headers() {
+                        record = record.headers(headers.detach());
+                    }
+                    match producer.send_result(record) {
+                        Ok(delivery) => {
+                            let (partition, offset) = (message.partition(), message.offset());
+                            pending.push_back(delivery.map(move |result| (partition, offset, result)));
+                            break;
+                        }
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        Err((error, _)) => return Err(publish_error(to, &error)),
+                    }
+                }
+            }
+        }
+    }
+    consumer
+        .commit_consumer_state(CommitMode::Sync)
+        .map_err(|e| BusError::Commit(e.to_string()))?;
+    Ok(())
+}
+
+/// The benchmark suite's latency baseline: one hop, a bare produce → consume round trip with
+/// the settings of [`KafkaPublisher`] and [`KafkaSubscription`]. Joins a fresh group on
+/// `topic`, then sends `count` records (an 8-byte sequence number, then `payload`) one every
+/// `interval`, and returns the time from each send to its receipt, in send order.
+pub async fn round_trip_bare(
+    config: &KafkaConfig,
+    topic: &str,
+    payload: &[u8],
+    count: usize,
+    interval: Duration,
+) -> Result<Vec<Duration>, BusError> {
+    use std::sync::Mutex;
+    use std::time::Instant;
+    let group = format!("{}-round-trip", config.group_prefix);
+    let consumer: StreamConsumer = consumer_settings(config, &group)?
+        .set("auto.offset.reset", "latest")
+        .create()
+        .map_err(|e| BusError::Consume(format!("creating the consumer failed: {e}")))?;
+    consumer
+        .subscribe(&[topic])
+        .map_err(|e| BusError::Consume(format!("subscribing to {topic} failed: {e}")))?;
+    let producer: FutureProducer = producer_settings(config, "earshot-bench-round-trip")?
+        .create()
+        .map_err(|e| BusError::Publish {
+            topic: topic.to_owned(),
+            reason: format!("creating the producer failed: {e}"),
+        })?;
+    // Sequence numbers from `u64::MAX` down are warm-up records, sent until the group has
+    // joined and one comes back.
+    let sent: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; count]));
+    let latencies: Arc<Mutex<Vec<Option<Duration>>>> = Arc::new(Mutex::new(vec![None; count]));
+    let warm = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let receiver = {
+        let (sent, latencies, warm) = (sent.clone(), latencies.clone(), warm.clone());
+        async move {
+            let mut received = 0;
+            while received < count {
+                let message = consumer
+                    .recv()
+                    .await
+                    .map_err(|e| BusError::Consume(e.to_string()))?;
+                let now = Instant::now();
+                let Some(sequence) = message
+                    .payload()
+                    .and_then(|p| p.get(..8))
+                    .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+                else {
+                    continue;
+                };
+                if sequence >= count as u64 {
+                    warm.store(true, std::sync::atomic::Ordering::SeqCst);
+                    continue;
+                }
+                if let Some(at) = sent.lock().expect("poisoned")[sequence as usize] {
+                    latencies.lock().expect("poisoned")[sequence as usize] = Some(now - at);
+                    received += 1;
+                }
+            }
+            Ok::<(), BusError>(())
+        }
+    };
+    let sender = async {
+        let send = |sequence: u64| {
+            let mut body = sequence.to_be_bytes().to_vec();
+            body.extend_from_slice(payload);
+            let key = sequence.to_string();
+            producer
+                .send_result(FutureRecord::to(topic).key(key.as_bytes()).payload(&body))
+                .map_err(|(error, _)| publish_error(topic, &error))
+        };
+        let mut warm_up = u64::MAX;
+        while !warm.load(std::sync::atomic::Ordering::SeqCst) {
+            drop(send(warm_up)?);
+            warm_up -= 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let started = tokio::time::Instant::now();
+        let mut acks = Vec::with_capacity(count);
+        for sequence in 0..count {
+            tokio::time::sleep_until(started + interval * sequence as u32).await;
+            sent.lock().expect("poisoned")[sequence] = Some(Instant::now());
+            acks.push(send(sequence as u64)?);
+        }
+        for ack in acks {
+            if let Ok(Err((error, _))) = ack.await {
+                return Err(publish_error(topic, &error));
+            }
+        }
+        Ok::<(), BusError>(())
+    };
+    let (received, sent_all) = tokio::join!(receiver, sender);
+    received?;
+    sent_all?;
+    let latencies = latencies.lock().expect("poisoned");
+    Ok(latencies
+        .iter()
+        .map(|l| l.expect("every record received"))
+        .collect())
+}
+
+/// Where topics end, for benchmarks that wait for a stage's output: one client, asked again
+/// and again.
+pub struct TopicEnds {
+    client: rdkafka::consumer::BaseConsumer,
+}
+
+impl TopicEnds {
+    pub fn new(config: &KafkaConfig) -> Result<Self, BusError> {
+        let client = base_config(config)?
+            .create()
+            .map_err(|e| BusError::Consume(format!("creating the client failed: {e}")))?;
+        Ok(TopicEnds { client })
+    }
+
+    /// The number of records written to `topic` so far: the sum of its partitions' high
+    /// watermarks.
+    pub fn end_offset(&self, topic: &str) -> Result<i64, BusError> {
+        let timeout = Duration::from_secs(10);
+        let metadata = self
+            .client
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| BusError::Consume(format!("metadata of {topic}: {e}")))?;
+        let mut total = 0;
+        for found in metadata.topics() {
+            for partition in found.partitions() {
+                let (_, high) = self
+                    .client
+                    .fetch_watermarks(topic, partition.id(), timeout)
+                    .map_err(|e| BusError::Consume(format!("watermarks of {topic}: {e}")))?;
+                total += high;
+            }
+        }
+        Ok(total)
+    }
 }
 
 #[cfg(test)]

@@ -176,7 +176,9 @@ pub fn entry_to_mention(
     map_entry(feed, entry, source, collected_at)
 }
 
-fn map_entry(
+/// Maps one feed item to a mention of `source`: what [`entry_to_mention`] does with the
+/// context's source, without a context (the fuzz targets under `fuzz/`).
+pub fn map_entry(
     feed: &feed_rs::model::Feed,
     entry: &feed_rs::model::Entry,
     source: earshot_core::model::Source,
