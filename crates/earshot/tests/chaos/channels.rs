@@ -205,6 +205,9 @@ router:
         url: "http://{slack}/services/T000/B000/XXXX"
         allow_private: true
         min_interval_ms: 20
+      # Every alert as its own message, so that each one's delivery is checked: the default
+      # rate limit would fold a burst into digests (tested in the router's digest tests).
+      rate_limit: {{ min_interval_ms: 0, max_listed: 5 }}
     - name: on-call
       pagerduty:
         url: "http://{pagerduty}/v2/enqueue"
