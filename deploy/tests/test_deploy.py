@@ -285,6 +285,7 @@ DEFAULT_TOPICS = {
     "deadletter": "earshot.deadletter",
     "checkpoints": "earshot.collector.checkpoints",
     "source_health": "earshot.source.health",
+    "router_state": "earshot.router.state",
 }
 
 
@@ -296,13 +297,14 @@ def check_topics(objects, overlay):
     if config["kafka"].get("create_topics", True):
         problems.append("kafka.create_topics is on: the Job provisions the topics")
     # Every topic a service uses, the defaults included (crates/core/src/config.rs), is
-    # provisioned: the checkpoints compacted, the others (source health too) as data topics.
+    # provisioned: the collector's checkpoints and the router's state compacted, the others
+    # (source health too) as data topics.
     topics = {**DEFAULT_TOPICS, **config["topics"]}
-    compacted = {topics["checkpoints"]}
+    compacted = {topics["checkpoints"], topics["router_state"]}
     if sorted(data["TOPICS"].split()) != sorted(set(topics.values()) - compacted):
         problems.append(f"TOPICS {data['TOPICS']!r} are not the configured topics")
     if sorted(data.get("COMPACTED_TOPICS", "").split()) != sorted(compacted):
-        problems.append("the collector's checkpoint topic is not provisioned compacted")
+        problems.append("the checkpoint and router state topics are not provisioned compacted")
     replication, min_insync = int(data["TOPIC_REPLICATION_FACTOR"]), int(data["MIN_INSYNC_REPLICAS"])
     if overlay == "production" and (replication, min_insync) != (3, 2):
         problems.append(f"replication {replication}, min.insync.replicas {min_insync}; want 3 and 2")
