@@ -282,7 +282,7 @@ async fn embedded_mode_runs_the_same_scenario() {
         body["rejected"][0]["error"]
             .as_str()
             .unwrap()
-            .contains("missing field `text`"),
+            .contains("text is missing or empty"),
         "{body}"
     );
 

@@ -76,7 +76,7 @@ impl IngestMention {
             .map(|text| timestamp("deleted_at", text))
             .transpose()?;
         if self.text.trim().is_empty() && deleted_at.is_none() {
-            return Err("text must not be empty".into());
+            return Err("text is missing or empty (only a retraction, with deleted_at, may have none)".into());
         }
         if self.text.len() > MAX_TEXT_BYTES {
             return Err(format!(
@@ -232,7 +232,7 @@ mod tests {
             ),
             (
                 r#"{"native_id":"1","author":{"handle":"@a"},"text":"  "}"#,
-                "text must not be empty",
+                "text is missing or empty",
             ),
             (
                 r#"{"native_id":"1","author":{"handle":"@a"},"text":"x","created_at":"yesterday"}"#,
