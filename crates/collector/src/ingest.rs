@@ -76,7 +76,10 @@ impl IngestMention {
             .map(|text| timestamp("deleted_at", text))
             .transpose()?;
         if self.text.trim().is_empty() && deleted_at.is_none() {
-            return Err("text is missing or empty (only a retraction, with deleted_at, may have none)".into());
+            return Err(
+                "text is missing or empty (only a retraction, with deleted_at, may have none)"
+                    .into(),
+            );
         }
         if self.text.len() > MAX_TEXT_BYTES {
             return Err(format!(
