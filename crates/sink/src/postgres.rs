@@ -47,6 +47,10 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
         4,
         include_str!("../migrations/0004_retractions_and_author_id.sql"),
     ),
+    (
+        5,
+        include_str!("../migrations/0005_alert_team_and_kind.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serializes migrations across sink replicas ("earshot").
@@ -221,6 +225,8 @@ pub const ALERTS: Table = Table {
         col("review_topics", Type::TEXT_ARRAY),
         col("acknowledged_at", Type::TIMESTAMPTZ),
         col("resolved_at", Type::TIMESTAMPTZ),
+        col("team", Type::TEXT),
+        col("kind", Type::TEXT),
     ],
     defaulted: &[],
     on_conflict: OnConflict::FillAcknowledgements,
@@ -245,6 +251,8 @@ fn alert_values(a: &AlertRow) -> Vec<&(dyn ToSql + Sync)> {
         &a.review_topics,
         &a.acknowledged_at,
         &a.resolved_at,
+        &a.team,
+        &a.kind,
     ]
 }
 

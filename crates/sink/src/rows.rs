@@ -124,6 +124,10 @@ pub struct AlertRow {
     /// fills them in, a replayed earlier one never clears them.
     pub acknowledged_at: Option<DateTime<Utc>>,
     pub resolved_at: Option<DateTime<Utc>>,
+    /// The team its route sends it to (router.teams); none when the route names receivers.
+    pub team: Option<String>,
+    /// What raised it: `mention` or `spike`.
+    pub kind: String,
 }
 
 /// A row of `deliveries`.
@@ -281,6 +285,8 @@ pub fn alert_item(alert: Alert) -> Result<Item, RowError> {
             .resolved_at
             .map(|at| timestamp("resolved_at", at))
             .transpose()?,
+        team: alert.team,
+        kind: alert.kind,
     };
     Ok(Item::Alert {
         alert: row,

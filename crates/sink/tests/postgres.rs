@@ -625,6 +625,75 @@ async fn a_retraction_marks_the_stored_mention_deleted_once_whatever_the_order()
     db.drop().await;
 }
 
+/// An alert routed to a team counts for that team (whoever was on call got it); an alert
+/// routed to receivers counts for each receiver, as before teams existed. The alert's kind
+/// is stored.
+#[tokio::test]
+async fn alerts_count_for_their_team_or_else_their_receivers() {
+    use earshot_core::telemetry::{Health, Metrics};
+    use earshot_sink::postgres::Postgres;
+    use earshot_sink::rows::alert_item;
+
+    let db = TestDb::new().await;
+    let stop = CancellationToken::new();
+    let health = Health::new(Duration::from_secs(60));
+    let mut postgres = Postgres::start(
+        db.url.parse().unwrap(),
+        2,
+        health.ready_flag("test"),
+        Metrics::default(),
+        &stop,
+    )
+    .await
+    .unwrap();
+    let mention = enriched("teams-1", "Acme outage again", BASE_MICROS, &["brand"]);
+    // To the support team: one notification, delivered, to the person on call.
+    let mut to_team = alert(&mention, "outage");
+    to_team.team = Some("support".into());
+    to_team.deliveries.truncate(1);
+    to_team.deliveries[0].receiver = "care-slack".into();
+    // To receivers: ops delivered, support failed.
+    let mut to_receivers = alert(&mention, "influencer");
+    to_receivers.deliveries[1].status = DeliveryStatus::Failed;
+    let mut spike = alert(&mention, "spikes");
+    spike.kind = "spike".into();
+    spike.team = Some("support".into());
+    spike.deliveries.clear();
+    let items: Vec<_> = [to_team, to_receivers, spike]
+        .into_iter()
+        .map(|a| alert_item(a).unwrap())
+        .collect();
+    let batch: Vec<_> = items.iter().collect();
+    assert!(postgres
+        .write(&batch, &stop)
+        .await
+        .iter()
+        .all(Result::is_ok));
+
+    assert_eq!(
+        view_rows(
+            &db,
+            "SELECT team, route, alerts, delivered FROM alerts_by_team"
+        )
+        .await,
+        [
+            "(ops,influencer,1,1)",
+            "(support,influencer,1,0)",
+            "(support,outage,1,1)",
+            "(support,spikes,1,0)",
+        ]
+    );
+    assert_eq!(
+        view_rows(&db, "SELECT route, kind, team FROM alerts").await,
+        [
+            "(influencer,mention,)",
+            "(outage,mention,support)",
+            "(spikes,spike,support)",
+        ]
+    );
+    db.drop().await;
+}
+
 #[tokio::test]
 async fn a_mention_matching_two_watchlists_is_one_mention_with_two_matches() {
     let db = TestDb::new().await;
