@@ -9,6 +9,7 @@
 pub mod ingest;
 pub mod sources;
 
+use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -161,23 +162,13 @@ impl Collector {
 
     /// Encodes and enqueues one mention; the returned ack resolves once it is durable.
     pub async fn publish(&self, mention: &Mention) -> Result<Ack, String> {
-        let payload = self
-            .services
-            .codecs
-            .mention
-            .encode(mention)
-            .map_err(|e| e.to_string())?;
-        let record = OutRecord {
-            topic: self.raw_topic.clone(),
-            key: Some(Bytes::from(mention.id.to_string())),
-            payload: Bytes::from(payload),
-            headers: vec![(
-                headers::TRACEPARENT.to_owned(),
-                Bytes::from(trace_context::new_traceparent()),
-            )],
-        };
+        let record = mention_record(&self.services.codecs, &self.raw_topic, mention)?;
+        Ok(self.publish_record(record).await)
+    }
+
+    async fn publish_record(&self, record: OutRecord) -> Ack {
         self.received.inc();
-        Ok(self.publisher.publish(record).await)
+        self.publisher.publish(record).await
     }
 
     /// Starts the configured sources (`collector.sources`) until `shutdown`, each in this
@@ -291,38 +282,73 @@ impl Collector {
         let pace = (rate_per_sec > 0).then(|| Duration::from_secs_f64(1.0 / rate_per_sec as f64));
         let mut summary = ReplaySummary::default();
         let mut line_number = 0usize;
-        while let Some(line) = lines.next_line().await.map_err(io_error)? {
-            line_number += 1;
-            progress.inc(line.len() as u64 + 1);
+        // Lines are parsed, validated and encoded in chunks on blocking threads, while this
+        // task reads on and publishes the chunk before, in order: the second core does the
+        // JSON and Avro work.
+        let mut parsing: VecDeque<tokio::task::JoinHandle<Vec<ParsedLine>>> = VecDeque::new();
+        let mut end_of_input = false;
+        loop {
+            while !end_of_input && parsing.len() < REPLAY_CHUNKS_AHEAD {
+                let mut chunk = Vec::with_capacity(REPLAY_CHUNK_LINES);
+                while chunk.len() < REPLAY_CHUNK_LINES {
+                    let Some(line) = lines.next_line().await.map_err(io_error)? else {
+                        end_of_input = true;
+                        break;
+                    };
+                    line_number += 1;
+                    progress.inc(line.len() as u64 + 1);
+                    if !line.trim().is_empty() {
+                        chunk.push((line_number, line));
+                    }
+                }
+                if !chunk.is_empty() {
+                    let source = source.clone();
+                    let (codecs, topic) = (self.services.codecs.clone(), self.raw_topic.clone());
+                    parsing.push_back(tokio::task::spawn_blocking(move || {
+                        chunk
+                            .into_iter()
+                            .map(|(number, line)| {
+                                let record =
+                                    ingest::parse_item(ingest::RawItem::Line(&line), &source)
+                                        .and_then(|mention| {
+                                            mention_record(&codecs, &topic, &mention)
+                                        });
+                                (number, line, record)
+                            })
+                            .collect()
+                    }));
+                }
+            }
+            let Some(next) = parsing.pop_front() else {
+                break;
+            };
+            let parsed = next.await.map_err(|e| CollectorError::Io {
+                context: format!("replay {}: parsing lines", path.display()),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            for (number, line, parsed) in parsed {
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                while in_flight.len() >= max_in_flight {
+                    if let Some(result) = in_flight.next().await {
+                        count_ack(result, &mut summary, &self.sent)?;
+                    }
+                }
+                let (ack, rejected) = match parsed {
+                    Ok(record) => (self.publish_record(record).await, false),
+                    Err(error) => {
+                        tracing::warn!(path = %path.display(), line = number, %error, "bad replay line; dead-lettered");
+                        (self.dead_letter(&line, number, path, &error).await, true)
+                    }
+                };
+                in_flight.push(ack.map(move |result| (result, rejected)));
+                if let Some(pace) = pace {
+                    tokio::time::sleep(pace).await;
+                }
+            }
             if shutdown.is_cancelled() {
                 break;
-            }
-            if line.trim().is_empty() {
-                continue;
-            }
-            while in_flight.len() >= max_in_flight {
-                if let Some(result) = in_flight.next().await {
-                    count_ack(result, &mut summary, &self.sent)?;
-                }
-            }
-            let parsed = ingest::parse_item(ingest::RawItem::Line(&line), &source);
-            let published = match parsed {
-                Ok(mention) => self.publish(&mention).await.map_err(|error| (error, true)),
-                Err(error) => Err((error, false)),
-            };
-            let (ack, rejected) = match published {
-                Ok(ack) => (ack, false),
-                Err((error, _)) => {
-                    tracing::warn!(path = %path.display(), line = line_number, %error, "bad replay line; dead-lettered");
-                    (
-                        self.dead_letter(&line, line_number, path, &error).await,
-                        true,
-                    )
-                }
-            };
-            in_flight.push(ack.map(move |result| (result, rejected)));
-            if let Some(pace) = pace {
-                tokio::time::sleep(pace).await;
             }
         }
         while let Some(result) = in_flight.next().await {
@@ -423,6 +449,32 @@ impl Collector {
         tracing::info!(%addr, "HTTP ingest listening on /v1/mentions");
         Ok(addr)
     }
+}
+
+/// Lines per chunk parsed on a blocking thread during a replay.
+const REPLAY_CHUNK_LINES: usize = 512;
+/// Chunks parsed ahead of the one being published.
+const REPLAY_CHUNKS_AHEAD: usize = 2;
+
+/// A replayed line: its number, its text, and the record it gives or why it gives none.
+type ParsedLine = (usize, String, Result<OutRecord, String>);
+
+/// The raw topic's record of `mention`: keyed by its stable id, Avro-encoded, with a new trace.
+fn mention_record(
+    codecs: &earshot_core::codec::Codecs,
+    topic: &Arc<str>,
+    mention: &Mention,
+) -> Result<OutRecord, String> {
+    let payload = codecs.mention.encode(mention).map_err(|e| e.to_string())?;
+    Ok(OutRecord {
+        topic: topic.clone(),
+        key: Some(Bytes::from(mention.id.to_string())),
+        payload: Bytes::from(payload),
+        headers: vec![(
+            headers::TRACEPARENT.to_owned(),
+            Bytes::from(trace_context::new_traceparent()),
+        )],
+    })
 }
 
 fn count_ack(
