@@ -153,16 +153,20 @@ impl SpikeDetector {
         }
         let at = enriched.mention.collected_at;
         let start = at.div_euclid(self.window_micros) * self.window_micros;
-        let state = self
-            .watchlists
-            .entry(watchlist.clone())
-            .or_insert_with(|| WatchlistState {
-                window: Window {
-                    start,
-                    ..Window::default()
+        // Looked up by reference: the key is allocated only for a watchlist's first mention.
+        if !self.watchlists.contains_key(watchlist) {
+            self.watchlists.insert(
+                watchlist.clone(),
+                WatchlistState {
+                    window: Window {
+                        start,
+                        ..Window::default()
+                    },
+                    ..WatchlistState::default()
                 },
-                ..WatchlistState::default()
-            });
+            );
+        }
+        let state = self.watchlists.get_mut(watchlist).expect("inserted above");
         let mut found = Vec::new();
         if start > state.window.start {
             let gap = (start - state.window.start) / self.window_micros;
