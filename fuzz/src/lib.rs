@@ -14,12 +14,16 @@
 //!   through `rss::map_entry`; every mention it makes encodes and decodes.
 //! - [`ingest_body`]: a `POST /v1/mentions` body through `ingest::split_body` and
 //!   `ingest::parse_item`; every accepted mention is valid and encodes and decodes.
+//! - [`config_load`]: a YAML configuration file through `Config::load` (the same parsing,
+//!   merging and validation `earshot check` and every service run at start); a rejected file
+//!   names at least one problem, each with the key path or file it is about.
 
 use std::sync::OnceLock;
 
 use earshot_collector::ingest;
 use earshot_collector::sources::rss;
 use earshot_core::codec::{AvroRecord, Codec};
+use earshot_core::config::{Config, ConfigSources};
 use earshot_core::model::{Alert, EnrichedMention, Mention, Source, SourceHealthEvent};
 use earshot_query::{Document, QuerySet, WatchlistQuery};
 
@@ -32,6 +36,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("query_parse", query_parse),
     ("feed_parse", feed_parse),
     ("ingest_body", ingest_body),
+    ("config_load", config_load),
 ];
 
 /// The registry id the Confluent-framed inputs use for each type's current schema; earlier
@@ -92,6 +97,7 @@ pub fn query_parse(data: &[u8]) {
             assert!(text.is_char_boundary(start) && text.is_char_boundary(end));
             end_of_previous = end;
         }
+        let _ = set.clause(&found);
     }
     let _ = set.explain(0, &document);
 }
@@ -129,6 +135,38 @@ pub fn ingest_body(data: &[u8]) {
             assert!(mention.text.len() <= ingest::MAX_TEXT_BYTES);
             assert!(!mention.author.handle.trim().is_empty(), "{mention:?}");
             encodes_and_decodes(codecs().mention(), &mention);
+        }
+    }
+}
+
+/// A configuration file as an operator writes it (YAML).
+pub fn config_load(data: &[u8]) {
+    let Ok(yaml) = std::str::from_utf8(data) else {
+        return;
+    };
+    let sources = ConfigSources {
+        defaults_yaml: Some(yaml),
+        file: None,
+        environment: false,
+    };
+    match Config::load(sources) {
+        Ok(config) => {
+            // What was accepted is accepted again as the services see it once loaded: the
+            // validated config, written out and read back, names no problem.
+            let value = serde_json::to_value(&config).expect("a loaded config serializes");
+            if let Err(errors) = Config::from_value(value) {
+                panic!("a loaded config is rejected when read back: {errors}\n{yaml:?}");
+            }
+        }
+        Err(errors) => {
+            assert!(!errors.problems.is_empty(), "rejected without a reason: {yaml:?}");
+            for problem in &errors.problems {
+                let (path, message) = problem
+                    .split_once(": ")
+                    .unwrap_or_else(|| panic!("a problem that names no key path: {problem:?}"));
+                assert!(!path.trim().is_empty() && !message.trim().is_empty(), "{problem:?}");
+            }
+            assert!(errors.to_string().starts_with("invalid configuration ("));
         }
     }
 }

@@ -227,5 +227,11 @@ fn alert(enriched: &EnrichedMention) -> Alert {
         route_path: vec!["brewtide".into(), "brewtide-strong-match".into()],
         review_required: false,
         review_topics: vec![],
+        team: Some("care".into()),
+        acknowledged_at: Some(enriched.enriched_at + 60_000_000),
+        acknowledged_by: Some("ana".into()),
+        resolved_at: None,
+        kind: ALERT_KIND_MENTION.into(),
+        spike: None,
     }
 }

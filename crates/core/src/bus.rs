@@ -60,10 +60,27 @@ pub enum BusError {
 /// Resolves once the broker acknowledged the record (acks=all on Kafka).
 pub type Ack = BoxFuture<'static, Result<(), BusError>>;
 
+/// Resolves once every record of a batch is acknowledged or failed: one result per record,
+/// in the batch's order.
+pub type BatchAck = BoxFuture<'static, Vec<Result<(), BusError>>>;
+
 pub trait Publisher: Send + Sync + 'static {
     /// Enqueues without waiting for the broker; records with the same key keep their order.
     /// Waits only when the client's queue is full.
     fn publish(&self, record: OutRecord) -> BoxFuture<'_, Ack>;
+    /// Enqueues `records` in order, as [`Publisher::publish`] would one by one, and returns
+    /// one acknowledgement for them all. For producers of many records at once (a replay):
+    /// no future per record, and no wakeup per acknowledgement.
+    fn publish_all(&self, records: Vec<OutRecord>) -> BoxFuture<'_, BatchAck> {
+        Box::pin(async move {
+            let mut acks = Vec::with_capacity(records.len());
+            for record in records {
+                acks.push(self.publish(record).await);
+            }
+            let all: BatchAck = Box::pin(futures::future::join_all(acks));
+            all
+        })
+    }
     /// Waits until everything enqueued is acknowledged, up to `timeout`.
     fn flush(&self, timeout: Duration) -> Result<(), BusError>;
 }

@@ -776,6 +776,21 @@ pub struct RouterConfig {
     /// routed through the tree as mentions with intent `spike`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spikes: Option<SpikesConfig>,
+    /// Spam never pages anyone: a mention whose `spam_score` is at least this reaches no
+    /// route (no alert, no review) and stays in analytics flagged as spam. Above 0, at most 1.
+    pub spam_threshold: SpamThreshold,
+}
+
+/// `router.spam_threshold`: 0.5 unless set, the score from which the sink's views count a
+/// mention as spam (`spam_share`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SpamThreshold(pub f64);
+
+impl Default for SpamThreshold {
+    fn default() -> Self {
+        SpamThreshold(0.5)
+    }
 }
 
 /// Spike detection: per watchlist, the mentions per window (volume) and the share of them
@@ -1608,6 +1623,13 @@ impl Config {
             validate_spikes(spikes, &watchlists, errors);
         }
         validate_rate_limits(&self.router, errors);
+        let spam = self.router.spam_threshold.0;
+        if !(spam > 0.0 && spam <= 1.0) {
+            errors.push(
+                "router.spam_threshold",
+                format!("must be above 0 and at most 1, not {spam}"),
+            );
+        }
         let delivery = &self.router.delivery;
         if delivery.max_attempts == 0 {
             errors.push("router.delivery.max_attempts", "must be at least 1");
@@ -2479,6 +2501,7 @@ mod tests {
         let found = problems(
             r#"
 router:
+  spam_threshold: 1.5
   receivers:
     - { name: hook, console: true, rate_limit: { min_interval_ms: 500, max_listed: 0 } }
   routes:
@@ -2492,6 +2515,7 @@ router:
             [
                 "router.routes[0].group_by[1]: \"mood\" is not one of watchlist, intent, language, source, author",
                 "router.receivers[0].rate_limit.max_listed: must be from 1 to 20",
+                "router.spam_threshold: must be above 0 and at most 1, not 1.5",
             ]
         );
     }

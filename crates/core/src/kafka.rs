@@ -16,10 +16,11 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::future_producer::{DeliveryFuture, OwnedDeliveryResult};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 
-use crate::bus::{Ack, BusError, InRecord, OutRecord, Publisher, Subscription};
+use crate::bus::{Ack, BatchAck, BusError, InRecord, OutRecord, Publisher, Subscription};
 use crate::config::KafkaConfig;
 use crate::telemetry::{Metrics, ReadyFlag};
 
@@ -166,46 +167,83 @@ impl KafkaPublisher {
     }
 }
 
+impl KafkaPublisher {
+    /// Hands `record` to librdkafka, waiting only while its queue is full.
+    async fn enqueue(&self, record: &OutRecord) -> Result<DeliveryFuture, BusError> {
+        let mut kafka_headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (name, value) in &record.headers {
+            kafka_headers = kafka_headers.insert(Header {
+                key: name,
+                value: Some(value.as_ref()),
+            });
+        }
+        loop {
+            let mut future_record = FutureRecord::to(&record.topic)
+                .payload(record.payload.as_ref())
+                .headers(kafka_headers.clone());
+            if let Some(key) = &record.key {
+                future_record = future_record.key(key.as_ref());
+            }
+            match self.producer.send_result(future_record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    // Backpressure: wait for deliveries to free the queue.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((error, _)) => return Err(publish_error(&record.topic, &error)),
+            }
+        }
+    }
+}
+
+/// What became of one record librdkafka took.
+fn delivered(
+    topic: &str,
+    result: Result<OwnedDeliveryResult, futures::channel::oneshot::Canceled>,
+) -> Result<(), BusError> {
+    match result {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((error, _))) => Err(publish_error(topic, &error)),
+        Err(_) => Err(BusError::Publish {
+            topic: topic.to_owned(),
+            reason: "the producer was dropped".into(),
+        }),
+    }
+}
+
 impl Publisher for KafkaPublisher {
     fn publish(&self, record: OutRecord) -> BoxFuture<'_, Ack> {
         Box::pin(async move {
-            let mut kafka_headers = OwnedHeaders::new_with_capacity(record.headers.len());
-            for (name, value) in &record.headers {
-                kafka_headers = kafka_headers.insert(Header {
-                    key: name,
-                    value: Some(value.as_ref()),
-                });
-            }
-            let topic = record.topic.clone();
-            loop {
-                let mut future_record = FutureRecord::to(&record.topic)
-                    .payload(record.payload.as_ref())
-                    .headers(kafka_headers.clone());
-                if let Some(key) = &record.key {
-                    future_record = future_record.key(key.as_ref());
+            match self.enqueue(&record).await {
+                Ok(delivery) => {
+                    let topic = record.topic;
+                    Box::pin(delivery.map(move |result| delivered(&topic, result))) as Ack
                 }
-                match self.producer.send_result(future_record) {
-                    Ok(delivery) => {
-                        let ack: Ack = Box::pin(delivery.map(move |result| match result {
-                            Ok(Ok(_)) => Ok(()),
-                            Ok(Err((error, _))) => Err(publish_error(&topic, &error)),
-                            Err(_) => Err(BusError::Publish {
-                                topic: topic.to_string(),
-                                reason: "the producer was dropped".into(),
-                            }),
-                        }));
-                        return ack;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                        // Backpressure: wait for deliveries to free the queue.
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    Err((error, _)) => {
-                        let error = publish_error(&topic, &error);
-                        return Box::pin(async move { Err(error) }) as Ack;
-                    }
-                }
+                Err(error) => Box::pin(async move { Err(error) }) as Ack,
             }
+        })
+    }
+
+    fn publish_all(&self, records: Vec<OutRecord>) -> BoxFuture<'_, BatchAck> {
+        Box::pin(async move {
+            let mut deliveries = Vec::with_capacity(records.len());
+            for record in records {
+                let delivery = self.enqueue(&record).await;
+                deliveries.push((record.topic, delivery));
+            }
+            // Awaited in order: by the time the first is acknowledged most of the others are
+            // too, so the waiting task wakes a few times per batch, not once per record.
+            let all: BatchAck = Box::pin(async move {
+                let mut results = Vec::with_capacity(deliveries.len());
+                for (topic, delivery) in deliveries {
+                    results.push(match delivery {
+                        Ok(delivery) => delivered(&topic, delivery.await),
+                        Err(error) => Err(error),
+                    });
+                }
+                results
+            });
+            all
         })
     }
 
@@ -666,17 +704,7 @@ impl KafkaCheckpointStore {
         joined: ReadyFlag,
         release_timeout: Duration,
     ) -> Result<Self, BusError> {
-        let producer: FutureProducer = base_config(config)?
-            .set("client.id", format!("{client_id}-checkpoints"))
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "0")
-            .set("message.timeout.ms", config.message_timeout_ms.to_string())
-            .create()
-            .map_err(|e| BusError::Publish {
-                topic: topic.to_owned(),
-                reason: format!("creating the checkpoint producer failed: {e}"),
-            })?;
+        let producer = keyed_table_producer(config, topic, &format!("{client_id}-checkpoints"))?;
         let metadata_producer = producer.clone();
         let metadata_topic = topic.to_owned();
         // A topic created a moment ago may not be in every broker's metadata yet.
@@ -817,28 +845,14 @@ impl crate::checkpoint::CheckpointStore for KafkaCheckpointStore {
 
     fn save(&self, key: &str, checkpoint: Bytes) -> BoxFuture<'_, Ack> {
         let partition = crate::checkpoint::partition_for(key, self.partitions);
-        let key = key.to_owned();
-        Box::pin(async move {
-            let topic = self.topic.clone();
-            let record = FutureRecord::to(&self.topic)
-                .partition(partition)
-                .key(key.as_bytes())
-                .payload(checkpoint.as_ref());
-            match self.producer.send_result(record) {
-                Ok(delivery) => Box::pin(delivery.map(move |result| match result {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err((error, _))) => Err(publish_error(&topic, &error)),
-                    Err(_) => Err(BusError::Publish {
-                        topic: topic.clone(),
-                        reason: "the producer was dropped".into(),
-                    }),
-                })) as Ack,
-                Err((error, _)) => {
-                    let error = publish_error(&topic, &error);
-                    Box::pin(async move { Err(error) }) as Ack
-                }
-            }
-        })
+        let ack = put_keyed(
+            &self.producer,
+            &self.topic,
+            partition,
+            key,
+            Some(&checkpoint),
+        );
+        Box::pin(async move { ack })
     }
 }
 
@@ -968,17 +982,7 @@ impl KafkaTable {
     ) -> Result<crate::table::StateTable, BusError> {
         use rdkafka::consumer::BaseConsumer;
         use rdkafka::{Offset, TopicPartitionList};
-        let producer: FutureProducer = base_config(config)?
-            .set("client.id", format!("{client_id}-state"))
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "0")
-            .set("message.timeout.ms", config.message_timeout_ms.to_string())
-            .create()
-            .map_err(|e| BusError::Publish {
-                topic: topic.to_owned(),
-                reason: format!("creating the state producer failed: {e}"),
-            })?;
+        let producer = keyed_table_producer(config, topic, &format!("{client_id}-state"))?;
         let consumer: BaseConsumer = base_config(config)?
             .set("group.id", format!("{}-state-reader", config.group_prefix))
             .set("client.id", format!("{client_id}-state-reader"))
@@ -1105,30 +1109,53 @@ impl crate::table::TableWriter for KafkaTable {
 
     fn put(&self, partition: i32, key: &str, value: Option<Bytes>) -> BoxFuture<'_, Ack> {
         let partition = partition.rem_euclid(self.partitions.max(1));
-        let key = key.to_owned();
-        Box::pin(async move {
-            let topic = self.topic.clone();
-            let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic)
-                .partition(partition)
-                .key(key.as_bytes());
-            if let Some(value) = &value {
-                record = record.payload(value.as_ref());
-            }
-            match self.producer.send_result(record) {
-                Ok(delivery) => Box::pin(delivery.map(move |result| match result {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err((error, _))) => Err(publish_error(&topic, &error)),
-                    Err(_) => Err(BusError::Publish {
-                        topic: topic.clone(),
-                        reason: "the producer was dropped".into(),
-                    }),
-                })) as Ack,
-                Err((error, _)) => {
-                    let error = publish_error(&topic, &error);
-                    Box::pin(async move { Err(error) }) as Ack
-                }
-            }
+        let ack = put_keyed(&self.producer, &self.topic, partition, key, value.as_ref());
+        Box::pin(async move { ack })
+    }
+}
+
+/// The producer of a keyed, compacted topic (the collector's checkpoints, the router's
+/// state): idempotent, acks=all, each write sent at once (no linger).
+fn keyed_table_producer(
+    config: &KafkaConfig,
+    topic: &str,
+    client_id: &str,
+) -> Result<FutureProducer, BusError> {
+    base_config(config)?
+        .set("client.id", client_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .set("message.timeout.ms", config.message_timeout_ms.to_string())
+        .create()
+        .map_err(|e| BusError::Publish {
+            topic: topic.to_owned(),
+            reason: format!("creating the producer of {topic} failed: {e}"),
         })
+}
+
+/// Writes `value` for `key` to `partition` of a keyed table topic (`None`: a tombstone);
+/// the ack resolves once the write is durable.
+fn put_keyed(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    key: &str,
+    value: Option<&Bytes>,
+) -> Ack {
+    let mut record = FutureRecord::<[u8], [u8]>::to(topic)
+        .partition(partition)
+        .key(key.as_bytes());
+    if let Some(value) = value {
+        record = record.payload(value.as_ref());
+    }
+    let topic = topic.to_owned();
+    match producer.send_result(record) {
+        Ok(delivery) => Box::pin(delivery.map(move |result| delivered(&topic, result))),
+        Err((error, _)) => {
+            let error = publish_error(&topic, &error);
+            Box::pin(async move { Err(error) })
+        }
     }
 }
 

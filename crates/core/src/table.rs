@@ -34,6 +34,10 @@ pub trait TableWriter: Send + Sync + 'static {
     /// Enqueues `value` for `key` in `partition` (taken modulo the partition count); `None`
     /// deletes the key. The ack resolves once the write is durable.
     fn put(&self, partition: i32, key: &str, value: Option<Bytes>) -> BoxFuture<'_, Ack>;
+    /// Whether what is written outlives the process (false for the embedded mode's table).
+    fn durable(&self) -> bool {
+        true
+    }
 }
 
 /// An open table: its writer, the stream of its updates, and whether the stream has
@@ -64,6 +68,10 @@ impl MemoryTable {
 impl TableWriter for MemoryTable {
     fn partitions(&self) -> i32 {
         1
+    }
+
+    fn durable(&self) -> bool {
+        false
     }
 
     fn put(&self, _partition: i32, key: &str, value: Option<Bytes>) -> BoxFuture<'_, Ack> {

@@ -444,11 +444,16 @@ pub fn init_tracing(config: &TelemetryConfig) {
 pub mod trace_context {
     /// A new trace for a mention entering the pipeline.
     pub fn new_traceparent() -> String {
-        let trace = uuid::Uuid::new_v4().simple().to_string();
-        format!(
-            "00-{trace}-{}-01",
-            &uuid::Uuid::new_v4().simple().to_string()[..16]
-        )
+        // Not zero: W3C trace context forbids an all-zero trace id.
+        let trace = rand::random::<u128>().max(1);
+        format!("00-{trace:032x}-{}-01", span_id())
+    }
+
+    /// A new span id. Ids come from the thread's own generator (seeded from the OS once), so
+    /// that a mention entering the pipeline costs no system call; they need to be unique,
+    /// not secret.
+    fn span_id() -> String {
+        format!("{:016x}", rand::random::<u64>().max(1))
     }
 
     /// The same trace with a new span id, for a stage's output.
@@ -457,10 +462,7 @@ pub mod trace_context {
             .and_then(|p| std::str::from_utf8(p).ok())
             .and_then(trace_id)
         {
-            Some(trace) => format!(
-                "00-{trace}-{}-01",
-                &uuid::Uuid::new_v4().simple().to_string()[..16]
-            ),
+            Some(trace) => format!("00-{trace}-{}-01", span_id()),
             None => new_traceparent(),
         }
     }
@@ -512,5 +514,16 @@ mod tests {
         );
         assert_ne!(parent, child);
         assert!(trace_context::trace_id(&trace_context::child(Some(b"garbage"))).is_some());
+        for traceparent in [&parent, &child] {
+            let parts: Vec<&str> = traceparent.split('-').collect();
+            let lengths: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+            assert_eq!(lengths, [2, 32, 16, 2], "{traceparent}");
+            assert!(
+                traceparent
+                    .bytes()
+                    .all(|b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                "{traceparent}"
+            );
+        }
     }
 }

@@ -14,7 +14,11 @@
 //! - **latency**: mentions posted at 1,000/s, 10 per request, each raising one alert; time from
 //!   the request to the alert's arrival at a webhook receiver, p50 and p99; against one bare
 //!   produce → consume round trip at the same rate (`kafka::round_trip_bare`). Target: p99 at
-//!   most 3.3 × the bare p99 × 3 hops.
+//!   most 3.3 × the bare p99 × 2 hops: the path crosses Kafka twice (collector → enricher,
+//!   enricher → router); the HTTP legs in and out are counted in the time but not as hops,
+//!   which makes the target stricter. Alerts that have not reached the receiver two minutes
+//!   after the last request are told apart: raised (in the sink's `alerts` table) but late or
+//!   undelivered, or never raised.
 //! - **memory**: peak RSS (`VmHWM` of `/proc/<pid>/status`) of each service process after the
 //!   throughput and latency runs. Target: 64 MiB each.
 //!
@@ -340,6 +344,24 @@ async fn bench_pipeline(earshot: &Path, sizes: &Sizes) -> anyhow::Result<Value> 
                 .collect()
         };
         let arrived = through.iter().filter(|d| **d < Duration::MAX).count();
+        // Of those that did not arrive, how many the router raised: the sink stores every
+        // alert of the alerts topic; give it the time to catch up first. Mentions with an
+        // alert, not alerts: a mention that also names another brand raises one per route.
+        let raised_sql = format!(
+            "SELECT count(DISTINCT a.mention_id) FROM alerts a JOIN mentions m ON m.id = a.mention_id \
+             WHERE m.native_id LIKE '{latency_run}-%'"
+        );
+        let count_raised = || async {
+            postgres
+                .query_one(raised_sql.as_str(), &[])
+                .await
+                .map(|row| row.get::<_, i64>(0))
+                .unwrap_or(-1)
+        };
+        wait_rows(&count_raised, count as i64, Duration::from_secs(30))
+            .await
+            .ok();
+        let raised = count_raised().await;
 
         let memory: serde_json::Map<String, Value> = fleet
             .iter()
@@ -375,12 +397,13 @@ async fn bench_pipeline(earshot: &Path, sizes: &Sizes) -> anyhow::Result<Value> 
                 "rate_per_sec": rate,
                 "count": count,
                 "arrived_within_120_s": arrived,
+                "raised_mentions": raised,
                 "p50_ms": p50,
                 "p99_ms": p99,
                 "bare_p50_ms": bare_p50,
                 "bare_p99_ms": bare_p99,
-                "hops": 3,
-                "target_p99_ms": 3.3 * bare_p99 * 3.0,
+                "hops": 2,
+                "target_p99_ms": 3.3 * bare_p99 * 2.0,
             },
             "peak_rss_kib": memory,
             "cpu_secs": cpu,
@@ -548,7 +571,9 @@ sink:
 
 /// `count` mentions cycled from the bundled sample (realistic texts of the demo's three brands,
 /// with their authors and engagement), each with its own native id. With `followers`, every
-/// mention names Lumora and comes from an account that large, so that each raises one alert.
+/// mention names Lumora and comes from an account that large, and the sample's spam is left
+/// out (the enricher of the bench's configuration scores it; spam pages nobody), so that each
+/// raises one alert.
 fn generated_mentions(count: usize, run: &str, followers: Option<i64>) -> Vec<Mention> {
     let source = Source {
         kind: "bench".into(),
@@ -564,15 +589,38 @@ fn generated_mentions(count: usize, run: &str, followers: Option<i64>) -> Vec<Me
             .expect("the bundled sample is valid")
         })
         .collect();
+    let sample: Vec<Mention> = match followers {
+        None => sample,
+        Some(followers) => {
+            let config = earshot_core::config::Config::load(ConfigSources {
+                defaults_yaml: Some(&pipeline_yaml("127.0.0.1:9")),
+                ..ConfigSources::default()
+            })
+            .expect("the bench's configuration is valid");
+            let enricher = earshot_enricher::Enricher::new(&config.enricher);
+            sample
+                .into_iter()
+                .map(|mut mention| {
+                    mention.text = format!("Lumora {}", mention.text);
+                    mention.author.followers = Some(followers);
+                    mention
+                })
+                .filter(|mention| {
+                    let spam = enricher
+                        .enrich(mention.clone())
+                        .iter()
+                        .map(|e| e.spam_score)
+                        .fold(0.0, f64::max);
+                    spam < config.router.spam_threshold.0
+                })
+                .collect()
+        }
+    };
     (0..count)
         .map(|i| {
             let mut mention = sample[i % sample.len()].clone();
             mention.native_id = format!("{run}-{i}");
             mention.id = earshot_core::model::mention_id(&mention.source.kind, &mention.native_id);
-            if let Some(followers) = followers {
-                mention.text = format!("Lumora {}", mention.text);
-                mention.author.followers = Some(followers);
-            }
             mention
         })
         .collect()

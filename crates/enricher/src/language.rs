@@ -91,17 +91,23 @@ pub fn detect(text: &str, hint: Option<&str>) -> Language {
 /// The detected language of `text` and the confidence, whatever it is; `None` when the text
 /// has no letters.
 pub fn detect_text(text: &str, detector: LanguageDetector) -> Option<(&'static str, f64)> {
-    let mut letters = 0usize;
-    let mut latin = 0usize;
-    for c in text.chars() {
-        if c.is_alphabetic() {
-            letters += 1;
-            // Basic Latin to Latin Extended-B, and Latin Extended Additional (Vietnamese).
-            if (c as u32) < 0x250 || ('\u{1E00}'..='\u{1EFF}').contains(&c) {
-                latin += 1;
+    let (letters, latin) = if text.is_ascii() {
+        // Every ASCII letter is Latin.
+        let letters = text.bytes().filter(u8::is_ascii_alphabetic).count();
+        (letters, letters)
+    } else {
+        let (mut letters, mut latin) = (0usize, 0usize);
+        for c in text.chars() {
+            if c.is_alphabetic() {
+                letters += 1;
+                // Basic Latin to Latin Extended-B, and Latin Extended Additional (Vietnamese).
+                if (c as u32) < 0x250 || ('\u{1E00}'..='\u{1EFF}').contains(&c) {
+                    latin += 1;
+                }
             }
         }
-    }
+        (letters, latin)
+    };
     if letters == 0 {
         return None;
     }

@@ -49,7 +49,7 @@ impl WatchlistMatcher {
             .map(|found| WatchlistMatch {
                 watchlist: self.set.queries()[found.index].name.clone(),
                 relevance: found.relevance,
-                clause: found.clause,
+                clause: self.set.clause(&found),
                 spans: found
                     .spans
                     .into_iter()

@@ -4,11 +4,12 @@
 //! Every formula here is documented in RELIABILITY.md ("Understanding scores"); the weights
 //! of urgency and the cue lists come from `enricher` in the configuration.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use earshot_core::config::{EnricherConfig, UrgencyWeights, INTENTS};
 use earshot_core::model::Mention;
 use earshot_query::fold;
@@ -317,44 +318,123 @@ pub struct Assessment {
     pub flags: Vec<String>,
 }
 
-/// A set of phrases found as whole words in folded text.
+/// What a phrase of [`Phrases`] stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Label {
+    /// A link-farm or SEO phrase (whole words).
+    Spam,
+    /// The lure of this index in the lure list (whole words), so distinct ones are counted.
+    Lure(u32),
+    /// A cue of `INTENTS[intent]` in the language of this index of `Signals::languages`
+    /// (whole words).
+    Cue { language: u32, intent: u8 },
+    /// `http://` or `https://`, anywhere: links are counted.
+    Link,
+    /// `www.`, anywhere.
+    Www,
+}
+
+impl Label {
+    fn whole_words(self) -> bool {
+        !matches!(self, Label::Link | Label::Www)
+    }
+}
+
+/// Every phrase the signals look for (spam phrases, lures, the cues of every language, link
+/// markers) in one automaton, so that a mention's folded text is scanned once.
 struct Phrases {
     automaton: AhoCorasick,
-    /// Per pattern, what it stands for (an intent index, or 0 for spam).
-    labels: Vec<usize>,
+    /// Per pattern, the range of its labels in `labels` (one phrase may be several things:
+    /// "excellent" praises in English and in French).
+    ranges: Vec<(u32, u32)>,
+    labels: Vec<Label>,
 }
 
 impl Phrases {
-    fn new(phrases: Vec<(String, usize)>) -> Phrases {
+    /// `phrases` are folded; empty ones are left out (they would be found everywhere).
+    fn new(phrases: impl IntoIterator<Item = (String, Label)>) -> Phrases {
+        let mut by_phrase: BTreeMap<String, Vec<Label>> = BTreeMap::new();
+        for (phrase, label) in phrases {
+            if !phrase.is_empty() {
+                let labels = by_phrase.entry(phrase).or_default();
+                if !labels.contains(&label) {
+                    labels.push(label);
+                }
+            }
+        }
+        // A DFA: one table look-up per byte. The default for this many patterns is an NFA
+        // that follows failure transitions, about twice as slow on tweets.
         let automaton = AhoCorasickBuilder::new()
             .match_kind(MatchKind::Standard)
-            .build(phrases.iter().map(|(p, _)| p.as_str()))
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(by_phrase.keys())
             .expect("phrases within the automaton's size limits");
+        let (mut ranges, mut labels) = (Vec::new(), Vec::new());
+        for found in by_phrase.into_values() {
+            let start = labels.len() as u32;
+            labels.extend(found);
+            ranges.push((start, labels.len() as u32));
+        }
         Phrases {
             automaton,
-            labels: phrases.into_iter().map(|(_, label)| label).collect(),
+            ranges,
+            labels,
         }
     }
 
-    /// The labels of the phrases found in `folded` on word boundaries.
-    fn found(&self, folded: &str, mut each: impl FnMut(usize)) {
+    /// The labels of every occurrence in `folded`: the whole-word ones only where the phrase
+    /// is on word boundaries.
+    fn found(&self, folded: &str, mut each: impl FnMut(Label)) {
+        let bytes = folded.as_bytes();
         for hit in self.automaton.find_overlapping_iter(folded) {
-            let before = folded[..hit.start()].chars().next_back();
-            let after = folded[hit.end()..].chars().next();
-            let word = |c: char| c.is_alphanumeric() || c == '_';
-            if before.is_none_or(|c| !word(c)) && after.is_none_or(|c| !word(c)) {
-                each(self.labels[hit.pattern().as_usize()]);
+            let (start, end) = self.ranges[hit.pattern().as_usize()];
+            let mut whole_word = None;
+            for &label in &self.labels[start as usize..end as usize] {
+                if label.whole_words()
+                    && !*whole_word.get_or_insert_with(|| {
+                        !word_before(folded, bytes, hit.start())
+                            && !word_after(folded, bytes, hit.end())
+                    })
+                {
+                    continue;
+                }
+                each(label);
             }
         }
     }
 }
 
+/// Whether the character before byte `at` is a word character (alphanumeric or `_`).
+#[inline]
+fn word_before(text: &str, bytes: &[u8], at: usize) -> bool {
+    match at.checked_sub(1).map(|i| bytes[i]) {
+        None => false,
+        Some(byte) if byte.is_ascii() => byte.is_ascii_alphanumeric() || byte == b'_',
+        Some(_) => text[..at].chars().next_back().is_some_and(is_word_char),
+    }
+}
+
+/// Whether the character at byte `at` is a word character.
+#[inline]
+fn word_after(text: &str, bytes: &[u8], at: usize) -> bool {
+    match bytes.get(at) {
+        None => false,
+        Some(&byte) if byte.is_ascii() => byte.is_ascii_alphanumeric() || byte == b'_',
+        Some(_) => text[at..].chars().next().is_some_and(is_word_char),
+    }
+}
+
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
 /// Spam, intent, reach and urgency scoring, with the look-back state spam detection needs.
 pub struct Signals {
-    spam_phrases: Phrases,
-    /// Labelled with their own index, so that distinct lures can be counted.
-    spam_lures: Phrases,
-    cues: HashMap<String, Phrases>,
+    phrases: Phrases,
+    /// The languages with cue lists, in `Label::Cue` order.
+    languages: Vec<String>,
+    /// Index of English in `languages`: its cues apply to languages without their own.
+    english: Option<u32>,
     weights: UrgencyWeights,
     max_text_bytes: usize,
     recent: Mutex<Recent>,
@@ -362,53 +442,68 @@ pub struct Signals {
 
 impl Signals {
     pub fn new(config: &EnricherConfig) -> Signals {
-        let mut spam: Vec<(String, usize)> = SPAM_PHRASES.iter().map(|p| (fold(p), 0)).collect();
-        spam.extend(config.spam_phrases.iter().map(|p| (fold(p.trim()), 0)));
+        let mut phrases: Vec<(String, Label)> = SPAM_PHRASES
+            .iter()
+            .map(|p| (fold(p), Label::Spam))
+            .collect();
+        phrases.extend(
+            config
+                .spam_phrases
+                .iter()
+                .map(|p| (fold(p.trim()), Label::Spam)),
+        );
         let mut lists: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
-        for (lang, intent, phrases) in CUES {
-            lists.entry((*lang).to_owned()).or_default().insert(
-                (*intent).to_owned(),
-                phrases.iter().map(|p| fold(p)).collect(),
-            );
+        for (lang, intent, cues) in CUES {
+            lists
+                .entry((*lang).to_owned())
+                .or_default()
+                .insert((*intent).to_owned(), cues.iter().map(|p| fold(p)).collect());
         }
         for (lang, intents) in &config.intent_cues {
-            for (intent, phrases) in intents {
+            for (intent, cues) in intents {
                 lists.entry(lang.clone()).or_default().insert(
                     intent.clone(),
-                    phrases.iter().map(|p| fold(p.trim())).collect(),
+                    cues.iter().map(|p| fold(p.trim())).collect(),
                 );
             }
         }
-        let cues = lists
-            .into_iter()
-            .map(|(lang, intents)| {
-                let phrases = intents
-                    .into_iter()
-                    .filter_map(|(intent, phrases)| {
-                        let index = INTENTS.iter().position(|i| *i == intent)?;
-                        Some(phrases.into_iter().map(move |p| (p, index)))
-                    })
-                    .flatten()
-                    .filter(|(p, _)| !p.is_empty())
-                    .collect();
-                (lang, Phrases::new(phrases))
-            })
-            .collect();
+        let mut languages = Vec::with_capacity(lists.len());
+        for (lang, intents) in lists {
+            let language = languages.len() as u32;
+            languages.push(lang);
+            for (intent, cues) in intents {
+                let Some(intent) = INTENTS.iter().position(|i| *i == intent) else {
+                    continue;
+                };
+                let label = Label::Cue {
+                    language,
+                    intent: intent as u8,
+                };
+                phrases.extend(cues.into_iter().map(|cue| (cue, label)));
+            }
+        }
         let lures: Vec<String> = if config.spam_lures.is_empty() {
             SPAM_LURES.iter().map(|l| fold(l)).collect()
         } else {
             config.spam_lures.iter().map(|l| fold(l.trim())).collect()
         };
-        let lures = lures
-            .into_iter()
-            .filter(|l| !l.is_empty())
-            .enumerate()
-            .map(|(i, l)| (l, i))
-            .collect();
+        phrases.extend(
+            lures
+                .into_iter()
+                .filter(|l| !l.is_empty())
+                .enumerate()
+                .map(|(i, l)| (l, Label::Lure(i as u32))),
+        );
+        phrases.extend([
+            ("http://".to_owned(), Label::Link),
+            ("https://".to_owned(), Label::Link),
+            ("www.".to_owned(), Label::Www),
+        ]);
+        let english = languages.iter().position(|l| l == "en").map(|i| i as u32);
         Signals {
-            spam_phrases: Phrases::new(spam),
-            spam_lures: Phrases::new(lures),
-            cues,
+            phrases: Phrases::new(phrases),
+            languages,
+            english,
             weights: config.urgency.clone(),
             max_text_bytes: config.max_text_bytes,
             recent: Mutex::new(Recent::default()),
@@ -488,16 +583,45 @@ impl Signals {
             + 0.25 * (((1.0 + interactions).log10()) / 5.0).min(1.0)
             + 0.15 * velocity_score;
 
-        let folded = fold(text);
-        let (spam_score, spam_reasons) = self.spam(mention, &folded, followers);
-        let mut cue_intents = [false; INTENTS.len()];
         // The cues of the mention's language, English when there are none for it.
-        let cues = language
-            .and_then(|l| self.cues.get(l))
-            .or_else(|| self.cues.get("en"));
-        if let Some(cues) = cues {
-            cues.found(&folded, |intent| cue_intents[intent] = true);
-        }
+        let cue_language = language
+            .and_then(|l| self.languages.iter().position(|known| known == l))
+            .map(|i| i as u32)
+            .or(self.english);
+        let (spam_score, spam_reasons, cue_intents) = SCRATCH.with(|scratch| {
+            let mut owned = Scratch::default();
+            let mut borrowed = scratch.try_borrow_mut();
+            let scratch = match borrowed.as_deref_mut() {
+                Ok(scratch) => scratch,
+                Err(_) => &mut owned,
+            };
+            fold_into(text, &mut scratch.folded);
+            fold_into(&mention.author.handle, &mut scratch.handle);
+            let (folded, author) = (scratch.folded.as_str(), hash(&scratch.handle));
+            let mut found = Found::default();
+            self.phrases.found(folded, |label| match label {
+                Label::Spam => found.seo = true,
+                Label::Lure(lure) => match found.lure {
+                    Some(first) if first != lure => found.two_lures = true,
+                    _ => found.lure = Some(lure),
+                },
+                Label::Cue { language, intent } if Some(language) == cue_language => {
+                    found.cue_intents[usize::from(intent)] = true
+                }
+                Label::Cue { .. } => {}
+                Label::Link => found.links += 1,
+                Label::Www => found.www = true,
+            });
+            let (score, reasons) = self.spam(
+                mention,
+                folded,
+                author,
+                followers,
+                &found,
+                &mut scratch.long_words,
+            );
+            (score, reasons, found.cue_intents)
+        });
         Assessment {
             spam_score,
             spam_reasons,
@@ -536,45 +660,44 @@ impl Signals {
         }
     }
 
-    fn spam(&self, mention: &Mention, folded: &str, followers: Option<i64>) -> (f64, Vec<String>) {
+    fn spam(
+        &self,
+        mention: &Mention,
+        folded: &str,
+        author: u64,
+        followers: Option<i64>,
+        found: &Found,
+        long_words: &mut Vec<(u32, u32)>,
+    ) -> (f64, Vec<String>) {
         let mut reasons: Vec<(&str, f64)> = Vec::new();
-        let mut seo = false;
-        self.spam_phrases.found(folded, |_| seo = true);
+        let mut seo = found.seo;
         // "cheap <brand> outlet" and its kin: the two words anywhere in one post.
-        let words: Vec<&str> = folded
-            .split(|c: char| !(c.is_alphanumeric() || c == '\''))
-            .filter(|w| !w.is_empty())
-            .collect();
-        if words.contains(&"cheap") && (words.contains(&"outlet") || words.contains(&"sale")) {
+        let (mut cheap, mut outlet_or_sale, mut words) = (false, false, 0usize);
+        long_words.clear();
+        for_each_word(folded, |word| {
+            words += 1;
+            cheap |= word == "cheap";
+            outlet_or_sale |= word == "outlet" || word == "sale";
+            if word.len() >= 3 {
+                let start = word.as_ptr() as usize - folded.as_ptr() as usize;
+                long_words.push((start as u32, (start + word.len()) as u32));
+            }
+        });
+        if cheap && outlet_or_sale {
             seo = true;
         }
         if seo {
             reasons.push(("seo_phrase", 0.6));
         }
-        let links = folded.matches("http://").count() + folded.matches("https://").count();
-        if links >= 3 {
+        if found.links >= 3 {
             reasons.push(("many_links", 0.35));
         }
-        if links > 0 || folded.contains("www.") {
-            let mut lures: Vec<usize> = Vec::new();
-            self.spam_lures.found(folded, |lure| {
-                if !lures.contains(&lure) {
-                    lures.push(lure);
-                }
-            });
-            if lures.len() >= 2 {
-                reasons.push(("link_lure", 0.55));
-            }
+        if (found.links > 0 || found.www) && found.two_lures {
+            reasons.push(("link_lure", 0.55));
         }
-        let hashtags = folded.matches('#').count();
-        let stuffed = words.len() >= 8 && {
-            // The most repeated word of three letters or more: sorted, equal words are runs
-            // (cheaper than hashing every word of every post).
-            let mut long: Vec<&str> = words.iter().copied().filter(|w| w.len() >= 3).collect();
-            long.sort_unstable();
-            let most = long.chunk_by(|a, b| a == b).map(<[_]>::len).max();
-            most.is_some_and(|n| n * 4 > words.len())
-        };
+        let hashtags = folded.bytes().filter(|&b| b == b'#').count();
+        // A word of three letters or more repeated in more than a quarter of the words.
+        let stuffed = words >= 8 && repeats_over_a_quarter(folded, long_words, words);
         if stuffed || hashtags >= 6 {
             reasons.push(("keyword_stuffing", 0.35));
         }
@@ -582,7 +705,7 @@ impl Signals {
             .recent
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .observe(mention, folded, followers);
+            .observe(mention, folded, author, followers);
         if duplicate {
             reasons.push(("duplicate_text", 0.5));
         }
@@ -595,6 +718,99 @@ impl Signals {
             reasons.into_iter().map(|(r, _)| r.to_owned()).collect(),
         )
     }
+}
+
+/// What one scan of a mention's folded text found.
+#[derive(Default)]
+struct Found {
+    seo: bool,
+    /// The first lure found, and whether another one was.
+    lure: Option<u32>,
+    two_lures: bool,
+    cue_intents: [bool; INTENTS.len()],
+    links: usize,
+    www: bool,
+}
+
+/// The folded text and handle of the mention being assessed, reused from one mention to the
+/// next.
+#[derive(Default)]
+struct Scratch {
+    folded: String,
+    handle: String,
+    /// Byte ranges of the folded text's words of three bytes or more.
+    long_words: Vec<(u32, u32)>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// `fold(text)` into `folded`, without allocating for ASCII text.
+fn fold_into(text: &str, folded: &mut String) {
+    folded.clear();
+    if text.is_ascii() {
+        folded.push_str(text);
+        folded.make_ascii_lowercase();
+    } else {
+        folded.push_str(&fold(text));
+    }
+}
+
+/// The words of folded text: runs of alphanumeric characters and apostrophes.
+fn for_each_word<'t>(folded: &'t str, mut each: impl FnMut(&'t str)) {
+    if !folded.is_ascii() {
+        folded
+            .split(|c: char| !(c.is_alphanumeric() || c == '\''))
+            .filter(|w| !w.is_empty())
+            .for_each(each);
+        return;
+    }
+    let mut start = None;
+    for (at, &byte) in folded.as_bytes().iter().enumerate() {
+        match (start, byte.is_ascii_alphanumeric() || byte == b'\'') {
+            (None, true) => start = Some(at),
+            (Some(from), false) => {
+                each(&folded[from..at]);
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(from) = start {
+        each(&folded[from..]);
+    }
+}
+
+/// Whether one of `long_words` (the byte ranges in `folded` of its words of three bytes or
+/// more) occurs more than `words / 4`
+/// times. A word that frequent is among the three candidates of the Misra-Gries summary of
+/// the long words (every word occurring more than a quarter of them is), so two passes find
+/// it without sorting or hashing.
+fn repeats_over_a_quarter(folded: &str, long_words: &[(u32, u32)], words: usize) -> bool {
+    let word = |&(start, end): &(u32, u32)| &folded[start as usize..end as usize];
+    let mut candidates: [(&str, usize); 3] = [("", 0); 3];
+    for word in long_words.iter().map(word) {
+        if let Some(candidate) = candidates
+            .iter_mut()
+            .find(|(known, count)| *count > 0 && *known == word)
+        {
+            candidate.1 += 1;
+        } else if let Some(free) = candidates.iter_mut().find(|(_, count)| *count == 0) {
+            *free = (word, 1);
+        } else {
+            for candidate in &mut candidates {
+                candidate.1 -= 1;
+            }
+        }
+    }
+    let mut counts = [0usize; 3];
+    for word in long_words.iter().map(word) {
+        for (count, (candidate, left)) in counts.iter_mut().zip(&candidates) {
+            *count += usize::from(*left > 0 && *candidate == word);
+        }
+    }
+    counts.iter().any(|&count| count * 4 > words)
 }
 
 /// The intents that hold, most urgent first: the cue intents plus those that follow from a
@@ -640,10 +856,16 @@ struct Recent {
 impl Recent {
     /// Records the mention; whether its text is a recent duplicate from other authors, and
     /// whether its author is a zero-follower account bursting.
-    fn observe(&mut self, mention: &Mention, folded: &str, followers: Option<i64>) -> (bool, bool) {
+    /// `author` is the hash of the folded handle.
+    fn observe(
+        &mut self,
+        mention: &Mention,
+        folded: &str,
+        author: u64,
+        followers: Option<i64>,
+    ) -> (bool, bool) {
         let now = mention.created_at;
         let since = now.saturating_sub(SPAM_WINDOW_MICROS);
-        let author = hash(&fold(&mention.author.handle));
         if self.texts.len() + self.authors.len() > STATE_CAPACITY {
             self.texts
                 .retain(|_, posts| posts.iter().any(|&(_, t)| t >= since));
@@ -924,6 +1146,69 @@ mod tests {
             -0.7,
         );
         assert!(spam.urgency < crisis.urgency / 2.0, "{spam:?}");
+    }
+
+    #[test]
+    fn words_and_the_repeated_word_count_as_splitting_and_sorting_would() {
+        // What the spam check did before: split, collect, sort, count runs.
+        fn reference(folded: &str) -> (Vec<&str>, bool) {
+            let words: Vec<&str> = folded
+                .split(|c: char| !(c.is_alphanumeric() || c == '\''))
+                .filter(|w| !w.is_empty())
+                .collect();
+            let mut long: Vec<&str> = words.iter().copied().filter(|w| w.len() >= 3).collect();
+            long.sort_unstable();
+            let most = long.chunk_by(|a, b| a == b).map(<[_]>::len).max();
+            let stuffed = most.is_some_and(|n| n * 4 > words.len());
+            (words, stuffed)
+        }
+        let vocabulary = [
+            "lamp", "lamp's", "buy", "it", "cheap", "éclair", "a", "the", "go", "1234",
+        ];
+        let separators = [" ", ", ", "!", " #", "_", "-", " é ", "'"];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        let mut stuffed = 0;
+        for _ in 0..20_000 {
+            let mut text = String::new();
+            for _ in 0..next(30) {
+                text.push_str(vocabulary[next(vocabulary.len())]);
+                text.push_str(separators[next(separators.len())]);
+            }
+            let (words, expected) = reference(&text);
+            let mut found = Vec::new();
+            for_each_word(&text, |w| found.push(w));
+            assert_eq!(found, words, "{text:?}");
+            let long: Vec<(u32, u32)> = found
+                .iter()
+                .filter(|w| w.len() >= 3)
+                .map(|w| {
+                    let start = w.as_ptr() as usize - text.as_ptr() as usize;
+                    (start as u32, (start + w.len()) as u32)
+                })
+                .collect();
+            assert_eq!(
+                repeats_over_a_quarter(&text, &long, words.len()),
+                expected,
+                "{text:?}"
+            );
+            stuffed += usize::from(expected);
+        }
+        assert!(stuffed > 1_000 && stuffed < 19_000, "{stuffed}");
+    }
+
+    #[test]
+    fn text_is_folded_as_queries_fold_it() {
+        let mut folded = String::from("left over");
+        for text in ["Plain ASCII, MiXeD", "Café CRÈME’s", "", "ÉCLAIR"] {
+            fold_into(text, &mut folded);
+            assert_eq!(folded, fold(text), "{text:?}");
+        }
     }
 
     #[test]

@@ -93,6 +93,58 @@ pub(crate) fn token_spans(text: &str, mut each: impl FnMut(TokenKind, usize, usi
     }
 }
 
+/// [`token_spans`] for ASCII text, byte by byte: the same tokens (the property test
+/// `the_ascii_scan_finds_what_the_folded_tokens_do` holds the two together).
+pub(crate) fn ascii_token_spans(text: &str, mut each: impl FnMut(TokenKind, usize, usize)) {
+    debug_assert!(text.is_ascii());
+    let bytes = text.as_bytes();
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let url = matches!(b, b'h' | b'H' | b'w' | b'W')
+            .then(|| url_end(text, i))
+            .flatten();
+        let (kind, end) = if let Some(end) = url {
+            (TokenKind::Url, end)
+        } else if word(b) {
+            (TokenKind::Word, ascii_word_end(bytes, i, false))
+        } else if (b == b'#' || b == b'@') && bytes.get(i + 1).is_some_and(|&n| word(n)) {
+            let kind = if b == b'#' {
+                TokenKind::Hashtag
+            } else {
+                TokenKind::Mention
+            };
+            (kind, ascii_word_end(bytes, i + 1, b == b'@'))
+        } else {
+            i += 1;
+            continue;
+        };
+        each(kind, i, end);
+        i = end;
+    }
+}
+
+/// [`word_end`] in ASCII text.
+fn ascii_word_end(bytes: &[u8], start: usize, dots: bool) -> usize {
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut end = start;
+    while end < bytes.len() {
+        let b = bytes[end];
+        if word(b) {
+            end += 1;
+        } else if (b == b'\'' || (dots && b == b'.'))
+            && end > start
+            && bytes.get(end + 1).is_some_and(|&n| word(n))
+        {
+            end += 2;
+        } else {
+            break;
+        }
+    }
+    end
+}
+
 fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() || c == '_'
 }

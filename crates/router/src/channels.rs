@@ -221,13 +221,7 @@ pub fn signature(key: &[u8], delivery: uuid::Uuid, timestamp: &str, body: &[u8])
     mac.update(timestamp.as_bytes());
     mac.update(b".");
     mac.update(body);
-    let digest = mac.finalize().into_bytes();
-    let mut text = String::with_capacity(3 + digest.len() * 2);
-    text.push_str("v1=");
-    for byte in digest {
-        text.push_str(&format!("{byte:02x}"));
-    }
-    text
+    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// The guardrail's warning on alerts about sensitive topics.

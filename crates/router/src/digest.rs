@@ -10,25 +10,45 @@
 //! Every notification folded into a digest completes with the digest's delivery, so the
 //! offsets of the records behind it are stored only once the digest is delivered (or has
 //! failed after every retry and is dead-lettered with them).
+//!
+//! Restarts: each message to a rate-limited receiver saves the receiver's next slot in the
+//! state topic ([`SavedSlot`]), and a router (re)started reads it before its first mention,
+//! so the limit holds across restarts. At shutdown a pending digest is not sent early (in
+//! the embedded mode, whose state is not durable, it is sent at once): its
+//! records complete as interrupted (their offsets are not stored), and, read again after
+//! the restart, they fold into one digest at the saved slot.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use earshot_core::config::RouterConfig;
+use earshot_core::model::now_micros;
 use earshot_core::StageError;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::grouping::{GroupResult, Notification};
+use crate::state::StateCell;
 use crate::Deliverer;
+
+/// A rate-limited receiver's entry in the state topic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SavedSlot {
+    /// When the receiver may get its next message (µs since the epoch).
+    pub next_slot_at: i64,
+}
 
 /// Sends notifications to receivers, each within its rate limit.
 pub struct Outbox {
     deliverer: Arc<Deliverer>,
     limits: HashMap<String, Limit>,
     lanes: Arc<Mutex<HashMap<String, Lane>>>,
+    /// Saved next slots, taken up when a receiver's lane is first used.
+    saved: Mutex<HashMap<String, i64>>,
+    state: StateCell,
     shutdown: CancellationToken,
 }
 
@@ -53,6 +73,7 @@ impl Outbox {
         config: &RouterConfig,
         deliverer: Arc<Deliverer>,
         shutdown: CancellationToken,
+        state: StateCell,
     ) -> Arc<Self> {
         let limits = config
             .receivers
@@ -74,8 +95,57 @@ impl Outbox {
             deliverer,
             limits,
             lanes: Arc::default(),
+            saved: Mutex::default(),
+            state,
             shutdown,
         })
+    }
+
+    /// Takes a receiver's saved slot from the state topic; the latest slot wins.
+    pub fn restore(&self, receiver: &str, slot: SavedSlot) {
+        let mut saved = self.saved.lock().expect("saved slots lock");
+        let at = saved.entry(receiver.to_owned()).or_insert(i64::MIN);
+        *at = (*at).max(slot.next_slot_at);
+    }
+
+    /// The lane of `receiver`, created with its saved slot.
+    fn lane<'a>(&self, lanes: &'a mut HashMap<String, Lane>, receiver: &str) -> &'a mut Lane {
+        lanes.entry(receiver.to_owned()).or_insert_with(|| {
+            let saved = self
+                .saved
+                .lock()
+                .expect("saved slots lock")
+                .get(receiver)
+                .copied();
+            let next_slot = saved.and_then(|at| {
+                let ahead = at.saturating_sub(now_micros());
+                (ahead > 0).then(|| Instant::now() + Duration::from_micros(ahead.unsigned_abs()))
+            });
+            Lane {
+                next_slot,
+                ..Lane::default()
+            }
+        })
+    }
+
+    /// Saves the receiver's next slot, `interval` from now, without waiting: a lost write
+    /// only lets one message come early after a restart.
+    fn save_slot(&self, receiver: &str, interval: Duration) {
+        let Some(state) = self.state.get() else {
+            return;
+        };
+        let slot = SavedSlot {
+            next_slot_at: now_micros()
+                .saturating_add(i64::try_from(interval.as_micros()).unwrap_or(i64::MAX)),
+        };
+        let (state, receiver) = (state.clone(), receiver.to_owned());
+        // "router-digest-slot"
+        tokio::spawn(async move {
+            let ack = state.save_slot(&receiver, &slot).await;
+            if let Err(error) = ack.await {
+                tracing::warn!(receiver, %error, "saving a receiver's rate-limit slot failed");
+            }
+        });
     }
 
     /// Sends `notification` to `receiver`: now, or folded into the receiver's next digest
@@ -90,10 +160,11 @@ impl Outbox {
         };
         let waiting = {
             let mut lanes = self.lanes.lock().expect("lanes lock");
-            let lane = lanes.entry(receiver.to_owned()).or_default();
+            let lane = self.lane(&mut lanes, receiver);
             let now = Instant::now();
             if !lane.scheduled && lane.next_slot.is_none_or(|slot| slot <= now) {
                 lane.next_slot = Some(now + limit.min_interval);
+                self.save_slot(receiver, limit.min_interval);
                 None
             } else {
                 let (done, waiting) = oneshot::channel();
@@ -120,18 +191,33 @@ impl Outbox {
     /// Sends the receiver's pending digest at each slot until none is pending.
     async fn send_digests(self: Arc<Self>, receiver: String, limit: Limit, mut at: Instant) {
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(at) => {}
-                // Send what is pending now rather than leave it to be read again.
-                _ = self.shutdown.cancelled() => {}
+            let stopping = tokio::select! {
+                _ = tokio::time::sleep_until(at) => false,
+                _ = self.shutdown.cancelled() => true,
+            };
+            if stopping && self.state.get().is_some_and(|state| state.durable()) {
+                // Not sent early: read again after the restart, the records fold into the
+                // digest at the saved slot. Without a durable state (the embedded mode), it
+                // is sent now instead.
+                let batch = {
+                    let mut lanes = self.lanes.lock().expect("lanes lock");
+                    let lane = self.lane(&mut lanes, &receiver);
+                    lane.scheduled = false;
+                    std::mem::take(&mut lane.pending)
+                };
+                for (_, done) in batch {
+                    let _ = done.send(Err(StageError::Interrupted));
+                }
+                return;
             }
             let batch = {
                 let mut lanes = self.lanes.lock().expect("lanes lock");
-                let lane = lanes.entry(receiver.clone()).or_default();
+                let lane = self.lane(&mut lanes, &receiver);
                 lane.next_slot = Some(Instant::now() + limit.min_interval);
                 std::mem::take(&mut lane.pending)
             };
             if !batch.is_empty() {
+                self.save_slot(&receiver, limit.min_interval);
                 let (parts, waiters): (Vec<Notification>, Vec<_>) = batch.into_iter().unzip();
                 let folded = parts.len();
                 let digest = Notification::digest(parts, &receiver, limit.max_listed);
@@ -150,7 +236,7 @@ impl Outbox {
                 }
             }
             let mut lanes = self.lanes.lock().expect("lanes lock");
-            let lane = lanes.entry(receiver.clone()).or_default();
+            let lane = self.lane(&mut lanes, &receiver);
             if lane.pending.is_empty() {
                 lane.scheduled = false;
                 return;

@@ -8,7 +8,7 @@
 //! [`run`] is the task that notifies the later levels when they fall due and publishes the
 //! updated alert each time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,8 +66,37 @@ pub struct Escalations {
     /// `<base>/v1/alerts/{id}/ack` links in messages, when the router has a public base URL.
     ack_links: Option<crate::api::AckLinks>,
     tracked: Mutex<HashMap<Uuid, Tracked>>,
+    /// Alerts resolved lately, so that a copy written before the resolution and read after
+    /// it does not bring the alert back, and acting on one says it is resolved.
+    resolved: Mutex<Resolved>,
+    /// Entries merged from two copies (an acknowledgement or resolution made on one replica
+    /// while another wrote a step), for the escalation task to save again.
+    resave: Mutex<Vec<Tracked>>,
     /// Woken when an entry is added, so that the escalation task sees a sooner deadline.
     changed: tokio::sync::Notify,
+}
+
+/// Resolved alert ids and when, the latest [`RESOLVED_KEPT`].
+#[derive(Default)]
+struct Resolved {
+    at: HashMap<Uuid, i64>,
+    order: VecDeque<Uuid>,
+}
+
+/// How many resolved alert ids are remembered.
+const RESOLVED_KEPT: usize = 100_000;
+
+impl Resolved {
+    fn remember(&mut self, id: Uuid, at: i64) {
+        if self.at.insert(id, at).is_none() {
+            self.order.push_back(id);
+            if self.order.len() > RESOLVED_KEPT {
+                if let Some(old) = self.order.pop_front() {
+                    self.at.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 impl Escalations {
@@ -86,6 +115,8 @@ impl Escalations {
             deliverer,
             ack_links,
             tracked: Mutex::new(HashMap::new()),
+            resolved: Mutex::default(),
+            resave: Mutex::default(),
             changed: tokio::sync::Notify::new(),
         })
     }
@@ -195,7 +226,7 @@ impl Escalations {
         at: DateTime<Utc>,
     ) -> Result<Tracked, AckError> {
         let mut tracked = self.tracked.lock().expect("escalations lock");
-        let entry = tracked.get_mut(&id).ok_or(AckError::Unknown(id))?;
+        let entry = tracked.get_mut(&id).ok_or_else(|| self.unknown(id))?;
         if entry.alert.resolved_at.is_some() {
             return Err(AckError::Resolved(id));
         }
@@ -217,8 +248,12 @@ impl Escalations {
         at: DateTime<Utc>,
     ) -> Result<Tracked, AckError> {
         let mut tracked = self.tracked.lock().expect("escalations lock");
-        let mut entry = tracked.remove(&id).ok_or(AckError::Unknown(id))?;
+        let mut entry = tracked.remove(&id).ok_or_else(|| self.unknown(id))?;
         let micros = at.timestamp_micros();
+        self.resolved
+            .lock()
+            .expect("resolved lock")
+            .remember(id, micros);
         if entry.alert.acknowledged_at.is_none() {
             entry.alert.acknowledged_at = Some(micros);
             entry.alert.acknowledged_by = by;
@@ -237,29 +272,110 @@ impl Escalations {
             .cloned()
     }
 
+    /// Why `id` is not held: resolved lately, or unknown here.
+    fn unknown(&self, id: Uuid) -> AckError {
+        match self
+            .resolved
+            .lock()
+            .expect("resolved lock")
+            .at
+            .contains_key(&id)
+        {
+            true => AckError::Resolved(id),
+            false => AckError::Unknown(id),
+        }
+    }
+
     /// Holds `entry` (new, or read from the state topic) unless a later copy is held; a
     /// resolved one is dropped.
-    pub fn insert(&self, entry: Tracked) {
-        let mut tracked = self.tracked.lock().expect("escalations lock");
+    ///
+    /// Any replica acknowledges or resolves, while the one assigned the alert's partition
+    /// writes its steps: of two copies, the later one wins, but an acknowledgement or a
+    /// resolution that only the other carries is kept, and the merged entry is saved again
+    /// (by the escalation task, on the replica assigned the partition).
+    pub fn insert(&self, mut entry: Tracked) {
         let id = entry.alert.id;
-        if tracked
-            .get(&id)
-            .is_some_and(|held| held.updated_at > entry.updated_at)
-        {
+        let resolved_at = match entry.alert.resolved_at {
+            Some(at) => {
+                self.resolved
+                    .lock()
+                    .expect("resolved lock")
+                    .remember(id, at);
+                Some(at)
+            }
+            None => self
+                .resolved
+                .lock()
+                .expect("resolved lock")
+                .at
+                .get(&id)
+                .copied(),
+        };
+        let mut tracked = self.tracked.lock().expect("escalations lock");
+        if let Some(at) = resolved_at {
+            tracked.remove(&id);
+            if entry.alert.resolved_at.is_none() {
+                // Written before the resolution was read there: resolved again.
+                if entry.alert.acknowledged_at.is_none() {
+                    entry.alert.acknowledged_at = Some(at);
+                }
+                entry.alert.resolved_at = Some(at);
+                entry.next_step_at = None;
+                entry.updated_at = now_micros().max(entry.updated_at + 1);
+                self.resave.lock().expect("resave lock").push(entry);
+                drop(tracked);
+                self.changed.notify_one();
+            }
             return;
         }
-        if entry.alert.resolved_at.is_some() {
-            tracked.remove(&id);
-        } else {
-            tracked.insert(id, entry);
-        }
+        let merged = match tracked.get_mut(&id) {
+            Some(held) if held.updated_at > entry.updated_at => {
+                if held.alert.acknowledged_at.is_some() || entry.alert.acknowledged_at.is_none() {
+                    return;
+                }
+                // An older copy carrying an acknowledgement made meanwhile elsewhere.
+                held.alert.acknowledged_at = entry.alert.acknowledged_at;
+                held.alert.acknowledged_by = entry.alert.acknowledged_by;
+                held.next_step_at = None;
+                held.updated_at = now_micros().max(held.updated_at + 1);
+                Some(held.clone())
+            }
+            Some(held)
+                if held.alert.acknowledged_at.is_some()
+                    && entry.alert.acknowledged_at.is_none() =>
+            {
+                // A later copy (a step sent meanwhile) without the acknowledgement held here.
+                entry.alert.acknowledged_at = held.alert.acknowledged_at;
+                entry.alert.acknowledged_by = held.alert.acknowledged_by.clone();
+                entry.next_step_at = None;
+                entry.updated_at = now_micros().max(entry.updated_at + 1);
+                *held = entry.clone();
+                Some(entry)
+            }
+            _ => {
+                tracked.insert(id, entry);
+                None
+            }
+        };
         drop(tracked);
+        if let Some(merged) = merged {
+            self.resave.lock().expect("resave lock").push(merged);
+        }
         self.changed.notify_one();
     }
 
     /// Forgets `id` (resolved: its state was deleted).
     pub fn remove(&self, id: Uuid) {
         self.tracked.lock().expect("escalations lock").remove(&id);
+        let mut resolved = self.resolved.lock().expect("resolved lock");
+        if !resolved.at.contains_key(&id) {
+            resolved.remember(id, now_micros());
+        }
+    }
+
+    /// The merged entries to save again.
+    fn take_resave(&self) -> Vec<Tracked> {
+        std::mem::take(&mut *self.resave.lock().expect("resave lock"))
     }
 
     /// The PagerDuty receivers the alert was delivered to, for acknowledge and resolve
@@ -387,6 +503,16 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     loop {
+        for entry in escalations.take_resave() {
+            if !owns(&entry.topic, entry.partition) {
+                continue;
+            }
+            let id = entry.alert.id;
+            tracing::info!(alert = %id, "saving an alert merged from two replicas' copies");
+            if let Err(error) = publish(entry, Vec::new()).await {
+                tracing::error!(alert = %id, %error, "publishing a merged alert failed");
+            }
+        }
         let now = Utc::now();
         for id in escalations.due(now, &*owns) {
             match escalations.escalate(id, now).await {

@@ -8,7 +8,8 @@
 //!
 //! Alerts to teams (`team:` routes) go through `escalation` (who is on call: `oncall`), which
 //! keeps them in the state topic (`state`) until resolved; `api` serves acknowledge, resolve
-//! and silences on the router's HTTP server.
+//! and silences on the router's HTTP server. Groups, rate-limit slots and spike baselines
+//! are kept in the same topic, so they survive restarts.
 
 pub mod api;
 mod channels;
@@ -41,6 +42,8 @@ pub use routes::{Routed, Routes, RoutesError, TEAM_PREFIX};
 pub use spikes::SpikeDetector;
 
 const STAGE: &str = "router";
+/// How long the last save of the spike states at shutdown may take.
+const SHUTDOWN_SAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
@@ -88,53 +91,28 @@ async fn start(
     serve: bool,
 ) -> Result<(), RouterError> {
     let publisher = services.publisher("earshot-router")?;
-    let mut stage = RouterStage::new(&services, publisher.clone(), shutdown.clone())?;
+    let stage = RouterStage::new(&services, publisher.clone(), shutdown.clone())?;
     let enriched = services.config.topics.enriched.clone();
-    // The state: read it all before the first mention, then keep following it.
-    let table = services
-        .state_table(&services.config.topics.router_state, "earshot-router")
-        .await?;
-    let state = state::RouterState::new(table.writer);
-    let follower = tokio::spawn(state::follow(
-        table.updates,
-        stage.escalations.clone(),
-        stage.silences.clone(),
-    ));
-    let mut caught_up = table.caught_up;
-    tokio::select! {
-        result = caught_up.wait_for(|caught| *caught) => {
-            result.map_err(|_| earshot_core::bus::BusError::Consume("the state reader stopped".into()))?;
-        }
-        _ = shutdown.cancelled() => return Ok(()),
-    }
-    stage.state = Some(state.clone());
     let publish = stage.publish_update();
-    let owned = services.owned.clone();
-    let owned_topic = enriched.clone();
-    // Stopped with the stage, without cancelling the caller's token (the embedded mode's
-    // stages share it).
-    let escalation_stop = shutdown.child_token();
-    let escalator = tokio::spawn(escalation::run(
-        stage.escalations.clone(),
-        publish.clone(),
-        Box::new(move |topic: &str, partition| {
-            topic == owned_topic && owned.owns(&owned_topic, partition)
-        }),
-        escalation_stop.clone(),
-    ));
+    // Not ready until the state is read; meanwhile the API answers 503 (and `/healthz`
+    // passes), so that a slow start is not taken for a dead process.
+    let state_loaded = services.health.ready_flag("router state loaded");
     if serve {
         let routes = match &services.config.router.api {
             Some(config) => {
                 let token = api_token(config)?;
+                let cell = stage.state.clone();
                 let api = api::Api {
                     links: stage.ack_links.clone(),
                     token,
                     escalations: stage.escalations.clone(),
                     silences: stage.silences.clone(),
-                    publish,
+                    publish: publish.clone(),
+                    loaded: stage.state.clone(),
                     save_silence: Arc::new(move |id, silence| {
-                        let state = state.clone();
+                        let cell = cell.clone();
                         Box::pin(async move {
+                            let state = cell.get().ok_or("the state is not read yet")?;
                             let ack = state.save_silence(id, silence.as_ref()).await;
                             ack.await.map_err(|e| e.to_string())
                         })
@@ -153,6 +131,44 @@ async fn start(
         )
         .await?;
     }
+    // The state: read it all before the first mention, then keep following it.
+    let table = services
+        .state_table(&services.config.topics.router_state, "earshot-router")
+        .await?;
+    let state = state::RouterState::new(table.writer);
+    let follower = tokio::spawn(state::follow(
+        table.updates,
+        state::Restore {
+            escalations: stage.escalations.clone(),
+            silences: stage.silences.clone(),
+            grouper: stage.grouper.clone(),
+            outbox: stage.outbox.clone(),
+            spikes: stage.spike_inbox.clone(),
+            writer_id: state.writer_id,
+        },
+    ));
+    let mut caught_up = table.caught_up;
+    tokio::select! {
+        result = caught_up.wait_for(|caught| *caught) => {
+            result.map_err(|_| earshot_core::bus::BusError::Consume("the state reader stopped".into()))?;
+        }
+        _ = shutdown.cancelled() => return Ok(()),
+    }
+    let _ = stage.state.set(state);
+    state_loaded.set(true);
+    let owned = services.owned.clone();
+    let owned_topic = enriched.clone();
+    // Stopped with the stage, without cancelling the caller's token (the embedded mode's
+    // stages share it).
+    let escalation_stop = shutdown.child_token();
+    let escalator = tokio::spawn(escalation::run(
+        stage.escalations.clone(),
+        publish.clone(),
+        Box::new(move |topic: &str, partition| {
+            topic == owned_topic && owned.owns(&owned_topic, partition)
+        }),
+        escalation_stop.clone(),
+    ));
     let result = services
         .run_consumer(stage, STAGE, &[&enriched], publisher, shutdown.clone())
         .await;
@@ -189,8 +205,14 @@ pub struct RouterStage {
     escalations: Arc<Escalations>,
     /// Silences set by API.
     silences: Arc<silences::Silences>,
-    /// Where `escalations` and `silences` are saved; none until restored.
-    state: Option<state::RouterState>,
+    /// Where escalations, silences, groups, rate-limit slots and spike states are saved;
+    /// empty until the state is read.
+    state: state::StateCell,
+    /// Spike states saved by other processes, for `spikes` to take up.
+    spike_inbox: spikes::SpikeInbox,
+    /// The input partition of each watchlist whose spike state was saved, for the last save
+    /// at shutdown.
+    spike_partitions: std::collections::HashMap<String, i32>,
     ack_links: Option<api::AckLinks>,
     /// Groups of the routes with `group_by`, sent through the outbox.
     grouper: Arc<grouping::Grouper>,
@@ -227,7 +249,15 @@ impl RouterStage {
                 .transpose()?,
             None => None,
         };
-        let outbox = digest::Outbox::new(config, deliverer.clone(), shutdown.clone());
+        let state = state::StateCell::default();
+        let spike_inbox = spikes::SpikeInbox::default();
+        let outbox =
+            digest::Outbox::new(config, deliverer.clone(), shutdown.clone(), state.clone());
+        let (owned, enriched) = (
+            services.owned.clone(),
+            services.config.topics.enriched.clone(),
+        );
+        let owns: grouping::Owns = Box::new(move |partition| owned.owns(&enriched, partition));
         Ok(RouterStage {
             routes: Routes::new(config)?,
             escalations: Arc::new(Escalations::new(
@@ -236,12 +266,15 @@ impl RouterStage {
                 ack_links.clone(),
             )?),
             silences: Arc::new(silences::Silences::default()),
-            state: None,
+            state: state.clone(),
+            spike_partitions: Default::default(),
             ack_links,
             grouper: Arc::new(grouping::Grouper::new(
                 &config.routes,
                 outbox.clone(),
                 shutdown,
+                state,
+                owns,
             )),
             outbox,
             services: services.clone(),
@@ -249,7 +282,11 @@ impl RouterStage {
             metrics: services.metrics.clone(),
             alerts_topic: Arc::from(services.config.topics.alerts.as_str()),
             deadletter_topic: Arc::from(services.config.topics.deadletter.as_str()),
-            spikes: config.spikes.clone().map(SpikeDetector::new),
+            spikes: config
+                .spikes
+                .clone()
+                .map(|spikes| SpikeDetector::new(spikes).with_inbox(spike_inbox.clone())),
+            spike_inbox,
         })
     }
 }
@@ -257,6 +294,36 @@ impl RouterStage {
 impl Stage for RouterStage {
     fn name(&self) -> &'static str {
         STAGE
+    }
+
+    /// Saves every watchlist's spike state, so that the next router goes on from the open
+    /// windows as they are now.
+    fn finish(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let (Some(detector), Some(state)) = (&self.spikes, self.state.get()) else {
+                return;
+            };
+            let mut acks = Vec::new();
+            for (watchlist, spike_state) in detector.states() {
+                let Some(partition) = self.spike_partitions.get(watchlist) else {
+                    continue;
+                };
+                let saved = spikes::SavedSpikes {
+                    writer: state.writer_id,
+                    state: spike_state.clone(),
+                };
+                acks.push(state.save_spikes(*partition, watchlist, &saved).await);
+            }
+            let all = futures::future::join_all(acks);
+            match tokio::time::timeout(SHUTDOWN_SAVE_TIMEOUT, all).await {
+                Ok(results) => {
+                    for error in results.into_iter().filter_map(Result::err) {
+                        tracing::warn!(%error, "saving a spike state at shutdown failed");
+                    }
+                }
+                Err(_) => tracing::warn!("saving the spike states at shutdown timed out"),
+            }
+        })
     }
 
     fn handle(&mut self, record: InRecord) -> BoxFuture<'_, Completion> {
@@ -280,9 +347,32 @@ impl Stage for RouterStage {
             }
             // Spikes are found as windows close, by the mentions' own times; each goes down
             // the tree and its alerts complete with this record's.
-            let found = match &mut self.spikes {
-                Some(detector) => detector.observe(&enriched),
-                None => Vec::new(),
+            let (found, spike_state) = match &mut self.spikes {
+                Some(detector) => {
+                    let found = detector.observe(&enriched);
+                    let to_save =
+                        detector.to_save(&enriched.watchlist, tokio::time::Instant::now());
+                    (found, to_save)
+                }
+                None => (Vec::new(), None),
+            };
+            // Saved before the record completes (at least every `SAVE_EVERY`, and as each
+            // window closes), so a restarted router goes on from it.
+            let spike_ack = match (spike_state, self.state.get()) {
+                (Some(spike_state), Some(state)) => {
+                    self.spike_partitions
+                        .insert(enriched.watchlist.clone(), record.partition);
+                    let saved = spikes::SavedSpikes {
+                        writer: state.writer_id,
+                        state: spike_state,
+                    };
+                    Some(
+                        state
+                            .save_spikes(record.partition, &enriched.watchlist, &saved)
+                            .await,
+                    )
+                }
+                _ => None,
             };
             let enriched = Arc::new(enriched);
             let mut alerts: Vec<(Alert, String, Arc<EnrichedMention>)> = mention_alerts
@@ -297,7 +387,14 @@ impl Stage for RouterStage {
                     .discarded
                     .with_label_values(&[STAGE, "true"])
                     .inc();
-                return futures::future::ready(Ok(())).boxed();
+                return match spike_ack {
+                    Some(ack) => async move {
+                        spike_saved(ack).await;
+                        Ok(())
+                    }
+                    .boxed(),
+                    None => futures::future::ready(Ok(())).boxed(),
+                };
             }
             let traceparent =
                 Bytes::from(trace_context::child(record.header(headers::TRACEPARENT)));
@@ -309,8 +406,12 @@ impl Stage for RouterStage {
             let alerts_topic = self.alerts_topic.clone();
             let deadletter_topic = self.deadletter_topic.clone();
             let escalations = self.escalations.clone();
-            let state = self.state.clone();
+            let state = self.state.get().cloned();
+            let partition = record.partition;
             Box::pin(async move {
+                if let Some(ack) = spike_ack {
+                    spike_saved(ack).await;
+                }
                 // The alerts of one record go out concurrently (each maybe in a group or a
                 // digest), then are published in order.
                 let deliveries =
@@ -319,9 +420,10 @@ impl Stage for RouterStage {
                         async move {
                             match alert.team {
                                 Some(_) => None,
-                                None => {
-                                    Some(send(grouper, outbox, alert, receiver, enriched).await)
-                                }
+                                None => Some(
+                                    send(grouper, outbox, alert, receiver, enriched, partition)
+                                        .await,
+                                ),
                             }
                         }
                     }))
@@ -385,40 +487,17 @@ impl Stage for RouterStage {
                             .with_label_values(&[STAGE, "delivery"])
                             .inc();
                         tracing::error!(alert = %alert.id, receiver, %reason, "delivery failed after every retry; dead-lettering the alert");
+                        let source = (record.topic.as_ref(), record.partition, record.offset);
                         acks.push(
                             publisher
-                                .publish(OutRecord {
-                                    topic: deadletter_topic.clone(),
+                                .publish(delivery_dead_letter(
+                                    deadletter_topic.clone(),
                                     key,
                                     payload,
-                                    headers: vec![
-                                        (headers::TRACEPARENT.to_owned(), traceparent.clone()),
-                                        (
-                                            headers::DLQ_SOURCE_TOPIC.to_owned(),
-                                            Bytes::from(record.topic.to_string()),
-                                        ),
-                                        (
-                                            headers::DLQ_SOURCE_PARTITION.to_owned(),
-                                            Bytes::from(record.partition.to_string()),
-                                        ),
-                                        (
-                                            headers::DLQ_SOURCE_OFFSET.to_owned(),
-                                            Bytes::from(record.offset.to_string()),
-                                        ),
-                                        (
-                                            headers::DLQ_STAGE.to_owned(),
-                                            Bytes::from_static(STAGE.as_bytes()),
-                                        ),
-                                        (
-                                            headers::DLQ_ERROR_TYPE.to_owned(),
-                                            Bytes::from_static(b"delivery"),
-                                        ),
-                                        (
-                                            headers::DLQ_ERROR.to_owned(),
-                                            Bytes::from(format!("receiver {receiver}: {reason}")),
-                                        ),
-                                    ],
-                                })
+                                    traceparent.clone(),
+                                    Some(source),
+                                    format!("receiver {receiver}: {reason}"),
+                                ))
                                 .await,
                         );
                     }
@@ -434,6 +513,61 @@ impl Stage for RouterStage {
                 Ok(())
             }) as Completion
         })
+    }
+}
+
+/// Waits for a spike state's save. A failed one (too large for the topic, broker down) is
+/// logged and costs only the state's freshness after a restart: never the record.
+async fn spike_saved(ack: earshot_core::bus::Ack) {
+    if let Err(error) = ack.await {
+        tracing::warn!(%error, "saving a spike state failed");
+    }
+}
+
+/// The dead-letter record of an alert a delivery of which failed after every retry: the
+/// alert's payload under its key, the reason, and the input record it came from (`source`:
+/// topic, partition, offset), when a record (not the escalation task) sent it.
+fn delivery_dead_letter(
+    topic: Arc<str>,
+    key: Option<Bytes>,
+    payload: Bytes,
+    traceparent: Bytes,
+    source: Option<(&str, i32, i64)>,
+    reason: String,
+) -> OutRecord {
+    let mut record_headers = vec![(headers::TRACEPARENT.to_owned(), traceparent)];
+    if let Some((source_topic, partition, offset)) = source {
+        record_headers.extend([
+            (
+                headers::DLQ_SOURCE_TOPIC.to_owned(),
+                Bytes::from(source_topic.to_owned()),
+            ),
+            (
+                headers::DLQ_SOURCE_PARTITION.to_owned(),
+                Bytes::from(partition.to_string()),
+            ),
+            (
+                headers::DLQ_SOURCE_OFFSET.to_owned(),
+                Bytes::from(offset.to_string()),
+            ),
+        ]);
+    }
+    record_headers.extend([
+        (
+            headers::DLQ_STAGE.to_owned(),
+            Bytes::from_static(STAGE.as_bytes()),
+        ),
+        (
+            headers::DLQ_ERROR_TYPE.to_owned(),
+            Bytes::from_static(b"delivery"),
+        ),
+        (headers::DLQ_ERROR.to_owned(), Bytes::from(reason)),
+    ]);
+    OutRecord {
+        topic,
+        key,
+        payload,
+        headers: record_headers,
     }
 }
 
@@ -504,30 +638,18 @@ impl RouterStage {
                         tracing::error!(alert = %tracked.alert.id, team = %tracked.team, %reason, "escalation delivery failed after every retry; dead-lettering the alert");
                         acks.push(
                             publisher
-                                .publish(OutRecord {
-                                    topic: deadletter_topic,
+                                .publish(delivery_dead_letter(
+                                    deadletter_topic,
                                     key,
                                     payload,
-                                    headers: vec![
-                                        (headers::TRACEPARENT.to_owned(), traceparent),
-                                        (
-                                            headers::DLQ_STAGE.to_owned(),
-                                            Bytes::from_static(STAGE.as_bytes()),
-                                        ),
-                                        (
-                                            headers::DLQ_ERROR_TYPE.to_owned(),
-                                            Bytes::from_static(b"delivery"),
-                                        ),
-                                        (
-                                            headers::DLQ_ERROR.to_owned(),
-                                            Bytes::from(format!("team {}: {reason}", tracked.team)),
-                                        ),
-                                    ],
-                                })
+                                    traceparent,
+                                    None,
+                                    format!("team {}: {reason}", tracked.team),
+                                ))
                                 .await,
                         );
                     }
-                    if let Some(state) = &state {
+                    if let Some(state) = state.get() {
                         acks.push(state.save_alert(&tracked).await);
                     }
                     for ack in acks {
@@ -551,17 +673,18 @@ impl RouterStage {
     }
 }
 
-/// Sends one alert: in its route's group when the route groups, else alone, both through
-/// the receiver's rate limit. Resolves with the alert's own delivery record once the message
-/// that carried it is delivered or has failed.
+/// Sends one alert, read from input `partition`: in its route's group when the route groups,
+/// else alone, both through the receiver's rate limit. Resolves with the alert's own delivery
+/// record once the message that carried it is delivered or has failed.
 async fn send(
     grouper: &grouping::Grouper,
     outbox: &Arc<digest::Outbox>,
     alert: &Alert,
     receiver: &str,
     enriched: &Arc<EnrichedMention>,
+    partition: i32,
 ) -> Result<Delivery, StageError> {
-    let delivery = match grouper.submit(alert.clone(), receiver, enriched.clone()) {
+    let delivery = match grouper.submit(alert.clone(), receiver, enriched.clone(), partition) {
         Some(waiting) => waiting.await.unwrap_or(Err(StageError::Interrupted))?,
         None => {
             let single = grouping::Notification::single(alert.clone(), enriched.clone(), receiver);

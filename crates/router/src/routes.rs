@@ -34,6 +34,8 @@ pub struct Routes {
     discard: Vec<String>,
     /// Sensitive topic names in config order, for stable `review_topics`.
     topic_order: Vec<String>,
+    /// `router.spam_threshold`: a mention this spammy reaches no route.
+    spam_threshold: f64,
 }
 
 /// Where one mention went: the matched route, the path of route names from the top of the
@@ -231,6 +233,7 @@ impl Routes {
             topic_order,
             intervals,
             discard,
+            spam_threshold: config.spam_threshold.0,
         })
     }
 
@@ -248,9 +251,9 @@ impl Routes {
     /// routes to discarding receivers, which raise no alert).
     ///
     /// A retraction (the post was deleted at its source) reaches no route: nothing is
-    /// alerted about a post that no longer exists.
+    /// alerted about a post that no longer exists. Nor does spam ([`Routes::held_as_spam`]).
     pub fn route(&self, enriched: &EnrichedMention, at: DateTime<Utc>) -> Vec<Routed> {
-        if enriched.mention.is_retraction() {
+        if enriched.mention.is_retraction() || self.held_as_spam(enriched) {
             return Vec::new();
         }
         let mut found = Vec::new();
@@ -282,6 +285,17 @@ impl Routes {
             }
         }
         found
+    }
+
+    /// Whether the mention is spam by `router.spam_threshold`: it pages nobody, whatever
+    /// the routes say.
+    pub fn held_as_spam(&self, enriched: &EnrichedMention) -> bool {
+        enriched.spam_score >= self.spam_threshold
+    }
+
+    /// The spam threshold in force.
+    pub fn spam_threshold(&self) -> f64 {
+        self.spam_threshold
     }
 
     /// Tries `nodes` in order; returns whether any matched.
@@ -612,6 +626,40 @@ routes:
             },
             ..mention()
         }
+    }
+
+    /// The tree has one route for every mention of acme and no spam matcher: the guard
+    /// holds spam back anyway, from its configured score on.
+    #[test]
+    fn spam_pages_nobody_whatever_the_routes_say() {
+        let tree = |threshold: &str| -> Routes {
+            let yaml = format!(
+                "{threshold}\nreceivers: [{{ name: care, console: true }}]\nroutes:\n  - {{ name: all-acme, watchlist: acme, receiver: care }}\n"
+            );
+            let config: RouterConfig = config::Config::builder()
+                .add_source(config::File::from_str(&yaml, config::FileFormat::Yaml))
+                .build()
+                .unwrap()
+                .try_deserialize()
+                .unwrap();
+            Routes::new(&config).unwrap()
+        };
+        let at: DateTime<Utc> = "2026-11-25T09:30:00Z".parse().unwrap();
+        let spammy = |score: f64| {
+            FixtureMention {
+                spam_score: score,
+                ..mention()
+            }
+            .enriched("spam")
+        };
+        let default = tree("");
+        assert_eq!(default.route(&spammy(0.49), at).len(), 1);
+        assert!(default.route(&spammy(0.5), at).is_empty());
+        assert!(default.evaluate(&spammy(0.97)).is_empty());
+        assert!(default.held_as_spam(&spammy(0.5)));
+        let lenient = tree("spam_threshold: 0.9");
+        assert_eq!(lenient.route(&spammy(0.6), at).len(), 1);
+        assert!(lenient.route(&spammy(0.9), at).is_empty());
     }
 
     #[test]

@@ -21,11 +21,19 @@
 //!   once warmed up, so that one burst does not inflate the baseline and hide the next one,
 //!   while a lasting change of level is still learned, one band a window.
 //!
-//! [`WatchlistState`] is plain serde data, so that it can be persisted and restored
-//! ([`SpikeDetector::states`], [`SpikeDetector::restore`]).
+//! [`WatchlistState`] is plain serde data, kept in the state topic (`spike/<watchlist>`,
+//! [`SavedSpikes`]): saved when a window closes, at most every [`SAVE_EVERY`] while one is
+//! open, and at shutdown ([`SpikeDetector::to_save`], [`SpikeDetector::states`]). A router
+//! restarted, or newly assigned the watchlist's partition, takes up the saved state
+//! ([`SpikeInbox`]) at the watchlist's next mention, so it detects spikes against the
+//! baseline learned before, without warming up again. After a crash (no shutdown save),
+//! the open window's counts are those of its last save, and the records read again since
+//! the last committed offset may count twice or not at all.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use earshot_core::config::SpikesConfig;
 use earshot_core::model::{
@@ -33,8 +41,45 @@ use earshot_core::model::{
     SpikeCount, SpikeSample, ALERT_KIND_SPIKE, ID_NAMESPACE,
 };
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use uuid::Uuid;
 
 use crate::routes::Routes;
+
+/// A watchlist's open window is saved at most this often (windows that close are saved at
+/// once).
+pub const SAVE_EVERY: Duration = Duration::from_secs(5);
+
+/// A watchlist's entry in the state topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedSpikes {
+    /// The process that wrote it (its own entries read back are not taken up again).
+    pub writer: Uuid,
+    pub state: WatchlistState,
+}
+
+/// Spike states saved by other processes (or before a restart), waiting for the detector to
+/// take them up at their watchlist's next mention.
+#[derive(Clone, Default)]
+pub struct SpikeInbox(Arc<InboxInner>);
+
+#[derive(Default)]
+struct InboxInner {
+    /// Bumped on every put, so that the detector looks in only when something came.
+    version: AtomicU64,
+    states: Mutex<HashMap<String, WatchlistState>>,
+}
+
+impl SpikeInbox {
+    pub fn put(&self, watchlist: String, state: WatchlistState) {
+        self.0
+            .states
+            .lock()
+            .expect("spike inbox lock")
+            .insert(watchlist, state);
+        self.0.version.fetch_add(1, Ordering::Release);
+    }
+}
 
 /// The intent, source kind and author of the mention a spike goes down the routing tree as.
 pub const SPIKE_INTENT: &str = "spike";
@@ -62,6 +107,13 @@ pub struct SpikeDetector {
     config: SpikesConfig,
     window_micros: i64,
     watchlists: HashMap<String, WatchlistState>,
+    inbox: SpikeInbox,
+    /// The inbox's version last drained into `restored`.
+    inbox_seen: u64,
+    /// Saved states not yet taken up.
+    restored: HashMap<String, WatchlistState>,
+    /// Per watchlist, the window start and time of its last save.
+    saved: HashMap<String, (i64, Instant)>,
 }
 
 /// What is kept per watchlist: the baseline, the open window and the cooldowns.
@@ -139,7 +191,58 @@ impl SpikeDetector {
             window_micros: (config.window_secs.max(1) as i64).saturating_mul(1_000_000),
             config,
             watchlists: HashMap::new(),
+            inbox: SpikeInbox::default(),
+            inbox_seen: 0,
+            restored: HashMap::new(),
+            saved: HashMap::new(),
         }
+    }
+
+    /// Where saved states come in.
+    pub fn with_inbox(mut self, inbox: SpikeInbox) -> Self {
+        self.inbox = inbox;
+        self
+    }
+
+    /// Takes up the saved state of `watchlist` unless the one held here is further along
+    /// (a late save of the replica that had the partition before).
+    fn take_up(&mut self, watchlist: &str) {
+        let version = self.inbox.0.version.load(Ordering::Acquire);
+        if version != self.inbox_seen {
+            self.inbox_seen = version;
+            let mut states = self.inbox.0.states.lock().expect("spike inbox lock");
+            self.restored.extend(states.drain());
+        }
+        if self.restored.is_empty() {
+            return;
+        }
+        let Some(saved) = self.restored.remove(watchlist) else {
+            return;
+        };
+        let newer = match self.watchlists.get(watchlist) {
+            None => true,
+            Some(held) => {
+                (saved.window.start, saved.window.mentions)
+                    > (held.window.start, held.window.mentions)
+            }
+        };
+        if newer {
+            self.watchlists.insert(watchlist.to_owned(), saved);
+        }
+    }
+
+    /// The state of `watchlist` to save now, when it has not been saved since its window
+    /// opened or for [`SAVE_EVERY`].
+    pub fn to_save(&mut self, watchlist: &str, now: Instant) -> Option<WatchlistState> {
+        let state = self.watchlists.get(watchlist)?;
+        if let Some((start, at)) = self.saved.get(watchlist) {
+            if *start == state.window.start && now.duration_since(*at) < SAVE_EVERY {
+                return None;
+            }
+        }
+        self.saved
+            .insert(watchlist.to_owned(), (state.window.start, now));
+        Some(state.clone())
     }
 
     /// Counts one enriched copy in its watchlist's window; returns the spikes of the windows
@@ -153,6 +256,7 @@ impl SpikeDetector {
         }
         let at = enriched.mention.collected_at;
         let start = at.div_euclid(self.window_micros) * self.window_micros;
+        self.take_up(watchlist);
         // Looked up by reference: the key is allocated only for a watchlist's first mention.
         if !self.watchlists.contains_key(watchlist) {
             self.watchlists.insert(

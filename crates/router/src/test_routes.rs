@@ -257,7 +257,8 @@ pub fn check(routes: &Routes, fixtures: &Fixtures) -> Report {
     let mut report = Report::default();
     for case in &fixtures.tests {
         let at = case.at.unwrap_or_else(Utc::now);
-        let routed = routes.route(&case.mention.enriched(&case.name), at);
+        let enriched = case.mention.enriched(&case.name);
+        let routed = routes.route(&enriched, at);
         // A silenced alert reaches no receiver.
         let receivers: Vec<&str> = routed
             .iter()
@@ -290,7 +291,14 @@ pub fn check(routes: &Routes, fixtures: &Fixtures) -> Report {
         }
         let verdict = if problems.is_empty() { "ok  " } else { "FAIL" };
         let _ = writeln!(report.text, "{verdict} {}", case.name);
-        if routed.is_empty() {
+        if routed.is_empty() && routes.held_as_spam(&enriched) {
+            let _ = writeln!(
+                report.text,
+                "       held back as spam: spam_score {:.2} ≥ router.spam_threshold {}",
+                enriched.spam_score,
+                routes.spam_threshold()
+            );
+        } else if routed.is_empty() {
             let _ = writeln!(report.text, "       no route matched");
         }
         for r in &routed {

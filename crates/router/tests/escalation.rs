@@ -197,7 +197,17 @@ async fn acknowledging_stops_escalation_and_pagerduty_hears_acknowledge_and_reso
     let again = post(format!("/v1/alerts/{id}/resolve"), Some(token), json!({}))
         .await
         .unwrap();
-    assert_eq!(again.status(), 404, "a resolved alert is forgotten");
+    assert_eq!(again.status(), 409, "a resolved alert is known as resolved");
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(
+        body["error"],
+        format!("alert {id} is already resolved"),
+        "{body}"
+    );
+    let acked = post(format!("/v1/alerts/{id}/ack"), Some(token), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(acked.status(), 409);
 
     // The alerts topic carries the alert as raised, acknowledged, then resolved.
     let alerts = published_alerts(&bus, &services, id).await;
@@ -275,10 +285,41 @@ async fn the_signed_acknowledge_link_and_api_silences_work() {
         .await
         .unwrap();
     assert_eq!(forged.status(), 401);
-    let clicked = http.get(&link).send().await.unwrap();
-    assert_eq!(clicked.status(), 200);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(hook.requests().len(), 1, "the link stopped the escalation");
+    // Opening the link (a GET, as link previews and scanners do too) changes nothing: it
+    // shows a page whose button POSTs the same URL.
+    let opened = http.get(&link).send().await.unwrap();
+    assert_eq!(opened.status(), 200);
+    assert!(opened.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let page = opened.text().await.unwrap();
+    let sig = link.rsplit_once("sig=").unwrap().1;
+    assert!(
+        page.contains(&format!("<form method=\"post\" action=\"ack?sig={sig}\">")),
+        "{page}"
+    );
+    let forged_post = http
+        .post(format!("{base}/v1/alerts/{id}/ack?sig=00ff"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged_post.status(), 401);
+    // Level 2 is due 2 s after level 1: only opened, the link did not acknowledge.
+    hook.wait_for(2, Duration::from_secs(20)).await;
+    let confirmed = http.post(&link).send().await.unwrap();
+    assert_eq!(confirmed.status(), 200);
+    assert!(confirmed.text().await.unwrap().contains("acknowledged"));
+    let status = http
+        .post(format!("{base}/v1/alerts/{id}/ack"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 200);
+    let status: Value = status.json().await.unwrap();
+    // Acknowledging again keeps the first person: the button's POST acknowledged.
+    assert_eq!(status["acknowledged_by"], "ack link", "{status}");
 
     // A silence by API: the same author's next mention raises nothing while it holds.
     let unauthorized = http
@@ -325,7 +366,7 @@ async fn the_signed_acknowledge_link_and_api_silences_work() {
     publish_memory(&bus, &services, &second).await;
     wait_idle(&bus).await;
     assert_eq!(bus.records(&config.topics.alerts).len(), alerts_before);
-    assert_eq!(hook.requests().len(), 1);
+    assert_eq!(hook.requests().len(), 2);
 
     let removed = http
         .delete(format!(
@@ -339,7 +380,7 @@ async fn the_signed_acknowledge_link_and_api_silences_work() {
     assert_eq!(removed.status(), 204);
     let (_, third) = common::acme_alert(&unique("after"), "Acme once more", ROUTE);
     publish_memory(&bus, &services, &third).await;
-    hook.wait_for(2, Duration::from_secs(20)).await;
+    hook.wait_for(3, Duration::from_secs(20)).await;
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(15), task)
@@ -347,6 +388,114 @@ async fn the_signed_acknowledge_link_and_api_silences_work() {
         .expect("the router stops")
         .unwrap()
         .unwrap();
+}
+
+/// Any replica acknowledges or resolves, while the one assigned the partition writes the
+/// steps: whichever order the two copies are read in, the acknowledgement or resolution
+/// holds, and the merged entry is saved again by the escalation task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_written_at_once_by_two_replicas_keep_the_acknowledgement_and_resolution() {
+    use earshot_router::{escalation, Deliverer, Escalations, Tracked};
+    let config = team_router("http://127.0.0.1:9/hook", None, 3_600);
+    let deliverer = Deliverer::new(
+        &config,
+        earshot_core::telemetry::Metrics::default(),
+        CancellationToken::new(),
+    )
+    .unwrap();
+    let escalations = Arc::new(Escalations::new(&config, Arc::new(deliverer), None).unwrap());
+    let saved: Arc<Mutex<Vec<Tracked>>> = Arc::default();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(escalation::run(
+        escalations.clone(),
+        {
+            let saved = saved.clone();
+            Arc::new(move |entry: Tracked, _| {
+                saved.lock().unwrap().push(entry);
+                Box::pin(async { Ok(()) })
+            })
+        },
+        Box::new(|_: &str, _| true),
+        stop.clone(),
+    ));
+    let tracked = |native: &str| {
+        let (alert, enriched) = common::acme_alert(&unique(native), "Acme ate my order", ROUTE);
+        let later = earshot_core::model::now_micros() + 3_600_000_000;
+        let step = Tracked {
+            alert,
+            enriched,
+            team: "support".into(),
+            topic: "enriched".into(),
+            partition: 0,
+            steps_notified: 2,
+            next_step_at: Some(later),
+            updated_at: 300,
+        };
+        let mut acknowledged = step.clone();
+        acknowledged.steps_notified = 1;
+        acknowledged.alert.acknowledged_at = Some(150);
+        acknowledged.alert.acknowledged_by = Some("ana".into());
+        acknowledged.next_step_at = None;
+        acknowledged.updated_at = 200;
+        (step, acknowledged)
+    };
+    let wait_saved = |count: usize| {
+        let saved = saved.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while saved.lock().unwrap().len() < count {
+                assert!(Instant::now() < deadline, "not saved again");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    // The step (later) is read first, then the acknowledged copy (older).
+    let (step, acknowledged) = tracked("merge-a");
+    let id = step.alert.id;
+    escalations.insert(step.clone());
+    escalations.insert(acknowledged.clone());
+    let held = escalations.get(id).unwrap();
+    assert_eq!(held.alert.acknowledged_by.as_deref(), Some("ana"));
+    assert_eq!(held.alert.acknowledged_at, Some(150));
+    assert_eq!(held.steps_notified, 2, "the step stays sent");
+    assert_eq!(held.next_step_at, None, "no further step");
+    assert!(held.updated_at > 300, "the merged copy is the latest");
+    wait_saved(1).await;
+    assert_eq!(saved.lock().unwrap()[0], held);
+
+    // The other order: the acknowledgement is read first, then the later step without it.
+    let (step, acknowledged) = tracked("merge-b");
+    escalations.insert(acknowledged);
+    escalations.insert(step.clone());
+    let held = escalations.get(step.alert.id).unwrap();
+    assert_eq!(held.alert.acknowledged_by.as_deref(), Some("ana"));
+    assert_eq!((held.steps_notified, held.next_step_at), (2, None));
+    wait_saved(2).await;
+
+    // Resolved here; a copy written before the resolution, read after it, does not bring
+    // the alert back, and is saved again as resolved.
+    escalations.resolve(id, None, chrono::Utc::now()).unwrap();
+    escalations.insert(step_of(&saved, 0));
+    assert!(escalations.get(id).is_none());
+    assert!(matches!(
+        escalations.acknowledge(id, None, chrono::Utc::now()),
+        Err(escalation::AckError::Resolved(_))
+    ));
+    wait_saved(3).await;
+    let resaved = saved.lock().unwrap()[2].clone();
+    assert_eq!(resaved.alert.id, id);
+    assert!(resaved.alert.resolved_at.is_some());
+
+    stop.cancel();
+    task.await.unwrap();
+}
+
+fn step_of(saved: &Mutex<Vec<earshot_router::Tracked>>, n: usize) -> earshot_router::Tracked {
+    let mut entry = saved.lock().unwrap()[n].clone();
+    entry.alert.acknowledged_at = None;
+    entry.updated_at -= 1;
+    entry
 }
 
 /// A route of every `acme` mention to the team `support` (ana on call, then ben), whose

@@ -270,6 +270,46 @@ async fn a_group_that_cannot_be_delivered_dead_letters_each_of_its_alerts() {
     stop(shutdown, router).await;
 }
 
+/// In the embedded mode the state does not outlive the process: a group pending at shutdown
+/// is sent then, rather than left for a next router that would not know it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_durable_state_a_pending_group_is_sent_at_shutdown() {
+    let hook = Fake::start(|_| 0).await;
+    let route = RouteConfig {
+        name: "acme-all".into(),
+        watchlist: Some("acme".into()),
+        receiver: Some("hook".into()),
+        group_by: Some(vec![]),
+        group_wait_secs: Some(600),
+        ..RouteConfig::default()
+    };
+    let receiver = ReceiverConfig {
+        name: "hook".into(),
+        webhook: Some(WebhookConfig {
+            url: Some(hook.url("/hook")),
+            allow_private: true,
+            ..WebhookConfig::default()
+        }),
+        ..ReceiverConfig::default()
+    };
+    let (bus, services, shutdown, router) = start(route, receiver).await;
+    publish(&bus, &services, &mention("s0", "@a")).await;
+    wait_until(|| {
+        services
+            .metrics
+            .received
+            .with_label_values(&["router"])
+            .get()
+            == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(hook.requests().is_empty(), "sent before group_wait");
+    stop(shutdown, router).await;
+    assert_eq!(hook.requests().len(), 1, "the pending group was not sent");
+    assert_eq!(bus.records(&services.config.topics.alerts).len(), 1);
+}
+
 async fn start(
     route: RouteConfig,
     receiver: ReceiverConfig,

@@ -13,12 +13,13 @@
 
 mod lexicon;
 mod pytext;
+mod sentences;
 mod vader;
 
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use unicode_segmentation::UnicodeSegmentation;
+use sentences::sentences;
 
 pub use lexicon::{Lexicon, LexiconError};
 pub use pytext::python_round;
@@ -116,49 +117,91 @@ impl SentimentAnalyzer {
         vader::polarity_scores(&self.lexicon, text, scratch)
     }
 
-    /// The whole-text scores and the sentence view of `text`, scoring a one-sentence text
-    /// once.
+    /// The whole-text scores and the sentence view of `text`, tokenizing the text once where
+    /// it can (see [`SentimentAnalyzer::sentence_view`] for the view).
     pub fn analyze(&self, text: &str) -> Analysis {
-        let scores = self.polarity_scores(text);
-        let mut sentences = sentences(text);
-        let sentences = match (sentences.next(), sentences.next()) {
-            (None, _) => SentenceView::default(),
-            // VADER ignores surrounding whitespace, so the one sentence scores as the text.
-            (Some(only), None) => SentenceView {
-                count: 1,
-                mean_compound: scores.compound,
-                min_compound: scores.compound,
-                max_compound: scores.compound,
-                most_negative: (scores.compound <= NEGATIVE_THRESHOLD).then(|| truncate(only)),
-            },
-            (Some(_), Some(_)) => self.sentence_view(text),
-        };
-        Analysis { scores, sentences }
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => self.analyze_with(text, &mut scratch),
+            Err(_) => self.analyze_with(text, &mut Scratch::default()),
+        })
     }
 
-    /// Scores each sentence (Unicode sentence boundaries, UAX #29) and summarizes them.
-    pub fn sentence_view(&self, text: &str) -> SentenceView {
-        let mut view = SentenceView::default();
-        let (mut sum, mut highest, mut lowest) = (0.0f64, f64::NEG_INFINITY, None::<(f64, &str)>);
-        for sentence in text
-            .split_sentence_bounds()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            let compound = self.polarity_scores(sentence).compound;
-            view.count += 1;
-            sum += compound;
-            highest = highest.max(compound);
-            if lowest.is_none_or(|(low, _)| compound < low) {
-                lowest = Some((compound, sentence));
+    fn analyze_with(&self, text: &str, scratch: &mut Scratch) -> Analysis {
+        let mut found = sentences(text);
+        match (found.next(), found.next()) {
+            (None, _) => Analysis {
+                scores: self.polarity_scores_with(text, scratch),
+                sentences: SentenceView::default(),
+            },
+            // VADER ignores surrounding whitespace, so the one sentence scores as the text.
+            (Some(only), None) => {
+                let scores = self.polarity_scores_with(text, scratch);
+                let mut summary = Summary::default();
+                summary.add(only, scores.compound);
+                Analysis {
+                    scores,
+                    sentences: summary.view(),
+                }
+            }
+            (Some(_), Some(_)) => {
+                let mut summary = Summary::default();
+                let scores = vader::scores_and_sentences(
+                    &self.lexicon,
+                    text,
+                    sentences(text),
+                    scratch,
+                    |sentence, compound| summary.add(sentence, compound),
+                );
+                Analysis {
+                    scores,
+                    sentences: summary.view(),
+                }
             }
         }
-        if let Some((low, _)) = lowest {
-            view.mean_compound = python_round(sum / view.count as f64, 4);
-            view.min_compound = low;
-            view.max_compound = highest;
+    }
+
+    /// Scores each sentence (Unicode sentence boundaries, UAX #29) on its own and
+    /// summarizes them.
+    pub fn sentence_view(&self, text: &str) -> SentenceView {
+        let mut summary = Summary::default();
+        for sentence in sentences(text) {
+            summary.add(sentence, self.polarity_scores(sentence).compound);
         }
-        view.most_negative = lowest
+        summary.view()
+    }
+}
+
+/// The sentence view being gathered.
+#[derive(Default)]
+struct Summary<'t> {
+    count: usize,
+    sum: f64,
+    highest: Option<f64>,
+    lowest: Option<(f64, &'t str)>,
+}
+
+impl<'t> Summary<'t> {
+    fn add(&mut self, sentence: &'t str, compound: f64) {
+        self.count += 1;
+        self.sum += compound;
+        self.highest = Some(self.highest.map_or(compound, |high| high.max(compound)));
+        if self.lowest.is_none_or(|(low, _)| compound < low) {
+            self.lowest = Some((compound, sentence));
+        }
+    }
+
+    fn view(self) -> SentenceView {
+        let mut view = SentenceView {
+            count: self.count,
+            ..SentenceView::default()
+        };
+        if let (Some((low, _)), Some(high)) = (self.lowest, self.highest) {
+            view.mean_compound = python_round(self.sum / self.count as f64, 4);
+            view.min_compound = low;
+            view.max_compound = high;
+        }
+        view.most_negative = self
+            .lowest
             .filter(|&(compound, _)| compound <= NEGATIVE_THRESHOLD)
             .map(|(_, sentence)| truncate(sentence));
         view
@@ -172,14 +215,11 @@ pub struct Analysis {
     pub sentences: SentenceView,
 }
 
-fn sentences(text: &str) -> impl Iterator<Item = &str> {
-    text.split_sentence_bounds()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-}
-
 fn truncate(sentence: &str) -> String {
-    sentence.chars().take(MOST_NEGATIVE_MAX_CHARS).collect()
+    match sentence.char_indices().nth(MOST_NEGATIVE_MAX_CHARS) {
+        Some((end, _)) => sentence[..end].to_owned(),
+        None => sentence.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -219,6 +259,57 @@ mod tests {
             assert_eq!(analysis.scores, analyzer.polarity_scores(text), "{text:?}");
             assert_eq!(analysis.sentences, analyzer.sentence_view(text), "{text:?}");
         }
+    }
+
+    #[test]
+    fn analyze_scores_every_sentence_as_it_scores_alone_on_the_corpora() {
+        let analyzer = SentimentAnalyzer::default();
+        let mut multi = 0;
+        for name in [
+            "tweets",
+            "movieReviewSnippets",
+            "amazonReviewSnippets",
+            "nytEditorialSnippets",
+        ] {
+            let path = format!(
+                "{}/testdata/{name}_GroundTruth.txt",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let corpus = std::fs::read(&path).expect("a VADER corpus");
+            let corpus = String::from_utf8_lossy(&corpus);
+            for text in corpus.lines().filter_map(|l| l.splitn(3, '\t').nth(2)) {
+                let analysis = analyzer.analyze(text);
+                assert_eq!(analysis.scores, analyzer.polarity_scores(text), "{text:?}");
+                assert_eq!(analysis.sentences, analyzer.sentence_view(text), "{text:?}");
+                multi += usize::from(analysis.sentences.count > 1);
+            }
+        }
+        assert!(multi > 3_000, "{multi}");
+        // Sentences whose ends cut a token ("1.Then", "wow!great"), capitals counted per
+        // sentence, "but" in one sentence only, emphasis per sentence, odd separators.
+        for text in [
+            "It cost 1.Then it broke. I HATE it but I LOVE the box!!!",
+            "wow!great lamp.terrible support? no.",
+            "GREAT lamp. awful support. but the box is nice",
+            "Good.\u{1c}Bad.\u{1c} Very bad! Not good at all",
+            "Good. \u{1c}Bad \u{1f}stuff. The end",
+            "I love it 😍. It broke 😡! Never again.",
+        ] {
+            assert_eq!(
+                analyzer.analyze(text).sentences,
+                analyzer.sentence_view(text),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_most_negative_sentence_is_cut_at_a_character_count() {
+        let long = format!("{} terrible.", "é".repeat(MOST_NEGATIVE_MAX_CHARS));
+        assert_eq!(truncate(&long), "é".repeat(MOST_NEGATIVE_MAX_CHARS));
+        assert_eq!(truncate("Awful."), "Awful.");
+        let exact = "x".repeat(MOST_NEGATIVE_MAX_CHARS);
+        assert_eq!(truncate(&exact), exact);
     }
 
     #[test]

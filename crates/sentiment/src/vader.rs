@@ -365,6 +365,24 @@ impl Table<'_> {
 
 /// Scores `text`; see [`crate::SentimentAnalyzer::polarity_scores`].
 pub(crate) fn polarity_scores(lexicon: &Lexicon, text: &str, scratch: &mut Scratch) -> Scores {
+    scores_and_sentences(lexicon, text, std::iter::empty(), scratch, |_, _| {})
+}
+
+/// Scores `text`, and each of `sentences` (trimmed pieces of `text`, in order) as
+/// [`polarity_scores`] would score it on its own, calling `each` with the sentence and its
+/// compound.
+///
+/// A sentence of ASCII text whose ends cut no token has for tokens a run of the text's
+/// tokens, each looked up exactly as it would be alone: it is scored from the text's token
+/// table, without tokenizing it again. Other sentences are tokenized on their own.
+pub(crate) fn scores_and_sentences<'t>(
+    lexicon: &Lexicon,
+    text: &'t str,
+    sentences: impl IntoIterator<Item = &'t str>,
+    scratch: &mut Scratch,
+    mut each: impl FnMut(&'t str, f64),
+) -> Scores {
+    let original = text;
     let Scratch {
         spliced,
         lower,
@@ -416,7 +434,7 @@ pub(crate) fn polarity_scores(lexicon: &Lexicon, text: &str, scratch: &mut Scrat
     };
     if text.is_ascii() {
         let bytes = text.as_bytes();
-        let is_space = |b: u8| matches!(b, b'\t'..=b'\r' | 0x1c..=0x1f | b' ');
+        let is_space = is_ascii_python_space;
         let mut at = 0;
         while at < bytes.len() {
             if is_space(bytes[at]) {
@@ -450,6 +468,84 @@ pub(crate) fn polarity_scores(lexicon: &Lexicon, text: &str, scratch: &mut Scrat
         text,
         lower,
     };
+    let whole = score_tokens(&table, upper_count, text, sentiments, heaps, heap_of_value);
+
+    let mut sentences = sentences.into_iter().peekable();
+    if sentences.peek().is_none() {
+        return whole;
+    }
+    let mut own: Option<Scratch> = None;
+    let bytes = original.as_bytes();
+    // Whether a token runs across byte `at`.
+    let cut = |at: usize| {
+        at > 0
+            && at < bytes.len()
+            && !is_ascii_python_space(bytes[at - 1])
+            && !is_ascii_python_space(bytes[at])
+    };
+    let ascii = original.is_ascii();
+    let mut next_token = 0;
+    for sentence in sentences {
+        let start = sentence.as_ptr() as usize - original.as_ptr() as usize;
+        let end = start + sentence.len();
+        // Once one sentence is tokenized on its own, the rest are too: the count of the
+        // text's tokens before them is no longer kept.
+        if own.is_some() || !ascii || cut(start) || cut(end) {
+            let own = own.get_or_insert_with(Scratch::default);
+            each(sentence, polarity_scores(lexicon, sentence, own).compound);
+            continue;
+        }
+        let words = count_words(sentence.as_bytes());
+        let range = next_token..next_token + words;
+        next_token += words;
+        let tokens = &table.tokens[range];
+        let upper_count = tokens.iter().filter(|t| t.upper()).count();
+        let table = Table {
+            tokens,
+            text: table.text,
+            lower: table.lower,
+        };
+        let scores = score_tokens(
+            &table,
+            upper_count,
+            sentence,
+            sentiments,
+            heaps,
+            heap_of_value,
+        );
+        each(sentence, scores.compound);
+    }
+    whole
+}
+
+/// Python's `str.isspace()` for an ASCII byte (what `str.split()` splits on).
+#[inline]
+fn is_ascii_python_space(byte: u8) -> bool {
+    matches!(byte, b'\t'..=b'\r' | 0x1c..=0x1f | b' ')
+}
+
+/// The number of tokens `str.split()` finds in ASCII text.
+fn count_words(bytes: &[u8]) -> usize {
+    let mut words = 0;
+    let mut in_word = false;
+    for &byte in bytes {
+        let space = is_ascii_python_space(byte);
+        words += usize::from(in_word && space);
+        in_word = !space;
+    }
+    words + usize::from(in_word)
+}
+
+/// The rules over a token table, `text` the text the tokens are of (for its punctuation).
+fn score_tokens(
+    table: &Table<'_>,
+    upper_count: usize,
+    text: &str,
+    sentiments: &mut Vec<f64>,
+    heaps: &mut Vec<BinaryHeap<Reverse<u32>>>,
+    heap_of_value: &mut FxHashMap<u64, usize>,
+) -> Scores {
+    let tokens = table.tokens;
     let count = tokens.len();
     let cap_differential = upper_count > 0 && upper_count < count;
 
@@ -460,7 +556,7 @@ pub(crate) fn polarity_scores(lexicon: &Lexicon, text: &str, scratch: &mut Scrat
         {
             0.0
         } else {
-            sentiment_valence(&table, i, cap_differential)
+            sentiment_valence(table, i, cap_differential)
         };
         sentiments.push(valence);
     }

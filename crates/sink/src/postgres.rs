@@ -51,6 +51,10 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
         5,
         include_str!("../migrations/0005_alert_team_and_kind.sql"),
     ),
+    (
+        6,
+        include_str!("../migrations/0006_views_leave_out_deleted_mentions.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serializes migrations across sink replicas ("earshot").

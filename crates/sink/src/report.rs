@@ -4,10 +4,13 @@
 //! or as one self-contained HTML file with inline SVG charts drawn by plotters
 //! ([`Report::html`]).
 //!
-//! The figures match the PostgreSQL views of migration 2: sentiment buckets (negative <= -0.05
-//! < neutral < 0.05 <= positive), spam (`spam_score >= 0.5`), a mention counting once per
-//! watchlist it matched, an alert's team being each receiver it was delivered to, and
-//! response-time percentiles interpolated as `percentile_cont` does.
+//! The figures match the PostgreSQL views (migrations 2, 5 and 6): sentiment buckets
+//! (negative <= -0.05 < neutral < 0.05 <= positive), spam (`spam_score >= 0.5`), a mention
+//! counting once per watchlist it matched, mentions deleted at their source (retracted) left
+//! out, an alert's team being its route's team or else each receiver it was delivered to, and
+//! response-time percentiles interpolated as `percentile_cont` does. One difference remains:
+//! the Parquet files carry no alert team yet, so a report read from them counts an alert for
+//! each receiver it was delivered to.
 //!
 //! Spikes: an hour of a watchlist is a spike when its mentions exceed the mean of the trailing
 //! [`SPIKE_WINDOW_HOURS`] hours by more than three standard deviations (the deviation counted
@@ -18,9 +21,10 @@
 //! millions of mentions, not billions; for more, query the views.
 //!
 //! From Parquet: mentions are deduped on `id` (the files hold one row per enriched copy, see
-//! [`crate::parquet`]); acknowledgements are in PostgreSQL only, so response times are empty.
+//! [`crate::parquet`]), and a mention with a retraction row (`deleted_at` set) anywhere in the
+//! files is left out; acknowledgements are in PostgreSQL only, so response times are empty.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -82,7 +86,8 @@ pub struct Dataset {
     pub alerts: Vec<AlertFact>,
 }
 
-/// Loads every mention and alert from the sink's PostgreSQL tables (migrated to version 2).
+/// Loads every mention not deleted at its source, and every alert, from the sink's
+/// PostgreSQL tables (migrated to version 5 or later).
 pub async fn load_postgres(config: &tokio_postgres::Config) -> Result<Dataset, ReportError> {
     let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
     let connection = tokio::spawn(connection);
@@ -92,6 +97,7 @@ pub async fn load_postgres(config: &tokio_postgres::Config) -> Result<Dataset, R
                     coalesce(array_agg(mm.watchlist ORDER BY mm.watchlist)
                              FILTER (WHERE mm.watchlist IS NOT NULL), '{}')
              FROM mentions m LEFT JOIN mention_matches mm ON mm.mention_id = m.id
+             WHERE m.deleted_at IS NULL
              GROUP BY m.id",
             &[],
         )
@@ -135,7 +141,8 @@ pub async fn load_postgres(config: &tokio_postgres::Config) -> Result<Dataset, R
 }
 
 /// Loads every finished Parquet file under `dir` (`mentions/` and `alerts/`; `.tmp` files
-/// are unfinished and skipped), deduping mentions and alerts on `id`.
+/// are unfinished and skipped), deduping mentions and alerts on `id` and leaving out the
+/// mentions a retraction row marks deleted.
 pub fn load_parquet(dir: &Path) -> Result<Dataset, ReportError> {
     let mention_files = parquet_files(&dir.join("mentions"))?;
     let alert_files = parquet_files(&dir.join("alerts"))?;
@@ -144,8 +151,11 @@ pub fn load_parquet(dir: &Path) -> Result<Dataset, ReportError> {
     }
     let mut mentions: Vec<MentionFact> = Vec::new();
     let mut mention_index: HashMap<Uuid, usize> = HashMap::new();
+    // A retraction may sit in another file than its post, before or after it.
+    let mut deleted: HashSet<Uuid> = HashSet::new();
     for path in &mention_files {
         for batch in read_batches(path)? {
+            deleted.extend(deleted_ids(&batch).map_err(|reason| parquet_error(path, reason))?);
             for fact in mention_facts(&batch).map_err(|reason| parquet_error(path, reason))? {
                 match mention_index.get(&fact.id) {
                     Some(&i) => {
@@ -162,6 +172,7 @@ pub fn load_parquet(dir: &Path) -> Result<Dataset, ReportError> {
             }
         }
     }
+    mentions.retain(|m| !deleted.contains(&m.id));
     let mut alerts: Vec<AlertFact> = Vec::new();
     let mut alert_ids: BTreeSet<Uuid> = BTreeSet::new();
     for path in &alert_files {
@@ -1003,6 +1014,21 @@ fn mention_facts(batch: &RecordBatch) -> Result<Vec<MentionFact>, String> {
         });
     }
     Ok(facts)
+}
+
+/// The ids of the rows that are retractions (`deleted_at` set); none in files written before
+/// the column existed.
+fn deleted_ids(batch: &RecordBatch) -> Result<Vec<Uuid>, String> {
+    if batch.column_by_name("deleted_at").is_none() {
+        return Ok(Vec::new());
+    }
+    let ids = uuids(batch, "id")?;
+    let deleted_at = times(batch, "deleted_at")?;
+    Ok(ids
+        .into_iter()
+        .zip(deleted_at)
+        .filter_map(|(id, at)| at.map(|_| id))
+        .collect())
 }
 
 fn alert_facts(batch: &RecordBatch) -> Result<Vec<AlertFact>, String> {

@@ -181,6 +181,44 @@ fn append(
     released
 }
 
+/// `earshot report --parquet` leaves out a mention whose retraction row is in the files,
+/// whichever file holds it, as the PostgreSQL views leave out deleted mentions.
+#[test]
+fn the_report_from_parquet_leaves_out_retracted_mentions() {
+    let dir = temp_dir("parquet-report-retraction");
+    let config = ParquetConfig {
+        dir: dir.clone(),
+        roll_rows: 2,
+        roll_secs: 3600,
+        ..ParquetConfig::default()
+    };
+    let kept = enriched(1, BASE_MICROS + 1, &["brand"]);
+    let retracted = enriched(2, BASE_MICROS + 2, &["brand"]);
+    let mut retraction = enriched(2, BASE_MICROS + 3, &[]);
+    retraction.mention.text = String::new();
+    retraction.mention.deleted_at = Some(BASE_MICROS + 3);
+    let kept_id = kept.mention.id;
+    // The posts roll into one file, the retraction into the next.
+    let rows = vec![
+        mention_row(kept),
+        mention_row(retracted),
+        mention_row(retraction),
+    ];
+    let mut files = ParquetFiles::new(&config).unwrap();
+    let mut released = append(&mut files, &rows, 0..3);
+    released.extend(files.close_all().unwrap());
+    released.sort();
+    assert_eq!(released, [0, 1, 2]);
+
+    let dataset = earshot_sink::report::load_parquet(&dir).unwrap();
+    let ids: Vec<Uuid> = dataset.mentions.iter().map(|m| m.id).collect();
+    assert_eq!(ids, [kept_id], "the retracted post is left out");
+    let figures = earshot_sink::report::analyze(&dataset);
+    assert_eq!(figures.mentions, 1);
+    assert_eq!(figures.watchlists[0].mentions, 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Parquet is append-only: a retraction is a row of its own, with `deleted_at` set, that
 /// readers join to the post by `id`.
 #[test]

@@ -1165,7 +1165,9 @@ async fn a_later_record_of_an_alert_fills_acknowledged_and_resolved_and_a_replay
 }
 
 /// Mentions and alerts with known values for the views: sentiment and spam scores on the
-/// buckets' boundaries, two UTC days, alerts with and without acknowledgements.
+/// buckets' boundaries, two UTC days, alerts with and without acknowledgements, and one
+/// mention deleted at its source (which would add a row to every mention view and three
+/// hours to the report were it counted).
 async fn seed_view_data(db: &TestDb) {
     db.client
         .batch_execute(
@@ -1181,15 +1183,21 @@ async fn seed_view_data(db: &TestDb) {
                 ('00000000-0000-0000-0000-000000000002', timestamptz '2024-05-01 10:30Z', 0.05, 0.9, 'question'),
                 ('00000000-0000-0000-0000-000000000003', timestamptz '2024-05-01 10:59:59Z', -0.0499, 0.5, 'complaint'),
                 ('00000000-0000-0000-0000-000000000004', timestamptz '2024-05-01 11:00Z', 0.0499, 0.1, 'complaint'),
-                ('00000000-0000-0000-0000-000000000005', timestamptz '2024-05-02 00:10Z', 0.9, 0.0, 'praise')
+                ('00000000-0000-0000-0000-000000000005', timestamptz '2024-05-02 00:10Z', 0.9, 0.0, 'praise'),
+                ('00000000-0000-0000-0000-000000000006', timestamptz '2024-05-02 03:00Z', -0.9, 0.9, 'complaint')
             ) AS v(id, at, compound, spam, intent);
+            -- Deleted at its source: kept, flagged, and in no view nor the report.
+            UPDATE mentions SET deleted_at = timestamptz '2024-05-02 04:00Z'
+            WHERE id = '00000000-0000-0000-0000-000000000006';
             INSERT INTO mention_matches (mention_id, watchlist, relevance, clause) VALUES
                 ('00000000-0000-0000-0000-000000000001', 'a', 1, 'a'),
                 ('00000000-0000-0000-0000-000000000002', 'a', 1, 'a'),
                 ('00000000-0000-0000-0000-000000000002', 'b', 1, 'b'),
                 ('00000000-0000-0000-0000-000000000003', 'b', 1, 'b'),
                 ('00000000-0000-0000-0000-000000000004', 'a', 1, 'a'),
-                ('00000000-0000-0000-0000-000000000005', 'a', 1, 'a');
+                ('00000000-0000-0000-0000-000000000005', 'a', 1, 'a'),
+                ('00000000-0000-0000-0000-000000000006', 'a', 1, 'a'),
+                ('00000000-0000-0000-0000-000000000006', 'b', 1, 'b');
             INSERT INTO alerts (id, created_at, route, watchlist, mention_id, mention_text,
                 author_handle, score_name, score, threshold, mention_collected_at, acknowledged_at)
             SELECT id::uuid, timestamptz '2024-05-01 10:00Z', route, 'a',
@@ -1251,6 +1259,15 @@ async fn the_analytics_views_give_the_expected_rows_on_known_data() {
         "a second --migrate applies nothing"
     );
     seed_view_data(&db).await;
+    assert_eq!(
+        view_rows(
+            &db,
+            "SELECT id, deleted_at FROM mentions WHERE deleted_at IS NOT NULL"
+        )
+        .await,
+        [r#"(00000000-0000-0000-0000-000000000006,"2024-05-02 04:00:00+00")"#],
+        "the deleted mention's row is kept, flagged"
+    );
 
     assert_eq!(
         view_rows(
