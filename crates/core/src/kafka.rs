@@ -705,37 +705,12 @@ impl KafkaCheckpointStore {
         release_timeout: Duration,
     ) -> Result<Self, BusError> {
         let producer = keyed_table_producer(config, topic, &format!("{client_id}-checkpoints"))?;
-        let metadata_producer = producer.clone();
-        let metadata_topic = topic.to_owned();
-        // A topic created a moment ago may not be in every broker's metadata yet.
+        let (client, metadata_topic) = (producer.clone(), topic.to_owned());
         let partitions = tokio::task::spawn_blocking(move || {
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            loop {
-                let found = metadata_producer
-                    .client()
-                    .fetch_metadata(Some(&metadata_topic), Duration::from_secs(10))
-                    .map(|m| {
-                        m.topics()
-                            .first()
-                            .filter(|t| t.error().is_none())
-                            .map_or(0, |t| t.partitions().len() as i32)
-                    });
-                match found {
-                    Ok(0) | Err(_) if std::time::Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(200));
-                    }
-                    other => return other,
-                }
-            }
+            topic_partitions(client.client(), &metadata_topic, "checkpoint")
         })
         .await
-        .map_err(|e| BusError::Consume(format!("checkpoint metadata task failed: {e}")))?
-        .map_err(|e| BusError::Consume(format!("metadata of {topic}: {e}")))?;
-        if partitions < 1 {
-            return Err(BusError::Consume(format!(
-                "checkpoint topic {topic} does not exist (create it compacted, or set kafka.create_topics)"
-            )));
-        }
+        .map_err(|e| BusError::Consume(format!("checkpoint metadata task failed: {e}")))??;
         let ownership = Arc::new(Ownership {
             topic: topic.to_owned(),
             state: Default::default(),
@@ -963,6 +938,48 @@ pub fn committed_lag(config: &KafkaConfig, group: &str, topics: &[&str]) -> Resu
     Ok(lag)
 }
 
+/// How long a service waits at start for a topic created a moment ago to show in the
+/// metadata with a leader for every partition.
+const TOPIC_WAIT: Duration = Duration::from_secs(60);
+
+/// The partition count of `topic` (a `what` topic, for the error), once the metadata lists it
+/// with a leader for every partition; waits up to [`TOPIC_WAIT`] for a topic created a moment
+/// ago or a broker starting. Blocking.
+fn topic_partitions<C: rdkafka::client::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    what: &str,
+) -> Result<i32, BusError> {
+    let deadline = std::time::Instant::now() + TOPIC_WAIT;
+    loop {
+        let found = client
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map(|m| {
+                m.topics()
+                    .first()
+                    .filter(|t| t.error().is_none())
+                    .filter(|t| {
+                        t.partitions()
+                            .iter()
+                            .all(|p| p.error().is_none() && p.leader() >= 0)
+                    })
+                    .map_or(0, |t| t.partitions().len() as i32)
+            });
+        match found {
+            Ok(0) | Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Ok(0) => {
+                return Err(BusError::Consume(format!(
+                    "{what} topic {topic} does not exist or has a partition without a leader (create it compacted, or set kafka.create_topics)"
+                )))
+            }
+            Ok(n) => return Ok(n),
+            Err(e) => return Err(BusError::Consume(format!("metadata of {topic}: {e}"))),
+        }
+    }
+}
+
 /// A keyed table in a compacted topic (see [`crate::table`]): a producer that writes each
 /// key to the partition it is given, and a thread (not in any consumer group) that reads
 /// every partition from the beginning and keeps following them.
@@ -987,49 +1004,38 @@ impl KafkaTable {
             .set("group.id", format!("{}-state-reader", config.group_prefix))
             .set("client.id", format!("{client_id}-state-reader"))
             .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
+            // The end of a partition is the sure sign of having read it: compaction can leave
+            // the last offsets below the high watermark empty.
+            .set("enable.partition.eof", "true")
             .create()
             .map_err(|e| BusError::Consume(format!("creating the state reader failed: {e}")))?;
         let (topic_owned, metadata_producer) = (topic.to_owned(), producer.clone());
         // Watermarks at opening: reading up to them is "caught up".
         let (consumer, partitions, highs) = tokio::task::spawn_blocking(move || {
-            let timeout = Duration::from_secs(10);
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            let partitions = loop {
-                let found = metadata_producer
-                    .client()
-                    .fetch_metadata(Some(&topic_owned), timeout)
-                    .map(|m| {
-                        m.topics()
-                            .first()
-                            .filter(|t| t.error().is_none())
-                            .map_or(0, |t| t.partitions().len() as i32)
-                    });
-                match found {
-                    Ok(0) | Err(_) if std::time::Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(200));
-                    }
-                    Ok(0) => {
-                        return Err(BusError::Consume(format!(
-                            "state topic {topic_owned} does not exist (create it compacted, or set kafka.create_topics)"
-                        )))
-                    }
-                    Ok(n) => break n,
-                    Err(e) => {
-                        return Err(BusError::Consume(format!(
-                            "metadata of {topic_owned}: {e}"
-                        )))
-                    }
-                }
-            };
+            let partitions = topic_partitions(metadata_producer.client(), &topic_owned, "state")?;
+            let deadline = std::time::Instant::now() + TOPIC_WAIT;
             let mut highs = Vec::new();
             let mut assignment = TopicPartitionList::new();
             for partition in 0..partitions {
-                let (_, high) = consumer
-                    .fetch_watermarks(&topic_owned, partition, timeout)
-                    .map_err(|e| {
-                        BusError::Consume(format!("watermarks of {topic_owned}/{partition}: {e}"))
-                    })?;
+                // A partition whose leader is being elected answers with an error for a
+                // moment (a topic created a moment ago, a broker restarting).
+                let high = loop {
+                    match consumer.fetch_watermarks(
+                        &topic_owned,
+                        partition,
+                        Duration::from_secs(10),
+                    ) {
+                        Ok((_, high)) => break high,
+                        Err(_) if std::time::Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                        Err(e) => {
+                            return Err(BusError::Consume(format!(
+                                "watermarks of {topic_owned}/{partition}: {e}"
+                            )))
+                        }
+                    }
+                };
                 highs.push(high);
                 assignment
                     .add_partition_offset(&topic_owned, partition, Offset::Beginning)
@@ -1051,7 +1057,7 @@ impl KafkaTable {
             .name("state-reader".into())
             .spawn(move || {
                 // Per partition, the next offset to read; caught up once each reaches the
-                // high watermark seen at opening.
+                // high watermark seen at opening (or its end, whichever comes first).
                 let mut positions = vec![0i64; highs.len()];
                 let mut caught = false;
                 while !thread_stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -1073,6 +1079,14 @@ impl KafkaTable {
                             };
                             if sender.blocking_send(update).is_err() {
                                 return;
+                            }
+                        }
+                        Some(Err(KafkaError::PartitionEOF(partition))) => {
+                            if let (Some(at), Some(high)) = (
+                                positions.get_mut(partition as usize),
+                                highs.get(partition as usize),
+                            ) {
+                                *at = (*at).max(*high);
                             }
                         }
                         Some(Err(error)) => {

@@ -157,6 +157,41 @@ impl Fleet {
             .collect()
     }
 
+    /// What each service says of itself, for a failure message: its exit status if it exited,
+    /// else its `/readyz` answer; and the last lines of its log.
+    pub async fn diagnose(&mut self) -> String {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let mut services: Vec<&'static str> = self.telemetry.keys().copied().collect();
+        services.sort();
+        let mut report = String::new();
+        for service in services {
+            let state = match self.children.get_mut(service).map(|c| c.try_wait()) {
+                Some(Ok(Some(status))) => format!("exited: {status}"),
+                None => "not running".to_owned(),
+                _ => match client
+                    .get(format!(
+                        "http://127.0.0.1:{}/readyz",
+                        self.telemetry[service]
+                    ))
+                    .send()
+                    .await
+                {
+                    Ok(response) => response.text().await.unwrap_or_default(),
+                    Err(e) => format!("/readyz unanswered: {e}"),
+                },
+            };
+            let log = std::fs::read_to_string(self.dir.join(format!("{service}.err")))
+                .unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(15)..].join("\n    ");
+            report.push_str(&format!("{service}: {}\n    {tail}\n", state.trim()));
+        }
+        report
+    }
+
     /// Stops a service with the fault; for SIGTERM, its exit code and how long it took.
     pub fn stop(&mut self, service: &str, fault: Fault) -> Option<(Option<i32>, Duration)> {
         let mut child = self.children.remove(service)?;
