@@ -173,9 +173,11 @@ def check_service_deployment(objects, deployment):
             f" kafka.drain_timeout_ms ({drain_secs:g} s) plus 10 s"
         )
     # librdkafka's queues (and one fetch beyond them) must leave half the limit to the rest.
+    # The consumer's queue counts compressed bytes: decompressed, lz4 records take about four
+    # times as much.
     kafka = config["kafka"]
     queues = (
-        kafka.get("producer_queue_max_kbytes", 65536) + kafka.get("consumer_queue_max_kbytes", 16384)
+        kafka.get("producer_queue_max_kbytes", 65536) + 4 * kafka.get("consumer_queue_max_kbytes", 2048)
     ) * 1024 + kafka.get("max_message_bytes", 1048576) + 64 * 1024
     limit = memory_bytes(container["resources"]["limits"]["memory"])
     if queues > limit / 2:

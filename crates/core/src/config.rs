@@ -73,7 +73,11 @@ pub struct KafkaConfig {
     pub commit_interval_ms: u64,
     /// Cap on librdkafka's producer queue, in KiB (keep it below the memory limit).
     pub producer_queue_max_kbytes: u64,
-    /// Cap on librdkafka's prefetch queue per partition, in KiB.
+    /// Cap on librdkafka's prefetch queue, in KiB, over all the partitions of a consumer
+    /// group member. It counts the records as fetched, compressed (lz4): decompressed they
+    /// take several times as much, so this is what bounds a consumer's memory under a backlog
+    /// (measured on the sink: 16 MiB held about 60 MiB more than 2 MiB, at the same speed).
+    /// Fetching resumes 10 ms after the queue drains below it.
     pub consumer_queue_max_kbytes: u64,
     /// Largest record accepted or produced, in bytes.
     pub max_message_bytes: usize,
@@ -107,7 +111,7 @@ impl Default for KafkaConfig {
             session_timeout_ms: 10_000,
             commit_interval_ms: 1_000,
             producer_queue_max_kbytes: 65_536,
-            consumer_queue_max_kbytes: 16_384,
+            consumer_queue_max_kbytes: 2_048,
             max_message_bytes: 1_048_576,
             schema_registry_url: None,
             properties: BTreeMap::new(),

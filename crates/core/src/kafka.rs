@@ -83,6 +83,9 @@ fn consumer_settings(config: &KafkaConfig, group: &str) -> Result<ClientConfig, 
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
+        // Fetching pauses while the pre-fetch queue is over `consumer_queue_max_kbytes`; by
+        // default for a second, which starves a small queue. Resume as soon as it drains.
+        .set("fetch.queue.backoff.ms", "10")
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
         .set(
             "queued.max.messages.kbytes",
