@@ -31,9 +31,9 @@
 //! deleted and recreated starts its offsets again, so move the old files away first.
 //!
 //! Columns are those of the PostgreSQL tables (ids as UUID strings, timestamps as
-//! `Timestamp(Microsecond, "UTC")`, `written_at` the time the row was appended), plus the
-//! mentions' `watchlists` and the alerts' `receivers` (lists of strings); match and delivery
-//! rows are in PostgreSQL only.
+//! `Timestamp(Microsecond, "UTC")`, `written_at` the time the row was appended; the alerts'
+//! `team` and `kind` as in migration 5), plus the mentions' `watchlists` and the alerts'
+//! `receivers` (lists of strings); match and delivery rows are in PostgreSQL only.
 //! Each sink replica needs a directory of its own: the start-up cleanup would delete another
 //! replica's open files.
 //!
@@ -741,6 +741,12 @@ impl ParquetRow for AlertRow {
                 optional_timestamps(rows.iter().map(|r| r.resolved_at)),
                 true,
             ),
+            (
+                "team",
+                optional_strings(rows.iter().map(|r| r.team.as_deref())),
+                true,
+            ),
+            ("kind", strings(rows.iter().map(|r| r.kind.as_str())), false),
         ])
     }
 }

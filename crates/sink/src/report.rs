@@ -8,9 +8,8 @@
 //! (negative <= -0.05 < neutral < 0.05 <= positive), spam (`spam_score >= 0.5`), a mention
 //! counting once per watchlist it matched, mentions deleted at their source (retracted) left
 //! out, an alert's team being its route's team or else each receiver it was delivered to, and
-//! response-time percentiles interpolated as `percentile_cont` does. One difference remains:
-//! the Parquet files carry no alert team yet, so a report read from them counts an alert for
-//! each receiver it was delivered to.
+//! response-time percentiles interpolated as `percentile_cont` does. Parquet files written
+//! before alerts had a `team` column count an alert for each receiver it was delivered to.
 //!
 //! Spikes: an hour of a watchlist is a spike when its mentions exceed the mean of the trailing
 //! [`SPIKE_WINDOW_HOURS`] hours by more than three standard deviations (the deviation counted
@@ -576,7 +575,7 @@ impl Report {
         body.push_str("</table>\n");
 
         body.push_str(
-            "<h2>Alerts per team</h2>\n<p>A team is a receiver the alert was delivered to.</p>\n",
+            "<h2>Alerts per team</h2>\n<p>An alert counts for its route's team, or else for each receiver it was delivered to.</p>\n",
         );
         let mut per_team: BTreeMap<&str, u64> = BTreeMap::new();
         for row in &self.alerts_by_team {
@@ -948,6 +947,18 @@ fn strings(batch: &RecordBatch, name: &str) -> Result<Vec<String>, String> {
         .collect())
 }
 
+/// A nullable string column; all nulls when the column is absent (files written before it
+/// existed).
+fn optional_strings(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>, String> {
+    let Some(array) = batch.column_by_name(name) else {
+        return Ok(vec![None; batch.num_rows()]);
+    };
+    let array = array
+        .as_string_opt::<i32>()
+        .ok_or_else(|| format!("column {name} is not a string column"))?;
+    Ok(array.iter().map(|v| v.map(str::to_owned)).collect())
+}
+
 fn uuids(batch: &RecordBatch, name: &str) -> Result<Vec<Uuid>, String> {
     strings(batch, name)?
         .iter()
@@ -1031,14 +1042,19 @@ fn deleted_ids(batch: &RecordBatch) -> Result<Vec<Uuid>, String> {
         .collect())
 }
 
+/// An alert counts for its route's team, or else for each receiver it was delivered to (as
+/// the `alert_teams` view of migration 5).
 fn alert_facts(batch: &RecordBatch) -> Result<Vec<AlertFact>, String> {
     let ids = uuids(batch, "id")?;
     let created = times(batch, "created_at")?;
     let routes = strings(batch, "route")?;
     let receivers = string_lists(batch, "receivers")?;
+    let route_teams = optional_strings(batch, "team")?;
     let mut facts = Vec::with_capacity(ids.len());
     for (i, mut teams) in receivers.into_iter().enumerate() {
-        if teams.is_empty() {
+        if let Some(team) = &route_teams[i] {
+            teams = vec![team.clone()];
+        } else if teams.is_empty() {
             teams.push("(none)".to_owned());
         }
         facts.push(AlertFact {

@@ -691,6 +691,49 @@ async fn alerts_count_for_their_team_or_else_their_receivers() {
             "(spikes,spike,support)",
         ]
     );
+
+    // The same alerts in Parquet: `earshot report --parquet` counts them as the view does.
+    let dir = std::env::temp_dir().join(format!("earshot-teams-{}", Uuid::new_v4().simple()));
+    let mut files: earshot_sink::parquet::ParquetFiles<i64> =
+        earshot_sink::parquet::ParquetFiles::new(&ParquetConfig {
+            dir: dir.clone(),
+            ..ParquetConfig::default()
+        })
+        .unwrap();
+    let topic: Arc<str> = Arc::from("t.alerts");
+    let rows: Vec<_> = items
+        .iter()
+        .enumerate()
+        .map(|(offset, item)| match item {
+            earshot_sink::rows::Item::Alert { alert, .. } => {
+                let position = earshot_sink::parquet::Position {
+                    topic: topic.clone(),
+                    partition: 0,
+                    offset: offset as i64,
+                };
+                (alert, position, offset as i64)
+            }
+            _ => unreachable!("alert_item makes alerts"),
+        })
+        .collect();
+    files.append(rows).unwrap();
+    files.close_all().unwrap();
+    let figures = earshot_sink::report::analyze(&earshot_sink::report::load_parquet(&dir).unwrap());
+    let counted: Vec<(&str, &str, u64)> = figures
+        .alerts_by_team
+        .iter()
+        .map(|r| (r.team.as_str(), r.route.as_str(), r.alerts))
+        .collect();
+    assert_eq!(
+        counted,
+        [
+            ("ops", "influencer", 1),
+            ("support", "influencer", 1),
+            ("support", "outage", 1),
+            ("support", "spikes", 1),
+        ]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
     db.drop().await;
 }
 
