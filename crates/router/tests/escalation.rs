@@ -491,6 +491,59 @@ async fn copies_written_at_once_by_two_replicas_keep_the_acknowledgement_and_res
     task.await.unwrap();
 }
 
+/// A mention of an alert to a team read again after the alert was resolved (redelivered
+/// after a crash before its offset was committed, or read by the replica newly assigned its
+/// partition): the team is not notified again, neither by the router that resolved it nor
+/// by a new one that read the resolution (the entry's tombstone) from the state topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolved_team_alert_read_again_is_not_notified_again_here_nor_after_a_restart() {
+    use earshot_router::{Deliverer, Escalations};
+    let hook = Fake::start(|_| (200, json!({}))).await;
+    let config = team_router(&hook.url("/hook"), None, 3_600);
+    let escalations = || {
+        let deliverer = Deliverer::new(
+            &config,
+            earshot_core::telemetry::Metrics::default(),
+            CancellationToken::new(),
+        )
+        .unwrap();
+        Arc::new(Escalations::new(&config, Arc::new(deliverer), None).unwrap())
+    };
+    let (mut alert, enriched) = common::acme_alert(&unique("resolved"), "Acme ate my order", ROUTE);
+    alert.team = Some("support".into());
+    let notify = |escalations: Arc<Escalations>| {
+        let (alert, enriched) = (alert.clone(), enriched.clone());
+        async move {
+            escalations
+                .notify_team(&alert, &enriched, "support", "enriched", 0)
+                .await
+                .unwrap()
+        }
+    };
+
+    let here = escalations();
+    let raised = notify(here.clone()).await.expect("a new alert is notified");
+    assert_eq!(hook.requests().len(), 1);
+    assert_eq!(
+        notify(here.clone()).await,
+        Some(raised),
+        "open: held, not notified again"
+    );
+    here.resolve(alert.id, Some("ana".into()), chrono::Utc::now())
+        .unwrap();
+    assert_eq!(notify(here.clone()).await, None, "resolved here");
+
+    // The next router reads the state topic: the alert's entry deleted at its resolution.
+    let next = escalations();
+    next.remove(alert.id);
+    assert_eq!(
+        notify(next.clone()).await,
+        None,
+        "resolved before the restart"
+    );
+    assert_eq!(hook.requests().len(), 1, "{:#?}", hook.requests());
+}
+
 fn step_of(saved: &Mutex<Vec<earshot_router::Tracked>>, n: usize) -> earshot_router::Tracked {
     let mut entry = saved.lock().unwrap()[n].clone();
     entry.alert.acknowledged_at = None;

@@ -2,6 +2,9 @@
 //! 50,000 followers, enriched, and the alert a route raises for it. Each test file adjusts the
 //! fields its channel shows.
 
+// Each test file uses part of it.
+#![allow(dead_code)]
+
 use earshot_core::model::{
     alert_id, mention_id, now_micros, Alert, Author, Engagement, EnrichedMention, Mention,
     Sentiment, Source, WatchlistMatch,
