@@ -750,7 +750,7 @@ async fn send(
 }
 
 #[cfg(test)]
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/common/mention.rs"]
 mod test_common;
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::publish_memory as publish;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,8 +15,6 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::Router;
-use bytes::Bytes;
-use earshot_core::bus::OutRecord;
 use earshot_core::config::{
     DeliveryConfig, RateLimitConfig, ReceiverConfig, RouteConfig, RouterConfig, SlackConfig,
     WebhookConfig,
@@ -505,20 +504,6 @@ fn mention(native_id: &str, author: &str) -> EnrichedMention {
     let (_, mut enriched) = common::acme_alert(native_id, "my Acme lamp flickers", "unused");
     enriched.mention.author.handle = author.into();
     enriched
-}
-
-async fn publish(bus: &MemoryBus, services: &Services, enriched: &EnrichedMention) {
-    let payload = services.codecs.enriched.encode(enriched).unwrap();
-    bus.publisher()
-        .publish(OutRecord {
-            topic: Arc::from(services.config.topics.enriched.as_str()),
-            key: Some(Bytes::from(enriched.watchlist.clone())),
-            payload: Bytes::from(payload),
-            headers: vec![],
-        })
-        .await
-        .await
-        .unwrap();
 }
 
 async fn decode_all(bus: &MemoryBus, services: &Services) -> Vec<Alert> {
