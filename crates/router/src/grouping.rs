@@ -24,6 +24,12 @@
 //! first alert is read again, when that time has passed meanwhile), with whatever joined
 //! since. `group_interval` and `repeat_interval` hold across restarts the same way.
 //!
+//! Rebalances: when an input partition is revoked, the groups let go of what they hold of
+//! it ([`Grouper::release`]: its alerts pending complete as interrupted, its notified alerts
+//! are forgotten, its entries are no longer written), since its new owner writes newer
+//! entries; if it comes back, each group takes up its entry again from the state topic's
+//! latest value, as on a first alert.
+//!
 //! The notification bodies of several alerts (a group, or a digest of the receiver's rate
 //! limit, see `digest`) are here too.
 
@@ -327,8 +333,9 @@ struct Pending {
 }
 
 impl Grouper {
-    /// `owns` says whether this process is assigned an input partition (for deleting the
-    /// state entries of idle groups); `state` is where groups are saved once it is read.
+    /// `owns` says whether this process is assigned an input partition (only then does it
+    /// write the partition's entries, and it releases the others'); `state` is where groups
+    /// are saved once it is read.
     pub fn new(
         routes: &[RouteConfig],
         outbox: Arc<Outbox>,

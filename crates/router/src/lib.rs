@@ -329,9 +329,12 @@ impl Stage for RouterStage {
     /// assigned, so that the next router goes on from the open windows as they are now.
     fn finish(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let (Some(detector), Some(state)) = (&self.spikes, self.state.get()) else {
+            let (Some(detector), Some(state)) = (&mut self.spikes, self.state.get()) else {
                 return;
             };
+            // What another replica saved while it had a partition that came back since.
+            detector.take_up_held();
+            let detector = &*detector;
             let mut acks = Vec::new();
             let enriched = &self.services.config.topics.enriched;
             for (watchlist, spike_state) in detector.states() {
@@ -767,15 +770,16 @@ mod tests {
 
     /// A state table that keeps the keys written, by partition.
     #[derive(Default)]
-    struct Recorder(Mutex<Vec<(i32, String)>>);
+    struct Recorder(Mutex<Vec<(i32, String)>>, Mutex<Vec<Option<Bytes>>>);
 
     impl TableWriter for Recorder {
         fn partitions(&self) -> i32 {
             2
         }
 
-        fn put(&self, partition: i32, key: &str, _value: Option<Bytes>) -> BoxFuture<'_, Ack> {
+        fn put(&self, partition: i32, key: &str, value: Option<Bytes>) -> BoxFuture<'_, Ack> {
             self.0.lock().unwrap().push((partition, key.to_owned()));
+            self.1.lock().unwrap().push(value);
             Box::pin(async { Box::pin(async { Ok(()) }) as Ack })
         }
     }
@@ -829,12 +833,33 @@ mod tests {
             "each watchlist's first mention saves its state"
         );
 
+        // Partition 1 is revoked; partition 0 went away and came back meanwhile, and its
+        // other owner saved acme's state further along than the one held here.
         services.owned.revoke(&topic, 1);
+        let held = stage
+            .spikes
+            .as_ref()
+            .unwrap()
+            .states()
+            .find(|(w, _)| *w == "acme")
+            .unwrap()
+            .1
+            .clone();
+        let mut further = held.clone();
+        further.window.mentions += 10;
+        stage.spike_inbox.put("acme".into(), further.clone());
+        writer.1.lock().unwrap().clear();
         stage.finish().await;
         assert_eq!(
             *writer.0.lock().unwrap(),
             [(0, "spike/acme".to_owned())],
             "saved at shutdown: the owned partition's watchlist only"
+        );
+        let value = writer.1.lock().unwrap()[0].clone().unwrap();
+        let saved: spikes::SavedSpikes = serde_json::from_slice(&value).unwrap();
+        assert_eq!(
+            saved.state, further,
+            "not older than its other owner left it"
         );
     }
 }
