@@ -381,7 +381,7 @@ impl Grouper {
     /// is delivered or failed.
     pub fn submit(
         &self,
-        alert: Alert,
+        alert: &Alert,
         receiver: &str,
         enriched: Arc<EnrichedMention>,
         partition: i32,
@@ -428,7 +428,7 @@ impl Grouper {
         }
         if let Some(notified) = group.notified.get(&alert.id) {
             if now.duration_since(notified.at) < policy.repeat {
-                let _ = done.send(Ok(delivery_of(&alert, receiver, &notified.delivery)));
+                let _ = done.send(Ok(delivery_of(alert, receiver, &notified.delivery)));
                 return Some(receiver_of_result);
             }
         }

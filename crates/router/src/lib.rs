@@ -461,9 +461,6 @@ impl Stage for RouterStage {
             let state = self.state.get().cloned();
             let partition = record.partition;
             Box::pin(async move {
-                if let Some(ack) = spike_ack {
-                    spike_saved(ack).await;
-                }
                 // The alerts of one record go out concurrently (each maybe in a group or a
                 // digest), then are published in order.
                 let deliveries =
@@ -480,6 +477,12 @@ impl Stage for RouterStage {
                         }
                     }))
                     .await;
+                // The spike state's write was enqueued before the deliveries: its
+                // acknowledgement is awaited after them (not before), still before the record
+                // completes.
+                if let Some(ack) = spike_ack {
+                    spike_saved(ack).await;
+                }
                 for ((mut alert, receiver, enriched), delivery) in
                     alerts.into_iter().zip(deliveries)
                 {
@@ -742,7 +745,7 @@ async fn send(
     enriched: &Arc<EnrichedMention>,
     partition: i32,
 ) -> Result<Delivery, StageError> {
-    let delivery = match grouper.submit(alert.clone(), receiver, enriched.clone(), partition) {
+    let delivery = match grouper.submit(alert, receiver, enriched.clone(), partition) {
         Some(waiting) => waiting.await.unwrap_or(Err(StageError::Interrupted))?,
         None => {
             let single = grouping::Notification::single(alert.clone(), enriched.clone(), receiver);

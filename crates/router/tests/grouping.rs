@@ -393,16 +393,12 @@ async fn a_partition_revoked_and_assigned_back_takes_up_its_groups_latest_saved_
 
     // The state topic holds the group's entry of partition 0: x went out in delivery 1.
     grouper.restore(0, group, Some(entry(vec![notified(1, vec![x.id])])));
-    let mut x_done = grouper
-        .submit(x.clone(), "hook", x_mention.clone(), 0)
-        .unwrap();
+    let mut x_done = grouper.submit(&x, "hook", x_mention.clone(), 0).unwrap();
     assert_eq!(
         x_done.try_recv().unwrap().unwrap().id,
         delivery_id(x.id, "hook")
     );
-    let mut y_pending = grouper
-        .submit(y.clone(), "hook", y_mention.clone(), 0)
-        .unwrap();
+    let mut y_pending = grouper.submit(&y, "hook", y_mention.clone(), 0).unwrap();
 
     // Partition 0 is revoked: y, pending, completes as interrupted (no offset stored).
     owned.lock().unwrap().clear();
@@ -430,7 +426,7 @@ async fn a_partition_revoked_and_assigned_back_takes_up_its_groups_latest_saved_
     // Assigned back, the replayed z and y complete with delivery 2: not notified again.
     owned.lock().unwrap().push(0);
     for (alert, mention) in [(z, z_mention), (y, y_mention)] {
-        let mut done = grouper.submit(alert.clone(), "hook", mention, 0).unwrap();
+        let mut done = grouper.submit(&alert, "hook", mention, 0).unwrap();
         let delivery = done
             .try_recv()
             .expect("completed at once with the other replica's delivery")
