@@ -343,8 +343,9 @@ impl Stage for RouterStage {
                 };
                 // Only the watchlists of the partitions this process is assigned: another
                 // replica has taken the others up and saves newer states. Checked as each
-                // is saved, when no rebalance can run (the consumer is not polled while
-                // the stage finishes, and its partitions are revoked only after).
+                // is saved: the rebalance callback marks a partition revoked here before the
+                // group can assign it to another member (which waits for this member to
+                // rejoin, up to `max.poll.interval.ms`, far longer than this save may take).
                 if !self.services.owned.owns(enriched, *partition) {
                     continue;
                 }
