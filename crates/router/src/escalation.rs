@@ -125,6 +125,12 @@ impl Escalations {
     /// channels addressed to whoever is on call when it has none. Returns the deliveries
     /// made and the tracked entry (already held here); an alert already tracked (a replayed
     /// mention) is not notified again.
+    ///
+    /// `None`: the alert was resolved already (its mention redelivered after a crash
+    /// before its offset was committed, or read again by the replica newly assigned its
+    /// partition): nothing is sent, and there is nothing new to publish. Resolved alerts
+    /// are known by their id from the state topic, whose tombstone says so until it is
+    /// compacted away (`delete.retention.ms`), and from this process's own resolutions.
     pub async fn notify_team(
         &self,
         alert: &Alert,
@@ -132,9 +138,12 @@ impl Escalations {
         team: &str,
         topic: &str,
         partition: i32,
-    ) -> Result<Tracked, StageError> {
+    ) -> Result<Option<Tracked>, StageError> {
         if let Some(known) = self.get(alert.id) {
-            return Ok(known);
+            return Ok(Some(known));
+        }
+        if self.is_resolved(alert.id) {
+            return Ok(None);
         }
         let now = Utc::now();
         let mut tracked = Tracked {
@@ -162,7 +171,16 @@ impl Escalations {
         };
         tracked.alert.deliveries.extend(deliveries);
         self.insert(tracked.clone());
-        Ok(tracked)
+        Ok(Some(tracked))
+    }
+
+    /// Whether alert `id` was resolved (lately: the latest [`RESOLVED_KEPT`] are known).
+    pub fn is_resolved(&self, id: Uuid) -> bool {
+        self.resolved
+            .lock()
+            .expect("resolved lock")
+            .at
+            .contains_key(&id)
     }
 
     /// The alerts whose next step is due at `now`, soonest first.

@@ -24,6 +24,12 @@
 //! first alert is read again, when that time has passed meanwhile), with whatever joined
 //! since. `group_interval` and `repeat_interval` hold across restarts the same way.
 //!
+//! Rebalances: when an input partition is revoked, the groups let go of what they hold of
+//! it ([`Grouper::release`]: its alerts pending complete as interrupted, its notified alerts
+//! are forgotten, its entries are no longer written), since its new owner writes newer
+//! entries; if it comes back, each group takes up its entry again from the state topic's
+//! latest value, as on a first alert.
+//!
 //! The notification bodies of several alerts (a group, or a digest of the receiver's rate
 //! limit, see `digest`) are here too.
 
@@ -280,7 +286,7 @@ pub fn delivery_of(alert: &Alert, receiver: &str, notification: &Delivery) -> De
 }
 
 /// Whether this process is assigned an input partition now.
-pub type Owns = Box<dyn Fn(i32) -> bool + Send + Sync>;
+pub type Owns = Arc<dyn Fn(i32) -> bool + Send + Sync>;
 
 /// The groups of every grouping route, each with its timer task while it has alerts pending.
 pub struct Grouper {
@@ -327,8 +333,9 @@ struct Pending {
 }
 
 impl Grouper {
-    /// `owns` says whether this process is assigned an input partition (for deleting the
-    /// state entries of idle groups); `state` is where groups are saved once it is read.
+    /// `owns` says whether this process is assigned an input partition (only then does it
+    /// write the partition's entries, and it releases the others'); `state` is where groups
+    /// are saved once it is read.
     pub fn new(
         routes: &[RouteConfig],
         outbox: Arc<Outbox>,
@@ -357,31 +364,30 @@ impl Grouper {
         };
     }
 
+    /// The id of the group an alert of `route` to `receiver` about `enriched` goes in;
+    /// `None` when the route does not group. Its state entries are `group/<partition>/<id>`.
+    pub fn group_id(
+        &self,
+        route: &str,
+        receiver: &str,
+        enriched: &EnrichedMention,
+    ) -> Option<Uuid> {
+        let policy = self.policies.get(route)?;
+        Some(group_of(policy, route, receiver, enriched).0)
+    }
+
     /// Puts the alert, read from input `partition`, in its group; `None` when its route does
     /// not group (send it alone). The receiver resolves once the notification carrying it
     /// is delivered or failed.
     pub fn submit(
         &self,
-        alert: Alert,
+        alert: &Alert,
         receiver: &str,
         enriched: Arc<EnrichedMention>,
         partition: i32,
     ) -> Option<oneshot::Receiver<GroupResult>> {
         let policy = self.policies.get(&alert.route)?.clone();
-        let labels: Vec<(String, String)> = policy
-            .labels
-            .iter()
-            .map(|label| (label.clone(), label_value(label, &enriched).to_owned()))
-            .collect();
-        let key = labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v:?}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let group_id = Uuid::new_v5(
-            &ID_NAMESPACE,
-            format!("group:{}:{receiver}:{{{key}}}", alert.route).as_bytes(),
-        );
+        let (group_id, labels) = group_of(&policy, &alert.route, receiver, &enriched);
         let (done, receiver_of_result) = oneshot::channel();
         let now = Instant::now();
         let wall = now_micros();
@@ -422,7 +428,7 @@ impl Grouper {
         }
         if let Some(notified) = group.notified.get(&alert.id) {
             if now.duration_since(notified.at) < policy.repeat {
-                let _ = done.send(Ok(delivery_of(&alert, receiver, &notified.delivery)));
+                let _ = done.send(Ok(delivery_of(alert, receiver, &notified.delivery)));
                 return Some(receiver_of_result);
             }
         }
@@ -453,12 +459,68 @@ impl Grouper {
                 policy,
                 outbox: self.outbox.clone(),
                 state: self.state.clone(),
+                owns: self.owns.clone(),
                 shutdown: self.shutdown.clone(),
             };
             // One timer task per group with alerts pending ("router-group").
             tokio::spawn(task.run(first, partition));
         }
         Some(receiver_of_result)
+    }
+
+    /// Lets go of what is held for the alerts of input `partition`, revoked from this
+    /// process (or read again from its committed offset after it was assigned again):
+    /// another replica owns it now and writes newer entries. Each group forgets the
+    /// partition's notified alerts, its pending alerts of the partition complete as
+    /// interrupted (their offsets are not stored: the new owner reads them again), and a
+    /// group left with nothing is dropped. When the partition comes back, each group takes
+    /// up its entry again from the state topic's latest value, as on a first alert.
+    pub fn release(&self, partition: i32) {
+        let mut interrupted = Vec::new();
+        {
+            let mut groups = self.groups.lock().expect("groups lock");
+            groups.retain(|_, group| {
+                if !group.partitions.remove(&partition) {
+                    return true;
+                }
+                group.notified.retain(|_, n| n.partition != partition);
+                let (gone, kept): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut group.pending)
+                    .into_iter()
+                    .partition(|p| p.partition == partition);
+                group.pending = kept;
+                interrupted.extend(gone);
+                if !group.partitions.is_empty() {
+                    return true;
+                }
+                // Nothing of this process's left: what the group knew came from the
+                // released partition. A timing task still running finds it empty and stops.
+                group.last_sent = None;
+                group.restored_due = None;
+                group.scheduled
+            });
+        }
+        for pending in interrupted {
+            let _ = pending.done.send(Err(StageError::Interrupted));
+        }
+    }
+
+    /// Releases ([`Grouper::release`]) every partition held here that this process is no
+    /// longer assigned; returns them.
+    pub fn release_unowned(&self) -> Vec<i32> {
+        let mut held: Vec<i32> = {
+            let groups = self.groups.lock().expect("groups lock");
+            groups
+                .values()
+                .flat_map(|g| g.partitions.iter().copied())
+                .collect()
+        };
+        held.sort_unstable();
+        held.dedup();
+        held.retain(|p| !(self.owns)(*p));
+        for partition in &held {
+            self.release(*partition);
+        }
+        held
     }
 
     /// Drops idle groups whose repeat window is over, and the saved entries of such groups;
@@ -531,28 +593,54 @@ impl GroupState {
         }
     }
 
+    /// What the entry of the group for the alerts of `partition` is made of: cheap to take
+    /// (no delivery is cloned), so that it is taken under the groups' lock and the entry
+    /// built after.
+    fn snapshot(&self, partition: i32) -> GroupSnapshot {
+        GroupSnapshot {
+            last_sent: self.last_sent,
+            notified: self
+                .notified
+                .iter()
+                .filter(|(_, n)| n.partition == partition)
+                .map(|(id, n)| (*id, n.at, n.at_micros, n.delivery.clone()))
+                .collect(),
+        }
+    }
+
     /// The entry of the group for the alerts of `partition`.
+    #[cfg(test)]
     fn saved(&self, partition: i32, due: Option<Instant>, now: Instant, wall: i64) -> SavedGroup {
-        let mut latest: Vec<(&Uuid, &Notified)> = self
-            .notified
-            .iter()
-            .filter(|(_, n)| n.partition == partition)
-            .collect();
-        if latest.len() > MAX_SAVED_ALERTS {
-            latest.sort_unstable_by_key(|(_, n)| std::cmp::Reverse(n.at));
-            latest.truncate(MAX_SAVED_ALERTS);
+        self.snapshot(partition).into_saved(due, now, wall)
+    }
+}
+
+/// A group's entry for one partition as taken under the lock ([`GroupState::snapshot`]).
+struct GroupSnapshot {
+    last_sent: Option<Instant>,
+    /// Each notified alert: its id, when (as an instant and in µs) and its delivery.
+    notified: Vec<(Uuid, Instant, i64, Arc<Delivery>)>,
+}
+
+impl GroupSnapshot {
+    /// The entry: the latest [`MAX_SAVED_ALERTS`] notified alerts, by notification.
+    fn into_saved(mut self, due: Option<Instant>, now: Instant, wall: i64) -> SavedGroup {
+        if self.notified.len() > MAX_SAVED_ALERTS {
+            self.notified
+                .sort_unstable_by_key(|(_, at, _, _)| std::cmp::Reverse(*at));
+            self.notified.truncate(MAX_SAVED_ALERTS);
         }
         let mut notified: BTreeMap<Uuid, SavedNotification> = BTreeMap::new();
-        for (id, n) in latest {
+        for (id, _, at_micros, delivery) in self.notified {
             notified
-                .entry(n.delivery.id)
+                .entry(delivery.id)
                 .or_insert_with(|| SavedNotification {
-                    at: n.at_micros,
-                    delivery: (*n.delivery).clone(),
+                    at: at_micros,
+                    delivery: (*delivery).clone(),
                     alerts: Vec::new(),
                 })
                 .alerts
-                .push(*id);
+                .push(id);
         }
         SavedGroup {
             due_at: due.map(|at| micros_at(at, now, wall)),
@@ -593,6 +681,7 @@ struct GroupTask {
     policy: GroupPolicy,
     outbox: Arc<Outbox>,
     state: StateCell,
+    owns: Owns,
     shutdown: CancellationToken,
 }
 
@@ -612,9 +701,13 @@ impl GroupTask {
                 // a durable state (the embedded mode), it is sent now instead.
                 let batch = {
                     let mut groups = self.groups.lock().expect("groups lock");
-                    let group = groups.entry(self.group_id).or_default();
-                    group.scheduled = false;
-                    std::mem::take(&mut group.pending)
+                    match groups.get_mut(&self.group_id) {
+                        Some(group) => {
+                            group.scheduled = false;
+                            std::mem::take(&mut group.pending)
+                        }
+                        None => Vec::new(),
+                    }
                 };
                 for pending in batch {
                     let _ = pending.done.send(Err(StageError::Interrupted));
@@ -623,8 +716,16 @@ impl GroupTask {
             }
             let batch = {
                 let mut groups = self.groups.lock().expect("groups lock");
-                let group = groups.entry(self.group_id).or_default();
-                std::mem::take(&mut group.pending)
+                let Some(group) = groups.get_mut(&self.group_id) else {
+                    return;
+                };
+                let batch = std::mem::take(&mut group.pending);
+                if batch.is_empty() {
+                    // Its alerts' partition was released meanwhile: nothing to send.
+                    group.scheduled = false;
+                    return;
+                }
+                batch
             };
             let mut alerts: Vec<(Alert, Arc<EnrichedMention>)> = Vec::new();
             for pending in &batch {
@@ -657,7 +758,12 @@ impl GroupTask {
                 if let Ok(delivery) = &result {
                     if delivery.status == DeliveryStatus::Delivered {
                         let delivery = Arc::new(delivery.clone());
-                        for pending in &batch {
+                        // Not the alerts of a partition released while it went out: its
+                        // entry is the new owner's to write now (which reads them again).
+                        for pending in batch
+                            .iter()
+                            .filter(|p| group.partitions.contains(&p.partition))
+                        {
                             group.notified.insert(
                                 pending.alert.id,
                                 Notified {
@@ -706,21 +812,27 @@ impl GroupTask {
             return;
         };
         let (now, wall) = (Instant::now(), now_micros());
-        let entries: Vec<(i32, SavedGroup)> = {
+        // Only what is needed is copied under the lock that every submission takes (the
+        // notified alerts' ids, times and shared deliveries); the entries are built and
+        // encoded after it is released.
+        let snapshots: Vec<(i32, GroupSnapshot)> = {
             let groups = self.groups.lock().expect("groups lock");
             let Some(group) = groups.get(&self.group_id) else {
                 return;
             };
             partitions
                 .iter()
-                .map(|p| (*p, group.saved(*p, due, now, wall)))
+                // Not the entry of a partition released meanwhile: its new owner writes it.
+                .filter(|p| group.partitions.contains(p) && (self.owns)(**p))
+                .map(|p| (*p, group.snapshot(*p)))
                 .collect()
         };
-        let mut acks = Vec::with_capacity(entries.len());
-        for (partition, entry) in &entries {
+        let mut acks = Vec::with_capacity(snapshots.len());
+        for (partition, snapshot) in snapshots {
+            let entry = snapshot.into_saved(due, now, wall);
             acks.push(
                 state
-                    .save_group(*partition, self.group_id, Some(entry))
+                    .save_group(partition, self.group_id, Some(&entry))
                     .await,
             );
         }
@@ -730,6 +842,30 @@ impl GroupTask {
             }
         }
     }
+}
+
+/// The id and the `group_by` labels of the group of an alert of `route` to `receiver`.
+fn group_of(
+    policy: &GroupPolicy,
+    route: &str,
+    receiver: &str,
+    enriched: &EnrichedMention,
+) -> (Uuid, Vec<(String, String)>) {
+    let labels: Vec<(String, String)> = policy
+        .labels
+        .iter()
+        .map(|label| (label.clone(), label_value(label, enriched).to_owned()))
+        .collect();
+    let key = labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let group_id = Uuid::new_v5(
+        &ID_NAMESPACE,
+        format!("group:{route}:{receiver}:{{{key}}}").as_bytes(),
+    );
+    (group_id, labels)
 }
 
 /// The value of a `group_by` label.

@@ -44,6 +44,8 @@ pub use spikes::SpikeDetector;
 const STAGE: &str = "router";
 /// How long the last save of the spike states at shutdown may take.
 const SHUTDOWN_SAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often the groups of revoked partitions are looked for.
+const RELEASE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
@@ -169,14 +171,37 @@ async fn start(
         }),
         escalation_stop.clone(),
     ));
+    let releaser = tokio::spawn(release_revoked(
+        stage.grouper.clone(),
+        escalation_stop.clone(),
+    ));
     let result = services
         .run_consumer(stage, STAGE, &[&enriched], publisher, shutdown.clone())
         .await;
     escalation_stop.cancel();
     let _ = escalator.await;
+    let _ = releaser.await;
     follower.abort();
     result?;
     Ok(())
+}
+
+/// Every [`RELEASE_EVERY`] until `stop`, lets go of the groups' state of the input
+/// partitions revoked from this process ([`grouping::Grouper::release_unowned`]): their new
+/// owner writes newer entries, taken up again if they come back.
+async fn release_revoked(grouper: Arc<grouping::Grouper>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(RELEASE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let released = grouper.release_unowned();
+        if !released.is_empty() {
+            tracing::info!(partitions = ?released, "partitions revoked: their groups' state released");
+        }
+    }
 }
 
 /// The API's bearer token, from `token_env` or `token_file`.
@@ -213,6 +238,9 @@ pub struct RouterStage {
     /// The input partition of each watchlist whose spike state was saved, for the last save
     /// at shutdown.
     spike_partitions: std::collections::HashMap<String, i32>,
+    /// The offset of the last record handled, per input partition: one read again means
+    /// the partition was revoked and assigned back.
+    last_offsets: std::collections::HashMap<i32, i64>,
     ack_links: Option<api::AckLinks>,
     /// Groups of the routes with `group_by`, sent through the outbox.
     grouper: Arc<grouping::Grouper>,
@@ -257,7 +285,7 @@ impl RouterStage {
             services.owned.clone(),
             services.config.topics.enriched.clone(),
         );
-        let owns: grouping::Owns = Box::new(move |partition| owned.owns(&enriched, partition));
+        let owns: grouping::Owns = Arc::new(move |partition| owned.owns(&enriched, partition));
         Ok(RouterStage {
             routes: Routes::new(config)?,
             escalations: Arc::new(Escalations::new(
@@ -268,6 +296,7 @@ impl RouterStage {
             silences: Arc::new(silences::Silences::default()),
             state: state.clone(),
             spike_partitions: Default::default(),
+            last_offsets: Default::default(),
             ack_links,
             grouper: Arc::new(grouping::Grouper::new(
                 &config.routes,
@@ -296,18 +325,30 @@ impl Stage for RouterStage {
         STAGE
     }
 
-    /// Saves every watchlist's spike state, so that the next router goes on from the open
-    /// windows as they are now.
+    /// Saves the spike state of every watchlist of the partitions this process is still
+    /// assigned, so that the next router goes on from the open windows as they are now.
     fn finish(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let (Some(detector), Some(state)) = (&self.spikes, self.state.get()) else {
+            let (Some(detector), Some(state)) = (&mut self.spikes, self.state.get()) else {
                 return;
             };
+            // What another replica saved while it had a partition that came back since.
+            detector.take_up_held();
+            let detector = &*detector;
             let mut acks = Vec::new();
+            let enriched = &self.services.config.topics.enriched;
             for (watchlist, spike_state) in detector.states() {
                 let Some(partition) = self.spike_partitions.get(watchlist) else {
                     continue;
                 };
+                // Only the watchlists of the partitions this process is assigned: another
+                // replica has taken the others up and saves newer states. Checked as each
+                // is saved: the rebalance callback marks a partition revoked here before the
+                // group can assign it to another member (which waits for this member to
+                // rejoin, up to `max.poll.interval.ms`, far longer than this save may take).
+                if !self.services.owned.owns(enriched, *partition) {
+                    continue;
+                }
                 let saved = spikes::SavedSpikes {
                     writer: state.writer_id,
                     state: spike_state.clone(),
@@ -328,6 +369,18 @@ impl Stage for RouterStage {
 
     fn handle(&mut self, record: InRecord) -> BoxFuture<'_, Completion> {
         Box::pin(async move {
+            let last = self.last_offsets.insert(record.partition, record.offset);
+            if last.is_some_and(|last| record.offset <= last) {
+                // Read again from its committed offset: the partition was revoked and
+                // assigned back (too quickly for the release task to see it). What is held
+                // for it may be stale: its groups take up the state topic's entries again.
+                tracing::info!(
+                    partition = record.partition,
+                    offset = record.offset,
+                    "partition read again from an earlier offset; its groups' state is read again"
+                );
+                self.grouper.release(record.partition);
+            }
             let payload = record.payload.as_deref().unwrap_or_default();
             let enriched = match self.services.codecs.enriched.decode(payload).await {
                 Ok(enriched) => enriched,
@@ -409,9 +462,6 @@ impl Stage for RouterStage {
             let state = self.state.get().cloned();
             let partition = record.partition;
             Box::pin(async move {
-                if let Some(ack) = spike_ack {
-                    spike_saved(ack).await;
-                }
                 // The alerts of one record go out concurrently (each maybe in a group or a
                 // digest), then are published in order.
                 let deliveries =
@@ -428,6 +478,12 @@ impl Stage for RouterStage {
                         }
                     }))
                     .await;
+                // The spike state's write was enqueued before the deliveries: its
+                // acknowledgement is awaited after them (not before), still before the record
+                // completes.
+                if let Some(ack) = spike_ack {
+                    spike_saved(ack).await;
+                }
                 for ((mut alert, receiver, enriched), delivery) in
                     alerts.into_iter().zip(deliveries)
                 {
@@ -442,7 +498,7 @@ impl Stage for RouterStage {
                         }
                         None => {
                             let team = alert.team.clone().unwrap_or_default();
-                            let tracked = escalations
+                            let Some(tracked) = escalations
                                 .notify_team(
                                     &alert,
                                     &enriched,
@@ -450,7 +506,13 @@ impl Stage for RouterStage {
                                     &record.topic,
                                     record.partition,
                                 )
-                                .await?;
+                                .await?
+                            else {
+                                // Resolved already: notified and published before.
+                                tracing::debug!(alert = %alert.id, %team, "alert to a team read again after it was resolved; not notified again");
+                                metrics.discarded.with_label_values(&[STAGE, "true"]).inc();
+                                continue;
+                            };
                             metrics
                                 .team_alerts
                                 .with_label_values(&[&team, "raised"])
@@ -684,7 +746,7 @@ async fn send(
     enriched: &Arc<EnrichedMention>,
     partition: i32,
 ) -> Result<Delivery, StageError> {
-    let delivery = match grouper.submit(alert.clone(), receiver, enriched.clone(), partition) {
+    let delivery = match grouper.submit(alert, receiver, enriched.clone(), partition) {
         Some(waiting) => waiting.await.unwrap_or(Err(StageError::Interrupted))?,
         None => {
             let single = grouping::Notification::single(alert.clone(), enriched.clone(), receiver);
@@ -692,4 +754,116 @@ async fn send(
         }
     };
     Ok(grouping::delivery_of(alert, receiver, &delivery))
+}
+
+#[cfg(test)]
+#[path = "../tests/common/mention.rs"]
+mod test_common;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use earshot_core::bus::{Ack, OwnedPartitions};
+    use earshot_core::config::{RouterConfig, SpikesConfig};
+    use earshot_core::memory::MemoryBus;
+    use earshot_core::table::TableWriter;
+    use earshot_core::Config;
+
+    use super::*;
+
+    /// A state table that keeps the keys written, by partition.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(i32, String)>>, Mutex<Vec<Option<Bytes>>>);
+
+    impl TableWriter for Recorder {
+        fn partitions(&self) -> i32 {
+            2
+        }
+
+        fn put(&self, partition: i32, key: &str, value: Option<Bytes>) -> BoxFuture<'_, Ack> {
+            self.0.lock().unwrap().push((partition, key.to_owned()));
+            self.1.lock().unwrap().push(value);
+            Box::pin(async { Box::pin(async { Ok(()) }) as Ack })
+        }
+    }
+
+    /// Two watchlists, one in each input partition; partition 1 is revoked before the
+    /// router stops: only the spike state of partition 0's watchlist is saved at shutdown
+    /// (the other one's new owner saves newer ones).
+    #[tokio::test]
+    async fn at_shutdown_only_the_spike_states_of_owned_partitions_are_saved() {
+        let config = Config {
+            router: RouterConfig {
+                spikes: Some(SpikesConfig {
+                    window_secs: 60,
+                    ..SpikesConfig::default()
+                }),
+                ..RouterConfig::default()
+            },
+            ..Config::default()
+        };
+        let bus = MemoryBus::new();
+        let mut services = Services::memory(config, bus.clone()).await.unwrap();
+        services.owned = OwnedPartitions::default();
+        let topic = services.config.topics.enriched.clone();
+        services.owned.assign(&topic, 0);
+        services.owned.assign(&topic, 1);
+        let mut stage =
+            RouterStage::new(&services, bus.publisher(), CancellationToken::new()).unwrap();
+        let writer = Arc::new(Recorder::default());
+        let _ = stage.state.set(state::RouterState::new(writer.clone()));
+
+        for (partition, watchlist) in [(0, "acme"), (1, "globex")] {
+            let (_, mut enriched) =
+                test_common::acme_alert(&format!("spikes-{watchlist}"), "a lamp", "unused");
+            enriched.watchlist = watchlist.into();
+            let record = InRecord {
+                topic: Arc::from(topic.as_str()),
+                partition,
+                offset: 0,
+                key: None,
+                payload: Some(Bytes::from(
+                    services.codecs.enriched.encode(&enriched).unwrap(),
+                )),
+                headers: vec![],
+            };
+            stage.handle(record).await.await.unwrap();
+        }
+        let saved = std::mem::take(&mut *writer.0.lock().unwrap());
+        assert_eq!(
+            saved,
+            [(0, "spike/acme".to_owned()), (1, "spike/globex".to_owned())],
+            "each watchlist's first mention saves its state"
+        );
+
+        // Partition 1 is revoked; partition 0 went away and came back meanwhile, and its
+        // other owner saved acme's state further along than the one held here.
+        services.owned.revoke(&topic, 1);
+        let held = stage
+            .spikes
+            .as_ref()
+            .unwrap()
+            .states()
+            .find(|(w, _)| *w == "acme")
+            .unwrap()
+            .1
+            .clone();
+        let mut further = held.clone();
+        further.window.mentions += 10;
+        stage.spike_inbox.put("acme".into(), further.clone());
+        writer.1.lock().unwrap().clear();
+        stage.finish().await;
+        assert_eq!(
+            *writer.0.lock().unwrap(),
+            [(0, "spike/acme".to_owned())],
+            "saved at shutdown: the owned partition's watchlist only"
+        );
+        let value = writer.1.lock().unwrap()[0].clone().unwrap();
+        let saved: spikes::SavedSpikes = serde_json::from_slice(&value).unwrap();
+        assert_eq!(
+            saved.state, further,
+            "not older than its other owner left it"
+        );
+    }
 }

@@ -207,18 +207,45 @@ impl SpikeDetector {
     /// Takes up the saved state of `watchlist` unless the one held here is further along
     /// (a late save of the replica that had the partition before).
     fn take_up(&mut self, watchlist: &str) {
-        let version = self.inbox.0.version.load(Ordering::Acquire);
-        if version != self.inbox_seen {
-            self.inbox_seen = version;
-            let mut states = self.inbox.0.states.lock().expect("spike inbox lock");
-            self.restored.extend(states.drain());
-        }
+        self.drain_inbox();
         if self.restored.is_empty() {
             return;
         }
         let Some(saved) = self.restored.remove(watchlist) else {
             return;
         };
+        self.take_up_state(watchlist, saved);
+    }
+
+    /// Takes up every saved state that came in, for the watchlists held here, unless the
+    /// one held is further along: before the last save at shutdown, so that a watchlist
+    /// whose partition came back is not saved older than its other owner left it.
+    pub fn take_up_held(&mut self) {
+        self.drain_inbox();
+        let held: Vec<String> = self
+            .restored
+            .keys()
+            .filter(|w| self.watchlists.contains_key(*w))
+            .cloned()
+            .collect();
+        for watchlist in held {
+            if let Some(saved) = self.restored.remove(&watchlist) {
+                self.take_up_state(&watchlist, saved);
+            }
+        }
+    }
+
+    /// Moves what came in the inbox since it was last looked at into `restored`.
+    fn drain_inbox(&mut self) {
+        let version = self.inbox.0.version.load(Ordering::Acquire);
+        if version != self.inbox_seen {
+            self.inbox_seen = version;
+            let mut states = self.inbox.0.states.lock().expect("spike inbox lock");
+            self.restored.extend(states.drain());
+        }
+    }
+
+    fn take_up_state(&mut self, watchlist: &str, saved: WatchlistState) {
         let newer = match self.watchlists.get(watchlist) {
             None => true,
             Some(held) => {

@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::publish_memory as publish_enriched;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -17,8 +18,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use bytes::Bytes;
-use earshot_core::bus::{headers, OutRecord};
+use earshot_core::bus::headers;
 use earshot_core::config::{
     DeliveryConfig, ReceiverConfig, RouteConfig, RouterConfig, ScoreName, WebhookConfig,
 };
@@ -424,22 +424,6 @@ fn record(script: &mut Script, request_headers: &HeaderMap, body: &[u8]) {
             .map(str::to_owned),
         body: serde_json::from_slice(body).unwrap_or(serde_json::Value::Null),
     });
-}
-
-/// Publishes an enriched copy on the in-memory bus, keyed by its watchlist, as the enricher
-/// would.
-async fn publish_enriched(bus: &MemoryBus, services: &Services, enriched: &EnrichedMention) {
-    let payload = services.codecs.enriched.encode(enriched).unwrap();
-    bus.publisher()
-        .publish(OutRecord {
-            topic: Arc::from(services.config.topics.enriched.as_str()),
-            key: Some(Bytes::from(enriched.watchlist.clone())),
-            payload: Bytes::from(payload),
-            headers: vec![],
-        })
-        .await
-        .await
-        .unwrap();
 }
 
 fn router_config(url: &str, allow_private: bool, max_attempts: u32) -> RouterConfig {

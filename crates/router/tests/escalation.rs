@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::{kafka_config, publish_kafka as publish, publish_memory, unique, Running};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,15 +17,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use bytes::Bytes;
-use earshot_core::bus::OutRecord;
 use earshot_core::config::{
     DeliveryConfig, EscalationLevelConfig, EscalationPolicyConfig, EscalationTargetConfig,
     MemberConfig, PagerDutyConfig, ReceiverConfig, RouteConfig, RouterApiConfig, RouterConfig,
     ScheduleConfig, TeamConfig, WebhookConfig,
 };
 use earshot_core::memory::MemoryBus;
-use earshot_core::model::{alert_id, Alert, EnrichedMention};
+use earshot_core::model::{alert_id, Alert};
 use earshot_core::{Config, Services};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -39,14 +38,14 @@ async fn a_router_restarted_mid_escalation_sends_level_two_once_and_level_one_no
     config.router = team_router(&hook.url("/hook"), None, 3);
 
     let (_, enriched) = common::acme_alert(&unique("restart"), "Acme ate my order", ROUTE);
-    let first = start(config.clone()).await;
+    let first = Running::start(config.clone()).await;
     publish(&first.services, &enriched).await;
     hook.wait_for(1, Duration::from_secs(30)).await;
     // Stop in the middle: level 2 is due 3 s after level 1.
     first.stop().await;
     assert_eq!(hook.requests().len(), 1, "{:#?}", hook.requests());
 
-    let second = start(config.clone()).await;
+    let second = Running::start(config.clone()).await;
     hook.wait_for(2, Duration::from_secs(40)).await;
     // The policy has two levels and no repeat: nothing more comes.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -491,6 +490,59 @@ async fn copies_written_at_once_by_two_replicas_keep_the_acknowledgement_and_res
     task.await.unwrap();
 }
 
+/// A mention of an alert to a team read again after the alert was resolved (redelivered
+/// after a crash before its offset was committed, or read by the replica newly assigned its
+/// partition): the team is not notified again, neither by the router that resolved it nor
+/// by a new one that read the resolution (the entry's tombstone) from the state topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolved_team_alert_read_again_is_not_notified_again_here_nor_after_a_restart() {
+    use earshot_router::{Deliverer, Escalations};
+    let hook = Fake::start(|_| (200, json!({}))).await;
+    let config = team_router(&hook.url("/hook"), None, 3_600);
+    let escalations = || {
+        let deliverer = Deliverer::new(
+            &config,
+            earshot_core::telemetry::Metrics::default(),
+            CancellationToken::new(),
+        )
+        .unwrap();
+        Arc::new(Escalations::new(&config, Arc::new(deliverer), None).unwrap())
+    };
+    let (mut alert, enriched) = common::acme_alert(&unique("resolved"), "Acme ate my order", ROUTE);
+    alert.team = Some("support".into());
+    let notify = |escalations: Arc<Escalations>| {
+        let (alert, enriched) = (alert.clone(), enriched.clone());
+        async move {
+            escalations
+                .notify_team(&alert, &enriched, "support", "enriched", 0)
+                .await
+                .unwrap()
+        }
+    };
+
+    let here = escalations();
+    let raised = notify(here.clone()).await.expect("a new alert is notified");
+    assert_eq!(hook.requests().len(), 1);
+    assert_eq!(
+        notify(here.clone()).await,
+        Some(raised),
+        "open: held, not notified again"
+    );
+    here.resolve(alert.id, Some("ana".into()), chrono::Utc::now())
+        .unwrap();
+    assert_eq!(notify(here.clone()).await, None, "resolved here");
+
+    // The next router reads the state topic: the alert's entry deleted at its resolution.
+    let next = escalations();
+    next.remove(alert.id);
+    assert_eq!(
+        notify(next.clone()).await,
+        None,
+        "resolved before the restart"
+    );
+    assert_eq!(hook.requests().len(), 1, "{:#?}", hook.requests());
+}
+
 fn step_of(saved: &Mutex<Vec<earshot_router::Tracked>>, n: usize) -> earshot_router::Tracked {
     let mut entry = saved.lock().unwrap()[n].clone();
     entry.alert.acknowledged_at = None;
@@ -585,61 +637,6 @@ fn team_router(hook_url: &str, pagerduty_url: Option<&str>, delay_secs: u64) -> 
     }
 }
 
-struct Running {
-    services: Services,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), earshot_router::RouterError>>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("the router stops")
-            .unwrap()
-            .expect("a graceful stop");
-    }
-}
-
-async fn start(config: Config) -> Running {
-    let services = Services::kafka(config).await.expect("Kafka services");
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(earshot_router::run_with(services.clone(), shutdown.clone()));
-    Running {
-        services,
-        shutdown,
-        task,
-    }
-}
-
-async fn publish(services: &Services, enriched: &EnrichedMention) {
-    let publisher = services.publisher("escalation-test").unwrap();
-    publisher
-        .publish(OutRecord {
-            topic: Arc::from(services.config.topics.enriched.as_str()),
-            key: Some(Bytes::from(enriched.watchlist.clone())),
-            payload: Bytes::from(services.codecs.enriched.encode(enriched).unwrap()),
-            headers: vec![],
-        })
-        .await
-        .await
-        .unwrap();
-}
-
-async fn publish_memory(bus: &MemoryBus, services: &Services, enriched: &EnrichedMention) {
-    bus.publisher()
-        .publish(OutRecord {
-            topic: Arc::from(services.config.topics.enriched.as_str()),
-            key: Some(Bytes::from(enriched.watchlist.clone())),
-            payload: Bytes::from(services.codecs.enriched.encode(enriched).unwrap()),
-            headers: vec![],
-        })
-        .await
-        .await
-        .unwrap();
-}
-
 async fn published_alerts(bus: &MemoryBus, services: &Services, id: uuid::Uuid) -> Vec<Alert> {
     let mut alerts = Vec::new();
     for record in bus.records(&services.config.topics.alerts) {
@@ -657,33 +654,6 @@ async fn wait_idle(bus: &MemoryBus) {
         assert!(Instant::now() < deadline, "the router did not catch up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn kafka_config(run: &str) -> Config {
-    let mut config = Config::default();
-    config.kafka.bootstrap_servers = std::env::var("KAFKA_BOOTSTRAP_SERVERS").expect(
-        "KAFKA_BOOTSTRAP_SERVERS is not set: run the tests with scripts/test, which starts Kafka",
-    );
-    config.kafka.create_topics = true;
-    config.kafka.topic_partitions = 2;
-    config.kafka.group_prefix = run.to_owned();
-    config.kafka.drain_timeout_ms = 10_000;
-    config.kafka.session_timeout_ms = 6_000;
-    config.topics.raw = format!("{run}.raw");
-    config.topics.enriched = format!("{run}.enriched");
-    config.topics.alerts = format!("{run}.alerts");
-    config.topics.deadletter = format!("{run}.deadletter");
-    config.topics.checkpoints = format!("{run}.checkpoints");
-    config.topics.source_health = format!("{run}.health");
-    config.topics.router_state = format!("{run}.router-state");
-    config
-}
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    )
 }
 
 fn free_port() -> u16 {

@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::publish_memory as publish;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,8 +15,6 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::Router;
-use bytes::Bytes;
-use earshot_core::bus::OutRecord;
 use earshot_core::config::{
     DeliveryConfig, RateLimitConfig, ReceiverConfig, RouteConfig, RouterConfig, SlackConfig,
     WebhookConfig,
@@ -310,6 +309,139 @@ async fn without_a_durable_state_a_pending_group_is_sent_at_shutdown() {
     assert_eq!(bus.records(&services.config.topics.alerts).len(), 1);
 }
 
+/// A partition revoked and assigned back: while it was away, another replica notified
+/// alerts of the group and saved the group's entry. Its groups here let go of the stale
+/// memory at the revocation (the alerts pending for it complete as interrupted, for the new
+/// owner to read again), and take up the entry's latest value when it comes back, so an
+/// alert the other replica notified is not notified again.
+#[tokio::test]
+async fn a_partition_revoked_and_assigned_back_takes_up_its_groups_latest_saved_state() {
+    use earshot_core::model::{delivery_id, now_micros, Delivery};
+    use earshot_core::StageError;
+    use earshot_router::digest::Outbox;
+    use earshot_router::grouping::{Grouper, Owns, SavedGroup, SavedNotification};
+
+    let config = RouterConfig {
+        routes: vec![RouteConfig {
+            name: "acme-all".into(),
+            watchlist: Some("acme".into()),
+            receiver: Some("hook".into()),
+            group_by: Some(vec!["watchlist".into()]),
+            // Nothing goes out during the test.
+            group_wait_secs: Some(3_600),
+            ..RouteConfig::default()
+        }],
+        receivers: vec![ReceiverConfig {
+            name: "hook".into(),
+            webhook: Some(WebhookConfig {
+                url: Some("http://127.0.0.1:9/hook".into()),
+                allow_private: true,
+                ..WebhookConfig::default()
+            }),
+            ..ReceiverConfig::default()
+        }],
+        ..RouterConfig::default()
+    };
+    let shutdown = CancellationToken::new();
+    let state = earshot_router::state::StateCell::default();
+    let deliverer = earshot_router::Deliverer::new(
+        &config,
+        earshot_core::telemetry::Metrics::default(),
+        shutdown.clone(),
+    )
+    .unwrap();
+    let outbox = Outbox::new(
+        &config,
+        Arc::new(deliverer),
+        shutdown.clone(),
+        state.clone(),
+    );
+    let owned: Arc<Mutex<Vec<i32>>> = Arc::new(Mutex::new(vec![0]));
+    let owns: Owns = {
+        let owned = owned.clone();
+        Arc::new(move |partition| owned.lock().unwrap().contains(&partition))
+    };
+    let grouper = Grouper::new(&config.routes, outbox, shutdown.clone(), state, owns);
+
+    let alert = |native: &str| {
+        let (alert, enriched) = common::acme_alert(native, "my Acme lamp flickers", "acme-all");
+        (alert, Arc::new(enriched))
+    };
+    let (x, x_mention) = alert("rebalance-x");
+    let (y, y_mention) = alert("rebalance-y");
+    let (z, z_mention) = alert("rebalance-z");
+    let group = grouper.group_id("acme-all", "hook", &x_mention).unwrap();
+    let delivered = |n: u128| Delivery {
+        id: uuid::Uuid::from_u128(n),
+        channel: "webhook".into(),
+        receiver: "hook".into(),
+        status: DeliveryStatus::Delivered,
+        attempts: 1,
+        last_error: None,
+        delivered_at: Some(1_795_608_000_000_000),
+    };
+    let notified = |n: u128, alerts: Vec<uuid::Uuid>| SavedNotification {
+        at: now_micros() - 60_000_000,
+        delivery: delivered(n),
+        alerts,
+    };
+    let entry = |notifications: Vec<SavedNotification>| SavedGroup {
+        due_at: None,
+        last_sent_at: Some(now_micros() - 60_000_000),
+        notified: notifications,
+    };
+
+    // The state topic holds the group's entry of partition 0: x went out in delivery 1.
+    grouper.restore(0, group, Some(entry(vec![notified(1, vec![x.id])])));
+    let mut x_done = grouper.submit(&x, "hook", x_mention.clone(), 0).unwrap();
+    assert_eq!(
+        x_done.try_recv().unwrap().unwrap().id,
+        delivery_id(x.id, "hook")
+    );
+    let mut y_pending = grouper.submit(&y, "hook", y_mention.clone(), 0).unwrap();
+
+    // Partition 0 is revoked: y, pending, completes as interrupted (no offset stored).
+    owned.lock().unwrap().clear();
+    assert_eq!(grouper.release_unowned(), vec![0]);
+    assert!(matches!(
+        y_pending.try_recv(),
+        Ok(Err(StageError::Interrupted))
+    ));
+    assert_eq!(
+        grouper.release_unowned(),
+        Vec::<i32>::new(),
+        "nothing held any more"
+    );
+
+    // Meanwhile its new owner sent y and z in delivery 2 and saved the entry.
+    grouper.restore(
+        0,
+        group,
+        Some(entry(vec![
+            notified(1, vec![x.id]),
+            notified(2, vec![y.id, z.id]),
+        ])),
+    );
+
+    // Assigned back, the replayed z and y complete with delivery 2: not notified again.
+    owned.lock().unwrap().push(0);
+    for (alert, mention) in [(z, z_mention), (y, y_mention)] {
+        let mut done = grouper.submit(&alert, "hook", mention, 0).unwrap();
+        let delivery = done
+            .try_recv()
+            .expect("completed at once with the other replica's delivery")
+            .unwrap();
+        assert_eq!(
+            delivery,
+            Delivery {
+                id: delivery_id(alert.id, "hook"),
+                ..delivered(2)
+            }
+        );
+    }
+    shutdown.cancel();
+}
+
 async fn start(
     route: RouteConfig,
     receiver: ReceiverConfig,
@@ -368,20 +500,6 @@ fn mention(native_id: &str, author: &str) -> EnrichedMention {
     let (_, mut enriched) = common::acme_alert(native_id, "my Acme lamp flickers", "unused");
     enriched.mention.author.handle = author.into();
     enriched
-}
-
-async fn publish(bus: &MemoryBus, services: &Services, enriched: &EnrichedMention) {
-    let payload = services.codecs.enriched.encode(enriched).unwrap();
-    bus.publisher()
-        .publish(OutRecord {
-            topic: Arc::from(services.config.topics.enriched.as_str()),
-            key: Some(Bytes::from(enriched.watchlist.clone())),
-            payload: Bytes::from(payload),
-            headers: vec![],
-        })
-        .await
-        .await
-        .unwrap();
 }
 
 async fn decode_all(bus: &MemoryBus, services: &Services) -> Vec<Alert> {

@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::{kafka_config, publish_kafka as publish, unique, Running};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,16 +16,12 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use bytes::Bytes;
-use earshot_core::bus::OutRecord;
 use earshot_core::config::{
     DeliveryConfig, RateLimitConfig, ReceiverConfig, RouteConfig, RouterConfig, SpikesConfig,
     WebhookConfig,
 };
 use earshot_core::model::{mention_id, EnrichedMention, Sentiment};
-use earshot_core::{Config, Services};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 /// 2026-11-25T12:00:00Z.
 const T0: i64 = 1_795_608_000_000_000;
@@ -49,7 +46,7 @@ async fn a_group_pending_at_a_restart_goes_out_once_and_is_not_notified_again() 
     );
 
     // Two alerts join the group; the router stops inside its group_wait.
-    let first = start(config.clone()).await;
+    let first = Running::start(config.clone()).await;
     let services = first.services.clone();
     publish(&first.services, &mention("g0", "@a")).await;
     publish(&first.services, &mention("g1", "@b")).await;
@@ -66,7 +63,7 @@ async fn a_group_pending_at_a_restart_goes_out_once_and_is_not_notified_again() 
     // A third alert while no router runs; the next router sends one notification with all
     // three (the first two read again, their offsets not stored).
     publish(&services, &mention("g2", "@c")).await;
-    let second = start(config.clone()).await;
+    let second = Running::start(config.clone()).await;
     wait_until("the group's notification", || !hook.bodies().is_empty()).await;
     wait_until("the three alerts published", || second.sent() >= 3).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -86,7 +83,7 @@ async fn a_group_pending_at_a_restart_goes_out_once_and_is_not_notified_again() 
     // commit) completes with the earlier delivery: no new notification. Without the saved
     // memory it would start a new group and be notified after group_wait.
     publish(&services, &mention("g0", "@a")).await;
-    let third = start(config.clone()).await;
+    let third = Running::start(config.clone()).await;
     wait_until("the replayed alert published", || third.sent() >= 1).await;
     assert_eq!(hook.bodies().len(), 1, "{:#?}", hook.bodies());
     third.stop().await;
@@ -115,7 +112,7 @@ async fn a_rate_limit_holds_across_a_restart_and_the_pending_digest_goes_out_at_
 
     // The first alert takes the slot; the second waits for the next one, and the router
     // stops before it.
-    let first = start(config.clone()).await;
+    let first = Running::start(config.clone()).await;
     let services = first.services.clone();
     publish(&services, &mention("r0", "@a")).await;
     wait_until("the first message", || hook.bodies().len() == 1).await;
@@ -131,7 +128,7 @@ async fn a_rate_limit_holds_across_a_restart_and_the_pending_digest_goes_out_at_
 
     // The next router reads the second alert again and sends it at the saved slot, not at
     // once.
-    let second = start(config.clone()).await;
+    let second = Running::start(config.clone()).await;
     wait_until("the second message", || hook.bodies().len() == 2).await;
     let seen = hook.seen();
     assert_eq!(seen[1].1["alert"]["author_handle"], "@b", "{:#}", seen[1].1);
@@ -168,7 +165,7 @@ async fn a_restarted_router_detects_a_spike_against_the_baseline_learned_before(
 
     // Six calm windows of 10 mentions each, and the first mention of the seventh, to the
     // first router: the baseline is warmed up.
-    let first = start(config.clone()).await;
+    let first = Running::start(config.clone()).await;
     let mut n = 0;
     for window in 0..6 {
         for i in 0..10 {
@@ -188,7 +185,7 @@ async fn a_restarted_router_detects_a_spike_against_the_baseline_learned_before(
 
     // To the next router: a burst in the seventh window, closed by a mention of the eighth.
     // Fresh, it would still be warming up (no spike before 4 windows); it raises the peak.
-    let second = start(config.clone()).await;
+    let second = Running::start(config.clone()).await;
     for i in 1..40 {
         n += 1;
         let at = T0 + 6 * WINDOW + i * WINDOW / 40;
@@ -233,64 +230,6 @@ fn router(hook: &Hook, route: RouteConfig, spikes: Option<SpikesConfig>) -> Rout
     }
 }
 
-struct Running {
-    services: Services,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), earshot_router::RouterError>>,
-}
-
-impl Running {
-    fn received(&self) -> u64 {
-        self.services
-            .metrics
-            .received
-            .with_label_values(&["router"])
-            .get()
-    }
-
-    fn sent(&self) -> u64 {
-        self.services
-            .metrics
-            .sent
-            .with_label_values(&["router"])
-            .get()
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("the router stops")
-            .unwrap()
-            .expect("a graceful stop");
-    }
-}
-
-async fn start(config: Config) -> Running {
-    let services = Services::kafka(config).await.expect("Kafka services");
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(earshot_router::run_with(services.clone(), shutdown.clone()));
-    Running {
-        services,
-        shutdown,
-        task,
-    }
-}
-
-async fn publish(services: &Services, enriched: &EnrichedMention) {
-    let publisher = services.publisher("restart-test").unwrap();
-    publisher
-        .publish(OutRecord {
-            topic: Arc::from(services.config.topics.enriched.as_str()),
-            key: Some(Bytes::from(enriched.watchlist.clone())),
-            payload: Bytes::from(services.codecs.enriched.encode(enriched).unwrap()),
-            headers: vec![],
-        })
-        .await
-        .await
-        .unwrap();
-}
-
 async fn wait_until(what: &str, done: impl Fn() -> bool) {
     let started = Instant::now();
     while !done() {
@@ -321,33 +260,6 @@ fn spiky(n: i64, at: i64, compound: f64, author: &str) -> EnrichedMention {
         ..Sentiment::default()
     };
     enriched
-}
-
-fn kafka_config(run: &str) -> Config {
-    let mut config = Config::default();
-    config.kafka.bootstrap_servers = std::env::var("KAFKA_BOOTSTRAP_SERVERS").expect(
-        "KAFKA_BOOTSTRAP_SERVERS is not set: run the tests with scripts/test, which starts Kafka",
-    );
-    config.kafka.create_topics = true;
-    config.kafka.topic_partitions = 2;
-    config.kafka.group_prefix = run.to_owned();
-    config.kafka.drain_timeout_ms = 10_000;
-    config.kafka.session_timeout_ms = 6_000;
-    config.topics.raw = format!("{run}.raw");
-    config.topics.enriched = format!("{run}.enriched");
-    config.topics.alerts = format!("{run}.alerts");
-    config.topics.deadletter = format!("{run}.deadletter");
-    config.topics.checkpoints = format!("{run}.checkpoints");
-    config.topics.source_health = format!("{run}.health");
-    config.topics.router_state = format!("{run}.router-state");
-    config
-}
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    )
 }
 
 type Seen = Arc<Mutex<Vec<(Instant, Value)>>>;

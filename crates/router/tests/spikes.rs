@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::publish_memory as publish;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,8 +14,6 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use bytes::Bytes;
-use earshot_core::bus::OutRecord;
 use earshot_core::config::{
     DeliveryConfig, ReceiverConfig, RouteConfig, RouterConfig, SpikesConfig, WebhookConfig,
 };
@@ -205,20 +204,6 @@ fn mention(n: i64, at: i64, compound: f64, text: &str, author: &str) -> Enriched
         ..Sentiment::default()
     };
     enriched
-}
-
-async fn publish(bus: &MemoryBus, services: &Services, enriched: &EnrichedMention) {
-    let payload = services.codecs.enriched.encode(enriched).unwrap();
-    bus.publisher()
-        .publish(OutRecord {
-            topic: Arc::from(services.config.topics.enriched.as_str()),
-            key: Some(Bytes::from(enriched.watchlist.clone())),
-            payload: Bytes::from(payload),
-            headers: vec![],
-        })
-        .await
-        .await
-        .unwrap();
 }
 
 /// A webhook receiver on loopback that answers 200 and keeps the JSON bodies.
