@@ -13,7 +13,7 @@ const EMOJI_LEXICON: &str = include_str!("../lexicon/emoji_utf8_lexicon.txt");
 pub struct Lexicon {
     /// Lexicon words and the words VADER's rules name (boosters, negations, "but", ...), so
     /// that one lookup per token answers every question the rules ask of it.
-    words: Words,
+    words: FxHashMap<Box<str>, Word>,
     /// Single-character emoji only: the reference looks emoji up one character at a time, so
     /// its multi-character entries (flags, keycaps, skin tones) never match.
     emoji: FxHashMap<char, &'static str>,
@@ -37,7 +37,7 @@ impl Lexicon {
     /// `emoji<TAB>description` per line. A later line for the same word wins, as in the
     /// reference.
     pub fn parse(words: &str, emoji: &'static str) -> Result<Self, LexiconError> {
-        let mut word_map = Words::default();
+        let mut word_map: FxHashMap<Box<str>, Word> = FxHashMap::default();
         for (index, line) in words.trim_end_matches('\n').split('\n').enumerate() {
             if line.is_empty() {
                 continue;
@@ -53,10 +53,10 @@ impl Lexicon {
                 line: index + 1,
                 reason: format!("valence {valence:?} of {word:?} is not a number"),
             })?;
-            word_map.entry(word).valence = valence;
+            word_map.entry(Box::from(word)).or_default().valence = valence;
         }
         for (word, booster, flags) in rule_words() {
-            let entry = word_map.entry(word);
+            let entry = word_map.entry(Box::from(word)).or_default();
             if let Some(booster) = booster {
                 entry.booster = booster;
             }
@@ -107,13 +107,16 @@ impl Lexicon {
     /// valence of 0 keeps the word in the lexicon with no sentiment, which still counts it
     /// as a lexicon word for the neighbouring rules, as VADER would.
     pub fn set_valence(&mut self, word: &str, valence: f64) {
-        self.words.entry(&word.to_lowercase()).valence = valence;
+        self.words
+            .entry(Box::from(word.to_lowercase()))
+            .or_default()
+            .valence = valence;
     }
 
     /// Removes a word's valence, so that it is scored as a word outside the lexicon (what the
     /// rules know of it, as a booster or a negation, stays).
     pub fn remove(&mut self, word: &str) {
-        if let Some(entry) = self.words.get_mut(&word.to_lowercase()) {
+        if let Some(entry) = self.words.get_mut(word.to_lowercase().as_str()) {
             entry.valence = f64::NAN;
         }
     }
@@ -121,72 +124,13 @@ impl Lexicon {
     /// Number of words with a valence.
     pub fn len(&self) -> usize {
         self.words
-            .short
             .values()
-            .chain(self.words.long.values())
             .filter(|w| w.valence().is_some())
             .count()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// The words of a lexicon. Those of up to 15 bytes (all but a few dozen) are keyed by their
-/// bytes inline, so that a lookup compares the key in the table itself instead of following
-/// a pointer to a string elsewhere in memory (a cache miss per token); the longer ones by
-/// their string.
-#[derive(Clone, Default)]
-struct Words {
-    short: FxHashMap<ShortKey, Word>,
-    long: FxHashMap<Box<str>, Word>,
-}
-
-/// A word of up to 15 bytes: its bytes zero-padded, its length in the last byte.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct ShortKey(u64, u64);
-
-impl ShortKey {
-    #[inline]
-    fn of(word: &str) -> Option<ShortKey> {
-        let bytes = word.as_bytes();
-        if bytes.len() > 15 {
-            return None;
-        }
-        let mut key = [0u8; 16];
-        key[..bytes.len()].copy_from_slice(bytes);
-        key[15] = bytes.len() as u8;
-        let (low, high) = key.split_at(8);
-        Some(ShortKey(
-            u64::from_le_bytes(low.try_into().expect("eight bytes")),
-            u64::from_le_bytes(high.try_into().expect("eight bytes")),
-        ))
-    }
-}
-
-impl Words {
-    #[inline]
-    fn get(&self, word: &str) -> Option<&Word> {
-        match ShortKey::of(word) {
-            Some(key) => self.short.get(&key),
-            None => self.long.get(word),
-        }
-    }
-
-    fn get_mut(&mut self, word: &str) -> Option<&mut Word> {
-        match ShortKey::of(word) {
-            Some(key) => self.short.get_mut(&key),
-            None => self.long.get_mut(word),
-        }
-    }
-
-    /// The entry of `word`, added empty (outside the lexicon, no rule) if missing.
-    fn entry(&mut self, word: &str) -> &mut Word {
-        match ShortKey::of(word) {
-            Some(key) => self.short.entry(key).or_default(),
-            None => self.long.entry(Box::from(word)).or_default(),
-        }
     }
 }
 
@@ -197,11 +141,10 @@ mod tests {
     #[test]
     fn words_short_and_long_are_found_set_and_removed_alike() {
         let mut lexicon = Lexicon::vader();
-        // 15 bytes and under are keyed inline, longer ones by their string.
         assert_eq!(lexicon.valence("good"), Some(1.9));
         assert_eq!(lexicon.valence("adventurousness"), Some(1.8));
         assert_eq!(lexicon.valence("advantageousness"), Some(1.6));
-        // A key is the bytes and the length: a prefix, or the word with a NUL, is another.
+        // A prefix, or the word with a NUL, is another word.
         assert_eq!(lexicon.valence("goo"), None);
         assert_eq!(lexicon.valence("good\0"), None);
         assert_eq!(lexicon.valence(""), None);
