@@ -758,17 +758,11 @@ struct Hit {
 fn evaluate(doc: &Prepared<'_>, i: usize, hits: &mut Vec<Hit>, held: &mut Marks<'_>) -> bool {
     let program = doc.program;
     let holds = match program.op(i) {
-        Op::Word(_) | Op::Phrase { .. } => {
-            let before = hits.len();
-            for (start, end) in doc.occurrences(program.words(i)) {
-                hits.push(hit(doc.tokens, start, end));
-            }
-            hits.len() > before
-        }
+        Op::Word(_) | Op::Phrase { .. } => text_hits(doc, i, hits),
         Op::Or { end } => {
             let mut any = false;
             for child in program.children(i, end) {
-                any |= evaluate(doc, child, hits, held);
+                any |= evaluate_child(doc, child, hits, held);
             }
             any
         }
@@ -776,7 +770,7 @@ fn evaluate(doc: &Prepared<'_>, i: usize, hits: &mut Vec<Hit>, held: &mut Marks<
             let before = hits.len();
             let all = program
                 .children(i, end)
-                .all(|child| evaluate(doc, child, hits, held));
+                .all(|child| evaluate_child(doc, child, hits, held));
             if !all {
                 hits.truncate(before);
             }
@@ -804,6 +798,32 @@ fn evaluate(doc: &Prepared<'_>, i: usize, hits: &mut Vec<Hit>, held: &mut Marks<
         held.mark(i);
     }
     holds
+}
+
+/// [`evaluate`] for a child of an OR or AND: a text operation (most are) here, without the
+/// call.
+#[inline(always)]
+fn evaluate_child(doc: &Prepared<'_>, i: usize, hits: &mut Vec<Hit>, held: &mut Marks<'_>) -> bool {
+    match doc.program.op(i) {
+        Op::Word(_) | Op::Phrase { .. } => {
+            let holds = text_hits(doc, i, hits);
+            if holds {
+                held.mark(i);
+            }
+            holds
+        }
+        _ => evaluate(doc, i, hits, held),
+    }
+}
+
+/// Appends the hits of text operation `i`; whether there were any.
+#[inline(always)]
+fn text_hits(doc: &Prepared<'_>, i: usize, hits: &mut Vec<Hit>) -> bool {
+    let before = hits.len();
+    for (start, end) in doc.occurrences(doc.program.words(i)) {
+        hits.push(hit(doc.tokens, start, end));
+    }
+    hits.len() > before
 }
 
 /// Whether operation `i` matches, as [`evaluate`] decides, without marking what held or
