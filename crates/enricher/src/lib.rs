@@ -189,34 +189,33 @@ impl Enricher {
             },
             enriched_at: now_micros(),
         };
-        if template.matches.is_empty() {
-            return vec![template];
+        // One copy per match; the last is the template itself, so that a mention matching
+        // one watchlist (most that match any) is not copied at all.
+        let count = template.matches.len().max(1);
+        let mut copies = Vec::with_capacity(count);
+        copies.extend((1..count).map(|_| template.clone()));
+        copies.push(template);
+        for (k, copy) in copies.iter_mut().enumerate() {
+            let Some(found) = copy.matches.get(k) else {
+                break;
+            };
+            copy.watchlist.clone_from(&found.watchlist);
+            if let Some(analyzer) = self.watchlist_sentiment.get(&copy.watchlist) {
+                let analysis = analyzer.analyze(&copy.mention.text);
+                // The intents that follow from sentiment, and urgency, follow this copy's.
+                let scores = self.signals.finish(&assessment, analysis.scores.compound);
+                copy.intent = scores
+                    .intents
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "unknown".to_owned());
+                copy.signals.intents = scores.intents;
+                copy.urgency = scores.urgency;
+                copy.sentiment = sentiment_of(&analysis);
+                copy.sentences = sentences_of(analysis);
+            }
         }
-        template
-            .matches
-            .iter()
-            .map(|m| {
-                let mut copy = EnrichedMention {
-                    watchlist: m.watchlist.clone(),
-                    ..template.clone()
-                };
-                if let Some(analyzer) = self.watchlist_sentiment.get(&m.watchlist) {
-                    let analysis = analyzer.analyze(&copy.mention.text);
-                    // The intents that follow from sentiment, and urgency, follow this copy's.
-                    let scores = self.signals.finish(&assessment, analysis.scores.compound);
-                    copy.intent = scores
-                        .intents
-                        .first()
-                        .cloned()
-                        .unwrap_or_else(|| "unknown".to_owned());
-                    copy.signals.intents = scores.intents;
-                    copy.urgency = scores.urgency;
-                    copy.sentiment = sentiment_of(&analysis);
-                    copy.sentences = sentences_of(analysis);
-                }
-                copy
-            })
-            .collect()
+        copies
     }
 }
 

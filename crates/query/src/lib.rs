@@ -35,10 +35,15 @@ use smallvec::SmallVec;
 use program::{Op, Program, Word};
 
 pub use parse::{parse, Comparison, FieldTest, Node, ParseError, TextPattern, WordPattern};
-pub use text::{fold, tokenize, Token, TokenKind};
+pub use text::{fold, fold_into, tokenize, Token, TokenKind};
 
 /// The vocabulary number of a word or token that has none.
 pub const NO_ID: u32 = u32::MAX;
+
+/// In a trie value: the pattern is used as a whole word.
+const AS_WHOLE: u32 = 1 << 29;
+/// In a trie value: the pattern is used as a wildcard prefix.
+const AS_PREFIX: u32 = 1 << 30;
 
 /// What a query is evaluated against: a mention's text and fields.
 #[derive(Debug, Clone, Copy, Default)]
@@ -80,9 +85,9 @@ pub struct QuerySet {
     /// A trie of the folded text of every word of every query, walked along each token;
     /// `None` when there are no words.
     words: Option<Words>,
-    /// Per pattern (distinct folded word text): its word number as a whole word and as a
-    /// wildcard prefix ([`NO_ID`] when no query uses it so).
-    pattern_words: Vec<(u32, u32)>,
+    /// The number of patterns (distinct folded word texts): pattern `p` is word `p` as a
+    /// whole word, word `p + patterns` as a wildcard prefix.
+    patterns: u32,
     /// Per word number `w`, the queries for which it is a required literal:
     /// `owners[owner_starts[w]..owner_starts[w + 1]]`.
     owner_starts: Vec<u32>,
@@ -115,30 +120,31 @@ impl QuerySet {
     /// With two million queries or more, or words beyond the trie's size limit (2^29
     /// units): far beyond what a configuration holds.
     pub fn new(mut queries: Vec<WatchlistQuery>) -> Self {
-        // Words are numbered by (folded text, wildcard); the trie has one pattern per
-        // distinct text.
-        let mut words: FxHashMap<(String, bool), u32> = FxHashMap::default();
-        for query in &mut queries {
-            number_words(&mut query.query, &mut words);
-        }
+        // The trie has one pattern per distinct folded word text. Pattern `p` is word `p` as
+        // a whole word and word `p + patterns` as a wildcard prefix, so that the trie's value
+        // says which words a token is without a look-up: the pattern, and whether each use
+        // occurs in a query.
         let mut patterns: Vec<String> = Vec::new();
-        let mut pattern_words: Vec<(u32, u32)> = Vec::new();
-        let mut pattern_of: FxHashMap<String, usize> = FxHashMap::default();
-        let mut numbered: Vec<(&(String, bool), &u32)> = words.iter().collect();
-        numbered.sort_by_key(|(_, &id)| id);
-        for ((text, prefix), &id) in numbered {
-            let pattern = *pattern_of.entry(text.clone()).or_insert_with(|| {
-                patterns.push(text.clone());
-                pattern_words.push((NO_ID, NO_ID));
-                patterns.len() - 1
+        let mut pattern_of: FxHashMap<String, u32> = FxHashMap::default();
+        let mut uses: Vec<u32> = Vec::new();
+        for query in &queries {
+            each_word(&query.query, &mut |word| {
+                let pattern = *pattern_of.entry(word.text.clone()).or_insert_with(|| {
+                    patterns.push(word.text.clone());
+                    uses.push(0);
+                    patterns.len() as u32 - 1
+                });
+                uses[pattern as usize] |= if word.prefix { AS_PREFIX } else { AS_WHOLE };
             });
-            if *prefix {
-                pattern_words[pattern].1 = id;
-            } else {
-                pattern_words[pattern].0 = id;
-            }
         }
-        let mut owned: Vec<Vec<Owner>> = vec![Vec::new(); words.len()];
+        let count = patterns.len() as u32;
+        assert!(count < AS_WHOLE, "fewer than 2^29 distinct query words");
+        for query in &mut queries {
+            number_words(&mut query.query, &mut |word| {
+                pattern_of[&word.text] + if word.prefix { count } else { 0 }
+            });
+        }
+        let mut owned: Vec<Vec<Owner>> = vec![Vec::new(); 2 * patterns.len()];
         let mut always = Vec::new();
         for (index, query) in queries.iter().enumerate() {
             let groups = required_groups(&query.query);
@@ -172,7 +178,7 @@ impl QuerySet {
             .iter()
             .enumerate()
             .filter(|(_, text)| !text.is_empty() && !text.as_bytes().contains(&0))
-            .map(|(pattern, text)| (text.as_bytes(), pattern as u32))
+            .map(|(pattern, text)| (text.as_bytes(), pattern as u32 | uses[pattern]))
             .collect();
         keys.sort_unstable();
         let words = (!keys.is_empty()).then(|| {
@@ -189,7 +195,7 @@ impl QuerySet {
         QuerySet {
             queries,
             words,
-            pattern_words,
+            patterns: count,
             owner_starts,
             owners,
             always,
@@ -306,9 +312,14 @@ impl QuerySet {
         if folded.len() < *shortest {
             return;
         }
-        for (pattern, length) in trie.common_prefix_search(folded) {
-            let (whole, prefix) = self.pattern_words[pattern as usize];
-            push_found(found, whole, prefix, length == folded.len(), i);
+        for (value, length) in trie.common_prefix_search(folded) {
+            let pattern = value & !(AS_WHOLE | AS_PREFIX);
+            if value & AS_WHOLE != 0 && length == folded.len() {
+                found.push((pattern, i));
+            }
+            if value & AS_PREFIX != 0 {
+                found.push((pattern + self.patterns, i));
+            }
         }
     }
 
@@ -340,14 +351,14 @@ impl QuerySet {
         }
         let prepared = Prepared::new(document, view, &self.program);
         self.program.warm(&candidates.list);
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(candidates.list.len());
         for &index in &candidates.list {
             let index = index as usize;
-            let root = self.program.root(index);
+            let (root, end) = self.program.query(index);
             // Candidates have a word of each part of the query that needs one, and most
             // match: evaluated once, what held and the spans recorded on the way.
             hits.clear();
-            let mut marks = Marks::new(root, self.program.end(root), held);
+            let mut marks = Marks::new(root, end, held);
             if evaluate(&prepared, root, hits, &mut marks) {
                 outermost(hits);
                 out.push(QueryMatch {
@@ -520,37 +531,41 @@ impl Candidates {
     }
 }
 
-/// Records that token `i` is the word `whole` (when the hit is the whole token) and starts
-/// with the wildcard prefix `prefix`.
-fn push_found(found: &mut Vec<(u32, u32)>, whole: u32, prefix: u32, is_whole: bool, i: u32) {
-    if whole != NO_ID && is_whole {
-        found.push((whole, i));
-    }
-    if prefix != NO_ID {
-        found.push((prefix, i));
+/// Calls `each` with every word of `node`.
+fn each_word(node: &Node, each: &mut impl FnMut(&WordPattern)) {
+    match node {
+        Node::Text(pattern) => pattern.words.iter().for_each(each),
+        Node::Or(children) | Node::And(children) => {
+            for child in children {
+                each_word(child, each);
+            }
+        }
+        Node::Not(child) => each_word(child, each),
+        Node::Near { left, right, .. } => {
+            each_word(left, each);
+            each_word(right, each);
+        }
+        Node::Field(_) => {}
     }
 }
 
-/// Numbers the words of `node` by (text, wildcard) in `words`.
-fn number_words(node: &mut Node, words: &mut FxHashMap<(String, bool), u32>) {
+/// Sets the number of every word of `node` to what `number` says.
+fn number_words(node: &mut Node, number: &mut impl FnMut(&WordPattern) -> u32) {
     match node {
         Node::Text(pattern) => {
             for word in pattern.words.iter_mut() {
-                let next = words.len() as u32;
-                word.id = *words
-                    .entry((word.text.clone(), word.prefix))
-                    .or_insert(next);
+                word.id = number(word);
             }
         }
         Node::Or(children) | Node::And(children) => {
             for child in children {
-                number_words(child, words);
+                number_words(child, number);
             }
         }
-        Node::Not(child) => number_words(child, words),
+        Node::Not(child) => number_words(child, number),
         Node::Near { left, right, .. } => {
-            number_words(left, words);
-            number_words(right, words);
+            number_words(left, number);
+            number_words(right, number);
         }
         Node::Field(_) => {}
     }
@@ -563,14 +578,18 @@ fn required_groups(node: &Node) -> Vec<Vec<(u32, usize)>> {
         Node::And(children) => children.iter().filter_map(required_literals).collect(),
         other => required_literals(other).into_iter().collect(),
     };
-    groups.sort_by_key(|literals| {
-        (
-            literals.len(),
-            usize::MAX - literals.iter().map(|&(_, len)| len).min().unwrap_or(0),
-        )
-    });
+    groups.sort_by_key(|literals| rank(literals));
     groups.truncate(8);
     groups
+}
+
+/// How selective a group of required words is, most first: fewer words, then a longer
+/// shortest word.
+fn rank(literals: &[(u32, usize)]) -> (usize, usize) {
+    (
+        literals.len(),
+        usize::MAX - literals.iter().map(|&(_, len)| len).min().unwrap_or(0),
+    )
 }
 
 /// Words (number, length) at least one of which is a token of any text the node matches;
@@ -589,17 +608,10 @@ fn required_literals(node: &Node) -> Option<Vec<(u32, usize)>> {
             }
             Some(all)
         }
-        Node::And(children) => {
-            children
-                .iter()
-                .filter_map(required_literals)
-                .min_by_key(|literals| {
-                    (
-                        literals.len(),
-                        usize::MAX - literals.iter().map(|&(_, len)| len).min().unwrap_or(0),
-                    )
-                })
-        }
+        Node::And(children) => children
+            .iter()
+            .filter_map(required_literals)
+            .min_by_key(|literals| rank(literals)),
         Node::Near { left, right, .. } => {
             let (left, right) = (required_literals(left)?, required_literals(right)?);
             Some(if left.len() <= right.len() {
@@ -707,21 +719,27 @@ impl<'a> Prepared<'a> {
             && self.found.binary_search(&(word.id, i as u32)).is_ok()
     }
 
-    /// Token ranges `[i, j)` where the words occur one after the other, in order.
+    /// Token ranges `[i, j)` where the words occur one after the other, in order: from the
+    /// tokens that are the first word (found together), those of a fitting kind followed by
+    /// the other words.
     fn occurrences<'p>(&'p self, words: &'p [Word]) -> impl Iterator<Item = (usize, usize)> + 'p {
         let n = words.len();
-        let first = words.first().map_or(NO_ID, |w| w.id);
+        let (first, rest) = words
+            .split_first()
+            .map_or((NO_ID, &[][..]), |(first, rest)| (first.id, rest));
+        let kind = words.first().map_or(TokenKind::Word, |w| w.kind);
         let from = self.found.partition_point(|&(id, _)| id < first);
         self.found[from..]
             .iter()
             .take_while(move |&&(id, _)| id == first)
             .map(|&(_, i)| i as usize)
             .filter(move |&i| {
-                i + n <= self.tokens.len()
-                    && words
+                kind_fits(kind, self.tokens[i].kind)
+                    && i + n <= self.tokens.len()
+                    && rest
                         .iter()
                         .enumerate()
-                        .all(|(k, word)| self.word_at(word, i + k))
+                        .all(|(k, word)| self.word_at(word, i + 1 + k))
             })
             .map(move |i| (i, i + n))
     }
@@ -740,18 +758,11 @@ struct Hit {
 fn evaluate(doc: &Prepared<'_>, i: usize, hits: &mut Vec<Hit>, held: &mut Marks<'_>) -> bool {
     let program = doc.program;
     let holds = match program.op(i) {
-        Op::Word(_) | Op::Phrase { .. } => {
-            let before = hits.len();
-            hits.extend(
-                doc.occurrences(program.words(i))
-                    .map(|(start, end)| hit(doc.tokens, start, end)),
-            );
-            hits.len() > before
-        }
+        Op::Word(_) | Op::Phrase { .. } => text_hits(doc, i, hits),
         Op::Or { end } => {
             let mut any = false;
             for child in program.children(i, end) {
-                any |= evaluate(doc, child, hits, held);
+                any |= evaluate_child(doc, child, hits, held);
             }
             any
         }
@@ -759,23 +770,19 @@ fn evaluate(doc: &Prepared<'_>, i: usize, hits: &mut Vec<Hit>, held: &mut Marks<
             let before = hits.len();
             let all = program
                 .children(i, end)
-                .all(|child| evaluate(doc, child, hits, held));
+                .all(|child| evaluate_child(doc, child, hits, held));
             if !all {
                 hits.truncate(before);
             }
             all
         }
         Op::Not { .. } => !holds(doc, i + 1),
-        Op::Near {
-            right,
-            distance,
-            ordered,
-            ..
-        } => {
+        Op::Near { near } => {
+            let (right, near) = program.near(i, near);
             let before = hits.len();
             each_position(doc, i + 1, &mut |a| {
-                each_position(doc, right as usize, &mut |b| {
-                    if within(a, b, distance as usize, ordered) {
+                each_position(doc, right, &mut |b| {
+                    if within(a, b, near.distance as usize, near.ordered) {
                         hits.push(hit(doc.tokens, a.0, a.1));
                         hits.push(hit(doc.tokens, b.0, b.1));
                     }
@@ -785,12 +792,38 @@ fn evaluate(doc: &Prepared<'_>, i: usize, hits: &mut Vec<Hit>, held: &mut Marks<
             });
             hits.len() > before
         }
-        Op::Lang(_) | Op::Followers(..) | Op::Field { .. } => op_holds(doc, i),
+        Op::Lang(_) | Op::Field { .. } => op_holds(doc, i),
     };
     if holds {
         held.mark(i);
     }
     holds
+}
+
+/// [`evaluate`] for a child of an OR or AND: a text operation (most are) here, without the
+/// call.
+#[inline(always)]
+fn evaluate_child(doc: &Prepared<'_>, i: usize, hits: &mut Vec<Hit>, held: &mut Marks<'_>) -> bool {
+    match doc.program.op(i) {
+        Op::Word(_) | Op::Phrase { .. } => {
+            let holds = text_hits(doc, i, hits);
+            if holds {
+                held.mark(i);
+            }
+            holds
+        }
+        _ => evaluate(doc, i, hits, held),
+    }
+}
+
+/// Appends the hits of text operation `i`; whether there were any.
+#[inline(always)]
+fn text_hits(doc: &Prepared<'_>, i: usize, hits: &mut Vec<Hit>) -> bool {
+    let before = hits.len();
+    for (start, end) in doc.occurrences(doc.program.words(i)) {
+        hits.push(hit(doc.tokens, start, end));
+    }
+    hits.len() > before
 }
 
 /// Whether operation `i` matches, as [`evaluate`] decides, without marking what held or
@@ -802,17 +835,15 @@ fn holds(doc: &Prepared<'_>, i: usize) -> bool {
         Op::Or { end } => program.children(i, end).any(|child| holds(doc, child)),
         Op::And { end } => program.children(i, end).all(|child| holds(doc, child)),
         Op::Not { .. } => !holds(doc, i + 1),
-        Op::Near {
-            right,
-            distance,
-            ordered,
-            ..
-        } => each_position(doc, i + 1, &mut |a| {
-            each_position(doc, right as usize, &mut |b| {
-                within(a, b, distance as usize, ordered)
+        Op::Near { near } => {
+            let (right, near) = program.near(i, near);
+            each_position(doc, i + 1, &mut |a| {
+                each_position(doc, right, &mut |b| {
+                    within(a, b, near.distance as usize, near.ordered)
+                })
             })
-        }),
-        Op::Lang(_) | Op::Followers(..) | Op::Field { .. } => op_holds(doc, i),
+        }
+        Op::Lang(_) | Op::Field { .. } => op_holds(doc, i),
     }
 }
 
@@ -820,7 +851,6 @@ fn holds(doc: &Prepared<'_>, i: usize) -> bool {
 fn op_holds(doc: &Prepared<'_>, i: usize) -> bool {
     match doc.program.op(i) {
         Op::Lang(lang) => lang_holds(&lang, doc),
-        Op::Followers(comparison, count) => followers_hold(comparison, count, doc),
         Op::Field { test } => field_holds(doc.program.field(test), doc),
         _ => false,
     }
@@ -909,7 +939,15 @@ fn field_holds(test: &FieldTest, doc: &Prepared<'_>) -> bool {
             .url
             .as_deref()
             .is_some_and(|url| url.contains(part.as_str())),
-        FieldTest::Followers(comparison, count) => followers_hold(*comparison, *count, doc),
+        FieldTest::Followers(comparison, count) => {
+            doc.document.followers.is_some_and(|f| match comparison {
+                Comparison::Greater => f > *count,
+                Comparison::GreaterOrEqual => f >= *count,
+                Comparison::Less => f < *count,
+                Comparison::LessOrEqual => f <= *count,
+                Comparison::Equal => f == *count,
+            })
+        }
     }
 }
 
@@ -917,16 +955,6 @@ fn lang_holds(lang: &[u8], doc: &Prepared<'_>) -> bool {
     doc.document
         .lang
         .is_some_and(|l| l.as_bytes().eq_ignore_ascii_case(lang))
-}
-
-fn followers_hold(comparison: Comparison, count: i64, doc: &Prepared<'_>) -> bool {
-    doc.document.followers.is_some_and(|f| match comparison {
-        Comparison::Greater => f > count,
-        Comparison::GreaterOrEqual => f >= count,
-        Comparison::Less => f < count,
-        Comparison::LessOrEqual => f <= count,
-        Comparison::Equal => f == count,
-    })
 }
 
 /// Sorts `hits` and leaves out those inside another, so that a span counts once however

@@ -3,7 +3,7 @@
 //! following the pointers of its [`Node`] tree (with 10,000 queries, those pointers miss the
 //! cache and cost more than the rest of matching).
 
-use crate::parse::{Comparison, FieldTest, Node};
+use crate::parse::{FieldTest, Node};
 use crate::text::TokenKind;
 
 /// A query word as evaluation needs it: its vocabulary number and the tokens it may match.
@@ -13,16 +13,15 @@ pub(crate) struct Word {
     pub(crate) kind: TokenKind,
 }
 
-/// One node of a query. The children of a node follow it; `end` is the index after its last
-/// descendant.
+/// One node of a query, in eight bytes (eight to a cache line). The children of a node
+/// follow it; `end` is the index after its last descendant.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Op {
     /// A one-word text pattern.
     Word(Word),
-    /// A phrase: `phrases[from..from + len]`.
+    /// A phrase: the words `phrases[phrase]` says.
     Phrase {
-        from: u32,
-        len: u32,
+        phrase: u32,
     },
     Or {
         end: u32,
@@ -34,21 +33,28 @@ pub(crate) enum Op {
     Not {
         end: u32,
     },
-    /// The left side is the next operation, the right side at `right`.
+    /// The left side is the next operation, the right side the one after it (at the left
+    /// side's end); the rest is `nears[near]`.
     Near {
-        right: u32,
-        end: u32,
-        distance: u32,
-        ordered: bool,
+        near: u32,
     },
-    /// `lang:`, its two letters here rather than behind a pointer.
+    /// `lang:` with two letters, here rather than behind an index.
     Lang([u8; 2]),
-    /// `followers:`, likewise.
-    Followers(Comparison, i64),
     /// The other field tests: `fields[test]`.
     Field {
         test: u32,
     },
+}
+
+const _: () = assert!(std::mem::size_of::<Op>() == 8);
+
+/// What a NEAR operation holds beside its place.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Near {
+    /// The index after its right side.
+    pub(crate) end: u32,
+    pub(crate) distance: u32,
+    pub(crate) ordered: bool,
 }
 
 #[derive(Debug, Default)]
@@ -56,7 +62,11 @@ pub(crate) struct Program {
     ops: Vec<Op>,
     /// Per query, the index of its root operation.
     roots: Vec<u32>,
-    phrases: Vec<Word>,
+    /// The words of every phrase, one phrase after the other.
+    phrase_words: Vec<Word>,
+    /// Per phrase, its range in `phrase_words`.
+    phrases: Vec<(u32, u32)>,
+    nears: Vec<Near>,
     fields: Vec<FieldTest>,
     /// The clause of each operation as it reads in a match, one after the other (those of
     /// a query together): the pattern as written for text, the whole clause for NOT, NEAR
@@ -84,11 +94,11 @@ impl Program {
                 let op = if let [_] = pattern.words.as_slice() {
                     Op::Word(words.next().expect("one word"))
                 } else {
-                    let from = self.phrases.len() as u32;
-                    self.phrases.extend(words);
+                    let from = self.phrase_words.len() as u32;
+                    self.phrase_words.extend(words);
+                    self.phrases.push((from, self.phrase_words.len() as u32));
                     Op::Phrase {
-                        from,
-                        len: pattern.words.len() as u32,
+                        phrase: self.phrases.len() as u32 - 1,
                     }
                 };
                 self.ops.push(op);
@@ -125,13 +135,14 @@ impl Program {
                 self.ops.push(Op::Or { end: 0 });
                 self.clause(&node.to_string());
                 self.compile(left);
-                let right_at = self.ops.len() as u32;
                 self.compile(right);
-                self.ops[at] = Op::Near {
-                    right: right_at,
+                self.nears.push(Near {
                     end: self.ops.len() as u32,
                     distance: *distance,
                     ordered: *ordered,
+                });
+                self.ops[at] = Op::Near {
+                    near: self.nears.len() as u32 - 1,
                 };
             }
             Node::Field(test) => {
@@ -139,7 +150,6 @@ impl Program {
                     FieldTest::Lang(lang) if lang.len() == 2 => {
                         Op::Lang([lang.as_bytes()[0], lang.as_bytes()[1]])
                     }
-                    FieldTest::Followers(comparison, count) => Op::Followers(*comparison, *count),
                     _ => {
                         self.fields.push(test.clone());
                         Op::Field {
@@ -174,15 +184,15 @@ impl Program {
     /// The index after operation `i` and its descendants.
     pub(crate) fn end(&self, i: usize) -> usize {
         match self.ops[i] {
-            Op::Word(_)
-            | Op::Phrase { .. }
-            | Op::Lang(_)
-            | Op::Followers(..)
-            | Op::Field { .. } => i + 1,
-            Op::Or { end } | Op::And { end } | Op::Not { end } | Op::Near { end, .. } => {
-                end as usize
-            }
+            Op::Word(_) | Op::Phrase { .. } | Op::Lang(_) | Op::Field { .. } => i + 1,
+            Op::Or { end } | Op::And { end } | Op::Not { end } => end as usize,
+            Op::Near { near } => self.nears[near as usize].end as usize,
         }
+    }
+
+    /// The NEAR operation `i`'s right side, distance and order.
+    pub(crate) fn near(&self, i: usize, near: u32) -> (usize, Near) {
+        (self.end(i + 1), self.nears[near as usize])
     }
 
     /// The children of operation `i`, which ends at `end`.
@@ -201,7 +211,10 @@ impl Program {
     pub(crate) fn words(&self, i: usize) -> &[Word] {
         match &self.ops[i] {
             Op::Word(word) => std::slice::from_ref(word),
-            Op::Phrase { from, len } => &self.phrases[*from as usize..(*from + *len) as usize],
+            Op::Phrase { phrase } => {
+                let (from, to) = self.phrases[*phrase as usize];
+                &self.phrase_words[from as usize..to as usize]
+            }
             _ => &[],
         }
     }
@@ -218,20 +231,35 @@ impl Program {
     /// at once rather than one query after another as they are evaluated: with many queries,
     /// each is a cache miss or more.
     pub(crate) fn warm(&self, indices: &[u32]) {
-        // A cache line holds 64 bytes of operations; the root says where the query ends.
+        // A cache line holds 64 bytes of operations. Where a query ends is where the next
+        // starts, so no read waits for another and their misses overlap.
         const STEP: usize = 64 / std::mem::size_of::<Op>();
-        let mut seen = 0;
+        let mut seen = 0u8;
         for &index in indices {
-            seen ^= self.end(self.root(index as usize));
-        }
-        for &index in indices {
-            let root = self.root(index as usize);
-            let end = self.end(root);
-            for i in (root + STEP..end).step_by(STEP).chain([end - 1]) {
-                seen ^= self.end(i);
+            let (root, end) = self.query(index as usize);
+            for i in (root..end).step_by(STEP).chain([end - 1]) {
+                seen ^= self.kind(i);
             }
         }
         std::hint::black_box(seen);
+    }
+
+    /// The operations of query `index`: from its root to where the next query starts.
+    pub(crate) fn query(&self, index: usize) -> (usize, usize) {
+        let end = self
+            .roots
+            .get(index + 1)
+            .map_or(self.ops.len(), |&next| next as usize);
+        (self.roots[index] as usize, end)
+    }
+
+    /// A byte of operation `i`, for [`Program::warm`] to read.
+    fn kind(&self, i: usize) -> u8 {
+        match self.ops[i] {
+            Op::Word(word) => word.id as u8,
+            Op::Or { end } | Op::And { end } | Op::Not { end } => end as u8,
+            _ => 0,
+        }
     }
 
     /// Appends the clause of operation `i` as it held: `held(j)` says whether operation `j`

@@ -34,15 +34,26 @@ pub struct Token {
 /// Lower case, accents removed (NFD without combining marks) and the typographic apostrophe
 /// as `'`, so that `Café`, `CAFE` and `cafe` compare equal, and so do `don’t` and `don't`.
 pub fn fold(text: &str) -> String {
+    let mut folded = String::new();
+    fold_into(text, &mut folded);
+    folded
+}
+
+/// [`fold`] into `folded`, replacing what it held: no allocation once it has room.
+pub fn fold_into(text: &str, folded: &mut String) {
+    folded.clear();
     if text.is_ascii() {
-        return text.to_ascii_lowercase();
+        folded.push_str(text);
+        folded.make_ascii_lowercase();
+        return;
     }
-    text.chars()
-        .flat_map(char::to_lowercase)
-        .nfd()
-        .filter(|&c| !is_combining_mark(c))
-        .map(|c| if c == '\u{2019}' { '\'' } else { c })
-        .collect()
+    folded.extend(
+        text.chars()
+            .flat_map(char::to_lowercase)
+            .nfd()
+            .filter(|&c| !is_combining_mark(c))
+            .map(|c| if c == '\u{2019}' { '\'' } else { c }),
+    );
 }
 
 /// Splits `text` into tokens. Punctuation and white space separate tokens and are dropped.
@@ -98,7 +109,7 @@ pub(crate) fn token_spans(text: &str, mut each: impl FnMut(TokenKind, usize, usi
 pub(crate) fn ascii_token_spans(text: &str, mut each: impl FnMut(TokenKind, usize, usize)) {
     debug_assert!(text.is_ascii());
     let bytes = text.as_bytes();
-    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let word = is_ascii_word_byte;
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -125,9 +136,26 @@ pub(crate) fn ascii_token_spans(text: &str, mut each: impl FnMut(TokenKind, usiz
     }
 }
 
+/// Which bytes are ASCII word characters (alphanumeric or `_`): one look-up per byte.
+const ASCII_WORD: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        table[b] = byte.is_ascii_alphanumeric() || byte == b'_';
+        b += 1;
+    }
+    table
+};
+
+#[inline]
+fn is_ascii_word_byte(b: u8) -> bool {
+    ASCII_WORD[usize::from(b)]
+}
+
 /// [`word_end`] in ASCII text.
 fn ascii_word_end(bytes: &[u8], start: usize, dots: bool) -> usize {
-    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let word = is_ascii_word_byte;
     let mut end = start;
     while end < bytes.len() {
         let b = bytes[end];
@@ -373,6 +401,20 @@ mod tests {
             ("l’été", "l'ete"),
         ] {
             assert_eq!(fold(input), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn folding_into_a_buffer_replaces_what_it_held() {
+        let mut folded = String::from("left over");
+        for (input, expected) in [
+            ("Plain ASCII, MiXeD", "plain ascii, mixed"),
+            ("Café CRÈME’s", "cafe creme's"),
+            ("", ""),
+            ("ÉCLAIR", "eclair"),
+        ] {
+            fold_into(input, &mut folded);
+            assert_eq!(folded, expected, "{input:?}");
         }
     }
 }

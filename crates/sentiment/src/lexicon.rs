@@ -133,3 +133,33 @@ impl Lexicon {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_short_and_long_are_found_set_and_removed_alike() {
+        let mut lexicon = Lexicon::vader();
+        assert_eq!(lexicon.valence("good"), Some(1.9));
+        assert_eq!(lexicon.valence("adventurousness"), Some(1.8));
+        assert_eq!(lexicon.valence("advantageousness"), Some(1.6));
+        // A prefix, or the word with a NUL, is another word.
+        assert_eq!(lexicon.valence("goo"), None);
+        assert_eq!(lexicon.valence("good\0"), None);
+        assert_eq!(lexicon.valence(""), None);
+        let count = lexicon.len();
+        lexicon.set_valence("Advantageousness", -1.0);
+        lexicon.set_valence("GOOD", 0.5);
+        lexicon.set_valence("a-sixteen-bytes!", 2.0);
+        assert_eq!(lexicon.valence("advantageousness"), Some(-1.0));
+        assert_eq!(lexicon.valence("good"), Some(0.5));
+        assert_eq!(lexicon.valence("a-sixteen-bytes!"), Some(2.0));
+        assert_eq!(lexicon.len(), count + 1);
+        lexicon.remove("good");
+        lexicon.remove("advantageousness");
+        assert_eq!(lexicon.valence("good"), None);
+        assert_eq!(lexicon.valence("advantageousness"), None);
+        assert_eq!(lexicon.len(), count - 1);
+    }
+}

@@ -74,6 +74,14 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
+/// Runs `f` with this thread's buffers, or new ones if they are in use already.
+fn with_scratch<T>(f: impl FnOnce(&mut Scratch) -> T) -> T {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
+
 impl SentimentAnalyzer {
     /// An analyzer over `lexicon`; [`SentimentAnalyzer::default`] uses VADER's own.
     pub fn new(lexicon: Lexicon) -> Self {
@@ -106,10 +114,7 @@ impl SentimentAnalyzer {
 
     /// VADER's scores of `text`, identical to vaderSentiment 3.3.2's `polarity_scores`.
     pub fn polarity_scores(&self, text: &str) -> Scores {
-        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-            Ok(mut scratch) => self.polarity_scores_with(text, &mut scratch),
-            Err(_) => self.polarity_scores_with(text, &mut Scratch::default()),
-        })
+        with_scratch(|scratch| self.polarity_scores_with(text, scratch))
     }
 
     /// [`SentimentAnalyzer::polarity_scores`] with caller-owned buffers.
@@ -120,13 +125,11 @@ impl SentimentAnalyzer {
     /// The whole-text scores and the sentence view of `text`, tokenizing the text once where
     /// it can (see [`SentimentAnalyzer::sentence_view`] for the view).
     pub fn analyze(&self, text: &str) -> Analysis {
-        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-            Ok(mut scratch) => self.analyze_with(text, &mut scratch),
-            Err(_) => self.analyze_with(text, &mut Scratch::default()),
-        })
+        with_scratch(|scratch| self.analyze_with(text, scratch))
     }
 
-    fn analyze_with(&self, text: &str, scratch: &mut Scratch) -> Analysis {
+    /// [`SentimentAnalyzer::analyze`] with caller-owned buffers.
+    pub fn analyze_with(&self, text: &str, scratch: &mut Scratch) -> Analysis {
         let mut found = sentences(text);
         match (found.next(), found.next()) {
             (None, _) => Analysis {
@@ -143,12 +146,13 @@ impl SentimentAnalyzer {
                     sentences: summary.view(),
                 }
             }
-            (Some(_), Some(_)) => {
+            (Some(first), Some(second)) => {
                 let mut summary = Summary::default();
+                // The sentences found so far, then the rest: the text is split once.
                 let scores = vader::scores_and_sentences(
                     &self.lexicon,
                     text,
-                    sentences(text),
+                    [first, second].into_iter().chain(found),
                     scratch,
                     |sentence, compound| summary.add(sentence, compound),
                 );
