@@ -265,7 +265,7 @@ fn sentences_of(analysis: Analysis) -> SentenceSentiment {
 
 /// The enricher as a stage: decode `Mention`, enrich, publish each result keyed by watchlist.
 ///
-/// The runner's task reads, batches and settles records; decoding, enriching, encoding and
+/// The runner's task reads, batches, decodes and settles records; enriching, encoding and
 /// publishing run on a task of their own (the stage's worker), so that the two halves of the
 /// work run on two cores. Batches reach the worker in the order they were read and it takes
 /// them one at a time, each record in turn: outputs are published in input order (order per
@@ -278,6 +278,7 @@ pub struct EnricherStage {
     batch: Batch,
     /// The worker's half, until the first record starts it.
     output: Option<Output>,
+    codecs: Arc<Codecs>,
     /// Batches to the worker, in input order; at most [`QUEUED_BATCHES`] wait.
     work: Option<tokio::sync::mpsc::Sender<Work>>,
     enriched_topic: Arc<str>,
@@ -290,8 +291,16 @@ const QUEUED_BATCHES: usize = 4;
 /// goes once all of the batch's outputs are acknowledged.
 struct Work {
     enricher: Arc<Enricher>,
-    records: Vec<InRecord>,
+    records: Vec<Decoded>,
     done: futures::channel::oneshot::Sender<BatchResults>,
+}
+
+/// A record as the stage loop's task hands it to the worker: its mention, or why it could not
+/// be decoded, and the `traceparent` of its outputs. Decoding there takes that work off the
+/// worker, the busier of the two.
+struct Decoded {
+    mention: Result<Mention, StageError>,
+    traceparent: Bytes,
 }
 
 /// The result of each record of a batch, in order.
@@ -338,6 +347,7 @@ impl EnricherStage {
                 by_watchlist: HashMap::new(),
             }),
             work: None,
+            codecs: services.codecs.clone(),
             enriched_topic,
         }
     }
@@ -363,6 +373,19 @@ impl EnricherStage {
             let (work, batches) = tokio::sync::mpsc::channel(QUEUED_BATCHES);
             tokio::spawn(output.run(batches));
             self.work = Some(work);
+        }
+        let mut decoded = Vec::with_capacity(records.len());
+        for record in &records {
+            let payload = record.payload.as_deref().unwrap_or_default();
+            decoded.push(Decoded {
+                mention: self
+                    .codecs
+                    .mention
+                    .decode(payload)
+                    .await
+                    .map_err(|error| StageError::permanent(error.kind(), error.to_string())),
+                traceparent: Bytes::from(trace_context::child(record.header(headers::TRACEPARENT))),
+            });
         }
         let (done, results) = futures::channel::oneshot::channel::<BatchResults>();
         let results = results.shared();
@@ -395,7 +418,7 @@ impl EnricherStage {
             let _ = work
                 .send(Work {
                     enricher: self.enricher.clone(),
-                    records,
+                    records: decoded,
                     done,
                 })
                 .await;
@@ -416,8 +439,8 @@ impl Output {
         }) = batches.recv().await
         {
             let mut completions = Vec::with_capacity(records.len());
-            for record in records {
-                completions.push(self.process(&enricher, record).await);
+            for decoded in records {
+                completions.push(self.process(&enricher, decoded).await);
             }
             tokio::spawn(async move {
                 let mut results = Vec::with_capacity(completions.len());
@@ -430,19 +453,19 @@ impl Output {
         }
     }
 
-    /// Decodes, enriches and publishes one record; the completion resolves once every output
+    /// Enriches and publishes one decoded record; the completion resolves once every output
     /// is acknowledged.
-    async fn process(&mut self, enricher: &Enricher, record: InRecord) -> Completion {
-        let payload = record.payload.as_deref().unwrap_or_default();
-        let mention = match self.codecs.mention.decode(payload).await {
+    async fn process(&mut self, enricher: &Enricher, decoded: Decoded) -> Completion {
+        let Decoded {
+            mention,
+            traceparent,
+        } = decoded;
+        let mention = match mention {
             Ok(mention) => mention,
-            Err(error) => {
-                return ready(Err(StageError::permanent(error.kind(), error.to_string())))
-            }
+            Err(error) => return ready(Err(error)),
         };
         let collected_at = mention.collected_at;
         let enriched = enricher.enrich(mention);
-        let traceparent = Bytes::from(trace_context::child(record.header(headers::TRACEPARENT)));
         let mut acks = Vec::with_capacity(enriched.len());
         for copy in &enriched {
             let labelled = self.per_watchlist(&copy.watchlist);
