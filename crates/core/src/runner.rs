@@ -173,8 +173,25 @@ pub async fn run_stage<S: Stage, Sub: Subscription>(
             _ = shutdown.cancelled() => break,
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                 heartbeat.beat();
-                if let Err(error) = settle(done, &mut tracker, &mut subscription, &mut originals, &publisher, &options, &metrics, stage_name, &mut in_flight).await {
-                    failure = Some(error);
+                // Settles this record and every other already done, then stores each
+                // partition's new position once rather than once per record.
+                let mut positions = Positions::default();
+                let mut next = Some(done);
+                let mut settled = 0;
+                while let Some(done) = next {
+                    if let Err(error) = settle(done, &mut tracker, &mut positions, &mut originals, &publisher, &options, &metrics, stage_name, &mut in_flight).await {
+                        failure = Some(error);
+                        break;
+                    }
+                    settled += 1;
+                    next = if settled < SETTLE_AT_ONCE {
+                        in_flight.next().now_or_never().flatten()
+                    } else {
+                        None
+                    };
+                }
+                positions.store(&mut subscription, stage_name);
+                if failure.is_some() {
                     break;
                 }
             }
@@ -198,13 +215,21 @@ pub async fn run_stage<S: Stage, Sub: Subscription>(
                     while records.len() < batch.max_records
                         && in_flight.len() + records.len() < options.max_in_flight
                     {
-                        match tokio::time::timeout_at(deadline, subscription.recv()).await {
-                            Ok(Some(Ok(record))) => records.push(record),
-                            Ok(Some(Err(error))) => {
+                        // A record already there is taken without arming a timer.
+                        let next = match subscription.recv().now_or_never() {
+                            Some(next) => next,
+                            None => match tokio::time::timeout_at(deadline, subscription.recv()).await {
+                                Ok(next) => next,
+                                Err(_) => break,
+                            },
+                        };
+                        match next {
+                            Some(Ok(record)) => records.push(record),
+                            Some(Err(error)) => {
                                 metrics.errors.with_label_values(&[stage_name, "consume"]).inc();
                                 tracing::warn!(stage = stage_name, %error, "consumer error; continuing");
                             }
-                            Ok(None) | Err(_) => break,
+                            None => break,
                         }
                     }
                 }
@@ -263,10 +288,11 @@ pub async fn run_stage<S: Stage, Sub: Subscription>(
     let drain = async {
         while let Some(done) = in_flight.next().await {
             heartbeat.beat();
+            let mut positions = Positions::default();
             if let Err(error) = settle(
                 done,
                 &mut tracker,
-                &mut subscription,
+                &mut positions,
                 &mut originals,
                 &publisher,
                 &options,
@@ -278,6 +304,7 @@ pub async fn run_stage<S: Stage, Sub: Subscription>(
             {
                 failure.get_or_insert(error);
             }
+            positions.store(&mut subscription, stage_name);
         }
     };
     let drained = tokio::time::timeout(options.drain_timeout, drain)
@@ -303,10 +330,10 @@ pub async fn run_stage<S: Stage, Sub: Subscription>(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn settle<Sub: Subscription>(
+async fn settle(
     (topic, partition, offset, result, kind): Done,
     tracker: &mut OffsetTracker,
-    subscription: &mut Sub,
+    positions: &mut Positions,
     originals: &mut HashMap<(Arc<str>, i32, i64), InRecord>,
     publisher: &Arc<dyn Publisher>,
     options: &RunnerOptions,
@@ -321,10 +348,7 @@ async fn settle<Sub: Subscription>(
                 tracing::debug!(stage = stage_name, %topic, partition, offset, "dead letter acknowledged");
             }
             if let Some(next) = tracker.complete(&topic, partition, offset) {
-                if let Err(error) = subscription.store_offset(&topic, partition, next) {
-                    // The partition was revoked meanwhile: its new owner reads it again.
-                    tracing::debug!(stage = stage_name, %topic, partition, %error, "offset not stored");
-                }
+                positions.advance(topic, partition, next);
             }
             Ok(())
         }
@@ -393,6 +417,35 @@ async fn settle<Sub: Subscription>(
             Err(RunError::Bus(error))
         }
         Err(StageError::Interrupted) => Ok(()),
+    }
+}
+
+/// Records settled at once before the loop reads again: bounds the time between two reads.
+const SETTLE_AT_ONCE: usize = 1024;
+
+/// The committable positions that moved while settling, to be stored once per partition.
+#[derive(Default)]
+struct Positions(Vec<(Arc<str>, i32, i64)>);
+
+impl Positions {
+    fn advance(&mut self, topic: Arc<str>, partition: i32, next: i64) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(t, p, _)| *p == partition && **t == *topic)
+        {
+            Some((_, _, position)) => *position = (*position).max(next),
+            None => self.0.push((topic, partition, next)),
+        }
+    }
+
+    fn store<Sub: Subscription>(self, subscription: &mut Sub, stage_name: &'static str) {
+        for (topic, partition, next) in self.0 {
+            if let Err(error) = subscription.store_offset(&topic, partition, next) {
+                // The partition was revoked meanwhile: its new owner reads it again.
+                tracing::debug!(stage = stage_name, %topic, partition, %error, "offset not stored");
+            }
+        }
     }
 }
 

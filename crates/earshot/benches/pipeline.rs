@@ -24,8 +24,12 @@
 //!
 //! ```sh
 //! KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:39092 DATABASE_URL=postgres://earshot@127.0.0.1:35432/earshot \
-//!   cargo bench -p earshot --bench pipeline -- [--quick]
+//!   cargo bench -p earshot --bench pipeline -- [--quick] [--only enricher|pipeline|embedded]
 //! ```
+//! `--only <part>` runs one part alone (for instance the enricher rounds, to iterate on the
+//! enricher's service path); the JSON then holds that part only, so `scripts/bench` never
+//! passes it. The enricher rounds also report the enricher process's CPU seconds per thread
+//! (from `/proc/<pid>/task/*/stat`), to show which thread is saturated.
 //! Also prints the thread CPU time of the bench process and the load average, since this
 //! machine is shared. The last line is `BENCH_JSON {...}` with every figure.
 
@@ -60,7 +64,19 @@ struct Sizes {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .map(|i| args.get(i + 1).map(String::as_str).unwrap_or_default());
+    if let Some(part) = only {
+        anyhow::ensure!(
+            ["enricher", "pipeline", "embedded"].contains(&part),
+            "--only takes enricher, pipeline or embedded, not {part:?}"
+        );
+    }
+    let runs = |part: &str| only.is_none_or(|o| o == part);
     let sizes = if quick {
         Sizes {
             enricher: 10_000,
@@ -81,12 +97,18 @@ async fn main() -> anyhow::Result<()> {
     results.insert("quick".into(), json!(quick));
     results.insert("load_before".into(), json!(load_average()));
 
-    let enricher = bench_enricher(&earshot, &sizes).await?;
-    results.insert("enricher".into(), enricher);
-    let pipeline = bench_pipeline(&earshot, &sizes).await?;
-    results.insert("pipeline".into(), pipeline);
-    let embedded = bench_embedded(&earshot, &sizes).await?;
-    results.insert("embedded".into(), embedded);
+    if runs("enricher") {
+        let enricher = bench_enricher(&earshot, &sizes).await?;
+        results.insert("enricher".into(), enricher);
+    }
+    if runs("pipeline") {
+        let pipeline = bench_pipeline(&earshot, &sizes).await?;
+        results.insert("pipeline".into(), pipeline);
+    }
+    if runs("embedded") {
+        let embedded = bench_embedded(&earshot, &sizes).await?;
+        results.insert("embedded".into(), embedded);
+    }
 
     results.insert("load_after".into(), json!(load_average()));
     results.insert("bench_cpu_secs".into(), json!(process_cpu_secs()));
@@ -152,6 +174,7 @@ async fn bench_enricher(earshot: &Path, sizes: &Sizes) -> anyhow::Result<Value> 
         // Baseline: the bare passthrough.
         let start = ends.end_offset(&bare)?;
         let group = format!("{run}-bare-{round}");
+        let bench_cpu_before = process_cpu_secs();
         let passthrough = {
             let (kafka, raw, bare) = (kafka.clone(), raw.clone(), bare.clone());
             let count = records.len();
@@ -161,6 +184,8 @@ async fn bench_enricher(earshot: &Path, sizes: &Sizes) -> anyhow::Result<Value> 
         };
         let bare_secs = time_output(&ends, &bare, start, records.len() as i64).await?;
         passthrough.await??;
+        // The passthrough runs in this process: its CPU time, with the polling of the output.
+        let bare_cpu = process_cpu_secs() - bench_cpu_before;
 
         // The enricher process, with a group of its own so that it reads everything again.
         let dir = std::env::temp_dir().join(format!("{run}-{round}"));
@@ -176,6 +201,8 @@ async fn bench_enricher(earshot: &Path, sizes: &Sizes) -> anyhow::Result<Value> 
         let mut child = spawn_service(earshot, "enricher", &file, &dir)?;
         let enricher_secs = time_output(&ends, &enriched, start, expected).await;
         let peak_rss_kib = peak_rss_kib(child.id());
+        let threads = thread_cpu_secs(child.id());
+        let process_cpu = cpu_secs(&child.id().to_string());
         stop(&mut child);
         let enricher_secs = enricher_secs?;
         let round = json!({
@@ -183,6 +210,9 @@ async fn bench_enricher(earshot: &Path, sizes: &Sizes) -> anyhow::Result<Value> 
             "enricher_per_sec": records.len() as f64 / enricher_secs,
             "ratio": bare_secs / enricher_secs,
             "enricher_peak_rss_kib": peak_rss_kib,
+            "bare_cpu_secs": bare_cpu,
+            "enricher_cpu_secs": process_cpu,
+            "enricher_thread_cpu_secs": threads,
         });
         println!("enricher round {round}");
         rounds.push(round);
@@ -804,6 +834,30 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .lines()
         .find_map(|line| line.strip_prefix("VmHWM:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// CPU seconds (user + system) of each thread of process `pid` by thread name, busiest first;
+/// threads of one name (tokio's workers, for instance) are summed.
+fn thread_cpu_secs(pid: u32) -> Value {
+    let mut by_name: HashMap<String, f64> = HashMap::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    for task in tasks.flatten() {
+        let tid = task.file_name().to_string_lossy().to_string();
+        let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+            .map(|n| n.trim().to_owned())
+            .unwrap_or_default();
+        *by_name.entry(name).or_default() += cpu_secs(&format!("{pid}/task/{tid}"));
+    }
+    let mut threads: Vec<(String, f64)> = by_name.into_iter().collect();
+    threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Value::Array(
+        threads
+            .into_iter()
+            .map(|(name, secs)| json!([name, secs]))
+            .collect(),
+    )
 }
 
 /// Milliseconds at quantile `q` (nearest rank); `None` when it falls on `Duration::MAX` (a

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use earshot_core::bus::{headers, OutRecord, Publisher};
+use earshot_core::bus::{headers, BusError, OutRecord, Publisher};
 use earshot_core::codec::Codecs;
 use earshot_core::config::EnricherConfig;
 use earshot_core::model::{now_micros, EnrichedMention, Mention, SentenceSentiment, Sentiment};
@@ -263,10 +263,50 @@ fn sentences_of(analysis: Analysis) -> SentenceSentiment {
 }
 
 /// The enricher as a stage: decode `Mention`, enrich, publish each result keyed by watchlist.
+///
+/// The runner's task reads, batches, decodes and settles records; enriching, encoding and
+/// publishing run on a task of their own (the stage's worker), so that the two halves of the
+/// work run on two cores. Batches reach the worker in the order they were read and it takes
+/// them one at a time, each record in turn: outputs are published in input order (order per
+/// key is kept) and the spam look-back sees mentions in the order they were read. A record's
+/// completion resolves once the worker has published its outputs and each is acknowledged.
 pub struct EnricherStage {
     enricher: Arc<Enricher>,
     /// New enrichers from the reloader, taken between two records.
     updates: Option<tokio::sync::watch::Receiver<Arc<Enricher>>>,
+    batch: Batch,
+    /// The worker's half, until the first record starts it.
+    output: Option<Output>,
+    codecs: Arc<Codecs>,
+    /// Batches to the worker, in input order; at most [`QUEUED_BATCHES`] wait.
+    work: Option<tokio::sync::mpsc::Sender<Work>>,
+    enriched_topic: Arc<str>,
+}
+
+/// Batches waiting for the worker, at most: beyond, the runner waits before reading more.
+const QUEUED_BATCHES: usize = 4;
+
+/// A batch for the worker: the enricher to use, the records, and where the result of each
+/// goes once all of the batch's outputs are acknowledged.
+struct Work {
+    enricher: Arc<Enricher>,
+    records: Vec<Decoded>,
+    done: futures::channel::oneshot::Sender<BatchResults>,
+}
+
+/// A record as the stage loop's task hands it to the worker: its mention, or why it could not
+/// be decoded, and the `traceparent` of its outputs. Decoding there takes that work off the
+/// worker, the busier of the two.
+struct Decoded {
+    mention: Result<Mention, StageError>,
+    traceparent: Bytes,
+}
+
+/// The result of each record of a batch, in order.
+type BatchResults = Arc<Vec<Result<(), StageError>>>;
+
+/// What the worker needs to decode, encode, publish and count.
+struct Output {
     codecs: Arc<Codecs>,
     publisher: Arc<dyn Publisher>,
     metrics: Metrics,
@@ -274,24 +314,40 @@ pub struct EnricherStage {
     sent: IntCounter,
     latency: Histogram,
     enriched_topic: Arc<str>,
-    batch: Batch,
+    /// Per watchlist (`""` when unmatched): its metrics, looked up once, and its output key.
+    by_watchlist: HashMap<String, PerWatchlist>,
+}
+
+struct PerWatchlist {
+    /// `earshot_watchlist_matches_total{watchlist}`; none for unmatched copies.
+    matches: Option<IntCounter>,
+    /// `earshot_sentiment_compound{watchlist}` (`none` when unmatched).
+    sentiment: Histogram,
+    key: Bytes,
 }
 
 impl EnricherStage {
     pub fn new(services: &Services, publisher: Arc<dyn Publisher>) -> Self {
+        let enriched_topic: Arc<str> = Arc::from(services.config.topics.enriched.as_str());
         EnricherStage {
             enricher: Arc::new(Enricher::new(&services.config.enricher)),
             updates: None,
-            codecs: services.codecs.clone(),
-            publisher,
-            sent: services.metrics.sent.with_label_values(&[STAGE]),
-            latency: services.metrics.latency.with_label_values(&[STAGE]),
-            metrics: services.metrics.clone(),
-            enriched_topic: Arc::from(services.config.topics.enriched.as_str()),
             batch: Batch {
                 max_records: services.config.enricher.batch_size.max(1),
                 max_wait: std::time::Duration::from_millis(services.config.enricher.batch_wait_ms),
             },
+            output: Some(Output {
+                codecs: services.codecs.clone(),
+                publisher,
+                sent: services.metrics.sent.with_label_values(&[STAGE]),
+                latency: services.metrics.latency.with_label_values(&[STAGE]),
+                metrics: services.metrics.clone(),
+                enriched_topic: enriched_topic.clone(),
+                by_watchlist: HashMap::new(),
+            }),
+            work: None,
+            codecs: services.codecs.clone(),
+            enriched_topic,
         }
     }
 }
@@ -306,41 +362,121 @@ impl EnricherStage {
         }
     }
 
-    /// Decodes, enriches and publishes one record; the completion resolves once every output
-    /// is acknowledged.
-    async fn process(&self, record: InRecord) -> Completion {
-        let (mention_codec, enriched_codec) = (&self.codecs.mention, &self.codecs.enriched);
-        let payload = record.payload.as_deref().unwrap_or_default();
-        let mention = match mention_codec.decode(payload).await {
-            Ok(mention) => mention,
-            Err(error) => {
-                return ready(Err(StageError::permanent(error.kind(), error.to_string())))
+    /// Hands `records` to the worker (started on the first call) and returns their
+    /// completions, in order. They resolve together, once every output of the batch is
+    /// acknowledged (each with its own record's result): the runner is woken once per batch,
+    /// not once per record or per output.
+    async fn submit(&mut self, records: Vec<InRecord>) -> Vec<Completion> {
+        self.take_update();
+        if let Some(output) = self.output.take() {
+            let (work, batches) = tokio::sync::mpsc::channel(QUEUED_BATCHES);
+            tokio::spawn(output.run(batches));
+            self.work = Some(work);
+        }
+        let mut decoded = Vec::with_capacity(records.len());
+        for record in &records {
+            let payload = record.payload.as_deref().unwrap_or_default();
+            decoded.push(Decoded {
+                mention: self
+                    .codecs
+                    .mention
+                    .decode(payload)
+                    .await
+                    .map_err(|error| StageError::permanent(error.kind(), error.to_string())),
+                traceparent: Bytes::from(trace_context::child(record.header(headers::TRACEPARENT))),
+            });
+        }
+        let (done, results) = futures::channel::oneshot::channel::<BatchResults>();
+        let results = results.shared();
+        let completions = (0..records.len())
+            .map(|i| {
+                let topic = self.enriched_topic.clone();
+                results
+                    .clone()
+                    .map(move |results| match results {
+                        Ok(results) => results.get(i).cloned().unwrap_or_else(|| {
+                            Err(StageError::permanent(
+                                "internal",
+                                "the enricher's worker gave no result for this record",
+                            ))
+                        }),
+                        // The worker ended before this batch (it panicked): stop without
+                        // storing the offset, so that the record is read again after a restart.
+                        Err(_) => Err(StageError::Bus(BusError::Publish {
+                            topic: topic.to_string(),
+                            reason: "the enricher's worker stopped before publishing this record's outputs".into(),
+                        })),
+                    })
+                    .boxed()
+            })
+            .collect();
+        if let Some(work) = &self.work {
+            // A send fails only when the worker is gone; the completions then say so.
+            // Waits while the worker is behind: records are left in the consumer's queue
+            // rather than held here.
+            let _ = work
+                .send(Work {
+                    enricher: self.enricher.clone(),
+                    records: decoded,
+                    done,
+                })
+                .await;
+        }
+        completions
+    }
+}
+
+impl Output {
+    /// The worker: takes batches in order until the stage is dropped. Each batch's
+    /// acknowledgements are awaited by a task of their own, so that the worker goes on with
+    /// the next batch meanwhile.
+    async fn run(mut self, mut batches: tokio::sync::mpsc::Receiver<Work>) {
+        while let Some(Work {
+            enricher,
+            records,
+            done,
+        }) = batches.recv().await
+        {
+            let mut completions = Vec::with_capacity(records.len());
+            for decoded in records {
+                completions.push(self.process(&enricher, decoded).await);
             }
+            tokio::spawn(async move {
+                let mut results = Vec::with_capacity(completions.len());
+                for completion in completions {
+                    results.push(completion.await);
+                }
+                // The runner gave the batch up (shutdown): it will be read again.
+                let _ = done.send(Arc::new(results));
+            });
+        }
+    }
+
+    /// Enriches and publishes one decoded record; the completion resolves once every output
+    /// is acknowledged.
+    async fn process(&mut self, enricher: &Enricher, decoded: Decoded) -> Completion {
+        let Decoded {
+            mention,
+            traceparent,
+        } = decoded;
+        let mention = match mention {
+            Ok(mention) => mention,
+            Err(error) => return ready(Err(error)),
         };
         let collected_at = mention.collected_at;
-        let enriched = self.enricher.enrich(mention);
-        let traceparent = Bytes::from(trace_context::child(record.header(headers::TRACEPARENT)));
+        let enriched = enricher.enrich(mention);
         let mut acks = Vec::with_capacity(enriched.len());
         for copy in &enriched {
+            let labelled = self.per_watchlist(&copy.watchlist);
             // A retraction was not scored: it has no sentiment to observe.
             if !copy.mention.is_retraction() {
-                if !copy.watchlist.is_empty() {
-                    self.metrics
-                        .watchlist_matches
-                        .with_label_values(&[&copy.watchlist])
-                        .inc();
+                if let Some(matches) = &labelled.matches {
+                    matches.inc();
                 }
-                let watchlist = if copy.watchlist.is_empty() {
-                    "none"
-                } else {
-                    &copy.watchlist
-                };
-                self.metrics
-                    .sentiment
-                    .with_label_values(&[watchlist])
-                    .observe(copy.sentiment.compound);
+                labelled.sentiment.observe(copy.sentiment.compound);
             }
-            let payload = match enriched_codec.encode(copy) {
+            let key = labelled.key.clone();
+            let payload = match self.codecs.enriched.encode(copy) {
                 Ok(payload) => payload,
                 Err(error) => {
                     return ready(Err(StageError::permanent("encode", error.to_string())))
@@ -348,7 +484,7 @@ impl EnricherStage {
             };
             let out = OutRecord {
                 topic: self.enriched_topic.clone(),
-                key: Some(Bytes::from(copy.watchlist.clone())),
+                key: Some(key),
                 payload: Bytes::from(payload),
                 headers: vec![(headers::TRACEPARENT.to_owned(), traceparent.clone())],
             };
@@ -365,6 +501,30 @@ impl EnricherStage {
             Ok(())
         }) as Completion
     }
+
+    /// The metrics and output key of `watchlist`, looked up once per watchlist.
+    fn per_watchlist(&mut self, watchlist: &str) -> &PerWatchlist {
+        if !self.by_watchlist.contains_key(watchlist) {
+            let labelled = PerWatchlist {
+                matches: (!watchlist.is_empty()).then(|| {
+                    self.metrics
+                        .watchlist_matches
+                        .with_label_values(&[watchlist])
+                }),
+                sentiment: self
+                    .metrics
+                    .sentiment
+                    .with_label_values(&[if watchlist.is_empty() {
+                        "none"
+                    } else {
+                        watchlist
+                    }]),
+                key: Bytes::copy_from_slice(watchlist.as_bytes()),
+            };
+            self.by_watchlist.insert(watchlist.to_owned(), labelled);
+        }
+        &self.by_watchlist[watchlist]
+    }
 }
 
 impl Stage for EnricherStage {
@@ -374,8 +534,10 @@ impl Stage for EnricherStage {
 
     fn handle(&mut self, record: InRecord) -> BoxFuture<'_, Completion> {
         Box::pin(async move {
-            self.take_update();
-            self.process(record).await
+            self.submit(vec![record])
+                .await
+                .pop()
+                .expect("one completion per record")
         })
     }
 
@@ -385,14 +547,7 @@ impl Stage for EnricherStage {
 
     /// A batch is enriched with one enricher: a reload takes effect between two batches.
     fn handle_batch(&mut self, records: Vec<InRecord>) -> BoxFuture<'_, Vec<Completion>> {
-        Box::pin(async move {
-            self.take_update();
-            let mut completions = Vec::with_capacity(records.len());
-            for record in records {
-                completions.push(self.process(record).await);
-            }
-            completions
-        })
+        Box::pin(self.submit(records))
     }
 }
 
@@ -541,6 +696,127 @@ mod tests {
                 "{}",
                 copy.watchlist
             );
+        }
+    }
+
+    /// Input order is kept through the worker: each mention's copies come out after the
+    /// copies of the mentions read before it, keyed by watchlist; an undecodable record is
+    /// dead-lettered with its reason; every offset is stored once all is acknowledged.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_stage_keeps_input_order_keys_by_watchlist_and_dead_letters_bad_records() {
+        use earshot_core::memory::MemoryBus;
+        let bus = MemoryBus::new();
+        let config = earshot_core::Config {
+            enricher: EnricherConfig {
+                watchlists: ["skateco", "parcelly"]
+                    .map(|name| WatchlistConfig {
+                        name: name.into(),
+                        terms: vec![name.into()],
+                        query: None,
+                        sentiment_lexicon: Default::default(),
+                    })
+                    .to_vec(),
+                batch_size: 4,
+                ..EnricherConfig::default()
+            },
+            ..earshot_core::Config::default()
+        };
+        let services = Services::memory(config, bus.clone()).await.unwrap();
+        let (raw, enriched, deadletter) = {
+            let topics = &services.config.topics;
+            (
+                topics.raw.clone(),
+                topics.enriched.clone(),
+                topics.deadletter.clone(),
+            )
+        };
+        // Which watchlists each input names; `None` is a payload that is not Avro.
+        let inputs: Vec<Option<&[&str]>> = (0..40)
+            .map(|i| match i % 5 {
+                0 => Some(&["parcelly"][..]),
+                1 => Some(&["skateco", "parcelly"][..]),
+                2 => None,
+                3 => Some(&[][..]),
+                _ => Some(&["skateco"][..]),
+            })
+            .collect();
+        for (i, watchlists) in inputs.iter().enumerate() {
+            let payload = match watchlists {
+                Some(names) => {
+                    let text = format!("post {i} about {} today", names.join(" and "));
+                    let mut m = mention(&text);
+                    m.native_id = i.to_string();
+                    Bytes::from(services.codecs.mention.encode(&m).unwrap())
+                }
+                None => Bytes::from_static(b"not avro"),
+            };
+            let out = OutRecord {
+                topic: Arc::from(raw.as_str()),
+                key: None,
+                payload,
+                headers: vec![],
+            };
+            bus.publish(out).await.await.unwrap();
+        }
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(run_with(services.clone(), shutdown.clone()));
+        let expected: usize = inputs.iter().flatten().map(|w| w.len().max(1)).sum();
+        let started = std::time::Instant::now();
+        while !(bus.is_idle() && bus.records(&enriched).len() == expected) {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "{} of {expected} copies, idle: {}",
+                bus.records(&enriched).len(),
+                bus.is_idle()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        shutdown.cancel();
+        run.await.unwrap().unwrap();
+
+        let mut got: Vec<(usize, String)> = Vec::new();
+        for record in bus.records(&enriched) {
+            let copy = services
+                .codecs
+                .enriched
+                .decode(&record.payload)
+                .await
+                .unwrap();
+            assert_eq!(record.key.as_deref(), Some(copy.watchlist.as_bytes()));
+            got.push((copy.mention.native_id.parse().unwrap(), copy.watchlist));
+        }
+        let order: Vec<usize> = got.iter().map(|(i, _)| *i).collect();
+        assert!(order.windows(2).all(|w| w[0] <= w[1]), "{order:?}");
+        for (i, watchlists) in inputs.iter().enumerate() {
+            let mut keys: Vec<&str> = got
+                .iter()
+                .filter(|(n, _)| *n == i)
+                .map(|(_, w)| w.as_str())
+                .collect();
+            keys.sort_unstable();
+            let mut want: Vec<&str> = match watchlists {
+                Some([]) => vec![""],
+                Some(names) => names.to_vec(),
+                None => vec![],
+            };
+            want.sort_unstable();
+            assert_eq!(keys, want, "input {i}");
+        }
+        let letters = bus.records(&deadletter);
+        assert_eq!(letters.len(), inputs.iter().filter(|w| w.is_none()).count());
+        for letter in letters {
+            let header = |name: &str| {
+                letter
+                    .headers
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            };
+            assert_eq!(
+                header(headers::DLQ_ERROR_TYPE).as_deref(),
+                Some("bad_magic")
+            );
+            assert!(header(headers::DLQ_ERROR).is_some_and(|e| e.contains("framing")));
         }
     }
 

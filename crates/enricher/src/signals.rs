@@ -869,7 +869,11 @@ impl Recent {
             }
         }
         let duplicate = folded.trim().len() >= 20 && {
-            let posts = self.texts.entry(hash(folded.trim())).or_default();
+            // Most texts are posted once: room for one post, not the four a first push makes.
+            let posts = self
+                .texts
+                .entry(hash(folded.trim()))
+                .or_insert_with(|| Vec::with_capacity(1));
             posts.retain(|&(_, t)| t >= since);
             if !posts.iter().any(|&(a, _)| a == author) {
                 posts.push((author, now));
@@ -877,7 +881,10 @@ impl Recent {
             posts.len() >= DUPLICATE_AUTHORS
         };
         let burst = followers == Some(0) && {
-            let posts = self.authors.entry(author).or_default();
+            let posts = self
+                .authors
+                .entry(author)
+                .or_insert_with(|| Vec::with_capacity(1));
             posts.retain(|&t| t >= since);
             posts.push(now);
             posts.len() >= BURST_MENTIONS
