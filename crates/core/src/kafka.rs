@@ -86,9 +86,6 @@ fn consumer_settings(config: &KafkaConfig, group: &str) -> Result<ClientConfig, 
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        // Fetching pauses while the pre-fetch queue is over `consumer_queue_max_kbytes`; by
-        // default for a second, which starves a small queue. Resume as soon as it drains.
-        .set("fetch.queue.backoff.ms", "10")
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
         .set(
             "queued.max.messages.kbytes",
@@ -97,8 +94,9 @@ fn consumer_settings(config: &KafkaConfig, group: &str) -> Result<ClientConfig, 
         // Prefetch per partition stops at this many records (librdkafka's default is
         // 100,000, which for small records only `queued.max.messages.kbytes` bounds, and
         // that counts payload bytes, not the few hundred bytes each record costs besides).
-        // At 100,000 records a second this is still tens of milliseconds ahead; the next
-        // fetch of a partition whose queue is full is postponed 10 ms, not librdkafka's 1 s.
+        // At 100,000 records a second this is still tens of milliseconds ahead. The next
+        // fetch of a partition whose queue is full (by count or by bytes) is postponed 10 ms,
+        // not librdkafka's 1 s, which starves a small queue.
         .set("queued.min.messages", QUEUED_MIN_MESSAGES.to_string())
         .set("fetch.queue.backoff.ms", "10")
         .set(
