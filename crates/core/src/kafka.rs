@@ -1020,14 +1020,14 @@ impl KafkaTable {
         use rdkafka::consumer::BaseConsumer;
         use rdkafka::{Offset, TopicPartitionList};
         let producer = keyed_table_producer(config, topic, &format!("{client_id}-state"))?;
-        let consumer: BaseConsumer = base_config(config)?
+        let consumer: BaseConsumer<StateReaderContext> = base_config(config)?
             .set("group.id", format!("{}-state-reader", config.group_prefix))
             .set("client.id", format!("{client_id}-state-reader"))
             .set("enable.auto.commit", "false")
             // The end of a partition is the sure sign of having read it: compaction can leave
             // the last offsets below the high watermark empty.
             .set("enable.partition.eof", "true")
-            .create()
+            .create_with_context(StateReaderContext(topic.to_owned()))
             .map_err(|e| BusError::Consume(format!("creating the state reader failed: {e}")))?;
         let (topic_owned, metadata_producer) = (topic.to_owned(), producer.clone());
         // Watermarks at opening: reading up to them is "caught up".
@@ -1072,7 +1072,6 @@ impl KafkaTable {
         let (caught_up_sender, caught_up) = tokio::sync::watch::channel(false);
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let thread_stop = stop.clone();
-        let reader_topic = topic.to_owned();
         std::thread::Builder::new()
             .name("state-reader".into())
             .spawn(move || {
@@ -1109,9 +1108,8 @@ impl KafkaTable {
                                 *at = (*at).max(*high);
                             }
                         }
-                        Some(Err(error)) => {
-                            tracing::warn!(topic = %reader_topic, %error, "reading the state topic");
-                        }
+                        // Logged by the context (`StateReaderContext`).
+                        Some(Err(_)) => {}
                         None => {}
                     }
                 }
@@ -1129,6 +1127,20 @@ impl KafkaTable {
         })
     }
 }
+
+/// The state reader's client context: librdkafka reports reaching the end of a partition
+/// as an error event, which is how the reader knows it has caught up, not a fault to log.
+struct StateReaderContext(String);
+
+impl ClientContext for StateReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::warn!(topic = %self.0, %error, reason, "Kafka state reader error");
+        }
+    }
+}
+
+impl ConsumerContext for StateReaderContext {}
 
 impl Drop for KafkaTable {
     fn drop(&mut self) {
