@@ -226,6 +226,33 @@ fn truncate(sentence: &str) -> String {
     }
 }
 
+/// The texts of the paper's four human-rated corpora (`testdata/*_GroundTruth.txt`), for
+/// the tests that check every one of them.
+#[cfg(test)]
+pub(crate) fn corpus_texts() -> Vec<String> {
+    let mut texts = Vec::new();
+    for name in [
+        "tweets",
+        "movieReviewSnippets",
+        "amazonReviewSnippets",
+        "nytEditorialSnippets",
+    ] {
+        let path = format!(
+            "{}/testdata/{name}_GroundTruth.txt",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let corpus = std::fs::read(&path).expect("a VADER corpus");
+        let corpus = String::from_utf8_lossy(&corpus);
+        texts.extend(
+            corpus
+                .lines()
+                .filter_map(|l| l.splitn(3, '\t').nth(2))
+                .map(str::to_owned),
+        );
+    }
+    texts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,24 +296,12 @@ mod tests {
     fn analyze_scores_every_sentence_as_it_scores_alone_on_the_corpora() {
         let analyzer = SentimentAnalyzer::default();
         let mut multi = 0;
-        for name in [
-            "tweets",
-            "movieReviewSnippets",
-            "amazonReviewSnippets",
-            "nytEditorialSnippets",
-        ] {
-            let path = format!(
-                "{}/testdata/{name}_GroundTruth.txt",
-                env!("CARGO_MANIFEST_DIR")
-            );
-            let corpus = std::fs::read(&path).expect("a VADER corpus");
-            let corpus = String::from_utf8_lossy(&corpus);
-            for text in corpus.lines().filter_map(|l| l.splitn(3, '\t').nth(2)) {
-                let analysis = analyzer.analyze(text);
-                assert_eq!(analysis.scores, analyzer.polarity_scores(text), "{text:?}");
-                assert_eq!(analysis.sentences, analyzer.sentence_view(text), "{text:?}");
-                multi += usize::from(analysis.sentences.count > 1);
-            }
+        for text in crate::corpus_texts() {
+            let text = text.as_str();
+            let analysis = analyzer.analyze(text);
+            assert_eq!(analysis.scores, analyzer.polarity_scores(text), "{text:?}");
+            assert_eq!(analysis.sentences, analyzer.sentence_view(text), "{text:?}");
+            multi += usize::from(analysis.sentences.count > 1);
         }
         assert!(multi > 3_000, "{multi}");
         // Sentences whose ends cut a token ("1.Then", "wow!great"), capitals counted per

@@ -427,23 +427,11 @@ mod tests {
     #[test]
     fn ascii_bounds_are_unicode_segmentations_on_the_corpora() {
         let mut ascii = 0;
-        for name in [
-            "tweets",
-            "movieReviewSnippets",
-            "amazonReviewSnippets",
-            "nytEditorialSnippets",
-        ] {
-            let path = format!(
-                "{}/testdata/{name}_GroundTruth.txt",
-                env!("CARGO_MANIFEST_DIR")
-            );
-            let corpus = std::fs::read(&path).expect("a VADER corpus");
-            let corpus = String::from_utf8_lossy(&corpus);
-            for text in corpus.lines().filter_map(|l| l.splitn(3, '\t').nth(2)) {
-                if text.is_ascii() {
-                    ascii += 1;
-                    check(text);
-                }
+        for text in crate::corpus_texts() {
+            let text = text.as_str();
+            if text.is_ascii() {
+                ascii += 1;
+                check(text);
             }
         }
         assert!(ascii > 23_000, "{ascii}");
