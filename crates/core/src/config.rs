@@ -17,10 +17,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod oncall;
+mod secrets;
 pub use oncall::{
     parse_time_of_day, EscalationLevelConfig, EscalationPolicyConfig, EscalationTargetConfig,
     MemberConfig, OverrideConfig, RouterApiConfig, ScheduleConfig, TeamConfig,
 };
+pub use secrets::{read_secret, Role, MIN_TOKEN_CHARS};
 
 /// Exit code for invalid configuration (`EX_CONFIG` would be 78; sysexits' `EX_USAGE` is 64,
 /// which is what Earshot documents and tests for).
@@ -1354,6 +1356,25 @@ pub struct ConfigSources<'a> {
 impl Config {
     /// Loads and validates; on failure, returns every problem found.
     pub fn load(sources: ConfigSources<'_>) -> Result<Config, ConfigErrors> {
+        Self::load_for(sources, None)
+    }
+
+    /// As [`Config::load`]; with `role`, the secrets that process reads at start are checked
+    /// too ([`Config::secret_problems`]), their problems listed with the others.
+    pub fn load_for(
+        sources: ConfigSources<'_>,
+        role: Option<Role>,
+    ) -> Result<Config, ConfigErrors> {
+        Self::load_adjusted(sources, role, |_| {})
+    }
+
+    /// As [`Config::load_for`], with `adjust` (a command line's overrides) applied to the
+    /// parsed configuration before it is validated and its secrets are checked.
+    pub fn load_adjusted(
+        sources: ConfigSources<'_>,
+        role: Option<Role>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Result<Config, ConfigErrors> {
         let mut builder = config::Config::builder();
         if let Some(yaml) = sources.defaults_yaml {
             builder = builder.add_source(config::File::from_str(yaml, config::FileFormat::Yaml));
@@ -1396,11 +1417,19 @@ impl Config {
                 return Err(errors);
             }
         };
-        Self::from_value(value)
+        Self::from_value_for(value, role, adjust)
     }
 
     /// Builds a config from a merged JSON-like tree, reporting every problem.
     pub fn from_value(value: serde_json::Value) -> Result<Config, ConfigErrors> {
+        Self::from_value_for(value, None, |_| {})
+    }
+
+    fn from_value_for(
+        value: serde_json::Value,
+        role: Option<Role>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Result<Config, ConfigErrors> {
         let mut errors = ConfigErrors::default();
         let mut config = Config::default();
         let serde_json::Value::Object(mut sections) = value else {
@@ -1427,7 +1456,14 @@ impl Config {
         for unknown in sections.keys() {
             errors.push(unknown, "unknown section (expected kafka, topics, telemetry, collector, enricher, router or sink)");
         }
+        adjust(&mut config);
         config.validate(&mut errors);
+        if let Some(role) = role {
+            // On the sections that parsed (the others keep their defaults).
+            errors
+                .problems
+                .extend(config.secret_problems(role).problems);
+        }
         if errors.problems.is_empty() {
             Ok(config)
         } else {

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use earshot::embedded::{self, Input};
-use earshot_core::config::{ConfigSources, PostgresConfig, EXIT_CONFIG};
+use earshot_core::config::{ConfigSources, PostgresConfig, Role, EXIT_CONFIG};
 use earshot_core::Config;
 use tokio_util::sync::CancellationToken;
 
@@ -94,6 +94,10 @@ enum Command {
     CheckConfig {
         /// YAML or TOML configuration file.
         file: PathBuf,
+        /// Also check the secrets (environment variables and files) this process reads at
+        /// start, in this environment, as it does before starting anything.
+        #[arg(long, value_enum, value_name = "PROCESS")]
+        secrets_of: Option<Process>,
     },
     /// Check routing fixtures: route each mention of FILE through the routing tree, print the
     /// matched route paths and receivers, and exit 1 when any case reaches other receivers
@@ -131,6 +135,29 @@ enum Command {
     },
 }
 
+/// A process whose secrets `check-config --secrets-of` checks.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Process {
+    Collector,
+    Enricher,
+    Router,
+    Sink,
+    /// `earshot run`.
+    Run,
+}
+
+impl From<Process> for Role {
+    fn from(process: Process) -> Role {
+        match process {
+            Process::Collector => Role::Collector,
+            Process::Enricher => Role::Enricher,
+            Process::Router => Role::Router,
+            Process::Sink => Role::Sink,
+            Process::Run => Role::Embedded,
+        }
+    }
+}
+
 /// Exit code of `earshot sentiment` when some lines were rejected (EX_DATAERR).
 const EXIT_DATA: u8 = 65;
 
@@ -151,11 +178,27 @@ fn main() -> ExitCode {
 }
 
 fn load(defaults_yaml: Option<&str>, file: Option<&std::path::Path>) -> Result<Config, ExitCode> {
-    Config::load(ConfigSources {
-        defaults_yaml,
-        file,
-        environment: true,
-    })
+    load_for(defaults_yaml, file, None, |_| {})
+}
+
+/// [`load`] with the command line's overrides (`adjust`) applied, and the secrets `role` reads
+/// at start checked too: a process refuses to start, exit 64, with every problem of its
+/// configuration and every missing secret listed at once.
+fn load_for(
+    defaults_yaml: Option<&str>,
+    file: Option<&std::path::Path>,
+    role: Option<Role>,
+    adjust: impl FnOnce(&mut Config),
+) -> Result<Config, ExitCode> {
+    Config::load_adjusted(
+        ConfigSources {
+            defaults_yaml,
+            file,
+            environment: true,
+        },
+        role,
+        adjust,
+    )
     .map_err(|errors| {
         eprint!("{errors}");
         ExitCode::from(EXIT_CONFIG as u8)
@@ -174,8 +217,8 @@ async fn async_main(cli: Cli) -> ExitCode {
                 Err(code) => code,
             }
         }
-        Command::CheckConfig { file } => {
-            return match load(None, Some(&file)) {
+        Command::CheckConfig { file, secrets_of } => {
+            return match load_for(None, Some(&file), secrets_of.map(Role::from), |_| {}) {
                 Ok(config) => {
                     println!(
                         "{}",
@@ -199,23 +242,26 @@ async fn async_main(cli: Cli) -> ExitCode {
             replay,
         } => {
             let defaults = config.is_none().then_some(embedded::DEMO_CONFIG);
-            let mut config = match load(defaults, config.as_deref()) {
-                Ok(config) => config,
-                Err(code) => return code,
+            let overrides = |config: &mut Config| {
+                if let Some(url) = postgres {
+                    config.sink.postgres = Some(PostgresConfig {
+                        url: Some(url),
+                        url_env: None,
+                        ..PostgresConfig::default()
+                    });
+                }
+                if let Some(path) = replay {
+                    config.collector.replay = Some(earshot_core::config::ReplayConfig {
+                        path,
+                        rate_per_sec: 0,
+                    });
+                }
             };
-            if let Some(url) = postgres {
-                config.sink.postgres = Some(PostgresConfig {
-                    url: Some(url),
-                    url_env: None,
-                    ..PostgresConfig::default()
-                });
-            }
-            if let Some(path) = replay {
-                config.collector.replay = Some(earshot_core::config::ReplayConfig {
-                    path,
-                    rate_per_sec: 0,
-                });
-            }
+            let config =
+                match load_for(defaults, config.as_deref(), Some(Role::Embedded), overrides) {
+                    Ok(config) => config,
+                    Err(code) => return code,
+                };
             earshot_core::telemetry::init_tracing(&config.telemetry);
             earshot_core::shutdown::cancel_on_signals(shutdown.clone());
             let configured = &config.collector;
@@ -269,7 +315,7 @@ async fn async_main(cli: Cli) -> ExitCode {
             .map_err(anyhow::Error::from)
         }
         Command::Collector(args) => {
-            service(args, shutdown, |c, s| {
+            service(args, Role::Collector, shutdown, |c, s| {
                 Box::pin(async move { Ok(earshot_collector::run(c, s).await?) })
             })
             .await
@@ -277,13 +323,13 @@ async fn async_main(cli: Cli) -> ExitCode {
         Command::Enricher(args) => {
             // The watchlists reload from this file on SIGHUP or when it changes.
             let file = args.config.clone();
-            service(args, shutdown, |c, s| {
+            service(args, Role::Enricher, shutdown, |c, s| {
                 Box::pin(async move { Ok(earshot_enricher::run_reloading(c, file, s).await?) })
             })
             .await
         }
         Command::Router(args) => {
-            service(args, shutdown, |c, s| {
+            service(args, Role::Router, shutdown, |c, s| {
                 Box::pin(async move { Ok(earshot_router::run(c, s).await?) })
             })
             .await
@@ -292,7 +338,7 @@ async fn async_main(cli: Cli) -> ExitCode {
             args,
             migrate: true,
         } => {
-            service(args, shutdown, |c, _| {
+            service(args, Role::Sink, shutdown, |c, _| {
                 Box::pin(async move {
                     let applied = earshot_sink::migrate(&c).await?;
                     println!("migrations applied: {applied:?} (schema checked)");
@@ -302,7 +348,7 @@ async fn async_main(cli: Cli) -> ExitCode {
             .await
         }
         Command::Sink { args, .. } => {
-            service(args, shutdown, |c, s| {
+            service(args, Role::Sink, shutdown, |c, s| {
                 Box::pin(async move { Ok(earshot_sink::run(c, s).await?) })
             })
             .await
@@ -463,13 +509,16 @@ struct ExitCodeError(u8);
 
 type ServiceFuture = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>;
 
+/// Loads the configuration and checks the secrets `role` reads before anything starts:
+/// invalid configuration or a missing secret exits 64 with every problem listed.
 async fn service(
     args: ServiceArgs,
+    role: Role,
     shutdown: CancellationToken,
     run: impl FnOnce(Config, CancellationToken) -> ServiceFuture,
 ) -> anyhow::Result<()> {
-    let config =
-        load(None, args.config.as_deref()).map_err(|_| ExitCodeError(EXIT_CONFIG as u8))?;
+    let config = load_for(None, args.config.as_deref(), Some(role), |_| {})
+        .map_err(|_| ExitCodeError(EXIT_CONFIG as u8))?;
     earshot_core::telemetry::init_tracing(&config.telemetry);
     earshot_core::shutdown::cancel_on_signals(shutdown.clone());
     run(config, shutdown).await

@@ -13,12 +13,15 @@
 //! - [`poison`]: 1 % poison records on the topics between the stages.
 //! - [`postgres`]: a slow and then failing PostgreSQL.
 //! - [`channels`]: channels answering 500, 429 and too late, and the router killed mid-send.
+//! - [`config`]: invalid configuration of every kind: all problems at once, exit 64, nothing
+//!   started.
 //!
 //! `EARSHOT_CHAOS_MENTIONS` changes the number of mentions of scenarios 1 and 2 (default
 //! 100,000).
 
 mod broker;
 mod channels;
+mod config;
 mod harness;
 mod poison;
 mod postgres;
