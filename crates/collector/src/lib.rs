@@ -669,20 +669,18 @@ fn mention_record(
 }
 
 fn load_token(config: &HttpIngestConfig) -> Result<String, CollectorError> {
-    let token = match (&config.token_file, &config.token_env) {
-        (Some(path), _) => std::fs::read_to_string(path).map_err(|e| {
-            CollectorError::Token(format!("reading token_file {}: {e}", path.display()))
-        })?,
-        (None, Some(var)) => std::env::var(var).map_err(|_| {
-            CollectorError::Token(format!("environment variable {var} (token_env) is not set"))
-        })?,
-        (None, None) => return Err(CollectorError::Token("set token_env or token_file".into())),
-    };
-    let token = token.trim().to_owned();
-    if token.len() < 16 {
-        return Err(CollectorError::Token(
-            "the bearer token must be at least 16 characters".into(),
-        ));
+    use earshot_core::config::{read_secret, MIN_TOKEN_CHARS};
+    // `token_file` over `token_env`, as the start-up check reads it.
+    let env = config
+        .token_env
+        .as_deref()
+        .filter(|_| config.token_file.is_none());
+    let token = read_secret(env, config.token_file.as_deref())
+        .map_err(|e| CollectorError::Token(format!("collector.http: {e}")))?;
+    if token.chars().count() < MIN_TOKEN_CHARS {
+        return Err(CollectorError::Token(format!(
+            "the bearer token must be at least {MIN_TOKEN_CHARS} characters"
+        )));
     }
     Ok(token)
 }
