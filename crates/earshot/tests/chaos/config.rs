@@ -400,41 +400,37 @@ async fn invalid_config_of_every_kind_is_reported_at_once_and_starts_nothing() {
     );
 
     // Not YAML, a missing file, an environment variable of the wrong type.
+    let wrong_type = [
+        ("EARSHOT_KAFKA__MAX_IN_FLIGHT", "lots"),
+        ("EARSHOT_TELEMETRY__LISTEN", telemetry_env.as_str()),
+    ];
     for process in processes {
-        let config = ["--config", &not_yaml];
-        let r = refused(
-            format!("{process}, not YAML"),
-            &[&[process][..], &config[..]].concat(),
-            &[],
-            &ports,
-        );
-        check(r, &[&not_yaml]);
-        let config = ["--config", &missing];
-        let r = refused(
-            format!("{process}, missing file"),
-            &[&[process][..], &config[..]].concat(),
-            &[],
-            &ports,
-        );
-        check(r, &[&missing]);
-        let config = ["--config", &secrets];
-        let r = refused(
-            format!("{process}, wrong type in the environment"),
-            &[&[process][..], &config[..]].concat(),
-            &[
-                ("EARSHOT_KAFKA__MAX_IN_FLIGHT", "lots"),
-                ("EARSHOT_TELEMETRY__LISTEN", &telemetry_env),
-            ],
-            &ports,
-        );
         // The secrets are checked on the sections that parsed: Kafka's fell back to defaults.
-        let mut expected = vec!["kafka.max_in_flight: invalid type"];
-        expected.extend(
+        let mut wrong_type_expected = vec!["kafka.max_in_flight: invalid type"];
+        wrong_type_expected.extend(
             own_secrets(process)
                 .into_iter()
                 .filter(|p| !p.starts_with("kafka.")),
         );
-        check(r, &expected);
+        let inputs: [(&str, &str, &[(&str, &str)], Vec<&str>); 3] = [
+            ("not YAML", &not_yaml, &[], vec![&not_yaml]),
+            ("missing file", &missing, &[], vec![&missing]),
+            (
+                "wrong type in the environment",
+                &secrets,
+                &wrong_type,
+                wrong_type_expected,
+            ),
+        ];
+        for (what, file, env, expected) in inputs {
+            let r = refused(
+                format!("{process}, {what}"),
+                &[process, "--config", file],
+                env,
+                &ports,
+            );
+            check(r, &expected);
+        }
     }
 
     // Nothing reached the broker.
