@@ -23,8 +23,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use earshot_core::bus::Ack;
-use earshot_core::table::{TableUpdate, TableWriter};
-use tokio::sync::mpsc;
+use earshot_core::table::{TableUpdate, TableUpdates, TableWriter};
 use uuid::Uuid;
 
 use crate::digest::Outbox;
@@ -131,8 +130,10 @@ pub struct Restore {
 }
 
 /// Applies every update of the state topic to `restore`, until the stream ends. An entry
-/// that does not parse is logged and skipped: state never stops the router.
-pub async fn follow(mut updates: mpsc::Receiver<TableUpdate>, restore: Restore) {
+/// that does not parse is logged and skipped: state never stops the router. Each update is
+/// applied before the next is asked for, which is what a partition's read to its end
+/// (`TableReader::read_to_end`) waits for.
+pub async fn follow(mut updates: TableUpdates, restore: Restore) {
     while let Some(update) = updates.recv().await {
         apply(update, &restore);
     }
