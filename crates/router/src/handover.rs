@@ -4,8 +4,10 @@
 //! - Revoked (before librdkafka hands the partition over, the rebalance waiting for it): the
 //!   partition is no longer ready, its groups let go of what they hold of it
 //!   ([`crate::grouping::Grouper::release`]), and the escalation steps of its alerts that are
-//!   being sent are waited for, up to `kafka.drain_timeout_ms`, so that the new owner reads
-//!   them in the state topic rather than sending them again.
+//!   being sent are waited for, so that the new owner reads them in the state topic rather
+//!   than sending them again. The wait is bounded by `kafka.drain_timeout_ms` and half of
+//!   `kafka.session_timeout_ms`: a member leaving the group (shutdown) does not heartbeat
+//!   meanwhile, and the group hands its partitions over once its session expires.
 //! - Assigned (before any of its records is read): the partition is not ready until the
 //!   state topic's partition was read up to its end as it is then
 //!   (`earshot_core::table::TableReader::read_to_end`, by the "router-state-catch-up" task):

@@ -167,7 +167,12 @@ async fn start(
         readiness: stage.readiness.clone(),
         grouper: stage.grouper.clone(),
         escalations: stage.escalations.clone(),
-        step_timeout: std::time::Duration::from_millis(services.config.kafka.drain_timeout_ms),
+        // A member leaving the group stops heartbeating while it waits: past its session
+        // timeout the group hands its partitions over anyway.
+        step_timeout: std::time::Duration::from_millis(
+            (services.config.kafka.drain_timeout_ms)
+                .min(services.config.kafka.session_timeout_ms / 2),
+        ),
     }
     .listener();
     let listening = services.owned.listen(listener);
