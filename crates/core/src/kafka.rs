@@ -529,6 +529,10 @@ impl Subscription for KafkaSubscription {
 /// Creates the topics that do not exist yet (development and tests; production provisions
 /// them with their retention and replication).
 pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str]) -> Result<(), BusError> {
+    if topics.is_empty() {
+        // The admin API refuses an empty request.
+        return Ok(());
+    }
     let admin: AdminClient<rdkafka::client::DefaultClientContext> =
         base_config(config)?
             .create()
@@ -576,6 +580,9 @@ pub async fn ensure_topics_compacted(
         .filter(|t| !compacted.contains(t))
         .collect();
     ensure_topics(config, &plain).await?;
+    if compacted.is_empty() {
+        return Ok(());
+    }
     let admin: AdminClient<rdkafka::client::DefaultClientContext> =
         base_config(config)?
             .create()

@@ -229,3 +229,31 @@ async fn read_partition(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    /// A partition is ready once read for its latest assignment: a read finishing for an
+    /// assignment since revoked, or assigned again, does not make it ready.
+    #[tokio::test]
+    async fn a_partition_is_ready_once_read_for_its_latest_assignment() {
+        let readiness = Readiness::default();
+        assert!(readiness.is_ready(3), "never assigned: the embedded mode's");
+        let first = readiness.assigned(3);
+        assert!(!readiness.is_ready(3));
+        readiness.revoked(3);
+        let second = readiness.assigned(3);
+        readiness.read(3, first);
+        assert!(!readiness.is_ready(3), "read for an earlier assignment");
+        let waiting = readiness.wait_ready(3);
+        tokio::pin!(waiting);
+        assert!(waiting.as_mut().now_or_never().is_none());
+        readiness.read(3, second);
+        assert!(readiness.is_ready(3));
+        waiting.await;
+        assert!(!readiness.current(3, first) && readiness.current(3, second));
+    }
+}

@@ -47,7 +47,6 @@ const HELD: Duration = Duration::from_secs(8);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_joining_stopping_and_dropped_deliver_every_alert_and_each_step_once() {
-    earshot_core::telemetry::init_tracing(&Default::default());
     let hook = Hook::start(HELD).await;
     let run = unique("rebalance");
     let config = |replica: &str| {
@@ -78,9 +77,11 @@ async fn replicas_joining_stopping_and_dropped_deliver_every_alert_and_each_step
     for mention in &first {
         feed.publish(mention).await;
     }
-    hook.wait_for("level 1 of the team alerts and the first batch", 60, |seen| {
-        delivered(seen, &first) && steps(seen, &team, 1)
-    })
+    hook.wait_for(
+        "level 1 of the team alerts and the first batch",
+        60,
+        |seen| delivered(seen, &first) && steps(seen, &team, 1),
+    )
     .await;
 
     // A second replica joins while mentions keep coming: the partitions are shared.
@@ -110,9 +111,11 @@ async fn replicas_joining_stopping_and_dropped_deliver_every_alert_and_each_step
         steps(seen, &team, 2)
     })
     .await;
-    hook.wait_for("level 1 of the second pass, from the survivor", 30, |seen| {
-        steps(seen, &team, 3)
-    })
+    hook.wait_for(
+        "level 1 of the second pass, from the survivor",
+        30,
+        |seen| steps(seen, &team, 3),
+    )
     .await;
 
     // A third replica joins, and is dropped without a graceful stop while mentions come.
@@ -179,7 +182,9 @@ async fn replicas_joining_stopping_and_dropped_deliver_every_alert_and_each_step
         );
         // The second pass fell due after the stop: the stopped replica sent none of it.
         assert!(
-            sent[2..].iter().all(|(_, replica)| *replica != stopped_replica),
+            sent[2..]
+                .iter()
+                .all(|(_, replica)| *replica != stopped_replica),
             "alert {id}: {sent:#?}"
         );
     }
@@ -187,7 +192,11 @@ async fn replicas_joining_stopping_and_dropped_deliver_every_alert_and_each_step
         .iter()
         .filter(|r| r.delivery == held.delivery)
         .collect();
-    assert_eq!(held_steps.len(), 1, "the step held at the stop: {held_steps:#?}");
+    assert_eq!(
+        held_steps.len(),
+        1,
+        "the step held at the stop: {held_steps:#?}"
+    );
 }
 
 /// Routes mentions with the intent `escalate` to the team `support` (ana on call, then
@@ -459,7 +468,6 @@ async fn receive(
             .unwrap_or_default(),
         level: body["notice"]["level"].as_u64(),
     };
-    eprintln!("{:?} RECEIVED {seen:?}", std::time::SystemTime::now());
     shared.seen.lock().unwrap().push(seen.clone());
     let hold = {
         let mut held = shared.held.lock().unwrap();
