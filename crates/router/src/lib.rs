@@ -170,12 +170,16 @@ async fn start(
         // A member leaving the group stops heartbeating while it waits: past its session
         // timeout the group hands its partitions over anyway.
         step_timeout: std::time::Duration::from_millis(
-            (services.config.kafka.drain_timeout_ms)
+            services
+                .config
+                .kafka
+                .drain_timeout_ms
                 .min(services.config.kafka.session_timeout_ms / 2),
         ),
     }
     .listener();
     let listening = services.owned.listen(listener);
+    // Reads each assigned partition's state to its end ("router-state-catch-up").
     let catch_up = tokio::spawn(handover::catch_up(
         table.reader,
         stage.readiness.clone(),
