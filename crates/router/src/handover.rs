@@ -158,18 +158,20 @@ impl Handover {
             self.readiness.revoked(*partition);
             self.grouper.release(*partition);
         }
-        let wait = || {
+        let wait = |timeout| {
             self.escalations
-                .wait_for_steps(&self.topic, partitions, self.step_timeout)
+                .wait_for_steps(&self.topic, partitions, timeout)
         };
         // The callback runs on a runtime worker, inside the stage loop's read; the steps'
         // task runs elsewhere. On the multi-threaded runtime the worker is handed over
         // while this one waits; a single-threaded runtime could not run the steps at all.
-        let finished = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::CurrentThread) => false,
-            Ok(_) => tokio::task::block_in_place(wait),
-            Err(_) => wait(),
-        };
+        // Nothing is handed over when no step is in progress (the usual case).
+        let finished = wait(Duration::ZERO)
+            || match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                Ok(tokio::runtime::RuntimeFlavor::CurrentThread) => false,
+                Ok(_) => tokio::task::block_in_place(|| wait(self.step_timeout)),
+                Err(_) => wait(self.step_timeout),
+            };
         if finished {
             tracing::info!(
                 ?partitions,
