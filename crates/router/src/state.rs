@@ -17,7 +17,8 @@
 //! replica reaches the one that escalates the alert, and a partition that moves takes its
 //! escalations, groups and baselines along; each replica escalates only the alerts of the
 //! input partitions it is assigned, and uses a group's or a watchlist's entry only when the
-//! records of its partition come to it.
+//! records of its partition come to it. A partition newly assigned is read to its end first
+//! (`crate::handover`), so what its previous owner wrote last is applied before either.
 
 use std::sync::{Arc, OnceLock};
 
