@@ -874,4 +874,74 @@ mod tests {
             "not older than its other owner left it"
         );
     }
+
+    /// Reads a partition to its end only when told to.
+    #[derive(Default)]
+    struct GatedReader(tokio::sync::Notify);
+
+    impl earshot_core::table::TableReader for GatedReader {
+        fn read_to_end(
+            &self,
+            _partition: i32,
+        ) -> BoxFuture<'_, Result<(), earshot_core::bus::BusError>> {
+            Box::pin(async move {
+                self.0.notified().await;
+                Ok(())
+            })
+        }
+    }
+
+    /// A record of a partition newly assigned is handled only once the partition's state
+    /// was read to its end: what its previous owner wrote last comes first.
+    #[tokio::test]
+    async fn the_first_record_of_an_assigned_partition_waits_for_its_state() {
+        let bus = MemoryBus::new();
+        let mut services = Services::memory(Config::default(), bus.clone())
+            .await
+            .unwrap();
+        services.owned = OwnedPartitions::default();
+        let topic = services.config.topics.enriched.clone();
+        let mut stage =
+            RouterStage::new(&services, bus.publisher(), CancellationToken::new()).unwrap();
+        let (listener, assigned) = handover::Handover {
+            topic: topic.clone(),
+            readiness: stage.readiness.clone(),
+            grouper: stage.grouper.clone(),
+            escalations: stage.escalations.clone(),
+            step_timeout: std::time::Duration::from_secs(1),
+        }
+        .listener();
+        let _listening = services.owned.listen(listener);
+        let reader = Arc::new(GatedReader::default());
+        let stop = CancellationToken::new();
+        let catch_up = tokio::spawn(handover::catch_up(
+            reader.clone(),
+            stage.readiness.clone(),
+            assigned,
+            stop.clone(),
+        ));
+
+        services.owned.assign(&topic, 0);
+        let (_, enriched) = test_common::acme_alert("catch-up", "a lamp", "unused");
+        let record = InRecord {
+            topic: Arc::from(topic.as_str()),
+            partition: 0,
+            offset: 0,
+            key: None,
+            payload: Some(Bytes::from(
+                services.codecs.enriched.encode(&enriched).unwrap(),
+            )),
+            headers: vec![],
+        };
+        let handling = stage.handle(record);
+        tokio::pin!(handling);
+        tokio::select! {
+            _ = &mut handling => panic!("handled before the partition's state was read"),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+        }
+        reader.0.notify_one();
+        handling.await.await.unwrap();
+        stop.cancel();
+        catch_up.await.unwrap();
+    }
 }
