@@ -110,15 +110,39 @@ pub mod headers {
     pub const OVERSIZED: &str = "earshot.oversized";
 }
 
-/// The input partitions a consumer of this process is assigned now. The router drives the
-/// escalations of its own partitions' alerts only, so that each is escalated by one replica.
+/// The input partitions a consumer of this process is assigned now, and the stage's
+/// rebalance listeners. The router drives the escalations of its own partitions' alerts
+/// only, so that each is escalated by one replica.
+///
+/// On Kafka the consumer's rebalance callbacks update it ([`crate::kafka`]): a revocation
+/// in librdkafka's pre-rebalance callback, before the partitions are handed over (the
+/// group waits for this member to rejoin, which it does once the callback returned), an
+/// assignment in the post-rebalance callback, before any record of it is read. Both run on
+/// the thread that polls the consumer, inside the stage loop's read.
 #[derive(Clone, Default)]
 pub struct OwnedPartitions(std::sync::Arc<std::sync::RwLock<OwnedState>>);
+
+/// A change of a consumer's assignment, as told to a [`RebalanceListener`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RebalanceEvent {
+    /// These partitions are this process's now; none of their records was read yet.
+    Assigned(Vec<(String, i32)>),
+    /// These partitions are about to be handed over: the listener lets go of what it holds
+    /// of them before it returns.
+    Revoked(Vec<(String, i32)>),
+}
+
+/// Told of each assignment and revocation, on the thread that polls the consumer: it must
+/// not wait for work of the stage loop's own task (which is blocked in that poll), and
+/// what it waits for delays the rebalance of the whole group.
+pub type RebalanceListener = std::sync::Arc<dyn Fn(&RebalanceEvent) + Send + Sync>;
 
 #[derive(Default)]
 struct OwnedState {
     everything: bool,
     partitions: std::collections::HashSet<(String, i32)>,
+    listeners: Vec<(u64, RebalanceListener)>,
+    next_listener: u64,
 }
 
 impl OwnedPartitions {
@@ -134,13 +158,115 @@ impl OwnedPartitions {
         state.everything || state.partitions.contains(&(topic.to_owned(), partition))
     }
 
-    pub fn assign(&self, topic: &str, partition: i32) {
+    /// Tells `listener` of every assignment and revocation from now on, until the returned
+    /// handle is dropped.
+    #[must_use = "the listener is removed when the handle is dropped"]
+    pub fn listen(&self, listener: RebalanceListener) -> Listening {
         let mut state = self.0.write().expect("owned lock");
-        state.partitions.insert((topic.to_owned(), partition));
+        state.next_listener += 1;
+        let id = state.next_listener;
+        state.listeners.push((id, listener));
+        Listening {
+            owned: self.clone(),
+            id,
+        }
+    }
+
+    pub fn assign(&self, topic: &str, partition: i32) {
+        self.assign_all(vec![(topic.to_owned(), partition)]);
     }
 
     pub fn revoke(&self, topic: &str, partition: i32) {
-        let mut state = self.0.write().expect("owned lock");
-        state.partitions.remove(&(topic.to_owned(), partition));
+        self.revoke_all(vec![(topic.to_owned(), partition)]);
+    }
+
+    /// Tells the listeners of the assignment of `partitions`, then counts them as owned: a
+    /// listener that holds a partition back until it is ready (the router reading its
+    /// state) has done so before [`OwnedPartitions::owns`] says yes.
+    pub fn assign_all(&self, partitions: Vec<(String, i32)>) {
+        if partitions.is_empty() {
+            return;
+        }
+        let event = RebalanceEvent::Assigned(partitions.clone());
+        for listener in self.listeners() {
+            listener(&event);
+        }
+        self.0
+            .write()
+            .expect("owned lock")
+            .partitions
+            .extend(partitions);
+    }
+
+    /// Stops counting `partitions` as owned, then tells the listeners, which let go of them
+    /// before this returns.
+    pub fn revoke_all(&self, partitions: Vec<(String, i32)>) {
+        if partitions.is_empty() {
+            return;
+        }
+        {
+            let mut state = self.0.write().expect("owned lock");
+            for partition in &partitions {
+                state.partitions.remove(partition);
+            }
+        }
+        let event = RebalanceEvent::Revoked(partitions);
+        for listener in self.listeners() {
+            listener(&event);
+        }
+    }
+
+    /// The listeners, taken out of the lock: a listener may ask [`OwnedPartitions::owns`].
+    fn listeners(&self) -> Vec<RebalanceListener> {
+        let state = self.0.read().expect("owned lock");
+        state.listeners.iter().map(|(_, l)| l.clone()).collect()
+    }
+}
+
+/// A listener of [`OwnedPartitions`]: removed when dropped.
+pub struct Listening {
+    owned: OwnedPartitions,
+    id: u64,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let mut state = self.owned.0.write().expect("owned lock");
+        state.listeners.retain(|(id, _)| *id != self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A listener sees an assignment before the partition counts as owned, and a
+    /// revocation after it no longer does.
+    #[test]
+    fn listeners_hear_assignments_before_and_revocations_after_ownership_changes() {
+        let owned = OwnedPartitions::default();
+        let heard: Arc<Mutex<Vec<(RebalanceEvent, bool)>>> = Arc::default();
+        let (listening, seen) = (owned.clone(), heard.clone());
+        let listener = owned.listen(Arc::new(move |event| {
+            seen.lock()
+                .unwrap()
+                .push((event.clone(), listening.owns("t", 1)));
+        }));
+        owned.assign_all(vec![("t".into(), 1)]);
+        assert!(owned.owns("t", 1));
+        owned.revoke("t", 1);
+        assert!(!owned.owns("t", 1));
+        owned.revoke_all(vec![]);
+        drop(listener);
+        owned.assign("t", 2);
+        assert_eq!(
+            *heard.lock().unwrap(),
+            [
+                (RebalanceEvent::Assigned(vec![("t".into(), 1)]), false),
+                (RebalanceEvent::Revoked(vec![("t".into(), 1)]), false),
+            ]
+        );
     }
 }

@@ -326,6 +326,22 @@ impl ClientContext for EarshotContext {
 }
 
 impl ConsumerContext for EarshotContext {
+    /// A revocation is told before librdkafka lets go of the partitions (and commits their
+    /// stored offsets): the stage stops acting for them, and lets go of their state, before
+    /// this member rejoins the group and another one can be assigned them.
+    fn pre_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            let revoked = topic_partitions_of(partitions);
+            tracing::info!(group = %self.group, partitions = ?revoked, "partitions revoked");
+            self.owned.revoke_all(revoked);
+        }
+    }
+
+    /// An assignment is told once librdkafka took it, before any of its records is read.
     fn post_rebalance(
         &self,
         _consumer: &rdkafka::consumer::BaseConsumer<Self>,
@@ -333,17 +349,12 @@ impl ConsumerContext for EarshotContext {
     ) {
         match rebalance {
             Rebalance::Assign(partitions) => {
-                for element in partitions.elements() {
-                    self.owned.assign(element.topic(), element.partition());
-                }
+                let assigned = topic_partitions_of(partitions);
+                tracing::info!(group = %self.group, partitions = ?assigned, "partitions assigned");
+                self.owned.assign_all(assigned);
                 self.joined.set(true);
-                tracing::info!(group = %self.group, count = partitions.count(), "partitions assigned");
             }
-            Rebalance::Revoke(partitions) => {
-                for element in partitions.elements() {
-                    self.owned.revoke(element.topic(), element.partition());
-                }
-            }
+            Rebalance::Revoke(_) => {}
             Rebalance::Error(error) => {
                 tracing::warn!(group = %self.group, %error, "rebalance error")
             }
@@ -364,6 +375,14 @@ impl ConsumerContext for EarshotContext {
             }
         }
     }
+}
+
+/// The topics and partitions of a rebalance's list.
+fn topic_partitions_of(list: &rdkafka::TopicPartitionList) -> Vec<(String, i32)> {
+    list.elements()
+        .iter()
+        .map(|element| (element.topic().to_owned(), element.partition()))
+        .collect()
 }
 
 /// A consumer-group member with auto offset store off: offsets are stored by the runner and
@@ -404,7 +423,8 @@ impl KafkaSubscription {
         )
     }
 
-    /// [`KafkaSubscription::new`], keeping `owned` up to date with the assignment.
+    /// [`KafkaSubscription::new`], keeping `owned` up to date with the assignment and
+    /// telling its listeners of each rebalance.
     pub fn tracking(
         config: &KafkaConfig,
         group: &str,
@@ -509,6 +529,10 @@ impl Subscription for KafkaSubscription {
 /// Creates the topics that do not exist yet (development and tests; production provisions
 /// them with their retention and replication).
 pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str]) -> Result<(), BusError> {
+    if topics.is_empty() {
+        // The admin API refuses an empty request.
+        return Ok(());
+    }
     let admin: AdminClient<rdkafka::client::DefaultClientContext> =
         base_config(config)?
             .create()
@@ -556,6 +580,9 @@ pub async fn ensure_topics_compacted(
         .filter(|t| !compacted.contains(t))
         .collect();
     ensure_topics(config, &plain).await?;
+    if compacted.is_empty() {
+        return Ok(());
+    }
     let admin: AdminClient<rdkafka::client::DefaultClientContext> =
         base_config(config)?
             .create()
@@ -1003,11 +1030,33 @@ fn topic_partitions<C: rdkafka::client::ClientContext>(
 /// A keyed table in a compacted topic (see [`crate::table`]): a producer that writes each
 /// key to the partition it is given, and a thread (not in any consumer group) that reads
 /// every partition from the beginning and keeps following them.
+///
+/// [`crate::table::TableReader::read_to_end`] writes a mark (a tombstone under this
+/// process's own key, which the reading thread never hands on) to the partition and waits
+/// until the thread has read up to it: the mark lands after every write acknowledged before
+/// it, whoever made them, and being a record it is seen whatever compaction left of the
+/// records before it (a high watermark can lie beyond the last record left, and the end of a
+/// partition reported before the call cannot be told from one reported after it).
 pub struct KafkaTable {
     topic: String,
     partitions: i32,
     producer: FutureProducer,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// This process's mark key.
+    mark_key: String,
+    /// Each `read_to_end` call's mark, for the reading thread.
+    marks: std::sync::mpsc::Sender<TableMark>,
+}
+
+/// The prefix of the marks' keys: a record under it is not an entry of the table.
+const TABLE_MARK_PREFIX: &str = "earshot.table.mark/";
+
+/// A mark written by `read_to_end`: resolved once the reading thread has read `offset` of
+/// `partition` and handed on everything before it.
+struct TableMark {
+    partition: i32,
+    offset: i64,
+    done: tokio::sync::oneshot::Sender<()>,
 }
 
 impl KafkaTable {
@@ -1070,19 +1119,39 @@ impl KafkaTable {
         .map_err(|e| BusError::Consume(format!("state metadata task failed: {e}")))??;
         let (sender, updates) = tokio::sync::mpsc::channel(4096);
         let (caught_up_sender, caught_up) = tokio::sync::watch::channel(false);
+        let (marks, marks_read) = std::sync::mpsc::channel::<TableMark>();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let thread_stop = stop.clone();
         std::thread::Builder::new()
             .name("state-reader".into())
             .spawn(move || {
+                use crate::table::TableItem;
                 // Per partition, the next offset to read; caught up once each reaches the
                 // high watermark seen at opening (or its end, whichever comes first).
                 let mut positions = vec![0i64; highs.len()];
                 let mut caught = false;
+                let mut waiting: Vec<TableMark> = Vec::new();
                 while !thread_stop.load(std::sync::atomic::Ordering::Relaxed) {
                     if !caught && positions.iter().zip(&highs).all(|(at, high)| at >= high) {
                         caught = true;
                         let _ = caught_up_sender.send(true);
+                    }
+                    waiting.extend(marks_read.try_iter());
+                    // The marks read past: everything before each went down the stream.
+                    let mut index = 0;
+                    while index < waiting.len() {
+                        let mark = &waiting[index];
+                        if positions
+                            .get(mark.partition as usize)
+                            .is_some_and(|at| *at > mark.offset)
+                        {
+                            let mark = waiting.swap_remove(index);
+                            if sender.blocking_send(TableItem::ReadTo(mark.done)).is_err() {
+                                return;
+                            }
+                        } else {
+                            index += 1;
+                        }
                     }
                     match consumer.poll(Duration::from_millis(100)) {
                         Some(Ok(message)) => {
@@ -1091,12 +1160,15 @@ impl KafkaTable {
                                 *at = message.offset() + 1;
                             }
                             let Some(key) = message.key() else { continue };
+                            if key.starts_with(TABLE_MARK_PREFIX.as_bytes()) {
+                                continue;
+                            }
                             let update = crate::table::TableUpdate {
                                 partition,
                                 key: String::from_utf8_lossy(key).into_owned(),
                                 value: message.payload().map(Bytes::copy_from_slice),
                             };
-                            if sender.blocking_send(update).is_err() {
+                            if sender.blocking_send(TableItem::Update(update)).is_err() {
                                 return;
                             }
                         }
@@ -1115,15 +1187,56 @@ impl KafkaTable {
                 }
             })
             .map_err(|e| BusError::Consume(format!("starting the state reader: {e}")))?;
+        let table = Arc::new(KafkaTable {
+            topic: topic.to_owned(),
+            partitions,
+            producer,
+            stop,
+            mark_key: format!(
+                "{TABLE_MARK_PREFIX}{client_id}/{}",
+                uuid::Uuid::new_v4().simple()
+            ),
+            marks,
+        });
         Ok(crate::table::StateTable {
-            writer: Arc::new(KafkaTable {
-                topic: topic.to_owned(),
-                partitions,
-                producer,
-                stop,
-            }),
-            updates,
+            writer: table.clone(),
+            reader: table,
+            updates: crate::table::TableUpdates::new(updates),
             caught_up,
+        })
+    }
+}
+
+impl crate::table::TableReader for KafkaTable {
+    fn read_to_end(&self, partition: i32) -> BoxFuture<'_, Result<(), BusError>> {
+        let partition = partition.rem_euclid(self.partitions.max(1));
+        Box::pin(async move {
+            let mark = FutureRecord::<[u8], [u8]>::to(&self.topic)
+                .partition(partition)
+                .key(self.mark_key.as_bytes());
+            let delivery = self
+                .producer
+                .send_result(mark)
+                .map_err(|(error, _)| publish_error(&self.topic, &error))?;
+            let offset = match delivery.await {
+                Ok(Ok(delivered)) => delivered.offset,
+                Ok(Err((error, _))) => return Err(publish_error(&self.topic, &error)),
+                Err(_) => {
+                    return Err(BusError::Publish {
+                        topic: self.topic.clone(),
+                        reason: "the producer was dropped".into(),
+                    })
+                }
+            };
+            let (done, reached) = tokio::sync::oneshot::channel();
+            self.marks
+                .send(TableMark {
+                    partition,
+                    offset,
+                    done,
+                })
+                .map_err(|_| BusError::Closed)?;
+            reached.await.map_err(|_| BusError::Closed)
         })
     }
 }

@@ -74,6 +74,31 @@ pub struct Escalations {
     resave: Mutex<Vec<Tracked>>,
     /// Woken when an entry is added, so that the escalation task sees a sooner deadline.
     changed: tokio::sync::Notify,
+    /// Steps (and merged entries) being sent and saved, per input topic and partition: a
+    /// revocation waits for them ([`Escalations::wait_for_steps`]).
+    stepping: Mutex<HashMap<(String, i32), usize>>,
+    /// Signalled when a step of `stepping` is done.
+    stepped: std::sync::Condvar,
+}
+
+/// A step being sent for an alert of one input partition ([`Escalations::begin_step`]).
+pub struct Step<'a> {
+    escalations: &'a Escalations,
+    key: (String, i32),
+}
+
+impl Drop for Step<'_> {
+    fn drop(&mut self) {
+        let mut stepping = self.escalations.stepping.lock().expect("stepping lock");
+        if let Some(count) = stepping.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                stepping.remove(&self.key);
+            }
+        }
+        drop(stepping);
+        self.escalations.stepped.notify_all();
+    }
 }
 
 /// Resolved alert ids and when, the latest [`RESOLVED_KEPT`].
@@ -118,7 +143,57 @@ impl Escalations {
             resolved: Mutex::default(),
             resave: Mutex::default(),
             changed: tokio::sync::Notify::new(),
+            stepping: Mutex::default(),
+            stepped: std::sync::Condvar::new(),
         })
+    }
+
+    /// Starts a step for an alert of `topic`'s `partition` when this replica `owns` it;
+    /// the step counts as in progress until the returned guard is dropped. Ownership is
+    /// asked under the lock that [`Escalations::wait_for_steps`] takes, so a revocation
+    /// (which takes ownership away before it waits) either sees the step or prevents it.
+    pub fn begin_step(
+        &self,
+        topic: &str,
+        partition: i32,
+        owns: &dyn Fn(&str, i32) -> bool,
+    ) -> Option<Step<'_>> {
+        let mut stepping = self.stepping.lock().expect("stepping lock");
+        if !owns(topic, partition) {
+            return None;
+        }
+        let key = (topic.to_owned(), partition);
+        *stepping.entry(key.clone()).or_default() += 1;
+        Some(Step {
+            escalations: self,
+            key,
+        })
+    }
+
+    /// Waits, up to `timeout`, until no step of `topic`'s `partitions` is in progress (each
+    /// sent and saved, or failed): once a partition is revoked, the replica it goes to reads
+    /// the state topic up to its end and finds the step there, rather than sending it again.
+    /// Returns whether they all finished in time. Blocking: for the rebalance callback.
+    pub fn wait_for_steps(&self, topic: &str, partitions: &[i32], timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut stepping = self.stepping.lock().expect("stepping lock");
+        loop {
+            let busy = partitions
+                .iter()
+                .any(|p| stepping.contains_key(&(topic.to_owned(), *p)));
+            if !busy {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            stepping = self
+                .stepped
+                .wait_timeout(stepping, left)
+                .expect("stepping lock")
+                .0;
+        }
     }
 
     /// Notifies `team` of a new alert: the first level of its escalation policy, or its
@@ -522,9 +597,9 @@ pub async fn run(
 ) {
     loop {
         for entry in escalations.take_resave() {
-            if !owns(&entry.topic, entry.partition) {
+            let Some(_step) = escalations.begin_step(&entry.topic, entry.partition, &*owns) else {
                 continue;
-            }
+            };
             let id = entry.alert.id;
             tracing::info!(alert = %id, "saving an alert merged from two replicas' copies");
             if let Err(error) = publish(entry, Vec::new()).await {
@@ -533,6 +608,14 @@ pub async fn run(
         }
         let now = Utc::now();
         for id in escalations.due(now, &*owns) {
+            let Some((topic, partition)) = escalations.get(id).map(|t| (t.topic, t.partition))
+            else {
+                continue;
+            };
+            // Held until the step is saved: a revocation waits for it.
+            let Some(_step) = escalations.begin_step(&topic, partition, &*owns) else {
+                continue;
+            };
             match escalations.escalate(id, now).await {
                 Ok(Some((entry, deliveries))) => {
                     tracing::info!(alert = %id, team = %entry.team, step = entry.steps_notified, "escalated: nobody acknowledged in time");

@@ -25,10 +25,12 @@
 //! since. `group_interval` and `repeat_interval` hold across restarts the same way.
 //!
 //! Rebalances: when an input partition is revoked, the groups let go of what they hold of
-//! it ([`Grouper::release`]: its alerts pending complete as interrupted, its notified alerts
-//! are forgotten, its entries are no longer written), since its new owner writes newer
-//! entries; if it comes back, each group takes up its entry again from the state topic's
-//! latest value, as on a first alert.
+//! it ([`Grouper::release`], from the rebalance callback before the partition is handed
+//! over: its alerts pending complete as interrupted, its notified alerts are forgotten, its
+//! entries are no longer written), since its new owner writes newer entries; if it comes
+//! back, each group takes up its entry again from the state topic's latest value, as on a
+//! first alert (the router reads the partition's state to its end before its first record:
+//! `handover`).
 //!
 //! The notification bodies of several alerts (a group, or a digest of the receiver's rate
 //! limit, see `digest`) are here too.
@@ -469,8 +471,8 @@ impl Grouper {
     }
 
     /// Lets go of what is held for the alerts of input `partition`, revoked from this
-    /// process (or read again from its committed offset after it was assigned again):
-    /// another replica owns it now and writes newer entries. Each group forgets the
+    /// process (called by the rebalance listener, `handover`, before the partition is
+    /// handed over): another replica owns it now and writes newer entries. Each group forgets the
     /// partition's notified alerts, its pending alerts of the partition complete as
     /// interrupted (their offsets are not stored: the new owner reads them again), and a
     /// group left with nothing is dropped. When the partition comes back, each group takes
@@ -502,25 +504,6 @@ impl Grouper {
         for pending in interrupted {
             let _ = pending.done.send(Err(StageError::Interrupted));
         }
-    }
-
-    /// Releases ([`Grouper::release`]) every partition held here that this process is no
-    /// longer assigned; returns them.
-    pub fn release_unowned(&self) -> Vec<i32> {
-        let mut held: Vec<i32> = {
-            let groups = self.groups.lock().expect("groups lock");
-            groups
-                .values()
-                .flat_map(|g| g.partitions.iter().copied())
-                .collect()
-        };
-        held.sort_unstable();
-        held.dedup();
-        held.retain(|p| !(self.owns)(*p));
-        for partition in &held {
-            self.release(*partition);
-        }
-        held
     }
 
     /// Drops idle groups whose repeat window is over, and the saved entries of such groups;

@@ -17,6 +17,7 @@ mod delivery;
 pub mod digest;
 pub mod escalation;
 pub mod grouping;
+pub mod handover;
 mod notice;
 pub mod oncall;
 mod routes;
@@ -44,8 +45,6 @@ pub use spikes::SpikeDetector;
 const STAGE: &str = "router";
 /// How long the last save of the spike states at shutdown may take.
 const SHUTDOWN_SAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-/// How often the groups of revoked partitions are looked for.
-const RELEASE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
@@ -158,50 +157,60 @@ async fn start(
     }
     let _ = stage.state.set(state);
     state_loaded.set(true);
-    let owned = services.owned.clone();
-    let owned_topic = enriched.clone();
     // Stopped with the stage, without cancelling the caller's token (the embedded mode's
     // stages share it).
-    let escalation_stop = shutdown.child_token();
+    let stage_stop = shutdown.child_token();
+    // Told of each rebalance by the consumer's callbacks (see `handover`); removed when the
+    // router stops.
+    let (listener, assigned) = handover::Handover {
+        topic: enriched.clone(),
+        readiness: stage.readiness.clone(),
+        grouper: stage.grouper.clone(),
+        escalations: stage.escalations.clone(),
+        // A member leaving the group stops heartbeating while it waits: past its session
+        // timeout the group hands its partitions over anyway.
+        step_timeout: std::time::Duration::from_millis(
+            services
+                .config
+                .kafka
+                .drain_timeout_ms
+                .min(services.config.kafka.session_timeout_ms / 2),
+        ),
+    }
+    .listener();
+    let listening = services.owned.listen(listener);
+    // Reads each assigned partition's state to its end ("router-state-catch-up").
+    let catch_up = tokio::spawn(handover::catch_up(
+        table.reader,
+        stage.readiness.clone(),
+        assigned,
+        stage_stop.clone(),
+    ));
+    let (owned, readiness) = (services.owned.clone(), stage.readiness.clone());
+    let owned_topic = enriched.clone();
     let escalator = tokio::spawn(escalation::run(
         stage.escalations.clone(),
         publish.clone(),
+        // Only the alerts of the partitions assigned here whose state is read: a step the
+        // previous owner sent and saved last is not sent again.
         Box::new(move |topic: &str, partition| {
-            topic == owned_topic && owned.owns(&owned_topic, partition)
+            topic == owned_topic
+                && owned.owns(&owned_topic, partition)
+                && readiness.is_ready(partition)
         }),
-        escalation_stop.clone(),
-    ));
-    let releaser = tokio::spawn(release_revoked(
-        stage.grouper.clone(),
-        escalation_stop.clone(),
+        stage_stop.clone(),
     ));
     let result = services
         .run_consumer(stage, STAGE, &[&enriched], publisher, shutdown.clone())
         .await;
-    escalation_stop.cancel();
+    // The consumer is closed: its last revocation was told.
+    drop(listening);
+    stage_stop.cancel();
     let _ = escalator.await;
-    let _ = releaser.await;
+    let _ = catch_up.await;
     follower.abort();
     result?;
     Ok(())
-}
-
-/// Every [`RELEASE_EVERY`] until `stop`, lets go of the groups' state of the input
-/// partitions revoked from this process ([`grouping::Grouper::release_unowned`]): their new
-/// owner writes newer entries, taken up again if they come back.
-async fn release_revoked(grouper: Arc<grouping::Grouper>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(RELEASE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.cancelled() => return,
-        }
-        let released = grouper.release_unowned();
-        if !released.is_empty() {
-            tracing::info!(partitions = ?released, "partitions revoked: their groups' state released");
-        }
-    }
 }
 
 /// The API's bearer token, from `token_env` or `token_file`.
@@ -238,9 +247,10 @@ pub struct RouterStage {
     /// The input partition of each watchlist whose spike state was saved, for the last save
     /// at shutdown.
     spike_partitions: std::collections::HashMap<String, i32>,
-    /// The offset of the last record handled, per input partition: one read again means
-    /// the partition was revoked and assigned back.
-    last_offsets: std::collections::HashMap<i32, i64>,
+    /// Whether each input partition's state was read since it was assigned (`handover`).
+    readiness: Arc<handover::Readiness>,
+    /// Stops waiting for a partition's state at shutdown.
+    shutdown: CancellationToken,
     ack_links: Option<api::AckLinks>,
     /// Groups of the routes with `group_by`, sent through the outbox.
     grouper: Arc<grouping::Grouper>,
@@ -296,15 +306,16 @@ impl RouterStage {
             silences: Arc::new(silences::Silences::default()),
             state: state.clone(),
             spike_partitions: Default::default(),
-            last_offsets: Default::default(),
+            readiness: Arc::default(),
             ack_links,
             grouper: Arc::new(grouping::Grouper::new(
                 &config.routes,
                 outbox.clone(),
-                shutdown,
+                shutdown.clone(),
                 state,
                 owns,
             )),
+            shutdown,
             outbox,
             services: services.clone(),
             publisher,
@@ -369,17 +380,14 @@ impl Stage for RouterStage {
 
     fn handle(&mut self, record: InRecord) -> BoxFuture<'_, Completion> {
         Box::pin(async move {
-            let last = self.last_offsets.insert(record.partition, record.offset);
-            if last.is_some_and(|last| record.offset <= last) {
-                // Read again from its committed offset: the partition was revoked and
-                // assigned back (too quickly for the release task to see it). What is held
-                // for it may be stale: its groups take up the state topic's entries again.
-                tracing::info!(
-                    partition = record.partition,
-                    offset = record.offset,
-                    "partition read again from an earlier offset; its groups' state is read again"
-                );
-                self.grouper.release(record.partition);
+            if !self.readiness.is_ready(record.partition) {
+                // Newly assigned: what its previous owner wrote last is applied first.
+                tokio::select! {
+                    _ = self.readiness.wait_ready(record.partition) => {}
+                    _ = self.shutdown.cancelled() => {
+                        return futures::future::ready(Err(StageError::Interrupted)).boxed();
+                    }
+                }
             }
             let payload = record.payload.as_deref().unwrap_or_default();
             let enriched = match self.services.codecs.enriched.decode(payload).await {
@@ -865,5 +873,75 @@ mod tests {
             saved.state, further,
             "not older than its other owner left it"
         );
+    }
+
+    /// Reads a partition to its end only when told to.
+    #[derive(Default)]
+    struct GatedReader(tokio::sync::Notify);
+
+    impl earshot_core::table::TableReader for GatedReader {
+        fn read_to_end(
+            &self,
+            _partition: i32,
+        ) -> BoxFuture<'_, Result<(), earshot_core::bus::BusError>> {
+            Box::pin(async move {
+                self.0.notified().await;
+                Ok(())
+            })
+        }
+    }
+
+    /// A record of a partition newly assigned is handled only once the partition's state
+    /// was read to its end: what its previous owner wrote last comes first.
+    #[tokio::test]
+    async fn the_first_record_of_an_assigned_partition_waits_for_its_state() {
+        let bus = MemoryBus::new();
+        let mut services = Services::memory(Config::default(), bus.clone())
+            .await
+            .unwrap();
+        services.owned = OwnedPartitions::default();
+        let topic = services.config.topics.enriched.clone();
+        let mut stage =
+            RouterStage::new(&services, bus.publisher(), CancellationToken::new()).unwrap();
+        let (listener, assigned) = handover::Handover {
+            topic: topic.clone(),
+            readiness: stage.readiness.clone(),
+            grouper: stage.grouper.clone(),
+            escalations: stage.escalations.clone(),
+            step_timeout: std::time::Duration::from_secs(1),
+        }
+        .listener();
+        let _listening = services.owned.listen(listener);
+        let reader = Arc::new(GatedReader::default());
+        let stop = CancellationToken::new();
+        let catch_up = tokio::spawn(handover::catch_up(
+            reader.clone(),
+            stage.readiness.clone(),
+            assigned,
+            stop.clone(),
+        ));
+
+        services.owned.assign(&topic, 0);
+        let (_, enriched) = test_common::acme_alert("catch-up", "a lamp", "unused");
+        let record = InRecord {
+            topic: Arc::from(topic.as_str()),
+            partition: 0,
+            offset: 0,
+            key: None,
+            payload: Some(Bytes::from(
+                services.codecs.enriched.encode(&enriched).unwrap(),
+            )),
+            headers: vec![],
+        };
+        let handling = stage.handle(record);
+        tokio::pin!(handling);
+        tokio::select! {
+            _ = &mut handling => panic!("handled before the partition's state was read"),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+        }
+        reader.0.notify_one();
+        handling.await.await.unwrap();
+        stop.cancel();
+        catch_up.await.unwrap();
     }
 }

@@ -17,14 +17,14 @@
 //! replica reaches the one that escalates the alert, and a partition that moves takes its
 //! escalations, groups and baselines along; each replica escalates only the alerts of the
 //! input partitions it is assigned, and uses a group's or a watchlist's entry only when the
-//! records of its partition come to it.
+//! records of its partition come to it. A partition newly assigned is read to its end first
+//! (`crate::handover`), so what its previous owner wrote last is applied before either.
 
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use earshot_core::bus::Ack;
-use earshot_core::table::{TableUpdate, TableWriter};
-use tokio::sync::mpsc;
+use earshot_core::table::{TableUpdate, TableUpdates, TableWriter};
 use uuid::Uuid;
 
 use crate::digest::Outbox;
@@ -131,8 +131,10 @@ pub struct Restore {
 }
 
 /// Applies every update of the state topic to `restore`, until the stream ends. An entry
-/// that does not parse is logged and skipped: state never stops the router.
-pub async fn follow(mut updates: mpsc::Receiver<TableUpdate>, restore: Restore) {
+/// that does not parse is logged and skipped: state never stops the router. Each update is
+/// applied before the next is asked for, which is what a partition's read to its end
+/// (`TableReader::read_to_end`) waits for.
+pub async fn follow(mut updates: TableUpdates, restore: Restore) {
     while let Some(update) = updates.recv().await {
         apply(update, &restore);
     }

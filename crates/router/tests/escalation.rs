@@ -543,6 +543,36 @@ async fn a_resolved_team_alert_read_again_is_not_notified_again_here_nor_after_a
     assert_eq!(hook.requests().len(), 1, "{:#?}", hook.requests());
 }
 
+/// A revocation waits for the steps in progress of the revoked partitions only, and a step
+/// of a partition this replica does not own is not begun.
+#[test]
+fn a_revocation_waits_for_the_steps_in_progress_of_its_partitions() {
+    use earshot_router::{Deliverer, Escalations};
+    let config = team_router("http://127.0.0.1:9/hook", None, 60);
+    let deliverer = Deliverer::new(
+        &config,
+        earshot_core::telemetry::Metrics::default(),
+        CancellationToken::new(),
+    )
+    .unwrap();
+    let escalations = Arc::new(Escalations::new(&config, Arc::new(deliverer), None).unwrap());
+    let owns = |topic: &str, partition: i32| topic == "enriched" && partition != 2;
+    assert!(escalations.begin_step("enriched", 2, &owns).is_none());
+    let step = escalations.begin_step("enriched", 1, &owns).unwrap();
+    let short = Duration::from_millis(50);
+    assert!(escalations.wait_for_steps("enriched", &[0, 2], short));
+    assert!(!escalations.wait_for_steps("enriched", &[0, 1], short));
+    let waiting = {
+        let escalations = escalations.clone();
+        std::thread::spawn(move || {
+            escalations.wait_for_steps("enriched", &[1], Duration::from_secs(10))
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    drop(step);
+    assert!(waiting.join().unwrap(), "done once the step is");
+}
+
 fn step_of(saved: &Mutex<Vec<earshot_router::Tracked>>, n: usize) -> earshot_router::Tracked {
     let mut entry = saved.lock().unwrap()[n].clone();
     entry.alert.acknowledged_at = None;

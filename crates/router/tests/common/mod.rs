@@ -118,6 +118,21 @@ impl Running {
             .get()
     }
 
+    /// Whether its consumer is assigned partition `partition` of the enriched topic now.
+    pub fn owns(&self, partition: i32) -> bool {
+        self.services
+            .owned
+            .owns(&self.services.config.topics.enriched, partition)
+    }
+
+    /// Drops it without a graceful stop, as a crashed replica leaves its work: its task is
+    /// aborted, so nothing in flight is drained, no spike state saved, no offset committed
+    /// at shutdown (librdkafka still leaves the group as the consumer is dropped).
+    pub async fn abort(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
     /// Stops it and waits for a graceful stop.
     pub async fn stop(self) {
         self.shutdown.cancel();
