@@ -189,6 +189,10 @@ fn own_secrets(process: &str) -> Vec<&'static str> {
     }
 }
 
+/// One of the inputs every process is refused on: what is wrong with it, the configuration
+/// file, the environment, and the problems expected.
+type Input<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], Vec<&'a str>);
+
 /// One start of `earshot` that must be refused.
 struct Refusal {
     what: String,
@@ -412,7 +416,7 @@ async fn invalid_config_of_every_kind_is_reported_at_once_and_starts_nothing() {
                 .into_iter()
                 .filter(|p| !p.starts_with("kafka.")),
         );
-        let inputs: [(&str, &str, &[(&str, &str)], Vec<&str>); 3] = [
+        let inputs: [Input<'_>; 3] = [
             ("not YAML", &not_yaml, &[], vec![&not_yaml]),
             ("missing file", &missing, &[], vec![&missing]),
             (
