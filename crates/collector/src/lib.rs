@@ -669,20 +669,13 @@ fn mention_record(
 }
 
 fn load_token(config: &HttpIngestConfig) -> Result<String, CollectorError> {
-    use earshot_core::config::{read_secret, MIN_TOKEN_CHARS};
     // `token_file` over `token_env`, as the start-up check reads it.
     let env = config
         .token_env
         .as_deref()
         .filter(|_| config.token_file.is_none());
-    let token = read_secret(env, config.token_file.as_deref())
-        .map_err(|e| CollectorError::Token(format!("collector.http: {e}")))?;
-    if token.chars().count() < MIN_TOKEN_CHARS {
-        return Err(CollectorError::Token(format!(
-            "the bearer token must be at least {MIN_TOKEN_CHARS} characters"
-        )));
-    }
-    Ok(token)
+    earshot_core::config::read_token(env, config.token_file.as_deref())
+        .map_err(|e| CollectorError::Token(format!("collector.http: {e}")))
 }
 
 #[derive(Clone)]

@@ -22,7 +22,7 @@ pub use oncall::{
     parse_time_of_day, EscalationLevelConfig, EscalationPolicyConfig, EscalationTargetConfig,
     MemberConfig, OverrideConfig, RouterApiConfig, ScheduleConfig, TeamConfig,
 };
-pub use secrets::{read_secret, Role, MIN_TOKEN_CHARS};
+pub use secrets::{read_secret, read_token, Role, MIN_TOKEN_CHARS};
 
 /// Exit code for invalid configuration (`EX_CONFIG` would be 78; sysexits' `EX_USAGE` is 64,
 /// which is what Earshot documents and tests for).
@@ -1356,20 +1356,13 @@ pub struct ConfigSources<'a> {
 impl Config {
     /// Loads and validates; on failure, returns every problem found.
     pub fn load(sources: ConfigSources<'_>) -> Result<Config, ConfigErrors> {
-        Self::load_for(sources, None)
+        Self::load_adjusted(sources, None, |_| {})
     }
 
-    /// As [`Config::load`]; with `role`, the secrets that process reads at start are checked
-    /// too ([`Config::secret_problems`]), their problems listed with the others.
-    pub fn load_for(
-        sources: ConfigSources<'_>,
-        role: Option<Role>,
-    ) -> Result<Config, ConfigErrors> {
-        Self::load_adjusted(sources, role, |_| {})
-    }
-
-    /// As [`Config::load_for`], with `adjust` (a command line's overrides) applied to the
-    /// parsed configuration before it is validated and its secrets are checked.
+    /// As [`Config::load`], with `adjust` (a command line's overrides) applied to the parsed
+    /// configuration before it is validated; with `role`, the secrets that process reads at
+    /// start are checked too ([`Config::secret_problems`]), their problems listed with the
+    /// others.
     pub fn load_adjusted(
         sources: ConfigSources<'_>,
         role: Option<Role>,

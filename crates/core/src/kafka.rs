@@ -214,8 +214,16 @@ fn delivered(
     topic: &str,
     result: Result<OwnedDeliveryResult, futures::channel::oneshot::Canceled>,
 ) -> Result<(), BusError> {
+    delivered_at(topic, result).map(|_| ())
+}
+
+/// What became of one record librdkafka took: its offset once written.
+fn delivered_at(
+    topic: &str,
+    result: Result<OwnedDeliveryResult, futures::channel::oneshot::Canceled>,
+) -> Result<i64, BusError> {
     match result {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(delivery)) => Ok(delivery.offset),
         Ok(Err((error, _))) => Err(publish_error(topic, &error)),
         Err(_) => Err(BusError::Publish {
             topic: topic.to_owned(),
@@ -1218,16 +1226,7 @@ impl crate::table::TableReader for KafkaTable {
                 .producer
                 .send_result(mark)
                 .map_err(|(error, _)| publish_error(&self.topic, &error))?;
-            let offset = match delivery.await {
-                Ok(Ok(delivered)) => delivered.offset,
-                Ok(Err((error, _))) => return Err(publish_error(&self.topic, &error)),
-                Err(_) => {
-                    return Err(BusError::Publish {
-                        topic: self.topic.clone(),
-                        reason: "the producer was dropped".into(),
-                    })
-                }
-            };
+            let offset = delivered_at(&self.topic, delivery.await)?;
             let (done, reached) = tokio::sync::oneshot::channel();
             self.marks
                 .send(TableMark {

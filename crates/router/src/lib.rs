@@ -215,21 +215,8 @@ async fn start(
 
 /// The API's bearer token, from `token_env` or `token_file`.
 fn api_token(config: &earshot_core::config::RouterApiConfig) -> Result<String, RouterError> {
-    let token = match (&config.token_env, &config.token_file) {
-        (Some(var), _) => std::env::var(var).map_err(|_| {
-            RouterError::Api(format!("environment variable {var} (token_env) is not set"))
-        })?,
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|e| RouterError::Api(format!("reading token_file {}: {e}", path.display())))?,
-        (None, None) => return Err(RouterError::Api("set token_env or token_file".into())),
-    };
-    let token = token.trim().to_owned();
-    if token.len() < 16 {
-        return Err(RouterError::Api(
-            "the bearer token must be at least 16 characters".into(),
-        ));
-    }
-    Ok(token)
+    earshot_core::config::read_token(config.token_env.as_deref(), config.token_file.as_deref())
+        .map_err(|e| RouterError::Api(format!("router.api: {e}")))
 }
 
 /// The router as a stage: decode, evaluate routes, deliver, publish each alert.

@@ -121,11 +121,7 @@ impl Config {
         }
         if matches!(role, Role::Sink | Role::Embedded) {
             if let Some(postgres) = &self.sink.postgres {
-                if postgres.url.is_none() {
-                    if let Some(variable) = &postgres.url_env {
-                        check(errors, "sink.postgres.url_env".into(), Some(variable), None);
-                    }
-                }
+                check_url_env(errors, "sink.postgres", &postgres.url, &postgres.url_env);
             }
         }
         found
@@ -134,81 +130,39 @@ impl Config {
 
 fn receiver_secrets(errors: &mut ConfigErrors, receiver: &ReceiverConfig, path: &str) {
     if let Some(webhook) = &receiver.webhook {
-        if webhook.url.is_none() {
-            if let Some(variable) = &webhook.url_env {
-                check(
-                    errors,
-                    format!("{path}.webhook.url_env"),
-                    Some(variable),
-                    None,
-                );
-            }
-        }
-        if webhook.secret_env.is_some() || webhook.secret_file.is_some() {
-            let key = if webhook.secret_env.is_some() {
-                "secret_env"
-            } else {
-                "secret_file"
-            };
-            check(
-                errors,
-                format!("{path}.webhook.{key}"),
-                webhook.secret_env.as_deref(),
-                webhook.secret_file.as_deref(),
-            );
-        }
+        let path = format!("{path}.webhook");
+        check_url_env(errors, &path, &webhook.url, &webhook.url_env);
+        check_env_or_file(
+            errors,
+            &path,
+            "secret",
+            webhook.secret_env.as_deref(),
+            webhook.secret_file.as_deref(),
+        );
     }
     if let Some(slack) = &receiver.slack {
-        if slack.url.is_none() {
-            if let Some(variable) = &slack.url_env {
-                check(
-                    errors,
-                    format!("{path}.slack.url_env"),
-                    Some(variable),
-                    None,
-                );
-            }
-        }
+        check_url_env(errors, &format!("{path}.slack"), &slack.url, &slack.url_env);
     }
     if let Some(teams) = &receiver.teams {
-        if teams.url.is_none() {
-            if let Some(variable) = &teams.url_env {
-                check(
-                    errors,
-                    format!("{path}.teams.url_env"),
-                    Some(variable),
-                    None,
-                );
-            }
-        }
+        check_url_env(errors, &format!("{path}.teams"), &teams.url, &teams.url_env);
     }
     if let Some(pagerduty) = &receiver.pagerduty {
-        let key = if pagerduty.routing_key_env.is_some() {
-            "routing_key_env"
-        } else {
-            "routing_key_file"
-        };
-        check(
+        check_env_or_file(
             errors,
-            format!("{path}.pagerduty.{key}"),
+            &format!("{path}.pagerduty"),
+            "routing_key",
             pagerduty.routing_key_env.as_deref(),
             pagerduty.routing_key_file.as_deref(),
         );
     }
     if let Some(email) = &receiver.email {
-        if email.password_env.is_some() || email.password_file.is_some() {
-            let key = if email.password_env.is_some() {
-                "password_env"
-            } else {
-                "password_file"
-            };
-            check(
-                errors,
-                format!("{path}.email.{key}"),
-                email.password_env.as_deref(),
-                email.password_file.as_deref(),
-            );
-        }
+        check_env_or_file(
+            errors,
+            &format!("{path}.email"),
+            "password",
+            email.password_env.as_deref(),
+            email.password_file.as_deref(),
+        );
         if let Some(ca) = &email.ca_file {
             check(errors, format!("{path}.email.ca_file"), None, Some(ca));
         }
@@ -222,22 +176,66 @@ fn check(errors: &mut ConfigErrors, path: String, env: Option<&str>, file: Optio
     }
 }
 
-/// A bearer token from `env` (first) or `file`, at least [`MIN_TOKEN_CHARS`] long.
-fn check_token(errors: &mut ConfigErrors, path: &str, env: Option<&str>, file: Option<&Path>) {
-    let key = match (env, file) {
-        (Some(_), _) => "token_env",
-        (None, Some(_)) => "token_file",
-        // Validation already requires one of the two.
-        (None, None) => return,
-    };
-    match read_secret(env, file) {
-        Ok(token) if token.chars().count() < MIN_TOKEN_CHARS => errors.push(
-            format!("{path}.{key}"),
-            format!("the bearer token must be at least {MIN_TOKEN_CHARS} characters"),
-        ),
-        Ok(_) => {}
-        Err(problem) => errors.push(format!("{path}.{key}"), problem),
+/// `url_env` of the section at `path` when no literal `url` is given.
+fn check_url_env(
+    errors: &mut ConfigErrors,
+    path: &str,
+    url: &Option<String>,
+    url_env: &Option<String>,
+) {
+    if let (None, Some(variable)) = (url, url_env) {
+        check(errors, format!("{path}.url_env"), Some(variable), None);
     }
+}
+
+/// The secret `<name>_env` (read first) or `<name>_file` of the section at `path`, under
+/// the key that is read; nothing when neither is set.
+fn check_env_or_file(
+    errors: &mut ConfigErrors,
+    path: &str,
+    name: &str,
+    env: Option<&str>,
+    file: Option<&Path>,
+) {
+    if let Some(key) = env_or_file_key(path, name, env, file) {
+        check(errors, key, env, file);
+    }
+}
+
+/// A bearer token `token_env` (read first) or `token_file` of the section at `path`.
+fn check_token(errors: &mut ConfigErrors, path: &str, env: Option<&str>, file: Option<&Path>) {
+    // Validation already requires one of the two.
+    if let Some(key) = env_or_file_key(path, "token", env, file) {
+        if let Err(problem) = read_token(env, file) {
+            errors.push(key, problem);
+        }
+    }
+}
+
+/// `<path>.<name>_env` when `env` is set (it is read first), else `<path>.<name>_file`.
+fn env_or_file_key(
+    path: &str,
+    name: &str,
+    env: Option<&str>,
+    file: Option<&Path>,
+) -> Option<String> {
+    match (env, file) {
+        (Some(_), _) => Some(format!("{path}.{name}_env")),
+        (None, Some(_)) => Some(format!("{path}.{name}_file")),
+        (None, None) => None,
+    }
+}
+
+/// A bearer token (the ingest endpoint's, the router API's): [`read_secret`], at least
+/// [`MIN_TOKEN_CHARS`] characters long.
+pub fn read_token(env: Option<&str>, file: Option<&Path>) -> Result<String, String> {
+    let token = read_secret(env, file)?;
+    if token.chars().count() < MIN_TOKEN_CHARS {
+        return Err(format!(
+            "the bearer token must be at least {MIN_TOKEN_CHARS} characters"
+        ));
+    }
+    Ok(token)
 }
 
 /// A secret from the environment variable `env`, else the file `file` (surrounding whitespace
