@@ -957,15 +957,19 @@ fn lang_holds(lang: &[u8], doc: &Prepared<'_>) -> bool {
         .is_some_and(|l| l.as_bytes().eq_ignore_ascii_case(lang))
 }
 
-/// Sorts `hits` and leaves out those inside another, so that a span counts once however
-/// many clauses found it.
+/// Sorts `hits` and joins those that overlap into one, so that a span counts once however
+/// many clauses found it and the spans of a match never overlap (`"acme pro" AND "pro max"`
+/// on "acme pro max" made one span, not two that share "pro").
 fn outermost(hits: &mut Vec<Hit>) {
     // Hits with the same range are the same hit (`tagged` follows from the tokens).
     hits.sort_unstable_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
     let mut kept = 0;
     for i in 0..hits.len() {
         let hit = hits[i];
-        if kept > 0 && hit.end <= hits[kept - 1].end {
+        if kept > 0 && hit.start < hits[kept - 1].end {
+            let last = &mut hits[kept - 1];
+            last.end = last.end.max(hit.end);
+            last.tagged |= hit.tagged;
             continue;
         }
         hits[kept] = hit;
@@ -1214,6 +1218,18 @@ mod tests {
             assert_eq!(found.len(), 1, "{query} on {text:?}");
             assert_eq!(set.clause(&found[0]), expected, "{query} on {text:?}");
         }
+    }
+
+    #[test]
+    fn overlapping_clauses_make_one_span() {
+        let set = set(&[("pro", "\"acme pro\" AND \"pro max\"")]);
+        let found = set.matches(&doc("new acme pro max today"));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].spans.as_slice(), [(4, 16)]);
+        // Inside another: counted once.
+        let set = self::set(&[("in", "\"acme pro max\" AND pro")]);
+        let found = set.matches(&doc("acme pro max"));
+        assert_eq!(found[0].spans.as_slice(), [(0, 12)]);
     }
 
     #[test]
