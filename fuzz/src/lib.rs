@@ -131,7 +131,11 @@ pub fn ingest_body(data: &[u8]) {
     };
     for (_, item) in items {
         if let Ok(mention) = ingest::parse_item(item, &source) {
-            assert!(!mention.text.trim().is_empty(), "{mention:?}");
+            // Only a retraction may have no text (it is dropped).
+            assert!(
+                mention.deleted_at.is_some() || !mention.text.trim().is_empty(),
+                "{mention:?}"
+            );
             assert!(mention.text.len() <= ingest::MAX_TEXT_BYTES);
             assert!(!mention.author.handle.trim().is_empty(), "{mention:?}");
             encodes_and_decodes(codecs().mention(), &mention);

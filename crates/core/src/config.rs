@@ -1447,7 +1447,7 @@ impl Config {
         section!(router);
         section!(sink);
         for unknown in sections.keys() {
-            errors.push(unknown, "unknown section (expected kafka, topics, telemetry, collector, enricher, router or sink)");
+            errors.push(key_name(unknown), "unknown section (expected kafka, topics, telemetry, collector, enricher, router or sink)");
         }
         adjust(&mut config);
         config.validate(&mut errors);
@@ -2473,6 +2473,20 @@ fn valid_topic_name(name: &str) -> bool {
 
 /// Deserializes one section, collecting every unknown key (with `serde_ignored`) and the
 /// first type error (with its path) instead of stopping at the first problem of the file.
+/// A key as a problem names it: quoted when it is empty or not a plain name, so that the
+/// key path of `"": 1` or `"a b": 1` is still there to see.
+fn key_name(key: &str) -> String {
+    if !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+    {
+        key.to_owned()
+    } else {
+        format!("{key:?}")
+    }
+}
+
 fn deserialize_section<T: serde::de::DeserializeOwned>(
     name: &str,
     raw: serde_json::Value,
@@ -2522,6 +2536,23 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(errors) => errors.problems,
         }
+    }
+
+    #[test]
+    fn an_unknown_section_with_an_odd_name_is_named_quoted() {
+        // `! :` is an empty key too, written as a tagged empty node.
+        let found = problems("! : 1\n\"a b\": 2\n");
+        assert!(
+            found.iter().any(|p| p.starts_with("\"\": unknown section")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("\"a b\": unknown section")),
+            "{found:?}"
+        );
+        assert!(found.iter().all(|p| !p.starts_with(": ")), "{found:?}");
     }
 
     #[test]
