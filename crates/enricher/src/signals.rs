@@ -893,8 +893,10 @@ impl Recent {
     }
 }
 
+/// A text's identity in the look-back state (which keeps these in maps with random keys):
+/// rustc-hash's string hash, cheaper than SipHash (BENCHMARKS.md).
 fn hash(text: &str) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut hasher = rustc_hash::FxHasher::default();
     text.hash(&mut hasher);
     hasher.finish()
 }
