@@ -643,6 +643,10 @@ pub struct EnricherConfig {
     pub batch_size: usize,
     /// After a batch's first record, wait at most this long for the others.
     pub batch_wait_ms: u64,
+    /// Threads that enrich and encode a batch's records together, each a contiguous share
+    /// of it; the outputs are still published in input order. 1 (the default) enriches on
+    /// the stage's own task; set it to the cores the service may use.
+    pub workers: usize,
 }
 
 impl Default for EnricherConfig {
@@ -657,6 +661,7 @@ impl Default for EnricherConfig {
             max_text_bytes: 64 * 1024,
             batch_size: 64,
             batch_wait_ms: 5,
+            workers: 1,
         }
     }
 }
@@ -1635,6 +1640,9 @@ impl Config {
         }
         if !(1..=10_000).contains(&enricher.batch_size) {
             errors.push("enricher.batch_size", "must be from 1 to 10000");
+        }
+        if !(1..=64).contains(&enricher.workers) {
+            errors.push("enricher.workers", "must be from 1 to 64");
         }
         if enricher.batch_wait_ms > 1_000 {
             errors.push("enricher.batch_wait_ms", "must be at most 1000");

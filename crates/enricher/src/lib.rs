@@ -308,6 +308,8 @@ type BatchResults = Arc<Vec<Result<(), StageError>>>;
 /// What the worker needs to decode, encode, publish and count.
 struct Output {
     codecs: Arc<Codecs>,
+    /// Threads that enrich and encode a batch together (`enricher.workers`).
+    workers: usize,
     publisher: Arc<dyn Publisher>,
     metrics: Metrics,
     /// `metrics.sent` and the latency histogram for this stage, looked up once.
@@ -338,6 +340,7 @@ impl EnricherStage {
             },
             output: Some(Output {
                 codecs: services.codecs.clone(),
+                workers: services.config.enricher.workers.max(1),
                 publisher,
                 sent: services.metrics.sent.with_label_values(&[STAGE]),
                 latency: services.metrics.latency.with_label_values(&[STAGE]),
@@ -426,6 +429,61 @@ impl EnricherStage {
     }
 }
 
+/// A record enriched and encoded: all its outputs, or why it has none.
+struct Prepared {
+    outputs: Result<Vec<Encoded>, StageError>,
+    traceparent: Bytes,
+    collected_at: i64,
+}
+
+/// One enriched copy, encoded.
+struct Encoded {
+    watchlist: String,
+    /// The copy's compound sentiment; none for a retraction, which was not scored.
+    compound: Option<f64>,
+    payload: Vec<u8>,
+}
+
+/// Enriches and encodes one decoded record: the CPU work of a record, which the worker may
+/// run on another thread.
+fn prepare(enricher: &Enricher, codecs: &Codecs, decoded: Decoded) -> Prepared {
+    let Decoded {
+        mention,
+        traceparent,
+    } = decoded;
+    let mention = match mention {
+        Ok(mention) => mention,
+        Err(error) => {
+            return Prepared {
+                outputs: Err(error),
+                traceparent,
+                collected_at: 0,
+            }
+        }
+    };
+    let collected_at = mention.collected_at;
+    let outputs = enricher
+        .enrich(mention)
+        .into_iter()
+        .map(|copy| {
+            let payload = codecs
+                .enriched
+                .encode(&copy)
+                .map_err(|error| StageError::permanent("encode", error.to_string()))?;
+            Ok(Encoded {
+                compound: (!copy.mention.is_retraction()).then_some(copy.sentiment.compound),
+                watchlist: copy.watchlist,
+                payload,
+            })
+        })
+        .collect();
+    Prepared {
+        outputs,
+        traceparent,
+        collected_at,
+    }
+}
+
 impl Output {
     /// The worker: takes batches in order until the stage is dropped. Each batch's
     /// acknowledgements are awaited by a task of their own, so that the worker goes on with
@@ -437,9 +495,10 @@ impl Output {
             done,
         }) = batches.recv().await
         {
-            let mut completions = Vec::with_capacity(records.len());
-            for decoded in records {
-                completions.push(self.process(&enricher, decoded).await);
+            let prepared = self.prepare_all(enricher, records).await;
+            let mut completions = Vec::with_capacity(prepared.len());
+            for record in prepared {
+                completions.push(self.publish(record).await);
             }
             tokio::spawn(async move {
                 let mut results = Vec::with_capacity(completions.len());
@@ -452,40 +511,70 @@ impl Output {
         }
     }
 
-    /// Enriches and publishes one decoded record; the completion resolves once every output
+    /// Enriches and encodes a batch's records, in order: here with one worker, otherwise
+    /// each of up to `workers` blocking threads takes a contiguous share of the batch. A
+    /// panic on one of them ends this worker as a panic here would.
+    async fn prepare_all(&self, enricher: Arc<Enricher>, records: Vec<Decoded>) -> Vec<Prepared> {
+        let count = records.len();
+        let workers = self.workers.min(count);
+        if workers <= 1 {
+            return records
+                .into_iter()
+                .map(|decoded| prepare(&enricher, &self.codecs, decoded))
+                .collect();
+        }
+        let share = count.div_ceil(workers);
+        let mut records = records.into_iter();
+        let mut shares = Vec::with_capacity(workers);
+        loop {
+            let records: Vec<Decoded> = records.by_ref().take(share).collect();
+            if records.is_empty() {
+                break;
+            }
+            let (enricher, codecs) = (enricher.clone(), self.codecs.clone());
+            shares.push(tokio::task::spawn_blocking(move || {
+                records
+                    .into_iter()
+                    .map(|decoded| prepare(&enricher, &codecs, decoded))
+                    .collect::<Vec<_>>()
+            }));
+        }
+        let mut prepared = Vec::with_capacity(count);
+        for share in shares {
+            match share.await {
+                Ok(share) => prepared.extend(share),
+                Err(error) => std::panic::resume_unwind(error.into_panic()),
+            }
+        }
+        prepared
+    }
+
+    /// Publishes one prepared record's outputs; the completion resolves once every output
     /// is acknowledged.
-    async fn process(&mut self, enricher: &Enricher, decoded: Decoded) -> Completion {
-        let Decoded {
-            mention,
+    async fn publish(&mut self, prepared: Prepared) -> Completion {
+        let Prepared {
+            outputs,
             traceparent,
-        } = decoded;
-        let mention = match mention {
-            Ok(mention) => mention,
+            collected_at,
+        } = prepared;
+        let outputs = match outputs {
+            Ok(outputs) => outputs,
             Err(error) => return ready(Err(error)),
         };
-        let collected_at = mention.collected_at;
-        let enriched = enricher.enrich(mention);
-        let mut acks = Vec::with_capacity(enriched.len());
-        for copy in &enriched {
-            let labelled = self.per_watchlist(&copy.watchlist);
-            // A retraction was not scored: it has no sentiment to observe.
-            if !copy.mention.is_retraction() {
+        let mut acks = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            let labelled = self.per_watchlist(&output.watchlist);
+            if let Some(compound) = output.compound {
                 if let Some(matches) = &labelled.matches {
                     matches.inc();
                 }
-                labelled.sentiment.observe(copy.sentiment.compound);
+                labelled.sentiment.observe(compound);
             }
             let key = labelled.key.clone();
-            let payload = match self.codecs.enriched.encode(copy) {
-                Ok(payload) => payload,
-                Err(error) => {
-                    return ready(Err(StageError::permanent("encode", error.to_string())))
-                }
-            };
             let out = OutRecord {
                 topic: self.enriched_topic.clone(),
                 key: Some(key),
-                payload: Bytes::from(payload),
+                payload: Bytes::from(output.payload),
                 headers: vec![(headers::TRACEPARENT.to_owned(), traceparent.clone())],
             };
             acks.push(self.publisher.publish(out).await);
@@ -704,6 +793,17 @@ mod tests {
     /// dead-lettered with its reason; every offset is stored once all is acknowledged.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_stage_keeps_input_order_keys_by_watchlist_and_dead_letters_bad_records() {
+        keeps_input_order(1, 4).await;
+    }
+
+    /// The same with three threads enriching each batch of eight (shares of three, three and
+    /// two records, the bad ones among them).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn several_workers_keep_input_order_and_dead_letter_bad_records() {
+        keeps_input_order(3, 8).await;
+    }
+
+    async fn keeps_input_order(workers: usize, batch_size: usize) {
         use earshot_core::memory::MemoryBus;
         let bus = MemoryBus::new();
         let config = earshot_core::Config {
@@ -716,7 +816,8 @@ mod tests {
                         sentiment_lexicon: Default::default(),
                     })
                     .to_vec(),
-                batch_size: 4,
+                batch_size,
+                workers,
                 ..EnricherConfig::default()
             },
             ..earshot_core::Config::default()
