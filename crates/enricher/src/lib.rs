@@ -495,7 +495,11 @@ impl Output {
             done,
         }) = batches.recv().await
         {
-            let prepared = self.prepare_all(enricher, records).await;
+            // None: the runtime is shutting down; the batch's completions say that the worker
+            // stopped, and its offsets are not stored.
+            let Some(prepared) = self.prepare_all(enricher, records).await else {
+                return;
+            };
             let mut completions = Vec::with_capacity(prepared.len());
             for record in prepared {
                 completions.push(self.publish(record).await);
@@ -513,15 +517,22 @@ impl Output {
 
     /// Enriches and encodes a batch's records, in order: here with one worker, otherwise
     /// each of up to `workers` blocking threads takes a contiguous share of the batch. A
-    /// panic on one of them ends this worker as a panic here would.
-    async fn prepare_all(&self, enricher: Arc<Enricher>, records: Vec<Decoded>) -> Vec<Prepared> {
+    /// panic on one of them ends this worker as a panic here would; `None` when the runtime
+    /// is shutting down and cancelled a share.
+    async fn prepare_all(
+        &self,
+        enricher: Arc<Enricher>,
+        records: Vec<Decoded>,
+    ) -> Option<Vec<Prepared>> {
         let count = records.len();
         let workers = self.workers.min(count);
         if workers <= 1 {
-            return records
-                .into_iter()
-                .map(|decoded| prepare(&enricher, &self.codecs, decoded))
-                .collect();
+            return Some(
+                records
+                    .into_iter()
+                    .map(|decoded| prepare(&enricher, &self.codecs, decoded))
+                    .collect(),
+            );
         }
         let share = count.div_ceil(workers);
         let mut records = records.into_iter();
@@ -543,10 +554,11 @@ impl Output {
         for share in shares {
             match share.await {
                 Ok(share) => prepared.extend(share),
-                Err(error) => std::panic::resume_unwind(error.into_panic()),
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                Err(_) => return None,
             }
         }
-        prepared
+        Some(prepared)
     }
 
     /// Publishes one prepared record's outputs; the completion resolves once every output
