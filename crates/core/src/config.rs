@@ -644,7 +644,8 @@ pub struct EnricherConfig {
     /// After a batch's first record, wait at most this long for the others.
     pub batch_wait_ms: u64,
     /// Threads that enrich and encode a batch's records together, each a contiguous share
-    /// of it; the outputs are still published in input order. 1 (the default) enriches on
+    /// of it; the outputs are still published in input order (the spam look-back sees a
+    /// batch's mentions in the order the threads reach it). 1 (the default) enriches on
     /// the stage's own task; set it to the cores the service may use.
     pub workers: usize,
 }
@@ -2479,8 +2480,6 @@ fn valid_topic_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-/// Deserializes one section, collecting every unknown key (with `serde_ignored`) and the
-/// first type error (with its path) instead of stopping at the first problem of the file.
 /// A key as a problem names it: quoted when it is empty or not a plain name, so that the
 /// key path of `"": 1` or `"a b": 1` is still there to see.
 fn key_name(key: &str) -> String {
@@ -2495,6 +2494,8 @@ fn key_name(key: &str) -> String {
     }
 }
 
+/// Deserializes one section, collecting every unknown key (with `serde_ignored`) and the
+/// first type error (with its path) instead of stopping at the first problem of the file.
 fn deserialize_section<T: serde::de::DeserializeOwned>(
     name: &str,
     raw: serde_json::Value,

@@ -268,8 +268,12 @@ fn sentences_of(analysis: Analysis) -> SentenceSentiment {
 /// publishing run on a task of their own (the stage's worker), so that the two halves of the
 /// work run on two cores. Batches reach the worker in the order they were read and it takes
 /// them one at a time, each record in turn: outputs are published in input order (order per
-/// key is kept) and the spam look-back sees mentions in the order they were read. A record's
-/// completion resolves once the worker has published its outputs and each is acknowledged.
+/// key is kept) and the spam look-back sees mentions in the order they were read. With
+/// `enricher.workers` above 1, a batch's shares are enriched at once, so within a batch the
+/// look-back sees them in the order the threads reach it (which of several identical posts
+/// is the one that counts as a duplicate may differ; the window and the count do not).
+/// A record's completion resolves once the worker has published its outputs and each is
+/// acknowledged.
 pub struct EnricherStage {
     enricher: Arc<Enricher>,
     /// New enrichers from the reloader, taken between two records.
@@ -495,14 +499,22 @@ impl Output {
             done,
         }) = batches.recv().await
         {
-            // None: the runtime is shutting down; the batch's completions say that the worker
-            // stopped, and its offsets are not stored.
-            let Some(prepared) = self.prepare_all(enricher, records).await else {
-                return;
-            };
-            let mut completions = Vec::with_capacity(prepared.len());
-            for record in prepared {
-                completions.push(self.publish(record).await);
+            let mut completions = Vec::with_capacity(records.len());
+            if self.workers <= 1 {
+                // Each record published as soon as it is enriched.
+                for decoded in records {
+                    let prepared = prepare(&enricher, &self.codecs, decoded);
+                    completions.push(self.publish(prepared).await);
+                }
+            } else {
+                // None: the runtime is shutting down; the batch's completions say that the
+                // worker stopped, and its offsets are not stored.
+                let Some(prepared) = self.prepare_all(enricher, records).await else {
+                    return;
+                };
+                for record in prepared {
+                    completions.push(self.publish(record).await);
+                }
             }
             tokio::spawn(async move {
                 let mut results = Vec::with_capacity(completions.len());
@@ -515,8 +527,8 @@ impl Output {
         }
     }
 
-    /// Enriches and encodes a batch's records, in order: here with one worker, otherwise
-    /// each of up to `workers` blocking threads takes a contiguous share of the batch. A
+    /// Enriches and encodes a batch's records, in order: each of up to `workers` blocking
+    /// threads takes a contiguous share of the batch (here when there is one record). A
     /// panic on one of them ends this worker as a panic here would; `None` when the runtime
     /// is shutting down and cancelled a share.
     async fn prepare_all(

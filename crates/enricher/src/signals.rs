@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
@@ -438,9 +438,19 @@ pub struct Signals {
     weights: UrgencyWeights,
     max_text_bytes: usize,
     recent: Mutex<Recent>,
+    /// Keys of the hashes that stand for texts and handles in the look-back: random per
+    /// process, so that nobody can write a text or handle that hashes the same as another.
+    keys: std::hash::RandomState,
 }
 
 impl Signals {
+    /// The look-back's identity of a folded text; none when it is too short to count as a
+    /// duplicate.
+    fn text_hash(&self, folded: &str) -> Option<u64> {
+        let text = folded.trim();
+        (text.len() >= 20).then(|| self.keys.hash_one(text))
+    }
+
     pub fn new(config: &EnricherConfig) -> Signals {
         let mut phrases: Vec<(String, Label)> = SPAM_PHRASES
             .iter()
@@ -507,6 +517,7 @@ impl Signals {
             weights: config.urgency.clone(),
             max_text_bytes: config.max_text_bytes,
             recent: Mutex::new(Recent::default()),
+            keys: std::hash::RandomState::new(),
         }
     }
 
@@ -591,7 +602,7 @@ impl Signals {
         let (spam_score, spam_reasons, cue_intents) = with_scratch(|scratch| {
             fold_into(text, &mut scratch.folded);
             fold_into(&mention.author.handle, &mut scratch.handle);
-            let (folded, author) = (scratch.folded.as_str(), hash(&scratch.handle));
+            let (folded, author) = (scratch.folded.as_str(), self.keys.hash_one(&scratch.handle));
             let mut found = Found::default();
             self.phrases.found(folded, |label| match label {
                 Label::Spam => found.seo = true,
@@ -699,7 +710,7 @@ impl Signals {
             .recent
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .observe(mention, folded, author, followers);
+            .observe(mention, self.text_hash(folded), author, followers);
         if duplicate {
             reasons.push(("duplicate_text", 0.5));
         }
@@ -847,11 +858,12 @@ struct Recent {
 impl Recent {
     /// Records the mention; whether its text is a recent duplicate from other authors, and
     /// whether its author is a zero-follower account bursting.
-    /// `author` is the hash of the folded handle.
+    /// `text` is the hash of the folded text, none when it is too short to count as a
+    /// duplicate; `author` the hash of the folded handle.
     fn observe(
         &mut self,
         mention: &Mention,
-        folded: &str,
+        text: Option<u64>,
         author: u64,
         followers: Option<i64>,
     ) -> (bool, bool) {
@@ -868,18 +880,18 @@ impl Recent {
                 self.authors.clear();
             }
         }
-        let duplicate = folded.trim().len() >= 20 && {
+        let duplicate = text.is_some_and(|text| {
             // Most texts are posted once: room for one post, not the four a first push makes.
             let posts = self
                 .texts
-                .entry(hash(folded.trim()))
+                .entry(text)
                 .or_insert_with(|| Vec::with_capacity(1));
             posts.retain(|&(_, t)| t >= since);
             if !posts.iter().any(|&(a, _)| a == author) {
                 posts.push((author, now));
             }
             posts.len() >= DUPLICATE_AUTHORS
-        };
+        });
         let burst = followers == Some(0) && {
             let posts = self
                 .authors
@@ -891,14 +903,6 @@ impl Recent {
         };
         (duplicate, burst)
     }
-}
-
-/// A text's identity in the look-back state (which keeps these in maps with random keys):
-/// rustc-hash's string hash, cheaper than SipHash (BENCHMARKS.md).
-fn hash(text: &str) -> u64 {
-    let mut hasher = rustc_hash::FxHasher::default();
-    text.hash(&mut hasher);
-    hasher.finish()
 }
 
 #[cfg(test)]

@@ -71,7 +71,7 @@ pub struct WatchlistQuery {
 pub struct QueryMatch {
     /// Index of the watchlist in the set, in configuration order.
     pub index: usize,
-    /// Byte ranges of the text that made the match, in order, none inside another (a few
+    /// Byte ranges of the text that made the match, in order, none overlapping another (a few
     /// are kept inline, without an allocation).
     pub spans: SmallVec<[(u32, u32); 4]>,
     pub relevance: f64,
