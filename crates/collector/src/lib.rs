@@ -669,12 +669,8 @@ fn mention_record(
 }
 
 fn load_token(config: &HttpIngestConfig) -> Result<String, CollectorError> {
-    // `token_file` over `token_env`, as the start-up check reads it.
-    let env = config
-        .token_env
-        .as_deref()
-        .filter(|_| config.token_file.is_none());
-    earshot_core::config::read_token(env, config.token_file.as_deref())
+    let (env, file) = config.token_source();
+    earshot_core::config::read_token(env, file)
         .map_err(|e| CollectorError::Token(format!("collector.http: {e}")))
 }
 

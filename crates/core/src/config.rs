@@ -591,6 +591,18 @@ pub struct HttpIngestConfig {
     pub ack_timeout_ms: u64,
 }
 
+impl HttpIngestConfig {
+    /// Where the bearer token is read from, as [`read_token`] takes it: `token_file` over
+    /// `token_env` (which has a default), so the environment only when no file is set.
+    pub fn token_source(&self) -> (Option<&str>, Option<&std::path::Path>) {
+        let env = self
+            .token_env
+            .as_deref()
+            .filter(|_| self.token_file.is_none());
+        (env, self.token_file.as_deref())
+    }
+}
+
 impl Default for HttpIngestConfig {
     fn default() -> Self {
         HttpIngestConfig {

@@ -48,12 +48,8 @@ impl Config {
         if matches!(role, Role::Collector | Role::Embedded) {
             let collector = &self.collector;
             if let Some(http) = &collector.http {
-                // The ingest endpoint takes `token_file` over `token_env` (which has a default).
-                let env = http
-                    .token_env
-                    .as_deref()
-                    .filter(|_| http.token_file.is_none());
-                check_token(errors, "collector.http", env, http.token_file.as_deref());
+                let (env, file) = http.token_source();
+                check_token(errors, "collector.http", env, file);
             }
             let sources = &collector.sources;
             for (i, x) in sources.x.iter().enumerate() {
