@@ -3,7 +3,7 @@
 //! following the pointers of its [`Node`] tree (with 10,000 queries, those pointers miss the
 //! cache and cost more than the rest of matching).
 
-use crate::parse::{FieldTest, Node};
+use crate::parse::{Comparison, FieldTest, Node};
 use crate::text::TokenKind;
 
 /// A query word as evaluation needs it: its vocabulary number and the tokens it may match.
@@ -40,6 +40,11 @@ pub(crate) enum Op {
     },
     /// `lang:` with two letters, here rather than behind an index.
     Lang([u8; 2]),
+    /// `followers:>n` (and `followers:>=n+1`) for an `n` of 32 bits, here rather than
+    /// behind an index.
+    FollowersOver(i32),
+    /// `followers:<n` (and `followers:<=n-1`) for an `n` of 32 bits.
+    FollowersUnder(i32),
     /// The other field tests: `fields[test]`.
     Field {
         test: u32,
@@ -47,6 +52,19 @@ pub(crate) enum Op {
 }
 
 const _: () = assert!(std::mem::size_of::<Op>() == 8);
+
+/// `followers:` `comparison` `count` as an inline operation, when the count fits: `>= n` is
+/// `> n - 1` and `<= n` is `< n + 1` on whole numbers; `=` stays a field test.
+fn followers_op(comparison: Comparison, count: i64) -> Option<Op> {
+    let fits = |n: i64| i32::try_from(n).ok();
+    match comparison {
+        Comparison::Greater => fits(count).map(Op::FollowersOver),
+        Comparison::GreaterOrEqual => fits(count.checked_sub(1)?).map(Op::FollowersOver),
+        Comparison::Less => fits(count).map(Op::FollowersUnder),
+        Comparison::LessOrEqual => fits(count.checked_add(1)?).map(Op::FollowersUnder),
+        Comparison::Equal => None,
+    }
+}
 
 /// What a NEAR operation holds beside its place.
 #[derive(Debug, Clone, Copy)]
@@ -146,17 +164,19 @@ impl Program {
                 };
             }
             Node::Field(test) => {
-                let op = match test {
+                let inline = match test {
                     FieldTest::Lang(lang) if lang.len() == 2 => {
-                        Op::Lang([lang.as_bytes()[0], lang.as_bytes()[1]])
+                        Some(Op::Lang([lang.as_bytes()[0], lang.as_bytes()[1]]))
                     }
-                    _ => {
-                        self.fields.push(test.clone());
-                        Op::Field {
-                            test: self.fields.len() as u32 - 1,
-                        }
-                    }
+                    &FieldTest::Followers(comparison, count) => followers_op(comparison, count),
+                    _ => None,
                 };
+                let op = inline.unwrap_or_else(|| {
+                    self.fields.push(test.clone());
+                    Op::Field {
+                        test: self.fields.len() as u32 - 1,
+                    }
+                });
                 self.ops.push(op);
                 self.clause(&node.to_string());
             }
@@ -184,7 +204,12 @@ impl Program {
     /// The index after operation `i` and its descendants.
     pub(crate) fn end(&self, i: usize) -> usize {
         match self.ops[i] {
-            Op::Word(_) | Op::Phrase { .. } | Op::Lang(_) | Op::Field { .. } => i + 1,
+            Op::Word(_)
+            | Op::Phrase { .. }
+            | Op::Lang(_)
+            | Op::FollowersOver(_)
+            | Op::FollowersUnder(_)
+            | Op::Field { .. } => i + 1,
             Op::Or { end } | Op::And { end } | Op::Not { end } => end as usize,
             Op::Near { near } => self.nears[near as usize].end as usize,
         }
