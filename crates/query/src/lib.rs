@@ -280,7 +280,8 @@ impl QuerySet {
         lower.clear();
         lower.extend_from_slice(text.as_bytes());
         lower.make_ascii_lowercase();
-        text::ascii_token_spans(text, |kind, start, end| {
+        lower.extend_from_slice(&[0; text::PADDING]);
+        text::ascii_token_spans(text, lower, |kind, start, end| {
             let span = Span::new(kind, start, end);
             let folded = &lower[span.norm_start() as usize..end];
             self.walk(folded, tokens.len() as u32, found);

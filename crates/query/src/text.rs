@@ -104,10 +104,21 @@ pub(crate) fn token_spans(text: &str, mut each: impl FnMut(TokenKind, usize, usi
     }
 }
 
-/// [`token_spans`] for ASCII text, byte by byte: the same tokens (the property test
-/// `the_ascii_scan_finds_what_the_folded_tokens_do` holds the two together).
-pub(crate) fn ascii_token_spans(text: &str, mut each: impl FnMut(TokenKind, usize, usize)) {
+/// Bytes of NUL after the lower-cased text that [`ascii_token_spans`] reads, so that it can
+/// read eight bytes at a time to the end.
+pub(crate) const PADDING: usize = 8;
+
+/// [`token_spans`] for ASCII text: the same tokens (the property test
+/// `the_ascii_scan_finds_what_the_folded_tokens_do` holds the two together). `lower` is the
+/// text lower-cased and followed by [`PADDING`] NUL bytes; words are scanned in it eight
+/// bytes at a time.
+pub(crate) fn ascii_token_spans(
+    text: &str,
+    lower: &[u8],
+    mut each: impl FnMut(TokenKind, usize, usize),
+) {
     debug_assert!(text.is_ascii());
+    debug_assert!(lower.len() == text.len() + PADDING);
     let bytes = text.as_bytes();
     let word = is_ascii_word_byte;
     let mut i = 0;
@@ -116,7 +127,7 @@ pub(crate) fn ascii_token_spans(text: &str, mut each: impl FnMut(TokenKind, usiz
         let (kind, end) = if word(b) {
             match may_start_url(bytes, i).then(|| url_end(text, i)).flatten() {
                 Some(end) => (TokenKind::Url, end),
-                None => (TokenKind::Word, ascii_word_end(bytes, i, false)),
+                None => (TokenKind::Word, ascii_word_end(lower, i, false)),
             }
         } else if (b == b'#' || b == b'@') && bytes.get(i + 1).is_some_and(|&n| word(n)) {
             let kind = if b == b'#' {
@@ -124,7 +135,7 @@ pub(crate) fn ascii_token_spans(text: &str, mut each: impl FnMut(TokenKind, usiz
             } else {
                 TokenKind::Mention
             };
-            (kind, ascii_word_end(bytes, i + 1, b == b'@'))
+            (kind, ascii_word_end(lower, i + 1, b == b'@'))
         } else {
             i += 1;
             continue;
@@ -163,22 +174,58 @@ fn may_start_url(bytes: &[u8], i: usize) -> bool {
     })
 }
 
-/// [`word_end`] in ASCII text.
-fn ascii_word_end(bytes: &[u8], start: usize, dots: bool) -> usize {
-    let word = is_ascii_word_byte;
+/// [`word_end`] in lower-cased ASCII text followed by [`PADDING`] NUL bytes (which end a
+/// word).
+fn ascii_word_end(lower: &[u8], start: usize, dots: bool) -> usize {
     let mut end = start;
     loop {
-        end += bytes[end..].iter().take_while(|&&b| word(b)).count();
-        // An apostrophe (or a dot, in handles) joins two runs of word characters.
-        match bytes.get(end..end + 2) {
-            Some(&[joiner, next])
-                if (joiner == b'\'' || (dots && joiner == b'.')) && end > start && word(next) =>
-            {
-                end += 2;
+        // Eight bytes at a time: the first that is not a word character ends the run.
+        loop {
+            let eight = u64::from_le_bytes(
+                lower[end..end + 8]
+                    .try_into()
+                    .expect("eight bytes, the padding included"),
+            );
+            let other = !word_bytes(eight) & HIGH_BITS;
+            if other != 0 {
+                end += (other.trailing_zeros() / 8) as usize;
+                break;
             }
-            _ => return end,
+            end += 8;
+        }
+        // An apostrophe (or a dot, in handles) joins two runs of word characters.
+        let joiner = lower[end];
+        if (joiner == b'\'' || (dots && joiner == b'.'))
+            && end > start
+            && is_ascii_word_byte(lower[end + 1])
+        {
+            end += 2;
+        } else {
+            return end;
         }
     }
+}
+
+/// Byte `b` in each of eight.
+const fn splat(b: u8) -> u64 {
+    u64::from_le_bytes([b; 8])
+}
+
+const HIGH_BITS: u64 = splat(0x80);
+
+/// The high bit of each byte of `eight` (ASCII) that is at least `least`: adding
+/// `0x80 - least` reaches 0x80 exactly then, and carries into no other byte.
+const fn at_least(eight: u64, least: u8) -> u64 {
+    eight.wrapping_add(splat(0x80 - least)) & HIGH_BITS
+}
+
+/// The high bit of each byte of `eight` (lower-cased ASCII) that is a word character: a
+/// letter, a digit or `_`.
+const fn word_bytes(eight: u64) -> u64 {
+    let letter = at_least(eight, b'a') & !at_least(eight, b'z' + 1);
+    let digit = at_least(eight, b'0') & !at_least(eight, b'9' + 1);
+    let underscore = at_least(eight, b'_') & !at_least(eight, b'_' + 1);
+    letter | digit | underscore
 }
 
 fn is_word_char(c: char) -> bool {
@@ -303,6 +350,27 @@ fn emoji_end(text: &str, start: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eight_bytes_at_a_time_agree_with_the_byte_table() {
+        // Every lower-cased ASCII byte in every place of the eight, among other bytes.
+        for b in (0u8..128).filter(|b| !b.is_ascii_uppercase()) {
+            for place in 0..8 {
+                for other in [0u8, b'a', b' ', b'_', b'9', b'{'] {
+                    let mut eight = [other; 8];
+                    eight[place] = b;
+                    let bits = word_bytes(u64::from_le_bytes(eight));
+                    for (k, &byte) in eight.iter().enumerate() {
+                        assert_eq!(
+                            bits >> (8 * k + 7) & 1 == 1,
+                            is_ascii_word_byte(byte),
+                            "{byte:#04x} in place {k} of {eight:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     fn check(text: &str, expected: &[(TokenKind, &str, &str)]) {
         let got: Vec<(TokenKind, &str, String)> = tokenize(text)
