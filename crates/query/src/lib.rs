@@ -368,7 +368,6 @@ impl QuerySet {
             return Vec::new();
         }
         let prepared = Prepared::new(document, view, &self.program);
-        self.program.warm(&candidates.list);
         let mut out = Vec::with_capacity(candidates.list.len());
         for &index in &candidates.list {
             let index = index as usize;
@@ -757,10 +756,10 @@ fn found_entry(word: u32, token: u32) -> u64 {
     u64::from(word) << 32 | u64::from(token)
 }
 
-/// Word `word`'s bit in [`Prepared::present`], of 256 (Fibonacci hashing).
+/// Word `word`'s bit in [`Prepared::present`], one of 64 (Fibonacci hashing).
 #[inline(always)]
-fn presence_bit(word: u32) -> usize {
-    (word.wrapping_mul(0x9E37_79B9) >> 24) as usize
+fn presence(word: u32) -> u64 {
+    1 << (word.wrapping_mul(0x9E37_79B9) >> 26)
 }
 
 /// The word of a `found` entry.
@@ -782,7 +781,7 @@ struct Prepared<'a> {
     found: &'a [u64],
     /// Which words may be in `found`: a bit per word number hashed, so that most words a
     /// text does not have are known absent without a search.
-    present: [u64; 4],
+    present: u64,
     fields: std::cell::OnceCell<Fields>,
     program: &'a Program,
 }
@@ -800,11 +799,10 @@ impl<'a> Prepared<'a> {
             document,
             tokens: &view.tokens,
             found: &view.found,
-            present: view.found.iter().fold([0; 4], |mut present, &entry| {
-                let bit = presence_bit(found_word(entry));
-                present[bit / 64] |= 1 << (bit % 64);
-                present
-            }),
+            present: view
+                .found
+                .iter()
+                .fold(0, |present, &entry| present | presence(found_word(entry))),
             fields: std::cell::OnceCell::new(),
             program,
         }
@@ -831,8 +829,7 @@ impl<'a> Prepared<'a> {
     /// The `found` entries of word `id`: the tokens that are it, ascending.
     #[inline(always)]
     fn entries(&self, id: u32) -> &'a [u64] {
-        let bit = presence_bit(id);
-        if self.present[bit / 64] & 1 << (bit % 64) == 0 {
+        if self.present & presence(id) == 0 {
             return &[];
         }
         let found = self.found;
@@ -1167,13 +1164,24 @@ fn outermost(hits: &mut Vec<Hit>) {
     }
     hits.truncate(kept);
 }
+/// 1 - 0.5^h for h spans, to 30: exact, as each 0.5^h is.
+const STRENGTH: [f64; 31] = {
+    let mut strength = [0.0; 31];
+    let (mut h, mut half_to_h) = (0, 1.0);
+    while h < 31 {
+        strength[h] = 1.0 - half_to_h;
+        half_to_h /= 2.0;
+        h += 1;
+    }
+    strength
+};
+
 /// The documented formula (see the crate docs).
 fn relevance(hits: &[Hit], text_len: usize) -> f64 {
     let Some(first) = hits.first() else {
         return 1.0;
     };
-    // 1 - 0.5^n, exactly (a power of two), without a call to `powi`.
-    let strength = 1.0 - 1.0 / (1u64 << hits.len().min(30)) as f64;
+    let strength = STRENGTH[hits.len().min(30)];
     let earliness = 1.0 - f64::from(first.start) / text_len.max(1) as f64;
     let tagged = if hits.iter().any(|h| h.tagged) {
         1.0

@@ -252,23 +252,6 @@ impl Program {
         &self.clauses[self.clause_starts[i] as usize..self.clause_starts[i + 1] as usize]
     }
 
-    /// Reads the operations of each query in `indices`, so that their memory is fetched all
-    /// at once rather than one query after another as they are evaluated: with many queries,
-    /// each is a cache miss or more.
-    pub(crate) fn warm(&self, indices: &[u32]) {
-        // A cache line holds 64 bytes of operations. Where a query ends is where the next
-        // starts, so no read waits for another and their misses overlap.
-        const STEP: usize = 64 / std::mem::size_of::<Op>();
-        let mut seen = 0u8;
-        for &index in indices {
-            let (root, end) = self.query(index as usize);
-            for i in (root..end).step_by(STEP).chain([end - 1]) {
-                seen ^= self.kind(i);
-            }
-        }
-        std::hint::black_box(seen);
-    }
-
     /// The operations of query `index`: from its root to where the next query starts.
     pub(crate) fn query(&self, index: usize) -> (usize, usize) {
         let end = self
@@ -276,15 +259,6 @@ impl Program {
             .get(index + 1)
             .map_or(self.ops.len(), |&next| next as usize);
         (self.roots[index] as usize, end)
-    }
-
-    /// A byte of operation `i`, for [`Program::warm`] to read.
-    fn kind(&self, i: usize) -> u8 {
-        match self.ops[i] {
-            Op::Word(word) => word.id as u8,
-            Op::Or { end } | Op::And { end } | Op::Not { end } => end as u8,
-            _ => 0,
-        }
     }
 
     /// Appends the clause of operation `i` as it held: `held(j)` says whether operation `j`

@@ -176,6 +176,7 @@ fn may_start_url(bytes: &[u8], i: usize) -> bool {
 
 /// [`word_end`] in lower-cased ASCII text followed by [`PADDING`] NUL bytes (which end a
 /// word).
+#[inline(always)]
 fn ascii_word_end(lower: &[u8], start: usize, dots: bool) -> usize {
     let mut end = start;
     loop {
