@@ -4,10 +4,11 @@
 //! config validation can report them). All watchlists are compiled together into a
 //! [`QuerySet`]: a trie of every word of every query is walked along each token of a text, in
 //! the one pass that tokenizes it, and says which query words each token is (or starts with,
-//! for a wildcard). That finds the candidate watchlists (those with a word of each required
-//! part of the query in the text) and is all that evaluating them needs: the queries are
-//! compiled into one contiguous program (`program.rs`), and no string is compared or
-//! allocated per candidate. Each match says which text spans made it, how relevant it is,
+//! for a wildcard). That finds the candidate watchlists (those with a word of each group of
+//! words the query needs: every word of a phrase, each side of a NEAR, each child of an AND,
+//! an OR's children's groups distributed over each other) and is all that evaluating them
+//! needs: the queries are compiled into one contiguous program (`program.rs`), and no
+//! string is compared or allocated per candidate. Each match says which text spans made it, how relevant it is,
 //! and which parts of the query held; [`QuerySet::clause`] writes that clause out.
 //!
 //! Relevance, 0..1, says where and how strongly a watchlist matched:
