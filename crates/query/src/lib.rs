@@ -147,8 +147,11 @@ impl QuerySet {
         }
         let mut owned: Vec<Vec<Owner>> = vec![Vec::new(); 2 * patterns.len()];
         let mut always = Vec::new();
-        for (index, query) in queries.iter().enumerate() {
-            let groups = required_groups(&query.query);
+        let groups = affordable_groups(
+            queries.iter().map(|q| required_groups(&q.query)).collect(),
+            2 * patterns.len(),
+        );
+        for (index, groups) in groups.iter().enumerate() {
             if groups.is_empty() {
                 always.push(index as u32);
             }
@@ -620,6 +623,37 @@ const MAX_GROUPS: usize = 8;
 /// most selective); none when it can match without any.
 fn required_groups(node: &Node) -> Vec<Group> {
     required(node).unwrap_or_default()
+}
+
+/// A word in the groups of more queries than this is too costly to count for any but a
+/// query's first group: its owners are read for every text that has it, and a word in that
+/// many queries (`the` in many phrases) is likely in many texts.
+const MAX_OWNERS: usize = 64;
+
+/// Each query's `groups` without those, after its first, that have a word in the groups of
+/// more than [`MAX_OWNERS`] queries (of `words` word numbers): dropping a group only makes
+/// more texts candidates, never fewer.
+fn affordable_groups(mut groups: Vec<Vec<Group>>, words: usize) -> Vec<Vec<Group>> {
+    let mut queries_of = vec![0usize; words];
+    for query in &groups {
+        let mut seen: Vec<u32> = query.iter().flatten().map(|&(word, _)| word).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        for word in seen {
+            queries_of[word as usize] += 1;
+        }
+    }
+    for query in &mut groups {
+        let mut k = 0;
+        query.retain(|group| {
+            k += 1;
+            k == 1
+                || group
+                    .iter()
+                    .all(|&(word, _)| queries_of[word as usize] <= MAX_OWNERS)
+        });
+    }
+    groups
 }
 
 /// How selective a group of required words is, most first: fewer words, then a longer
@@ -1369,6 +1403,30 @@ mod tests {
         assert_eq!(set.candidates("Courier"), vec![2, 3]);
         assert_eq!(set.candidates("the Courier"), vec![2, 3, 4]);
         assert_eq!(set.candidates("Ünïcode LUMÖRA"), vec![0, 2, 3]);
+    }
+
+    #[test]
+    fn a_word_in_many_queries_makes_no_group_beyond_the_first() {
+        // "the" is in all 200 phrases; a text with it alone reads none of their owners.
+        let names: Vec<String> = (0..200).map(|i| format!("w{i}")).collect();
+        let queries: Vec<String> = (0..200).map(|i| format!("\"the lumora{i}\"")).collect();
+        let pairs: Vec<(&str, &str)> = names
+            .iter()
+            .map(String::as_str)
+            .zip(queries.iter().map(String::as_str))
+            .collect();
+        let set = set(&pairs);
+        let the = set
+            .owner_starts
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or(0);
+        assert_eq!(the, 1, "no word has more than one owner");
+        assert_eq!(set.candidates("the lumora7 lamp"), vec![7]);
+        assert!(set.candidates("the lamp").is_empty());
+        assert_eq!(set.matches(&doc("the lumora7"))[0].index, 7);
+        assert!(set.matches(&doc("lumora7 the")).is_empty());
     }
 
     #[test]
