@@ -8,8 +8,9 @@
 //! words the query needs: every word of a phrase, each side of a NEAR, each child of an AND,
 //! an OR's children's groups distributed over each other) and is all that evaluating them
 //! needs: the queries are compiled into one contiguous program (`program.rs`), and no
-//! string is compared or allocated per candidate. Each match says which text spans made it, how relevant it is,
-//! and which parts of the query held; [`QuerySet::clause`] writes that clause out.
+//! string is compared or allocated per candidate. Each match says which text spans made it,
+//! how relevant it is, and which parts of the query held; [`QuerySet::clause`] writes that
+//! clause out.
 //!
 //! Relevance, 0..1, says where and how strongly a watchlist matched:
 //!
@@ -874,6 +875,16 @@ impl<'a> Prepared<'a> {
         &rest[..n]
     }
 
+    /// The tokens that are `word`, of a kind it may match, ascending.
+    #[inline(always)]
+    fn tokens_of(&self, word: Word) -> impl Iterator<Item = usize> + 'a {
+        let tokens = self.tokens;
+        self.entries(word.id)
+            .iter()
+            .map(|&entry| entry as u32 as usize)
+            .filter(move |&i| kind_fits(word.kind, tokens[i].kind))
+    }
+
     /// Whether `word` matches token `i`.
     fn word_at(&self, word: &Word, i: usize) -> bool {
         kind_fits(word.kind, self.tokens[i].kind)
@@ -892,10 +903,8 @@ impl<'a> Prepared<'a> {
             .split_first()
             .map_or((NO_ID, &[][..]), |(first, rest)| (first.id, rest));
         let kind = words.first().map_or(TokenKind::Word, |w| w.kind);
-        let from = self.found.partition_point(|&e| e < found_entry(first, 0));
-        self.found[from..]
+        self.entries(first)
             .iter()
-            .take_while(move |&&e| found_word(e) == first)
             .map(|&e| e as u32 as usize)
             .filter(move |&i| {
                 kind_fits(kind, self.tokens[i].kind)
@@ -984,6 +993,8 @@ fn evaluate_child(doc: &Prepared<'_>, i: usize, hits: &mut Vec<Hit>, held: &mut 
 #[inline(always)]
 fn word_hits(doc: &Prepared<'_>, word: Word, hits: &mut Vec<Hit>) -> bool {
     let before = hits.len();
+    // [`Prepared::tokens_of`] written out: on the hottest path of evaluation, the iterator
+    // measured about 1.5 % slower in the matching bench.
     for &entry in doc.entries(word.id) {
         let token = doc.tokens[entry as u32 as usize];
         if kind_fits(word.kind, token.kind) {
@@ -1011,10 +1022,7 @@ fn phrase_hits(doc: &Prepared<'_>, i: usize, hits: &mut Vec<Hit>) -> bool {
 fn holds(doc: &Prepared<'_>, i: usize) -> bool {
     let program = doc.program;
     match program.op(i) {
-        Op::Word(word) => doc
-            .entries(word.id)
-            .iter()
-            .any(|&entry| kind_fits(word.kind, doc.tokens[entry as u32 as usize].kind)),
+        Op::Word(word) => doc.tokens_of(word).next().is_some(),
         Op::Phrase { .. } => doc.occurrences(program.words(i)).next().is_some(),
         Op::Or { end } => program.children(i, end).any(|child| holds(doc, child)),
         Op::And { end } => program.children(i, end).all(|child| holds(doc, child)),
@@ -1059,8 +1067,10 @@ fn near_pairs(
 fn op_holds(doc: &Prepared<'_>, i: usize) -> bool {
     match doc.program.op(i) {
         Op::Lang(lang) => lang_holds(&lang, doc),
-        Op::FollowersOver(n) => doc.document.followers.is_some_and(|f| f > i64::from(n)),
-        Op::FollowersUnder(n) => doc.document.followers.is_some_and(|f| f < i64::from(n)),
+        Op::FollowersOver(n) => {
+            followers_hold(Comparison::Greater, n.into(), doc.document.followers)
+        }
+        Op::FollowersUnder(n) => followers_hold(Comparison::Less, n.into(), doc.document.followers),
         Op::Field { test } => field_holds(doc.program.field(test), doc),
         _ => false,
     }
@@ -1100,14 +1110,7 @@ fn hit(tokens: &[Span], start: usize, end: usize) -> Hit {
 fn positions(doc: &Prepared<'_>, op: usize, out: &mut Positions) {
     let program = doc.program;
     match program.op(op) {
-        Op::Word(word) => {
-            for &entry in doc.entries(word.id) {
-                let i = entry as u32 as usize;
-                if kind_fits(word.kind, doc.tokens[i].kind) {
-                    out.push((i, i + 1));
-                }
-            }
-        }
+        Op::Word(word) => out.extend(doc.tokens_of(word).map(|i| (i, i + 1))),
         Op::Phrase { .. } => out.extend(doc.occurrences(program.words(op))),
         Op::Or { end } => {
             for child in program.children(op, end) {
@@ -1199,6 +1202,7 @@ fn outermost(hits: &mut Vec<Hit>) {
     }
     hits.truncate(kept);
 }
+
 /// 1 - 0.5^h for h spans, to 30: exact, as each 0.5^h is.
 const STRENGTH: [f64; 31] = {
     let mut strength = [0.0; 31];
