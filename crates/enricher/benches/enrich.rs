@@ -3,19 +3,19 @@
 //!
 //! `cargo bench -p earshot-enricher --bench enrich` (optionally `-- SECONDS`, default 3).
 //!
-//! Measured in the same run, per second of wall time and of this thread's CPU time (from
-//! /proc/thread-self/schedstat): VADER alone (`polarity_scores`, the reference point), each
+//! Measured in the same run, taking turns a pass over the corpus at a time
+//! (`benches/turns.rs`), per second of wall time and of this thread's CPU time: VADER alone (`polarity_scores`, the reference point), each
 //! other component alone (language detection with the default detector and with whatlang,
 //! watchlist matching, spam / intent / reach / urgency signals), and `enrich()` with the
 //! demo's three brand watchlists plus twenty topic queries, so that a share of the tweets
-//! match.
+//! match. whatlang, a hundred times slower, is timed on its own after them.
 //!
 //! It then compares the languages found by the default detector (script first, whichlang for
 //! Latin text) with whatlang's on the four VADER corpora (all English) and on the
 //! multilingual sanity set (testdata/languages.tsv).
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use earshot_core::config::{EnricherConfig, LanguageDetector, WatchlistConfig};
 use earshot_core::model::{mention_id, Author, Engagement, Mention, Source};
@@ -23,6 +23,10 @@ use earshot_enricher::language::detect_text;
 use earshot_enricher::signals::Signals;
 use earshot_enricher::{Enricher, WatchlistMatcher};
 use earshot_sentiment::SentimentAnalyzer;
+
+#[path = "../../../benches/turns.rs"]
+mod turns;
+use turns::alternating;
 
 fn main() {
     let seconds: f64 = std::env::args()
@@ -86,28 +90,35 @@ fn main() {
         .iter()
         .map(|m| enricher.enrich(m.clone()).len())
         .sum();
-    let (vader, vader_cpu) = rate(mentions.len(), budget, |i| {
-        analyzer.polarity_scores(black_box(tweets[i])).compound as usize
-    });
-    let (language, language_cpu) = rate(mentions.len(), budget, |i| {
-        detect_text(black_box(tweets[i]), LanguageDetector::Whichlang).map_or(0, |(c, _)| c.len())
-    });
-    let (whatlang_rate, whatlang_cpu) = rate(mentions.len(), budget, |i| {
-        detect_text(black_box(tweets[i]), LanguageDetector::Whatlang).map_or(0, |(c, _)| c.len())
-    });
-    let (matching, matching_cpu) = rate(mentions.len(), budget, |i| {
-        matcher.matches(black_box(&mentions[i]), Some("en")).len()
-    });
-    let (signal, signal_cpu) = rate(mentions.len(), budget, |i| {
-        signals
-            .score(black_box(&mentions[i]), -0.2, Some("en"), Vec::new())
-            .intents
-            .len()
-    });
     // The clone is part of the work: the service hands enrich() an owned, decoded mention.
-    let (enrich, enrich_cpu) = rate(mentions.len(), budget, |i| {
-        enricher.enrich(black_box(mentions[i].clone())).len()
-    });
+    let [(vader, vader_cpu), (language, language_cpu), (matching, matching_cpu), (signal, signal_cpu), (enrich, enrich_cpu)] =
+        alternating(
+            mentions.len(),
+            budget,
+            [
+                &mut |i| analyzer.polarity_scores(black_box(tweets[i])).compound as usize,
+                &mut |i| {
+                    detect_text(black_box(tweets[i]), LanguageDetector::Whichlang)
+                        .map_or(0, |(c, _)| c.len())
+                },
+                &mut |i| matcher.matches(black_box(&mentions[i]), Some("en")).len(),
+                &mut |i| {
+                    signals
+                        .score(black_box(&mentions[i]), -0.2, Some("en"), Vec::new())
+                        .intents
+                        .len()
+                },
+                &mut |i| enricher.enrich(black_box(mentions[i].clone())).len(),
+            ],
+        );
+    let [(whatlang_rate, whatlang_cpu)] = alternating(
+        mentions.len(),
+        budget,
+        [&mut |i| {
+            detect_text(black_box(tweets[i]), LanguageDetector::Whatlang)
+                .map_or(0, |(c, _)| c.len())
+        }],
+    );
     println!(
         "{} tweets as mentions, {:.0} bytes on average; {} enriched records per pass",
         tweets.len(),
@@ -229,33 +240,4 @@ fn mention(i: usize, text: &str) -> Mention {
         has_media: false,
         deleted_at: None,
     }
-}
-
-/// Items per second of `work` over indices 0..n, repeated for `budget` after a warm-up pass:
-/// per second of wall time and per second of this thread's CPU time.
-fn rate(n: usize, budget: Duration, mut work: impl FnMut(usize) -> usize) -> (f64, f64) {
-    for i in 0..n {
-        black_box(work(i));
-    }
-    let (started, cpu_started) = (Instant::now(), thread_cpu_nanos());
-    let mut done = 0usize;
-    while started.elapsed() < budget {
-        for i in 0..n {
-            black_box(work(i));
-        }
-        done += n;
-    }
-    let cpu_seconds = (thread_cpu_nanos() - cpu_started) as f64 / 1e9;
-    (
-        done as f64 / started.elapsed().as_secs_f64(),
-        done as f64 / cpu_seconds,
-    )
-}
-
-/// Nanoseconds this thread has run on a CPU (the first field of schedstat).
-fn thread_cpu_nanos() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|stat| stat.split_whitespace().next()?.parse().ok())
-        .expect("/proc/thread-self/schedstat (Linux)")
 }

@@ -20,8 +20,10 @@
 //! `QuerySet::matches`: tokenizing each text while walking the query words' trie along its
 //! tokens, the candidate queries, and evaluating them, with spans, relevance and the parts
 //! of the query that held for each match. The line below it also writes each match's clause
-//! out (`QuerySet::clause`), as the enricher does for every record it makes. All are timed
-//! per second of wall time and of this thread's CPU time (from /proc/thread-self/schedstat).
+//! out (`QuerySet::clause`), as the enricher does for every record it makes. The baseline
+//! and the two lines of earshot's path take turns a pass over the corpus at a time
+//! (`benches/turns.rs`), so that a drift in the machine's speed falls on all three alike;
+//! each is timed per second of wall time and of this thread's CPU time.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -29,6 +31,10 @@ use std::time::{Duration, Instant};
 
 use aho_corasick::{AhoCorasickBuilder, MatchKind};
 use earshot_query::{parse, Document, QuerySet, WatchlistQuery};
+
+#[path = "../../../benches/turns.rs"]
+mod turns;
+use turns::alternating;
 
 const QUERIES: usize = 10_000;
 
@@ -91,22 +97,28 @@ fn main() {
         .map(|t| baseline.find_overlapping_iter(t).count())
         .sum();
 
-    let (plain, plain_cpu) = rate(tweets.len(), budget, |i| {
-        baseline.find_overlapping_iter(black_box(tweets[i])).count()
-    });
-    let (prefilter, prefilter_cpu) = rate(tweets.len(), budget, |i| {
-        set.candidates(black_box(tweets[i])).len()
-    });
-    let (tokenize, tokenize_cpu) = rate(tweets.len(), budget, |i| {
-        earshot_query::tokenize(black_box(tweets[i])).len()
-    });
-    let (earshot, earshot_cpu) = rate(tweets.len(), budget, |i| {
-        set.matches(black_box(&documents[i])).len()
-    });
-    let (written, written_cpu) = rate(tweets.len(), budget, |i| {
-        let found = set.matches(black_box(&documents[i]));
-        found.iter().map(|m| set.clause(m).len()).sum()
-    });
+    let [(plain, plain_cpu), (earshot, earshot_cpu), (written, written_cpu)] = alternating(
+        tweets.len(),
+        budget,
+        [
+            &mut |i| baseline.find_overlapping_iter(black_box(tweets[i])).count(),
+            &mut |i| set.matches(black_box(&documents[i])).len(),
+            &mut |i| {
+                let found = set.matches(black_box(&documents[i]));
+                found.iter().map(|m| set.clause(m).len()).sum()
+            },
+        ],
+    );
+    let [(prefilter, prefilter_cpu)] = alternating(
+        tweets.len(),
+        budget,
+        [&mut |i| set.candidates(black_box(tweets[i])).len()],
+    );
+    let [(tokenize, tokenize_cpu)] = alternating(
+        tweets.len(),
+        budget,
+        [&mut |i| earshot_query::tokenize(black_box(tweets[i])).len()],
+    );
 
     println!(
         "{} queries ({} distinct keywords) compiled in {:.0} ms; {} tweets, {:.0} bytes on average",
@@ -189,33 +201,4 @@ fn generate(vocabulary: &[String]) -> (Vec<String>, Vec<String>) {
     keywords.sort();
     keywords.dedup();
     (queries, keywords)
-}
-
-/// Texts per second of `work` over indices 0..n, repeated for `budget` after a warm-up pass:
-/// per second of wall time and per second of this thread's CPU time.
-fn rate(n: usize, budget: Duration, mut work: impl FnMut(usize) -> usize) -> (f64, f64) {
-    for i in 0..n {
-        black_box(work(i));
-    }
-    let (started, cpu_started) = (Instant::now(), thread_cpu_nanos());
-    let mut done = 0usize;
-    while started.elapsed() < budget {
-        for i in 0..n {
-            black_box(work(i));
-        }
-        done += n;
-    }
-    let cpu_seconds = (thread_cpu_nanos() - cpu_started) as f64 / 1e9;
-    (
-        done as f64 / started.elapsed().as_secs_f64(),
-        done as f64 / cpu_seconds,
-    )
-}
-
-/// Nanoseconds this thread has run on a CPU (the first field of schedstat).
-fn thread_cpu_nanos() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|stat| stat.split_whitespace().next()?.parse().ok())
-        .expect("/proc/thread-self/schedstat (Linux)")
 }

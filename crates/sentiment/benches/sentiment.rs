@@ -7,8 +7,9 @@
 //! - a floor: the least any lexicon scorer must do, splitting on whitespace, lowercasing each
 //!   token and looking it up in the same lexicon, summing what is found. The ratio says how
 //!   close to that floor the full rule set runs.
-//! - both per second of wall time and per second of this thread's CPU time (from
-//!   /proc/thread-self/schedstat), which leaves out time spent waiting for a core that other
+//! - both taking turns a pass over the corpus at a time (`benches/turns.rs`), so that a drift
+//!   in the machine's speed falls on both alike, per second of wall time and per second of
+//!   this thread's CPU time, which leaves out time spent waiting for a core that other
 //!   processes hold, so that a busy machine does not read as a slow engine;
 //! - scaling: texts of 1,000 to 100,000 words with a "but" every three words (the rule the
 //!   reference runs in quadratic time), in nanoseconds per word.
@@ -18,6 +19,10 @@ use std::time::{Duration, Instant};
 
 use earshot_sentiment::{Scratch, SentimentAnalyzer};
 use rustc_hash::FxHashMap;
+
+#[path = "../../../benches/turns.rs"]
+mod turns;
+use turns::alternating;
 
 fn main() {
     let seconds: f64 = std::env::args()
@@ -45,19 +50,27 @@ fn main() {
         .collect();
 
     let mut scratch = Scratch::default();
-    let (vader, vader_cpu) = rate(&tweets, budget, |text| {
-        analyzer.polarity_scores_with(text, &mut scratch).compound
-    });
     let mut lower = String::new();
-    let (floor, floor_cpu) = rate(&tweets, budget, |text| {
-        let mut sum = 0.0;
-        for word in text.split_whitespace() {
-            lower.clear();
-            lower.extend(word.chars().flat_map(char::to_lowercase));
-            sum += lexicon.get(lower.as_str()).copied().unwrap_or(0.0);
-        }
-        sum
-    });
+    let [(vader, vader_cpu), (floor, floor_cpu)] = alternating(
+        tweets.len(),
+        budget,
+        [
+            &mut |i| {
+                analyzer
+                    .polarity_scores_with(black_box(tweets[i]), &mut scratch)
+                    .compound as usize
+            },
+            &mut |i| {
+                let mut sum = 0.0;
+                for word in black_box(tweets[i]).split_whitespace() {
+                    lower.clear();
+                    lower.extend(word.chars().flat_map(char::to_lowercase));
+                    sum += lexicon.get(lower.as_str()).copied().unwrap_or(0.0);
+                }
+                sum as usize
+            },
+        ],
+    );
     println!(
         "tweets corpus: {} texts, {:.0} bytes on average",
         tweets.len(),
@@ -87,33 +100,4 @@ fn main() {
         let per_word = started.elapsed().as_nanos() as f64 / f64::from(runs) / words as f64;
         println!("  {words:>7} words           {per_word:>12.1} ns/word");
     }
-}
-
-/// Texts per second of `score` over the corpus, repeated for `budget` after a warm-up pass:
-/// per second of wall time and per second of this thread's CPU time.
-fn rate(texts: &[&str], budget: Duration, mut score: impl FnMut(&str) -> f64) -> (f64, f64) {
-    for text in texts {
-        black_box(score(black_box(text)));
-    }
-    let (started, cpu_started) = (Instant::now(), thread_cpu_nanos());
-    let mut scored = 0usize;
-    while started.elapsed() < budget {
-        for text in texts {
-            black_box(score(black_box(text)));
-        }
-        scored += texts.len();
-    }
-    let cpu_seconds = (thread_cpu_nanos() - cpu_started) as f64 / 1e9;
-    (
-        scored as f64 / started.elapsed().as_secs_f64(),
-        scored as f64 / cpu_seconds,
-    )
-}
-
-/// Nanoseconds this thread has run on a CPU (the first field of schedstat).
-fn thread_cpu_nanos() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|stat| stat.split_whitespace().next()?.parse().ok())
-        .expect("/proc/thread-self/schedstat (Linux)")
 }
