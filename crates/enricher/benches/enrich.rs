@@ -4,8 +4,8 @@
 //! `cargo bench -p earshot-enricher --bench enrich` (optionally `-- SECONDS`, default 3).
 //!
 //! Measured in the same run, taking turns a pass over the corpus at a time
-//! (`benches/turns.rs`), per second of wall time and of this thread's CPU time: VADER alone (`polarity_scores`, the reference point), each
-//! other component alone (language detection with the default detector and with whatlang,
+//! (`benches/turns.rs`), per second of wall time and of this thread's CPU time: VADER alone
+//! (`polarity_scores`, the reference point), each other component alone (language detection with the default detector and with whatlang,
 //! watchlist matching, spam / intent / reach / urgency signals), and `enrich()` with the
 //! demo's three brand watchlists plus twenty topic queries, so that a share of the tweets
 //! match. whatlang, a hundred times slower, is timed on its own after them.
